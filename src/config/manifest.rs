@@ -1,0 +1,509 @@
+//! Offline checks of whole manifests, as `tenant-mcp validate` runs them in a GitOps pipeline:
+//! schema (types, unknown fields), inline credentials, the CRDs' CEL rules, semantic rules, the
+//! endpoint policy of a `GlobalMcpConfig` in the same input, Secret references against Secrets
+//! in the same input, and one config per tenant.
+//!
+//! Pure: the caller reads the files and hands over their text.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::field::{ErrorKind, FieldError, FieldErrors, FieldPath};
+use super::inline_credentials::find_inline_credentials;
+use super::merge::decode;
+use super::policy::EndpointPolicy;
+use super::validate::{is_dns_label, is_dns_subdomain, validate_global_spec, validate_tenant_spec};
+use crate::api::{
+    API_VERSION, GLOBAL_CONFIG_NAME, GROUP, GlobalMcpConfig, ServersSpec, TenantMcpConfig,
+};
+
+/// One YAML or JSON document of an input file.
+#[derive(Clone, Debug)]
+pub struct SourceDocument {
+    /// Where it came from (a file path).
+    pub source: String,
+    /// Its position in the file, from 1 (items of a `kind: List` share their list's position).
+    pub position: usize,
+    /// The document, or why it could not be parsed.
+    pub content: Result<Value, String>,
+}
+
+/// Splits a file's text into documents (`---` separated YAML, or JSON), expanding `kind: List`.
+/// Empty documents are dropped.
+pub fn parse_documents(source: &str, text: &str) -> Vec<SourceDocument> {
+    let mut out = Vec::new();
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let position = i + 1;
+        let content = Value::deserialize(doc).map_err(|e| format!("not valid YAML: {e}"));
+        match content {
+            Ok(Value::Null) => {}
+            Ok(Value::Object(map))
+                if map.get("kind").and_then(Value::as_str) == Some("List")
+                    && map.get("items").is_some_and(Value::is_array) =>
+            {
+                if let Some(Value::Array(items)) = map.get("items") {
+                    out.extend(items.iter().map(|item| SourceDocument {
+                        source: source.to_owned(),
+                        position,
+                        content: Ok(item.clone()),
+                    }));
+                }
+            }
+            content => {
+                let stop = content.is_err();
+                out.push(SourceDocument {
+                    source: source.to_owned(),
+                    position,
+                    content,
+                });
+                // The YAML stream cannot continue past a syntax error.
+                if stop {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What was found in one object.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectReport {
+    /// The file.
+    pub source: String,
+    /// The document's position in the file, from 1.
+    pub position: usize,
+    /// `kind` of the object (empty if it has none).
+    pub kind: String,
+    /// `metadata.namespace`, if set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// `metadata.name`, if set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Whether the object was checked (`false` for kinds tenant-mcp does not own).
+    pub checked: bool,
+    /// Every problem; empty when the object is valid.
+    pub errors: FieldErrors,
+    /// Things worth a look that do not make the object invalid.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl ObjectReport {
+    /// `Kind namespace/name` for messages.
+    pub fn display_name(&self) -> String {
+        let kind = if self.kind.is_empty() {
+            "object"
+        } else {
+            &self.kind
+        };
+        match (&self.namespace, &self.name) {
+            (Some(ns), Some(name)) => format!("{kind} {ns}/{name}"),
+            (None, Some(name)) => format!("{kind} {name}"),
+            _ => format!("{kind} (document {})", self.position),
+        }
+    }
+
+    /// True when checked and nothing is wrong.
+    pub fn is_valid(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// The result of checking a set of documents.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// One entry per object, in input order.
+    pub objects: Vec<ObjectReport>,
+    /// Facts about the run as a whole (e.g. which endpoint policy was used).
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    /// Objects with at least one error.
+    pub fn invalid(&self) -> usize {
+        self.objects.iter().filter(|o| !o.is_valid()).count()
+    }
+
+    /// Checked objects without errors.
+    pub fn valid(&self) -> usize {
+        self.objects
+            .iter()
+            .filter(|o| o.checked && o.is_valid())
+            .count()
+    }
+
+    /// Objects of kinds tenant-mcp does not check.
+    pub fn skipped(&self) -> usize {
+        self.objects
+            .iter()
+            .filter(|o| !o.checked && o.is_valid())
+            .count()
+    }
+}
+
+/// A config decoded far enough to cross-check it with the other documents.
+enum Parsed {
+    Tenant(Box<TenantMcpConfig>),
+    Global(Box<GlobalMcpConfig>),
+    Other,
+}
+
+/// Checks every document, then the rules that span documents.
+pub fn check_documents(documents: &[SourceDocument]) -> Report {
+    let mut reports = Vec::with_capacity(documents.len());
+    let mut parsed = Vec::with_capacity(documents.len());
+    let mut secrets: HashMap<(Option<String>, String), BTreeSet<String>> = HashMap::new();
+
+    for doc in documents {
+        let (report, object) = check_one(doc, &mut secrets);
+        reports.push(report);
+        parsed.push(object);
+    }
+
+    // The endpoint policy comes from the GlobalMcpConfig named `default` in the input, if any.
+    let mut notes = Vec::new();
+    let mut policy = EndpointPolicy::default();
+    let mut global_seen = None;
+    for (i, object) in parsed.iter().enumerate() {
+        let Parsed::Global(global) = object else {
+            continue;
+        };
+        let name = global.metadata.name.as_deref().unwrap_or_default();
+        if let Some(first) = global_seen {
+            let message = format!(
+                "a second GlobalMcpConfig; the first is in {}",
+                location(&reports[first])
+            );
+            reports[i].errors.push(FieldError::new(
+                &FieldPath::new("metadata.name"),
+                ErrorKind::Duplicate,
+                message,
+            ));
+            continue;
+        }
+        global_seen = Some(i);
+        let (errors, compiled) = validate_global_spec(&global.spec);
+        let policy_ok = compiled.is_some();
+        if let Some(compiled) = compiled.filter(|_| name == GLOBAL_CONFIG_NAME) {
+            policy = compiled;
+            notes.push(format!(
+                "endpoint policy: from GlobalMcpConfig {name} in {}",
+                reports[i].source
+            ));
+        } else if !policy_ok {
+            notes.push(
+                "endpoint policy: the input's GlobalMcpConfig has an invalid policy; \
+                        tenants were checked against the default policy"
+                    .into(),
+            );
+        }
+        reports[i].errors.extend(errors);
+        cel_errors(global.validate_cel(), &mut reports[i].errors);
+        let namespace = Some(global.spec.credentials_namespace.clone());
+        check_secret_refs(&global.spec.servers, &namespace, &secrets, &mut reports[i]);
+    }
+    if global_seen.is_none() {
+        notes.push(
+            "endpoint policy: no GlobalMcpConfig in the input; checked against the default \
+             policy (http and https, any port, public addresses only)"
+                .into(),
+        );
+    }
+
+    let mut tenants: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, object) in parsed.iter().enumerate() {
+        let Parsed::Tenant(tenant) = object else {
+            continue;
+        };
+        let errors = validate_tenant_spec(&tenant.spec, &policy);
+        reports[i].errors.extend(errors);
+        cel_errors(tenant.validate_cel(), &mut reports[i].errors);
+        let namespace = tenant.metadata.namespace.clone();
+        check_secret_refs(&tenant.spec.servers, &namespace, &secrets, &mut reports[i]);
+        match tenants.get(&tenant.spec.tenant_id) {
+            Some(&first) => {
+                let message = format!(
+                    "tenant {:?} already has a config ({} in {}); a tenant has exactly one",
+                    tenant.spec.tenant_id,
+                    reports[first].display_name(),
+                    location(&reports[first])
+                );
+                reports[i].errors.push(FieldError::new(
+                    &FieldPath::new("spec.tenantId"),
+                    ErrorKind::Duplicate,
+                    message,
+                ));
+            }
+            None => {
+                tenants.insert(tenant.spec.tenant_id.clone(), i);
+            }
+        }
+    }
+    for report in &mut reports {
+        dedupe(&mut report.errors);
+    }
+    Report {
+        objects: reports,
+        notes,
+    }
+}
+
+fn location(report: &ObjectReport) -> String {
+    format!("{} (document {})", report.source, report.position)
+}
+
+/// Checks one document on its own, recording any Secret it declares.
+fn check_one(
+    doc: &SourceDocument,
+    secrets: &mut HashMap<(Option<String>, String), BTreeSet<String>>,
+) -> (ObjectReport, Parsed) {
+    let mut report = ObjectReport {
+        source: doc.source.clone(),
+        position: doc.position,
+        kind: String::new(),
+        namespace: None,
+        name: None,
+        checked: false,
+        errors: FieldErrors::default(),
+        warnings: Vec::new(),
+    };
+    let value = match &doc.content {
+        Ok(value) => value,
+        Err(message) => {
+            report.checked = true;
+            report
+                .errors
+                .push(FieldError::invalid(&FieldPath::default(), message.clone()));
+            return (report, Parsed::Other);
+        }
+    };
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+    let api_version = text(value.get("apiVersion")).unwrap_or_default();
+    report.kind = text(value.get("kind")).unwrap_or_default();
+    report.namespace = text(value.pointer("/metadata/namespace"));
+    report.name = text(value.pointer("/metadata/name"));
+
+    if api_version == "v1" && report.kind == "Secret" {
+        let mut keys = BTreeSet::new();
+        for field in ["data", "stringData"] {
+            if let Some(map) = value.get(field).and_then(Value::as_object) {
+                keys.extend(map.keys().cloned());
+            }
+        }
+        if let Some(name) = &report.name {
+            secrets.insert((report.namespace.clone(), name.clone()), keys);
+        }
+        return (report, Parsed::Other);
+    }
+    let group = api_version.split('/').next().unwrap_or_default();
+    if group != GROUP {
+        return (report, Parsed::Other);
+    }
+    report.checked = true;
+    if api_version != API_VERSION {
+        report.errors.push(FieldError::new(
+            &FieldPath::new("apiVersion"),
+            ErrorKind::NotSupported,
+            format!("must be {API_VERSION:?}, got {api_version:?}"),
+        ));
+        return (report, Parsed::Other);
+    }
+    let cluster_scoped = match report.kind.as_str() {
+        "TenantMcpConfig" => false,
+        "GlobalMcpConfig" => true,
+        other => {
+            report.errors.push(FieldError::new(
+                &FieldPath::new("kind"),
+                ErrorKind::NotSupported,
+                format!("must be TenantMcpConfig or GlobalMcpConfig, got {other:?}"),
+            ));
+            return (report, Parsed::Other);
+        }
+    };
+    check_metadata(&mut report, cluster_scoped);
+    report.errors.extend(find_inline_credentials(
+        value.get("spec").unwrap_or(&Value::Null),
+        &FieldPath::new("spec"),
+    ));
+
+    // apiVersion and kind were checked above; the generated types do not read them.
+    let mut body = value.clone();
+    if let Some(map) = body.as_object_mut() {
+        map.remove("apiVersion");
+        map.remove("kind");
+    }
+    let parsed = if cluster_scoped {
+        decode::<GlobalMcpConfig>(body, &FieldPath::default()).map(|g| Parsed::Global(Box::new(g)))
+    } else {
+        decode::<TenantMcpConfig>(body, &FieldPath::default()).map(|t| Parsed::Tenant(Box::new(t)))
+    };
+    match parsed {
+        Ok(object) => (report, object),
+        Err(errors) => {
+            // An inline credential is also an unknown field: keep only the precise message.
+            for e in errors {
+                if !report.errors.iter().any(|known| known.path == e.path) {
+                    report.errors.push(e);
+                }
+            }
+            (report, Parsed::Other)
+        }
+    }
+}
+
+fn check_metadata(report: &mut ObjectReport, cluster_scoped: bool) {
+    match &report.name {
+        None => report.errors.push(FieldError::required(
+            &FieldPath::new("metadata.name"),
+            "every object needs a name",
+        )),
+        Some(name) if !is_dns_subdomain(name) => report.errors.push(FieldError::invalid(
+            &FieldPath::new("metadata.name"),
+            format!(
+                "must be a DNS subdomain (lowercase letters, digits, '-' and '.'), got {name:?}"
+            ),
+        )),
+        Some(name) if cluster_scoped && name != GLOBAL_CONFIG_NAME => {
+            report.errors.push(FieldError::invalid(
+                &FieldPath::new("metadata.name"),
+                format!("the GlobalMcpConfig must be named {GLOBAL_CONFIG_NAME:?}, got {name:?}"),
+            ));
+        }
+        Some(_) => {}
+    }
+    match (&report.namespace, cluster_scoped) {
+        (Some(_), true) => report
+            .warnings
+            .push("metadata.namespace is ignored: GlobalMcpConfig is cluster-scoped".into()),
+        (Some(ns), false) if !is_dns_label(ns) => report.errors.push(FieldError::invalid(
+            &FieldPath::new("metadata.namespace"),
+            format!("must be a DNS label, got {ns:?}"),
+        )),
+        (None, false) => report.warnings.push(
+            "metadata.namespace is not set: the config lands in the namespace kubectl or your \
+             GitOps tool applies it to, and its Secrets must be there too"
+                .into(),
+        ),
+        _ => {}
+    }
+}
+
+/// Adds the CEL rule failures, except where the failing field (or anything under it) already
+/// has a more precise error: the CEL rules mirror checks made in Rust, and are reported here only
+/// for anything those checks would miss.
+fn cel_errors(result: Result<(), kube::core::cel::ValidationErrors>, errors: &mut FieldErrors) {
+    let Err(failures) = result else { return };
+    for failure in failures.into_vec() {
+        let path = failure.field_path.trim_start_matches('.').to_owned();
+        if errors.iter().any(|e| e.path.starts_with(&path)) {
+            continue;
+        }
+        errors.push(FieldError::invalid(&FieldPath::new(&path), failure.message));
+    }
+}
+
+/// One Secret reference: the field path, the Secret's name, and each `(field, key)` it needs.
+type SecretUse<'a> = (String, &'a str, Vec<(&'static str, &'a str)>);
+
+/// Checks each Secret reference against the Secrets declared in the input: a missing key is an
+/// error, a Secret absent from the input only a warning (it may come from elsewhere).
+fn check_secret_refs(
+    servers: &ServersSpec,
+    namespace: &Option<String>,
+    secrets: &HashMap<(Option<String>, String), BTreeSet<String>>,
+    report: &mut ObjectReport,
+) {
+    let mut refs: Vec<SecretUse<'_>> = Vec::new();
+    let root = "spec.servers";
+    if let Some(pg) = &servers.postgres {
+        let r = &pg.credentials_secret_ref;
+        refs.push((
+            format!("{root}.postgres.credentialsSecretRef"),
+            &r.name,
+            vec![
+                ("usernameKey", &r.username_key),
+                ("passwordKey", &r.password_key),
+            ],
+        ));
+        if let Some(ca) = &pg.ca_cert_secret_ref {
+            refs.push((
+                format!("{root}.postgres.caCertSecretRef"),
+                &ca.name,
+                vec![("key", &ca.key)],
+            ));
+        }
+    }
+    if let Some(s3) = &servers.minio {
+        let r = &s3.credentials_secret_ref;
+        refs.push((
+            format!("{root}.minio.credentialsSecretRef"),
+            &r.name,
+            vec![
+                ("accessKeyIdKey", &r.access_key_id_key),
+                ("secretAccessKeyKey", &r.secret_access_key_key),
+            ],
+        ));
+    }
+    let mcp = servers
+        .ai_mcp_server
+        .iter()
+        .map(|s| (format!("{root}.aiMcpServer"), s))
+        .chain(
+            servers
+                .mcp_servers
+                .iter()
+                .map(|n| (format!("{root}.mcpServers[{}]", n.name), &n.server)),
+        );
+    for (path, server) in mcp {
+        if let Some(t) = &server.bearer_token_secret_ref {
+            refs.push((
+                format!("{path}.bearerTokenSecretRef"),
+                &t.name,
+                vec![("key", &t.key)],
+            ));
+        }
+        for (i, h) in server.headers.iter().enumerate() {
+            if let Some(from) = &h.value_from {
+                refs.push((
+                    format!("{path}.headers[{i}].valueFrom"),
+                    &from.name,
+                    vec![("key", &from.key)],
+                ));
+            }
+        }
+    }
+    for (path, name, keys) in refs {
+        match secrets.get(&(namespace.clone(), name.to_owned())) {
+            None => report.warnings.push(format!(
+                "{path}: Secret {name:?} is not in the input; make sure it exists in namespace {}",
+                namespace.as_deref().unwrap_or("(the target namespace)")
+            )),
+            Some(present) => {
+                for (field, key) in keys {
+                    if !present.contains(key) {
+                        report.errors.push(FieldError::invalid(
+                            &FieldPath::new(&path).child(field),
+                            format!(
+                                "Secret {name:?} has no key {key:?} (it has: {})",
+                                present.iter().cloned().collect::<Vec<_>>().join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn dedupe(errors: &mut FieldErrors) {
+    let mut seen = std::collections::HashSet::new();
+    errors
+        .0
+        .retain(|e| seen.insert((e.path.clone(), e.message.clone())));
+}

@@ -1,0 +1,621 @@
+//! The endpoint policy: which schemes, ports, hosts and addresses a config may point at.
+//!
+//! This is the SSRF guard. Literal hosts are checked here when a spec is validated; host names
+//! must be checked again with [`EndpointPolicy::check_ip`] on every address they resolve to, right
+//! before connecting (DNS can change between the two). Deny rules always win over allow rules,
+//! and cloud metadata addresses stay denied even inside an allowed range unless explicitly allowed.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::RangeInclusive;
+
+use ipnet::IpNet;
+use url::Host;
+
+use super::field::{FieldError, FieldErrors, FieldPath};
+use crate::api::EndpointPolicySpec;
+use crate::api::global::UrlScheme;
+
+/// Host names that reach cloud instance-metadata services.
+const METADATA_HOSTS: &[&str] = &[
+    "metadata",
+    "metadata.google.internal",
+    "metadata.goog",
+    "metadata.azure.com",
+    "instance-data",
+    "instance-data.ec2.internal",
+];
+
+/// A checked, ready-to-use endpoint policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointPolicy {
+    schemes: Vec<UrlScheme>,
+    ports: Vec<RangeInclusive<u16>>,
+    allowed_hosts: Vec<HostPattern>,
+    denied_hosts: Vec<HostPattern>,
+    allowed_cidrs: Vec<IpNet>,
+    denied_cidrs: Vec<IpNet>,
+    allow_private: bool,
+    allow_loopback: bool,
+    allow_link_local: bool,
+    allow_cloud_metadata: bool,
+}
+
+impl Default for EndpointPolicy {
+    /// The policy used when no `GlobalMcpConfig` says otherwise: http and https, any port,
+    /// public addresses only.
+    fn default() -> Self {
+        // safe unwrap-free: the default spec has no patterns or ranges to reject.
+        Self::compile(&EndpointPolicySpec::default(), &FieldPath::default()).0
+    }
+}
+
+/// Why the endpoint policy refused an endpoint. Never contains a credential: only scheme, host,
+/// address and port.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyViolation {
+    /// The URL scheme is not in `allowedSchemes`.
+    #[error("scheme {scheme:?} is not allowed by the endpoint policy (allowed: {allowed})")]
+    SchemeNotAllowed {
+        /// The scheme used.
+        scheme: String,
+        /// The allowed schemes, comma separated.
+        allowed: String,
+    },
+    /// The port is not in `allowedPorts`.
+    #[error("port {port} is not allowed by the endpoint policy (allowed: {allowed})")]
+    PortNotAllowed {
+        /// The port used.
+        port: u16,
+        /// The allowed ports, comma separated.
+        allowed: String,
+    },
+    /// The host matches a `deniedHosts` pattern.
+    #[error("host {host:?} is denied by the endpoint policy (deniedHosts: {pattern:?})")]
+    HostDenied {
+        /// The host.
+        host: String,
+        /// The pattern it matched.
+        pattern: String,
+    },
+    /// `allowedHosts` is set and the host matches none of its patterns.
+    #[error("host {host:?} matches none of the endpoint policy's allowedHosts")]
+    HostNotAllowed {
+        /// The host.
+        host: String,
+    },
+    /// The host name itself names a denied class (`localhost`, a metadata service).
+    #[error("host {host:?} is a {class} name, which the endpoint policy denies{hint}")]
+    HostClassDenied {
+        /// The host.
+        host: String,
+        /// Its class.
+        class: AddressClass,
+        /// How to allow it, if it can be.
+        hint: &'static str,
+    },
+    /// The address falls in a denied class or range.
+    #[error("address {ip} is {class}, which the endpoint policy denies{hint}")]
+    AddressDenied {
+        /// The address.
+        ip: IpAddr,
+        /// Its class.
+        class: AddressClass,
+        /// How to allow it, if it can be.
+        hint: &'static str,
+    },
+    /// The address is in `deniedCidrs`.
+    #[error("address {ip} is in the endpoint policy's deniedCidrs ({cidr})")]
+    AddressInDeniedRange {
+        /// The address.
+        ip: IpAddr,
+        /// The range it is in.
+        cidr: IpNet,
+    },
+}
+
+impl PolicyViolation {
+    /// The condition reason for every policy violation.
+    pub fn reason(&self) -> &'static str {
+        crate::api::conditions::reason::POLICY_DENIED
+    }
+}
+
+/// What kind of address (or host name) an endpoint is, for the policy's decisions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AddressClass {
+    /// An ordinary public address.
+    Public,
+    /// A private range (RFC 1918, CGNAT 100.64/10, IPv6 unique local fc00::/7).
+    Private,
+    /// Loopback (127/8, ::1, `localhost`).
+    Loopback,
+    /// Link-local (169.254/16, fe80::/10).
+    LinkLocal,
+    /// A cloud instance-metadata service.
+    CloudMetadata,
+    /// 0.0.0.0 or ::.
+    Unspecified,
+    /// Multicast or broadcast.
+    Multicast,
+}
+
+impl fmt::Display for AddressClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Public => "a public address",
+            Self::Private => "a private address",
+            Self::Loopback => "a loopback address",
+            Self::LinkLocal => "a link-local address",
+            Self::CloudMetadata => "a cloud metadata endpoint",
+            Self::Unspecified => "an unspecified address",
+            Self::Multicast => "a multicast or broadcast address",
+        })
+    }
+}
+
+/// Classifies an address. IPv4-mapped and NAT64 IPv6 addresses are classified by the IPv4
+/// address they carry, so `::ffff:127.0.0.1` is loopback.
+pub fn classify(ip: IpAddr) -> AddressClass {
+    match ip {
+        IpAddr::V4(v4) => classify_v4(v4),
+        IpAddr::V6(v6) => match embedded_v4(v6) {
+            Some(v4) => classify_v4(v4),
+            None => classify_v6(v6),
+        },
+    }
+}
+
+fn classify_v4(ip: Ipv4Addr) -> AddressClass {
+    let [a, b, ..] = ip.octets();
+    if ip == Ipv4Addr::new(169, 254, 169, 254) || ip == Ipv4Addr::new(169, 254, 170, 2) {
+        AddressClass::CloudMetadata
+    } else if ip.is_unspecified() || a == 0 {
+        AddressClass::Unspecified
+    } else if ip.is_loopback() {
+        AddressClass::Loopback
+    } else if ip.is_link_local() {
+        AddressClass::LinkLocal
+    } else if ip.is_multicast() || ip.is_broadcast() || a >= 240 {
+        AddressClass::Multicast
+    } else if ip.is_private() || (a == 100 && (64..128).contains(&b)) {
+        AddressClass::Private
+    } else {
+        AddressClass::Public
+    }
+}
+
+fn classify_v6(ip: Ipv6Addr) -> AddressClass {
+    let first = ip.segments()[0];
+    if ip == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) {
+        AddressClass::CloudMetadata
+    } else if ip.is_unspecified() {
+        AddressClass::Unspecified
+    } else if ip.is_loopback() {
+        AddressClass::Loopback
+    } else if ip.is_unicast_link_local() {
+        AddressClass::LinkLocal
+    } else if ip.is_multicast() {
+        AddressClass::Multicast
+    } else if ip.is_unique_local() || (first & 0xffc0) == 0xfec0 {
+        AddressClass::Private
+    } else {
+        AddressClass::Public
+    }
+}
+
+/// The IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`) or NAT64 (`64:ff9b::a.b.c.d`)
+/// address.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    let s = ip.segments();
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        let [.., a, b, c, d] = ip.octets();
+        return Some(Ipv4Addr::new(a, b, c, d));
+    }
+    None
+}
+
+/// A host pattern: an exact host (`db.example.com`) or a wildcard for subdomains
+/// (`*.example.com`, which does not match `example.com` itself).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct HostPattern {
+    text: String,
+    suffix: Option<String>,
+}
+
+impl HostPattern {
+    fn parse(text: &str) -> Result<Self, String> {
+        let lower = text.trim().to_ascii_lowercase();
+        let (suffix, rest) = match lower.strip_prefix("*.") {
+            Some(rest) => (Some(format!(".{rest}")), rest),
+            None => (None, lower.as_str()),
+        };
+        let valid = !rest.is_empty()
+            && rest.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ':')
+            });
+        if !valid {
+            return Err(format!(
+                "must be a host name, an IP address or `*.` followed by a domain, got {text:?}"
+            ));
+        }
+        Ok(Self {
+            text: text.to_owned(),
+            suffix,
+        })
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        match &self.suffix {
+            Some(suffix) => host.len() > suffix.len() && host.ends_with(suffix.as_str()),
+            None => host == self.text.to_ascii_lowercase(),
+        }
+    }
+}
+
+fn parse_port_range(text: &str) -> Option<RangeInclusive<u16>> {
+    let (from, to) = match text.split_once('-') {
+        Some((from, to)) => (from.trim(), to.trim()),
+        None => (text.trim(), text.trim()),
+    };
+    let from: u16 = from.parse().ok()?;
+    let to: u16 = to.parse().ok()?;
+    (from >= 1 && from <= to).then_some(from..=to)
+}
+
+impl EndpointPolicy {
+    /// Compiles a policy spec, reporting every malformed entry under `path`
+    /// (e.g. `spec.endpointPolicy`). Malformed entries are left out of the compiled policy;
+    /// callers must not use a policy whose errors are non-empty.
+    pub fn compile(spec: &EndpointPolicySpec, path: &FieldPath) -> (Self, FieldErrors) {
+        let mut errors = FieldErrors::default();
+        let mut ports = Vec::new();
+        for (i, text) in spec.allowed_ports.iter().enumerate() {
+            match parse_port_range(text) {
+                Some(range) => ports.push(range),
+                None => errors.push(FieldError::invalid(
+                    &path.child("allowedPorts").index(i),
+                    format!("must be a port (1..=65535) or a range like 9000-9001, got {text:?}"),
+                )),
+            }
+        }
+        let mut hosts = |list: &[String], field: &str| {
+            let mut out = Vec::new();
+            for (i, text) in list.iter().enumerate() {
+                match HostPattern::parse(text) {
+                    Ok(p) => out.push(p),
+                    Err(msg) => {
+                        errors.push(FieldError::invalid(&path.child(field).index(i), msg));
+                    }
+                }
+            }
+            out
+        };
+        let allowed_hosts = hosts(&spec.allowed_hosts, "allowedHosts");
+        let denied_hosts = hosts(&spec.denied_hosts, "deniedHosts");
+        let mut cidrs = |list: &[String], field: &str| {
+            let mut out = Vec::new();
+            for (i, text) in list.iter().enumerate() {
+                match text.trim().parse::<IpNet>() {
+                    Ok(net) => out.push(net),
+                    Err(_) => errors.push(FieldError::invalid(
+                        &path.child(field).index(i),
+                        format!("must be a CIDR range like 10.96.0.0/12 or fd00::/8, got {text:?}"),
+                    )),
+                }
+            }
+            out
+        };
+        let allowed_cidrs = cidrs(&spec.allowed_cidrs, "allowedCidrs");
+        let denied_cidrs = cidrs(&spec.denied_cidrs, "deniedCidrs");
+        let mut schemes = spec.allowed_schemes.clone();
+        schemes.dedup();
+        if schemes.is_empty() {
+            errors.push(FieldError::required(
+                &path.child("allowedSchemes"),
+                "at least one of https, http",
+            ));
+        }
+        let policy = Self {
+            schemes,
+            ports,
+            allowed_hosts,
+            denied_hosts,
+            allowed_cidrs,
+            denied_cidrs,
+            allow_private: spec.allow_private_networks,
+            allow_loopback: spec.allow_loopback,
+            allow_link_local: spec.allow_link_local,
+            allow_cloud_metadata: spec.allow_cloud_metadata,
+        };
+        (policy, errors)
+    }
+
+    /// Checks a URL scheme (`http`, `https`).
+    pub fn check_scheme(&self, scheme: &str) -> Result<(), PolicyViolation> {
+        if self.schemes.iter().any(|s| s.as_str() == scheme) {
+            return Ok(());
+        }
+        Err(PolicyViolation::SchemeNotAllowed {
+            scheme: scheme.to_owned(),
+            allowed: self
+                .schemes
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
+    /// Checks a port.
+    pub fn check_port(&self, port: u16) -> Result<(), PolicyViolation> {
+        if self.ports.is_empty() || self.ports.iter().any(|r| r.contains(&port)) {
+            return Ok(());
+        }
+        Err(PolicyViolation::PortNotAllowed {
+            port,
+            allowed: self
+                .ports
+                .iter()
+                .map(|r| {
+                    if r.start() == r.end() {
+                        r.start().to_string()
+                    } else {
+                        format!("{}-{}", r.start(), r.end())
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
+    /// Checks a host as written in a spec: host patterns, then the class of a literal address
+    /// or of a special name (`localhost`, metadata services). Resolved addresses of a host
+    /// name must be checked with [`Self::check_ip`] before connecting.
+    pub fn check_host(&self, host: &Host<String>) -> Result<(), PolicyViolation> {
+        let text = match host {
+            Host::Domain(d) => d.trim_end_matches('.').to_ascii_lowercase(),
+            Host::Ipv4(ip) => ip.to_string(),
+            Host::Ipv6(ip) => ip.to_string(),
+        };
+        if let Some(p) = self.denied_hosts.iter().find(|p| p.matches(&text)) {
+            return Err(PolicyViolation::HostDenied {
+                host: text,
+                pattern: p.text.clone(),
+            });
+        }
+        if !self.allowed_hosts.is_empty() && !self.allowed_hosts.iter().any(|p| p.matches(&text)) {
+            return Err(PolicyViolation::HostNotAllowed { host: text });
+        }
+        match host {
+            Host::Ipv4(ip) => self.check_ip(IpAddr::V4(*ip)),
+            Host::Ipv6(ip) => self.check_ip(IpAddr::V6(*ip)),
+            Host::Domain(_) => {
+                if (text == "localhost" || text.ends_with(".localhost")) && !self.allow_loopback {
+                    return Err(PolicyViolation::HostClassDenied {
+                        host: text,
+                        class: AddressClass::Loopback,
+                        hint: " (set endpointPolicy.allowLoopback for local development)",
+                    });
+                }
+                if METADATA_HOSTS.contains(&text.as_str()) && !self.allow_cloud_metadata {
+                    return Err(PolicyViolation::HostClassDenied {
+                        host: text,
+                        class: AddressClass::CloudMetadata,
+                        hint: "",
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks one address, literal or resolved.
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), PolicyViolation> {
+        if let Some(cidr) = self.denied_cidrs.iter().find(|n| n.contains(&ip)) {
+            return Err(PolicyViolation::AddressInDeniedRange { ip, cidr: *cidr });
+        }
+        let class = classify(ip);
+        let deny = |hint| Err(PolicyViolation::AddressDenied { ip, class, hint });
+        match class {
+            AddressClass::CloudMetadata if !self.allow_cloud_metadata => deny(""),
+            AddressClass::Unspecified | AddressClass::Multicast => deny(""),
+            _ if self.allowed_cidrs.iter().any(|n| n.contains(&ip)) => Ok(()),
+            AddressClass::Loopback if !self.allow_loopback => {
+                deny(" (set endpointPolicy.allowLoopback for local development)")
+            }
+            AddressClass::LinkLocal if !self.allow_link_local => {
+                deny(" (set endpointPolicy.allowLinkLocal or add the range to allowedCidrs)")
+            }
+            AddressClass::Private if !self.allow_private => {
+                deny(" (add the range to endpointPolicy.allowedCidrs or set allowPrivateNetworks)")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(spec: EndpointPolicySpec) -> EndpointPolicy {
+        let (p, errors) = EndpointPolicy::compile(&spec, &FieldPath::new("spec.endpointPolicy"));
+        assert!(errors.is_empty(), "{errors}");
+        p
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn classifies_special_ranges() {
+        let cases = [
+            ("8.8.8.8", AddressClass::Public),
+            ("10.1.2.3", AddressClass::Private),
+            ("172.16.0.1", AddressClass::Private),
+            ("192.168.1.1", AddressClass::Private),
+            ("100.64.0.1", AddressClass::Private),
+            ("127.0.0.1", AddressClass::Loopback),
+            ("127.8.9.10", AddressClass::Loopback),
+            ("169.254.1.1", AddressClass::LinkLocal),
+            ("169.254.169.254", AddressClass::CloudMetadata),
+            ("0.0.0.0", AddressClass::Unspecified),
+            ("224.0.0.1", AddressClass::Multicast),
+            ("255.255.255.255", AddressClass::Multicast),
+            ("::1", AddressClass::Loopback),
+            ("::", AddressClass::Unspecified),
+            ("fe80::1", AddressClass::LinkLocal),
+            ("fd00:ec2::254", AddressClass::CloudMetadata),
+            ("fd12::1", AddressClass::Private),
+            ("2001:4860:4860::8888", AddressClass::Public),
+            ("::ffff:127.0.0.1", AddressClass::Loopback),
+            ("::ffff:169.254.169.254", AddressClass::CloudMetadata),
+            ("64:ff9b::10.0.0.1", AddressClass::Private),
+        ];
+        for (addr, class) in cases {
+            assert_eq!(classify(ip(addr)), class, "{addr}");
+        }
+    }
+
+    #[test]
+    fn default_policy_allows_only_public_addresses() {
+        let p = EndpointPolicy::default();
+        assert!(p.check_ip(ip("93.184.216.34")).is_ok());
+        for denied in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "169.254.169.254",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(p.check_ip(ip(denied)).is_err(), "{denied} should be denied");
+        }
+    }
+
+    #[test]
+    fn switches_and_allowed_cidrs_open_ranges_but_never_metadata() {
+        let p = policy(EndpointPolicySpec {
+            allow_loopback: true,
+            allow_link_local: true,
+            allowed_cidrs: vec!["10.96.0.0/12".into(), "169.254.0.0/16".into()],
+            ..Default::default()
+        });
+        assert!(p.check_ip(ip("127.0.0.1")).is_ok());
+        assert!(p.check_ip(ip("169.254.3.3")).is_ok());
+        assert!(p.check_ip(ip("10.96.0.10")).is_ok());
+        assert!(p.check_ip(ip("10.0.0.1")).is_err(), "outside allowedCidrs");
+        let err = p.check_ip(ip("169.254.169.254")).unwrap_err();
+        assert!(err.to_string().contains("cloud metadata"), "{err}");
+    }
+
+    #[test]
+    fn denied_cidrs_win_over_everything() {
+        let p = policy(EndpointPolicySpec {
+            allow_private_networks: true,
+            allowed_cidrs: vec!["10.0.0.0/8".into()],
+            denied_cidrs: vec!["10.1.0.0/16".into()],
+            ..Default::default()
+        });
+        assert!(p.check_ip(ip("10.2.0.1")).is_ok());
+        assert!(matches!(
+            p.check_ip(ip("10.1.0.1")),
+            Err(PolicyViolation::AddressInDeniedRange { .. })
+        ));
+    }
+
+    #[test]
+    fn host_patterns() {
+        let p = policy(EndpointPolicySpec {
+            allowed_hosts: vec!["*.svc.cluster.local".into(), "db.example.com".into()],
+            denied_hosts: vec!["secret.svc.cluster.local".into()],
+            ..Default::default()
+        });
+        let host = |s: &str| Host::Domain(s.to_owned());
+        assert!(p.check_host(&host("pg.acme.svc.cluster.local")).is_ok());
+        assert!(p.check_host(&host("DB.Example.com")).is_ok());
+        assert!(
+            p.check_host(&host("svc.cluster.local")).is_err(),
+            "wildcard needs a label"
+        );
+        assert!(p.check_host(&host("evil.com")).is_err());
+        assert!(matches!(
+            p.check_host(&host("secret.svc.cluster.local")),
+            Err(PolicyViolation::HostDenied { .. })
+        ));
+        assert!(
+            p.check_host(&Host::Ipv4(Ipv4Addr::new(8, 8, 8, 8)))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn special_host_names() {
+        let p = EndpointPolicy::default();
+        for name in ["localhost", "foo.localhost", "metadata.google.internal"] {
+            assert!(p.check_host(&Host::Domain(name.into())).is_err(), "{name}");
+        }
+        let local = policy(EndpointPolicySpec {
+            allow_loopback: true,
+            ..Default::default()
+        });
+        assert!(local.check_host(&Host::Domain("localhost".into())).is_ok());
+    }
+
+    #[test]
+    fn schemes_and_ports() {
+        let p = policy(EndpointPolicySpec {
+            allowed_schemes: vec![UrlScheme::Https],
+            allowed_ports: vec!["443".into(), "9000-9001".into()],
+            ..Default::default()
+        });
+        assert!(p.check_scheme("https").is_ok());
+        let err = p.check_scheme("http").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "scheme \"http\" is not allowed by the endpoint policy (allowed: https)"
+        );
+        assert!(p.check_port(9001).is_ok());
+        let err = p.check_port(5432).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "port 5432 is not allowed by the endpoint policy (allowed: 443, 9000-9001)"
+        );
+    }
+
+    #[test]
+    fn malformed_policy_entries_are_reported_with_paths() {
+        let (_, errors) = EndpointPolicy::compile(
+            &EndpointPolicySpec {
+                allowed_ports: vec!["0".into(), "9-1".into(), "http".into()],
+                allowed_hosts: vec!["*".into(), "a..b".into()],
+                allowed_cidrs: vec!["10.0.0.0/33".into()],
+                allowed_schemes: vec![],
+                ..Default::default()
+            },
+            &FieldPath::new("spec.endpointPolicy"),
+        );
+        let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.endpointPolicy.allowedPorts[0]",
+                "spec.endpointPolicy.allowedPorts[1]",
+                "spec.endpointPolicy.allowedPorts[2]",
+                "spec.endpointPolicy.allowedHosts[0]",
+                "spec.endpointPolicy.allowedHosts[1]",
+                "spec.endpointPolicy.allowedCidrs[0]",
+                "spec.endpointPolicy.allowedSchemes",
+            ]
+        );
+    }
+}
