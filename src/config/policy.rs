@@ -85,7 +85,7 @@ pub enum PolicyViolation {
         host: String,
     },
     /// The host name itself names a denied class (`localhost`, a metadata service).
-    #[error("host {host:?} is a {class} name, which the endpoint policy denies{hint}")]
+    #[error("host {host:?} names {class}, which the endpoint policy denies{hint}")]
     HostClassDenied {
         /// The host.
         host: String,

@@ -679,3 +679,7 @@ fn is_http_token(s: &str) -> bool {
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
 }
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;
