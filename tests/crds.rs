@@ -1,11 +1,14 @@
 //! The generated CRDs: current on disk, documented field by field, and their CEL rules enforce
 //! what they claim (evaluated client-side with kube's CEL validator).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::path::Path;
 
 use kube::CustomResourceExt;
 use serde_json::{Value, json};
 use tenant_mcp::api::crd::crd_files;
+use tenant_mcp::api::reference::reference_markdown;
 use tenant_mcp::api::{GlobalMcpConfig, TenantMcpConfig};
 
 #[test]
@@ -18,6 +21,11 @@ fn crds_on_disk_are_current() {
             "crds/{name} is stale: run `cargo run -- crdgen` and commit the result"
         );
     }
+    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/crd-reference.md");
+    assert!(
+        std::fs::read_to_string(reference).unwrap_or_default() == reference_markdown(),
+        "docs/crd-reference.md is stale: run `cargo run -- crdgen` and commit the result"
+    );
 }
 
 /// Walks a schema and collects every property path that has no description.

@@ -1,6 +1,8 @@
 //! `tenant-mcp validate` and `tenant-mcp crdgen` as a pipeline runs them: the real binary, the
 //! shipped example manifests, exit codes and output formats.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

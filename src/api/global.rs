@@ -18,6 +18,7 @@ use super::tenant::ValidationSettings;
     group = "tenantmcp.dev",
     version = "v1alpha1",
     kind = "GlobalMcpConfig",
+    doc = "The cluster-wide fallback servers, feature flag and endpoint policy; only `default` is used.",
     status = "McpConfigStatus",
     shortname = "gmc",
     category = "tenantmcp",

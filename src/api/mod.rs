@@ -8,6 +8,7 @@
 pub mod conditions;
 pub mod crd;
 pub mod global;
+pub mod reference;
 pub mod secret_ref;
 pub mod servers;
 pub mod status;

@@ -18,6 +18,7 @@ use super::status::McpConfigStatus;
     group = "tenantmcp.dev",
     version = "v1alpha1",
     kind = "TenantMcpConfig",
+    doc = "One tenant's own servers and credential references; see spec and status.",
     namespaced,
     status = "McpConfigStatus",
     shortname = "tmc",

@@ -1,4 +1,5 @@
-//! `tenant-mcp crdgen`: writes `crds/*.yaml` from the Rust types, or checks they are current.
+//! `tenant-mcp crdgen`: writes `crds/*.yaml` and the CRD reference from the Rust types, or
+//! checks that they are current.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use tenant_mcp::api::crd::crd_files;
+use tenant_mcp::api::reference::reference_markdown;
 
 /// Arguments of `crdgen`.
 #[derive(Debug, Args)]
@@ -13,6 +15,13 @@ pub struct CrdgenArgs {
     /// Directory to write the CRD files into.
     #[arg(long, env = "TENANT_MCP_CRD_DIR", default_value = "crds")]
     pub out_dir: PathBuf,
+    /// Where to write the Markdown field reference.
+    #[arg(
+        long,
+        env = "TENANT_MCP_CRD_REFERENCE",
+        default_value = "docs/crd-reference.md"
+    )]
+    pub reference: PathBuf,
     /// Print all CRDs to stdout as one multi-document YAML instead of writing files.
     #[arg(long, env = "TENANT_MCP_CRD_STDOUT")]
     pub stdout: bool,
@@ -29,11 +38,15 @@ pub fn run(args: &CrdgenArgs) -> anyhow::Result<ExitCode> {
         print!("{}", docs.join("---\n"));
         return Ok(ExitCode::SUCCESS);
     }
+    let mut outputs: Vec<(PathBuf, String)> = files
+        .into_iter()
+        .map(|(name, yaml)| (args.out_dir.join(name), yaml))
+        .collect();
+    outputs.push((args.reference.clone(), reference_markdown()));
     if args.check {
         let mut stale = Vec::new();
-        for (name, yaml) in &files {
-            let path = args.out_dir.join(name);
-            if std::fs::read_to_string(&path).ok().as_deref() != Some(yaml.as_str()) {
+        for (path, content) in &outputs {
+            if std::fs::read_to_string(path).ok().as_deref() != Some(content.as_str()) {
                 stale.push(path.display().to_string());
             }
         }
@@ -43,11 +56,11 @@ pub fn run(args: &CrdgenArgs) -> anyhow::Result<ExitCode> {
         eprintln!("stale CRDs (run `tenant-mcp crdgen`): {}", stale.join(", "));
         return Ok(ExitCode::from(1));
     }
-    std::fs::create_dir_all(&args.out_dir)
-        .with_context(|| format!("creating {}", args.out_dir.display()))?;
-    for (name, yaml) in &files {
-        let path = args.out_dir.join(name);
-        std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+    for (path, content) in &outputs {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(path, content).with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)

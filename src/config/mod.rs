@@ -3,6 +3,22 @@
 //! behind `tenant-mcp validate`.
 //!
 //! Nothing here talks to a network, a file system or the Kubernetes API.
+//!
+//! ```
+//! use tenant_mcp::api::TenantMcpConfigSpec;
+//! use tenant_mcp::config::{EndpointPolicy, validate_tenant_spec};
+//!
+//! let spec: TenantMcpConfigSpec = serde_json::from_value(serde_json::json!({
+//!     "tenantId": "acme",
+//!     "servers": {"postgres": {
+//!         "host": "db.example.com", "port": 70000, "database": "rag",
+//!         "credentialsSecretRef": {"name": "acme-postgres"}
+//!     }}
+//! }))?;
+//! let errors = validate_tenant_spec(&spec, &EndpointPolicy::default());
+//! assert_eq!(errors.to_string(), "spec.servers.postgres.port: must be 1..=65535, got 70000");
+//! # Ok::<(), serde_json::Error>(())
+//! ```
 
 pub mod field;
 pub mod hash;

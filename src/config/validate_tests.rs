@@ -367,9 +367,7 @@ fn named_mcp_servers() {
     );
     // Errors inside a named server are addressed by its name.
     assert_one(
-        &format!(
-            "tenantId: acme\nservers:\n  mcpServers:\n  - name: search\n    url: https://s.example.com\n    timeoutSeconds: 0\n"
-        ),
+        "tenantId: acme\nservers:\n  mcpServers:\n  - name: search\n    url: https://s.example.com\n    timeoutSeconds: 0\n",
         "spec.servers.mcpServers[search].timeoutSeconds: must be 1..=600, got 0",
     );
 }
