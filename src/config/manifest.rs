@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::decode::decode;
 use super::field::{ErrorKind, FieldError, FieldErrors, FieldPath};
 use super::inline_credentials::find_inline_credentials;
-use super::merge::decode;
 use super::policy::EndpointPolicy;
 use super::validate::{is_dns_label, is_dns_subdomain, validate_global_spec, validate_tenant_spec};
 use crate::api::{

@@ -7,9 +7,11 @@
 //!
 //! Merging never panics, and the empty patch `{}` is the identity.
 
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use super::decode::decode;
 use super::field::{ErrorKind, FieldError, FieldErrors, FieldPath};
 use crate::api::{McpServer, NamedMcpServer, ServersSpec};
 
@@ -79,7 +81,7 @@ fn merge_entry<T>(
     errors: &mut FieldErrors,
 ) -> Option<T>
 where
-    T: Clone + serde::Serialize + DeserializeOwned,
+    T: Clone + serde::Serialize + DeserializeOwned + JsonSchema,
 {
     if patch.is_null() {
         return None;
@@ -170,94 +172,6 @@ fn merge_named(
         }
     }
     merged
-}
-
-/// Decodes a JSON value into `T`, reporting unknown fields and type errors by field path.
-pub fn decode<T: DeserializeOwned>(value: Value, path: &FieldPath) -> Result<T, FieldErrors> {
-    let mut unknown = Vec::new();
-    let mut on_unknown = |ignored: serde_ignored::Path<'_>| unknown.push(ignored.to_string());
-    let result: Result<T, _> =
-        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(value, &mut on_unknown));
-    let mut errors = FieldErrors::default();
-    for field in unknown {
-        errors.push(FieldError::forbidden(
-            &join(path, &field),
-            "unknown field: not part of the tenantmcp.dev/v1alpha1 API (check the spelling)",
-        ));
-    }
-    match result {
-        Ok(v) if errors.is_empty() => Ok(v),
-        Ok(_) => Err(errors),
-        Err(e) => {
-            let at = e.path().to_string();
-            let mut field = join(path, if at == "." { "" } else { &at });
-            let raw = e.into_inner().to_string();
-            // serde reports a missing field at its parent; point at the field itself.
-            if let Some(name) = raw
-                .strip_prefix("missing field `")
-                .and_then(|r| r.split('`').next())
-            {
-                field = field.child(name);
-            }
-            let message = serde_message(&raw);
-            let kind = if message.starts_with("is required") {
-                ErrorKind::Required
-            } else {
-                ErrorKind::Invalid
-            };
-            errors.push(FieldError::new(&field, kind, message));
-            Err(errors)
-        }
-    }
-}
-
-/// Rewrites serde's messages into the "what was expected, what was given" form.
-fn serde_message(raw: &str) -> String {
-    if raw.starts_with("missing field `") {
-        return "is required".to_owned();
-    }
-    if let Some(rest) = raw.strip_prefix("unknown variant `") {
-        let mut parts = rest.splitn(2, "`, expected ");
-        let got = parts.next().unwrap_or_default();
-        let expected = parts.next().unwrap_or_default().replace('`', "");
-        return format!("must be {expected}, got {got:?}");
-    }
-    if let Some(rest) = raw.strip_prefix("invalid type: ")
-        && let Some((got, expected)) = rest.split_once(", expected ")
-    {
-        let expected = match expected {
-            "i32" | "i64" | "u16" | "u32" | "u64" => "an integer",
-            "a boolean" | "bool" => "true or false",
-            other => other,
-        };
-        return format!("must be {expected}, got {got}");
-    }
-    raw.to_owned()
-}
-
-fn join(path: &FieldPath, rest: &str) -> FieldPath {
-    if rest.is_empty() {
-        return path.clone();
-    }
-    // serde_path_to_error prints list items as `[3]` and fields separated by dots.
-    let mut out = path.clone();
-    // serde_ignored prints `?` for the inside of an Option: not a field.
-    for part in rest.split('.').filter(|p| *p != "?") {
-        match part.split_once('[') {
-            Some((field, index)) => {
-                if !field.is_empty() {
-                    out = out.child(field);
-                }
-                out = out.index(index.trim_end_matches(']').parse().unwrap_or(0));
-            }
-            None => match part.parse::<usize>() {
-                // serde_ignored prints list items as plain numbers.
-                Ok(index) => out = out.index(index),
-                Err(_) => out = out.child(part),
-            },
-        }
-    }
-    out
 }
 
 fn json_type(v: &Value) -> &'static str {
@@ -372,7 +286,7 @@ mod tests {
             ),
             (
                 json!({"postgres": {"sslmode": "require"}}),
-                "servers.postgres.sslmode: unknown field: not part of the tenantmcp.dev/v1alpha1 API (check the spelling)",
+                "servers.postgres.sslmode: unknown field: not part of the tenantmcp.dev/v1alpha1 API; expected one of caCertSecretRef, credentialsSecretRef, database, host, pool, port, sslMode",
             ),
             (
                 json!({"mcpServers": [{"name": "a"}]}),

@@ -20,6 +20,7 @@
 //! # Ok::<(), serde_json::Error>(())
 //! ```
 
+pub mod decode;
 pub mod field;
 pub mod hash;
 pub mod inline_credentials;
