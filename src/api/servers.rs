@@ -36,6 +36,83 @@ impl ServersSpec {
             && self.ai_mcp_server.is_none()
             && self.mcp_servers.is_empty()
     }
+
+    /// Every Secret these servers read, with the keys each needs.
+    pub fn secret_uses(&self) -> Vec<SecretUse<'_>> {
+        let mut uses = Vec::new();
+        if let Some(pg) = &self.postgres {
+            let r = &pg.credentials_secret_ref;
+            uses.push(SecretUse {
+                field: "postgres.credentialsSecretRef".into(),
+                name: &r.name,
+                keys: vec![
+                    ("usernameKey", &r.username_key),
+                    ("passwordKey", &r.password_key),
+                ],
+            });
+            if let Some(ca) = &pg.ca_cert_secret_ref {
+                uses.push(SecretUse::key("postgres.caCertSecretRef".into(), ca));
+            }
+        }
+        if let Some(s3) = &self.minio {
+            let r = &s3.credentials_secret_ref;
+            uses.push(SecretUse {
+                field: "minio.credentialsSecretRef".into(),
+                name: &r.name,
+                keys: vec![
+                    ("accessKeyIdKey", &r.access_key_id_key),
+                    ("secretAccessKeyKey", &r.secret_access_key_key),
+                ],
+            });
+        }
+        let named = self
+            .mcp_servers
+            .iter()
+            .map(|n| (format!("mcpServers[{}]", n.name), &n.server));
+        for (field, server) in self
+            .ai_mcp_server
+            .iter()
+            .map(|s| ("aiMcpServer".to_owned(), s))
+            .chain(named)
+        {
+            if let Some(token) = &server.bearer_token_secret_ref {
+                uses.push(SecretUse::key(
+                    format!("{field}.bearerTokenSecretRef"),
+                    token,
+                ));
+            }
+            for (i, header) in server.headers.iter().enumerate() {
+                if let Some(from) = &header.value_from {
+                    uses.push(SecretUse::key(
+                        format!("{field}.headers[{i}].valueFrom"),
+                        from,
+                    ));
+                }
+            }
+        }
+        uses
+    }
+}
+
+/// One Secret read by a server config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretUse<'a> {
+    /// The referencing field, relative to `servers` (e.g. `postgres.credentialsSecretRef`).
+    pub field: String,
+    /// The Secret's name.
+    pub name: &'a str,
+    /// Each key needed, as `(field naming the key, key)`.
+    pub keys: Vec<(&'static str, &'a str)>,
+}
+
+impl<'a> SecretUse<'a> {
+    fn key(field: String, r: &'a SecretKeyRef) -> Self {
+        Self {
+            field,
+            name: &r.name,
+            keys: vec![("key", &r.key)],
+        }
+    }
 }
 
 /// A Postgres server and the database to use on it.
@@ -286,4 +363,39 @@ pub enum RoutingMode {
     Header,
     /// The tenant id is put into the URL path.
     PathPrefix,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_uses_lists_every_reference() {
+        let servers: ServersSpec = serde_json::from_value(serde_json::json!({
+            "postgres": {"host": "h", "database": "d", "credentialsSecretRef": {"name": "pg"},
+                         "caCertSecretRef": {"name": "ca", "key": "ca.crt"}},
+            "minio": {"endpoint": "https://s3", "bucket": "b", "credentialsSecretRef": {"name": "s3"}},
+            "aiMcpServer": {"url": "https://ai", "bearerTokenSecretRef": {"name": "ai", "key": "token"}},
+            "mcpServers": [{"name": "search", "url": "https://s",
+                            "headers": [{"name": "X-Team", "value": "a"},
+                                        {"name": "X-Api-Key", "valueFrom": {"name": "search", "key": "api-key"}}]}]
+        }))
+        .unwrap();
+        let uses: Vec<String> = servers
+            .secret_uses()
+            .iter()
+            .map(|u| format!("{} -> {} {:?}", u.field, u.name, u.keys))
+            .collect();
+        assert_eq!(
+            uses,
+            [
+                "postgres.credentialsSecretRef -> pg [(\"usernameKey\", \"username\"), (\"passwordKey\", \"password\")]",
+                "postgres.caCertSecretRef -> ca [(\"key\", \"ca.crt\")]",
+                "minio.credentialsSecretRef -> s3 [(\"accessKeyIdKey\", \"accessKeyId\"), (\"secretAccessKeyKey\", \"secretAccessKey\")]",
+                "aiMcpServer.bearerTokenSecretRef -> ai [(\"key\", \"token\")]",
+                "mcpServers[search].headers[1].valueFrom -> search [(\"key\", \"api-key\")]",
+            ]
+        );
+        assert!(ServersSpec::default().secret_uses().is_empty());
+    }
 }

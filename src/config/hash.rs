@@ -1,8 +1,10 @@
 //! A stable content hash of a spec, to tell configs apart cheaply (status, cache keys, the
 //! mirror's change detection).
 //!
-//! The hash is SHA-256 over canonical JSON (object keys sorted, no whitespace), so it does not
-//! depend on field order, map implementation or serde_json features. Fields left at `None` are
+//! The hash is SHA-256 over canonical JSON (object keys sorted, no whitespace, strings as raw
+//! UTF-8 with serde_json's escaping), so it does not depend on field order, map implementation
+//! or serde_json features. Python reproduces it with
+//! `json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`. Fields left at `None` are
 //! not serialized, so adding an optional field to the API does not change existing hashes.
 
 use serde::Serialize;

@@ -15,6 +15,7 @@ use super::field::{ErrorKind, FieldError, FieldErrors, FieldPath};
 use super::inline_credentials::find_inline_credentials;
 use super::policy::EndpointPolicy;
 use super::validate::{is_dns_label, is_dns_subdomain, validate_global_spec, validate_tenant_spec};
+use crate::api::servers::SecretUse;
 use crate::api::{
     API_VERSION, GLOBAL_CONFIG_NAME, GROUP, GlobalMcpConfig, ServersSpec, TenantMcpConfig,
 };
@@ -408,9 +409,6 @@ fn cel_errors(result: Result<(), kube::core::cel::ValidationErrors>, errors: &mu
     }
 }
 
-/// One Secret reference: the field path, the Secret's name, and each `(field, key)` it needs.
-type SecretUse<'a> = (String, &'a str, Vec<(&'static str, &'a str)>);
-
 /// Checks each Secret reference against the Secrets declared in the input: a missing key is an
 /// error, a Secret absent from the input only a warning (it may come from elsewhere).
 fn check_secret_refs(
@@ -419,66 +417,8 @@ fn check_secret_refs(
     secrets: &HashMap<(Option<String>, String), BTreeSet<String>>,
     report: &mut ObjectReport,
 ) {
-    let mut refs: Vec<SecretUse<'_>> = Vec::new();
-    let root = "spec.servers";
-    if let Some(pg) = &servers.postgres {
-        let r = &pg.credentials_secret_ref;
-        refs.push((
-            format!("{root}.postgres.credentialsSecretRef"),
-            &r.name,
-            vec![
-                ("usernameKey", &r.username_key),
-                ("passwordKey", &r.password_key),
-            ],
-        ));
-        if let Some(ca) = &pg.ca_cert_secret_ref {
-            refs.push((
-                format!("{root}.postgres.caCertSecretRef"),
-                &ca.name,
-                vec![("key", &ca.key)],
-            ));
-        }
-    }
-    if let Some(s3) = &servers.minio {
-        let r = &s3.credentials_secret_ref;
-        refs.push((
-            format!("{root}.minio.credentialsSecretRef"),
-            &r.name,
-            vec![
-                ("accessKeyIdKey", &r.access_key_id_key),
-                ("secretAccessKeyKey", &r.secret_access_key_key),
-            ],
-        ));
-    }
-    let mcp = servers
-        .ai_mcp_server
-        .iter()
-        .map(|s| (format!("{root}.aiMcpServer"), s))
-        .chain(
-            servers
-                .mcp_servers
-                .iter()
-                .map(|n| (format!("{root}.mcpServers[{}]", n.name), &n.server)),
-        );
-    for (path, server) in mcp {
-        if let Some(t) = &server.bearer_token_secret_ref {
-            refs.push((
-                format!("{path}.bearerTokenSecretRef"),
-                &t.name,
-                vec![("key", &t.key)],
-            ));
-        }
-        for (i, h) in server.headers.iter().enumerate() {
-            if let Some(from) = &h.value_from {
-                refs.push((
-                    format!("{path}.headers[{i}].valueFrom"),
-                    &from.name,
-                    vec![("key", &from.key)],
-                ));
-            }
-        }
-    }
-    for (path, name, keys) in refs {
+    for SecretUse { field, name, keys } in servers.secret_uses() {
+        let path = format!("spec.servers.{field}");
         match secrets.get(&(namespace.clone(), name.to_owned())) {
             None => report.warnings.push(format!(
                 "{path}: Secret {name:?} is not in the input; make sure it exists in namespace {}",
