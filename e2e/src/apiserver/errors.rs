@@ -126,6 +126,11 @@ impl ApiError {
         e
     }
 
+    /// 422 without field causes (a patch that cannot be applied).
+    pub fn new_unprocessable(rt: &ResourceType, name: &str, message: String) -> Self {
+        Self::new(422, "Invalid", message).with_details(rt, name)
+    }
+
     /// 400.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)

@@ -179,11 +179,20 @@ impl Store {
                 register_crd(&mut state, &crd).map_err(|e| format!("restoring a CRD: {e}"))?;
             }
         }
-        Ok(Arc::new(Self {
+        let store = Arc::new(Self {
             state: Mutex::new(state),
             events,
             persist_to,
-        }))
+        });
+        if let Some(rt) = store.types().into_iter().find(|t| t.kind == "Namespace") {
+            for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+                match store.create(&rt, "", json!({"metadata": {"name": ns}})) {
+                    Ok(_) | Err(ApiError { code: 409, .. }) => {}
+                    Err(e) => return Err(format!("creating namespace {ns}: {}", e.message)),
+                }
+            }
+        }
+        Ok(store)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -205,11 +214,7 @@ impl Store {
 
     /// Subscribes to changes, and returns the events after `after` still in the log
     /// (or `Err` when `after` is older than the log: the watch must relist, 410 Gone).
-    pub fn watch_from(
-        &self,
-        collection: &str,
-        after: u64,
-    ) -> Result<WatchStart, ApiError> {
+    pub fn watch_from(&self, collection: &str, after: u64) -> Result<WatchStart, ApiError> {
         let state = self.lock();
         if after + 1 < state.oldest_resumable {
             return Err(ApiError::gone(format!(
@@ -259,6 +264,18 @@ impl Store {
             .map(|(_, o)| with_type(o, rt))
             .collect();
         (items, state.rv)
+    }
+
+    /// Every stored object of a collection (`group/plural`), for internal readers such as
+    /// RBAC.
+    pub fn list_collection(&self, collection: &str) -> Vec<Value> {
+        let state = self.lock();
+        state
+            .objects
+            .iter()
+            .filter(|(k, _)| k.collection == collection)
+            .map(|(_, o)| o.clone())
+            .collect()
     }
 
     /// Creates an object.
