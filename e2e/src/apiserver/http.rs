@@ -17,6 +17,7 @@ use super::apply;
 use super::auth::{Authenticator, User};
 use super::discovery;
 use super::errors::ApiError;
+use super::openapi;
 use super::request::{Query, Target, resolve};
 use super::schema;
 use super::selectors::{FieldSelector, LabelSelector};
@@ -69,6 +70,33 @@ pub async fn handle(
     let user = match app.auth.authenticate(&headers) {
         Ok(user) => user,
         Err(e) => return error_response(&e),
+    };
+    let protobuf = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/vnd.kubernetes.protobuf"))
+    };
+    let is_review = uri.path().ends_with("accessreviews");
+    let body = match (
+        protobuf(header::CONTENT_TYPE) && !body.is_empty(),
+        is_review,
+    ) {
+        // kubectl sends access reviews as protobuf whatever the server prefers.
+        (true, true) => match super::protobuf::decode_access_review(&body) {
+            Some(review) => Bytes::from(review.to_string()),
+            None => {
+                return error_response(&ApiError::bad_request(
+                    "could not decode the protobuf access review",
+                ));
+            }
+        },
+        (true, false) => {
+            return error_response(&ApiError::unsupported_media_type(
+                "application/vnd.kubernetes.protobuf",
+            ));
+        }
+        (false, _) => body,
     };
     match route(&app, &user, &method, &uri, &headers, body).await {
         Ok(response) => response,
@@ -136,6 +164,16 @@ async fn route(
         }
         ["apis", group, version] => discovery::resource_list(&types, group, version, Vec::new())
             .map(|l| json_response(200, &l))
+            .ok_or_else(|| ApiError::no_route(path)),
+        ["openapi", "v3"] => Ok(json_response(
+            200,
+            &openapi::index(&types, app.store.resource_version()),
+        )),
+        ["openapi", "v3", "api", "v1"] => openapi::document(&types, "", "v1")
+            .map(|d| json_response(200, &d))
+            .ok_or_else(|| ApiError::no_route(path)),
+        ["openapi", "v3", "apis", group, version] => openapi::document(&types, group, version)
+            .map(|d| json_response(200, &d))
             .ok_or_else(|| ApiError::no_route(path)),
         ["stand-in", "compact"] if method == Method::POST => {
             app.auth.require_admin(user)?;

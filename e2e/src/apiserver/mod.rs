@@ -9,6 +9,8 @@ pub mod auth;
 pub mod discovery;
 pub mod errors;
 pub mod http;
+pub mod openapi;
+pub mod protobuf;
 pub mod request;
 pub mod resources;
 pub mod schema;
