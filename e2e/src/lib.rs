@@ -5,3 +5,4 @@
 //! every scenario also runs against a real cluster when `E2E_KUBECONFIG` is set.
 
 pub mod apiserver;
+pub mod harness;

@@ -1,0 +1,202 @@
+//! The test harness: a cluster to run scenarios against — an in-process API stand-in, or a
+//! real cluster when `E2E_KUBECONFIG` names its kubeconfig — plus kubectl and per-test
+//! namespaces, so every scenario runs unchanged on both.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use anyhow::Context;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::apiserver::{ApiServer, Config};
+
+/// Where the scenarios run.
+pub struct Cluster {
+    stand_in: Option<ApiServer>,
+    kubeconfig: PathBuf,
+    client: kube::Client,
+    _dir: tempfile::TempDir,
+}
+
+/// kubectl: `$KUBECTL`, else the project's pinned copy in `.tools/bin`, else `kubectl` on PATH.
+pub fn kubectl_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("KUBECTL") {
+        return PathBuf::from(path);
+    }
+    let pinned = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/kubectl");
+    if pinned.exists() {
+        pinned
+    } else {
+        PathBuf::from("kubectl")
+    }
+}
+
+/// A kube-rs client for a kubeconfig file.
+pub async fn client_for(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+    let kc = Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading {}", kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+impl Cluster {
+    /// The cluster in `E2E_KUBECONFIG`, or a fresh stand-in.
+    pub async fn start() -> anyhow::Result<Self> {
+        match std::env::var_os("E2E_KUBECONFIG") {
+            Some(path) => {
+                let dir = tempfile::tempdir()?;
+                let kubeconfig = PathBuf::from(path);
+                let client = client_for(&kubeconfig).await?;
+                Ok(Self {
+                    stand_in: None,
+                    kubeconfig,
+                    client,
+                    _dir: dir,
+                })
+            }
+            None => Self::stand_in(Config::default()).await,
+        }
+    }
+
+    /// A fresh stand-in with `config`, whatever `E2E_KUBECONFIG` says (for scenarios only a
+    /// stand-in can run: restarts, compaction, token users).
+    pub async fn stand_in(config: Config) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let server = ApiServer::start(config).await?;
+        let kubeconfig = dir.path().join("kubeconfig");
+        server.write_kubeconfig(&kubeconfig, None)?;
+        let client = client_for(&kubeconfig).await?;
+        Ok(Self {
+            stand_in: Some(server),
+            kubeconfig,
+            client,
+            _dir: dir,
+        })
+    }
+
+    /// Whether this is the stand-in (some scenarios need to restart or inspect it).
+    pub fn is_stand_in(&self) -> bool {
+        self.stand_in.is_some()
+    }
+
+    /// The stand-in, if this is one.
+    pub fn stand_in_server(&self) -> Option<&ApiServer> {
+        self.stand_in.as_ref()
+    }
+
+    /// Stops the stand-in and returns it as its parts, so a test can restart it.
+    pub async fn stop_stand_in(&mut self) {
+        if let Some(server) = self.stand_in.take() {
+            server.stop().await;
+        }
+    }
+
+    /// Replaces the (stopped) stand-in with a new one, e.g. restarted on the same port and
+    /// data file. The kubeconfig and client keep working if the URL is the same.
+    pub fn set_stand_in(&mut self, server: ApiServer) {
+        self.stand_in = Some(server);
+    }
+
+    /// A kube-rs client for the cluster.
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// The kubeconfig file.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// Runs kubectl with this cluster's kubeconfig and `args`.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        std::process::Command::new(kubectl_path())
+            .env("KUBECONFIG", &self.kubeconfig)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("kubectl could not run ({e}); scripts/test installs it into .tools/bin")
+            })
+    }
+
+    /// Runs kubectl and returns stdout, panicking with its stderr when it fails.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl with `stdin` as input (for `apply -f -`).
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = std::process::Command::new(kubectl_path())
+            .env("KUBECONFIG", &self.kubeconfig)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("kubectl could not run ({e})"));
+        if let Some(mut input) = child.stdin.take() {
+            let _ = input.write_all(stdin.as_bytes());
+        }
+        child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("kubectl did not finish: {e}"))
+    }
+
+    /// Creates a namespace with a random suffix for one scenario.
+    pub async fn namespace(&self, prefix: &str) -> anyhow::Result<String> {
+        let name = format!(
+            "e2e-{prefix}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..6]
+        );
+        let api: Api<Namespace> = Api::all(self.client());
+        let ns: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+        api.create(&PostParams::default(), &ns).await?;
+        Ok(name)
+    }
+
+    /// Deletes a scenario's namespace (and so everything in it).
+    pub async fn delete_namespace(&self, name: &str) {
+        let api: Api<Namespace> = Api::all(self.client());
+        let _ = api.delete(name, &DeleteParams::default()).await;
+    }
+}
+
+impl Cluster {
+    /// Installs (server-side applies) tenant-mcp's CRDs and waits until they are served.
+    pub async fn install_crds(&self) -> anyhow::Result<()> {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        use kube::CustomResourceExt;
+        use kube::api::{Patch, PatchParams};
+        let api: Api<CustomResourceDefinition> = Api::all(self.client());
+        for crd in [
+            tenant_mcp::api::TenantMcpConfig::crd(),
+            tenant_mcp::api::GlobalMcpConfig::crd(),
+        ] {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            api.patch(
+                &name,
+                &PatchParams::apply("tenant-mcp-e2e").force(),
+                &Patch::Apply(&crd),
+            )
+            .await?;
+            let established = kube::runtime::wait::await_condition(
+                api.clone(),
+                &name,
+                kube::runtime::wait::conditions::is_crd_established(),
+            );
+            tokio::time::timeout(std::time::Duration::from_secs(30), established).await??;
+        }
+        // Discovery caches in kube-rs and kubectl refresh on their own; nothing to do here.
+        Ok(())
+    }
+}

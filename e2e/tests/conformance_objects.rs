@@ -1,0 +1,391 @@
+//! Conformance of the API stand-in: object semantics, driven by kube-rs. Every test also runs
+//! against a real cluster when `E2E_KUBECONFIG` is set, so a difference shows up as a failure.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{DynamicObject, Status};
+use serde_json::json;
+use tenant_mcp::api::TenantMcpConfig;
+use tenant_mcp_e2e::harness::Cluster;
+
+fn api_error(e: kube::Error) -> Status {
+    match e {
+        kube::Error::Api(status) => *status,
+        other => panic!("expected an API error, got {other}"),
+    }
+}
+
+fn tenant(name: &str, tenant_id: &str) -> TenantMcpConfig {
+    serde_json::from_value(json!({
+        "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "TenantMcpConfig",
+        "metadata": {"name": name},
+        "spec": {"tenantId": tenant_id, "servers": {"postgres": {"host": "db.example.com", "database": "rag", "credentialsSecretRef": {"name": "pg"}}}}
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn create_get_list_and_the_error_reasons() {
+    let cluster = Cluster::start().await.unwrap();
+    let ns = cluster.namespace("crud").await.unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client(), &ns);
+    let cm: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "one", "labels": {"app": "a"}}, "data": {"k": "v"}}),
+    )
+    .unwrap();
+    let created = api.create(&PostParams::default(), &cm).await.unwrap();
+    let meta = &created.metadata;
+    assert!(
+        meta.uid.is_some() && meta.creation_timestamp.is_some() && meta.resource_version.is_some()
+    );
+
+    let again = api_error(api.create(&PostParams::default(), &cm).await.unwrap_err());
+    assert_eq!((again.code, again.reason.as_str()), (409, "AlreadyExists"));
+    assert_eq!(again.message, "configmaps \"one\" already exists");
+
+    let missing = api_error(api.get("nope").await.unwrap_err());
+    assert_eq!((missing.code, missing.reason.as_str()), (404, "NotFound"));
+    assert_eq!(missing.message, "configmaps \"nope\" not found");
+
+    let two: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "two", "labels": {"app": "b"}}}))
+            .unwrap();
+    api.create(&PostParams::default(), &two).await.unwrap();
+    let only_a = api
+        .list(&ListParams::default().labels("app=a"))
+        .await
+        .unwrap();
+    assert_eq!(only_a.items.len(), 1);
+    let by_name = api
+        .list(&ListParams::default().fields("metadata.name=two"))
+        .await
+        .unwrap();
+    assert_eq!(by_name.items[0].metadata.name.as_deref(), Some("two"));
+
+    // Pagination: limit + continue.
+    let page = api.list(&ListParams::default().limit(1)).await.unwrap();
+    assert_eq!(page.items.len(), 1);
+    let token = page.metadata.continue_.clone().expect("a continue token");
+    let rest = api
+        .list(&ListParams::default().limit(1).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 1);
+    assert_ne!(rest.items[0].metadata.name, page.items[0].metadata.name);
+    cluster.delete_namespace(&ns).await;
+}
+
+#[tokio::test]
+async fn stale_resource_version_conflicts() {
+    let cluster = Cluster::start().await.unwrap();
+    let ns = cluster.namespace("conflict").await.unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client(), &ns);
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "c"}, "data": {"k": "1"}})).unwrap();
+    let first = api.create(&PostParams::default(), &cm).await.unwrap();
+    let mut newer = first.clone();
+    newer.data = Some([("k".to_owned(), "2".to_owned())].into());
+    let newer = api
+        .replace("c", &PostParams::default(), &newer)
+        .await
+        .unwrap();
+    assert_ne!(
+        newer.metadata.resource_version,
+        first.metadata.resource_version
+    );
+    let stale = api_error(
+        api.replace("c", &PostParams::default(), &first)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((stale.code, stale.reason.as_str()), (409, "Conflict"));
+    assert!(
+        stale.message.contains("the object has been modified"),
+        "{}",
+        stale.message
+    );
+    cluster.delete_namespace(&ns).await;
+}
+
+#[tokio::test]
+async fn secrets_fold_string_data_into_base64_data() {
+    let cluster = Cluster::start().await.unwrap();
+    let ns = cluster.namespace("secret").await.unwrap();
+    let api: Api<Secret> = Api::namespaced(cluster.client(), &ns);
+    let secret: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "s"}, "stringData": {"password": "hunter2"}}),
+    )
+    .unwrap();
+    let created = api.create(&PostParams::default(), &secret).await.unwrap();
+    assert!(created.string_data.is_none());
+    assert_eq!(created.data.unwrap()["password"].0, b"hunter2");
+    cluster.delete_namespace(&ns).await;
+}
+
+#[tokio::test]
+async fn generation_moves_with_spec_only_and_status_is_a_subresource() {
+    let cluster = Cluster::start().await.unwrap();
+    cluster.install_crds().await.unwrap();
+    let ns = cluster.namespace("gen").await.unwrap();
+    let api: Api<TenantMcpConfig> = Api::namespaced(cluster.client(), &ns);
+    let created = api
+        .create(&PostParams::default(), &tenant("t", "acme"))
+        .await
+        .unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    // Defaults from the CRD schema are applied by the server.
+    let stored = api.get("t").await.unwrap();
+    assert_eq!(stored.spec.servers.postgres.as_ref().unwrap().port, 5432);
+
+    let labelled = api
+        .patch(
+            "t",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        labelled.metadata.generation,
+        Some(1),
+        "metadata changes do not bump generation"
+    );
+
+    let status = json!({"status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True", "reason": "AllServersHealthy", "message": "ok", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+    let with_status = api
+        .patch_status("t", &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .unwrap();
+    assert_eq!(
+        with_status.metadata.generation,
+        Some(1),
+        "status changes do not bump generation"
+    );
+    assert_eq!(
+        with_status.status.as_ref().unwrap().observed_generation,
+        Some(1)
+    );
+
+    // A status write through the main resource is ignored; a spec write bumps generation.
+    let main = api
+        .patch(
+            "t",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"enabled": false}, "status": {"observedGeneration": 99}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(main.metadata.generation, Some(2));
+    assert_eq!(main.status.unwrap().observed_generation, Some(1));
+    cluster.delete_namespace(&ns).await;
+}
+
+#[tokio::test]
+async fn invalid_custom_resources_get_422_with_causes() {
+    let cluster = Cluster::start().await.unwrap();
+    cluster.install_crds().await.unwrap();
+    let ns = cluster.namespace("invalid").await.unwrap();
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        cluster.client(),
+        &ns,
+        &kube::core::ApiResource::erase::<TenantMcpConfig>(&()),
+    );
+    let bad = json!({"apiVersion": "tenantmcp.dev/v1alpha1", "kind": "TenantMcpConfig", "metadata": {"name": "bad"},
+        "spec": {"tenantId": "acme", "servers": {"postgres": {"host": "db", "port": 70000, "database": "rag", "credentialsSecretRef": {"name": "pg"}}}}});
+    let err = api_error(
+        api.create(
+            &PostParams::default(),
+            &serde_json::from_value(bad).unwrap(),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    assert!(
+        err.message.contains("spec.servers.postgres.port"),
+        "{}",
+        err.message
+    );
+
+    // CEL transition rule: tenantId is immutable.
+    let ok = tenant("t", "acme");
+    let typed: Api<TenantMcpConfig> = Api::namespaced(cluster.client(), &ns);
+    typed.create(&PostParams::default(), &ok).await.unwrap();
+    let renamed = typed
+        .patch(
+            "t",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"tenantId": "other"}})),
+        )
+        .await
+        .unwrap_err();
+    let renamed = api_error(renamed);
+    assert_eq!(renamed.code, 422);
+    assert!(
+        renamed.message.contains("tenantId is immutable"),
+        "{}",
+        renamed.message
+    );
+    cluster.delete_namespace(&ns).await;
+}
+
+#[tokio::test]
+async fn finalizers_hold_deletion_until_removed() {
+    let cluster = Cluster::start().await.unwrap();
+    let ns = cluster.namespace("final").await.unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client(), &ns);
+    let cm: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "f", "finalizers": ["tenantmcp.dev/cleanup"]}}),
+    )
+    .unwrap();
+    api.create(&PostParams::default(), &cm).await.unwrap();
+    api.delete("f", &DeleteParams::default()).await.unwrap();
+    let pending = api.get("f").await.unwrap();
+    assert!(
+        pending.metadata.deletion_timestamp.is_some(),
+        "still there, marked for deletion"
+    );
+    api.patch(
+        "f",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    let gone = api_error(api.get("f").await.unwrap_err());
+    assert_eq!(gone.code, 404);
+    cluster.delete_namespace(&ns).await;
+}
+
+#[tokio::test]
+async fn owner_references_are_garbage_collected() {
+    let cluster = Cluster::start().await.unwrap();
+    let ns = cluster.namespace("gc").await.unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client(), &ns);
+    let owner = api
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let owned: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "owned", "ownerReferences": [{
+        "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid.unwrap()}]}}))
+    .unwrap();
+    api.create(&PostParams::default(), &owned).await.unwrap();
+    api.delete("owner", &DeleteParams::default()).await.unwrap();
+    // Garbage collection is asynchronous on a real cluster.
+    let mut gone = false;
+    for _ in 0..100 {
+        if api.get_opt("owned").await.unwrap().is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the owned object should be collected");
+    cluster.delete_namespace(&ns).await;
+}
+
+#[tokio::test]
+async fn server_side_apply_tracks_managers_and_conflicts() {
+    let cluster = Cluster::start().await.unwrap();
+    let ns = cluster.namespace("ssa").await.unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client(), &ns);
+    let applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"owner": "gitops", "shared": "1"}});
+    let created = api
+        .patch("a", &PatchParams::apply("gitops"), &Patch::Apply(&applied))
+        .await
+        .unwrap();
+    assert_eq!(created.data.as_ref().unwrap()["owner"], "gitops");
+    let managers: Vec<String> = created
+        .metadata
+        .managed_fields
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert_eq!(managers, ["gitops"]);
+
+    let takeover = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"owner": "mcp-tools"}});
+    let conflict = api_error(
+        api.patch(
+            "a",
+            &PatchParams::apply("mcp-tools"),
+            &Patch::Apply(&takeover),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((conflict.code, conflict.reason.as_str()), (409, "Conflict"));
+    assert!(
+        conflict.message.contains("conflict with \"gitops\""),
+        "{}",
+        conflict.message
+    );
+
+    let forced = api
+        .patch(
+            "a",
+            &PatchParams::apply("mcp-tools").force(),
+            &Patch::Apply(&takeover),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forced.data.as_ref().unwrap()["owner"], "mcp-tools");
+    assert_eq!(
+        forced.data.as_ref().unwrap()["shared"],
+        "1",
+        "fields still applied by gitops stay"
+    );
+
+    // gitops stops applying `shared`: it is removed, since nobody else owns it.
+    let trimmed =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {}});
+    let after = api
+        .patch("a", &PatchParams::apply("gitops"), &Patch::Apply(&trimmed))
+        .await
+        .unwrap();
+    assert!(!after.data.unwrap_or_default().contains_key("shared"));
+    cluster.delete_namespace(&ns).await;
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_deletes_its_contents() {
+    let cluster = Cluster::start().await.unwrap();
+    let ns = cluster.namespace("nsdel").await.unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client(), &ns);
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "x"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    cluster.delete_namespace(&ns).await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(cluster.client());
+    let mut gone = false;
+    for _ in 0..300 {
+        if namespaces.get_opt(&ns).await.unwrap().is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gone, "namespace {ns} should finish terminating");
+    let err = api_error(
+        api.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "y"}})).unwrap(),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(
+        err.code, 404,
+        "no content in a namespace that does not exist"
+    );
+}
