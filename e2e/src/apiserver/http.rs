@@ -35,6 +35,8 @@ pub struct App {
     pub auth: Authenticator,
     /// The URL clients use, for `/api`'s server address.
     pub server_address: String,
+    /// Becomes `true` when the server stops: open watches end so clients reconnect.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 fn json_response(code: u16, body: &Value) -> Response {
@@ -271,7 +273,14 @@ async fn resource(
             Ok(json_response(200, &obj))
         }
         ("list", None) => list(store, rt, ns, query, headers),
-        ("watch", None) => watch(store, rt, ns, query, wants_table(headers)),
+        ("watch", None) => watch(
+            store,
+            rt,
+            ns,
+            query,
+            wants_table(headers),
+            app.stopping.clone(),
+        ),
         ("create", None) => {
             if ns.is_empty() && rt.namespaced {
                 return Err(ApiError::method_not_allowed(format!(
@@ -662,6 +671,7 @@ fn watch(
     ns: &str,
     query: &Query,
     table: bool,
+    stopping: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Response, ApiError> {
     let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or_default())?;
     let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or_default())?;
@@ -744,6 +754,7 @@ fn watch(
     let store = store.clone();
     let stream = async_stream(
         initial, backlog, receiver, start_rv, matches, render, bookmarks, timeout, store, rt,
+        stopping,
     );
     Ok((
         StatusCode::OK,
@@ -765,6 +776,7 @@ fn async_stream(
     timeout: Duration,
     store: Arc<Store>,
     rt: super::resources::ResourceType,
+    stopping: tokio::sync::watch::Receiver<bool>,
 ) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     struct S<M, R> {
         initial: std::vec::IntoIter<Bytes>,
@@ -775,6 +787,7 @@ fn async_stream(
         render: R,
         deadline: tokio::time::Instant,
         done: bool,
+        stopping: tokio::sync::watch::Receiver<bool>,
     }
     let state = S {
         initial: initial.into_iter(),
@@ -785,6 +798,7 @@ fn async_stream(
         render,
         deadline: tokio::time::Instant::now() + timeout,
         done: false,
+        stopping,
     };
     let collection = rt.collection();
     futures::stream::unfold(state, move |mut s| {
@@ -792,7 +806,7 @@ fn async_stream(
         let rt = rt.clone();
         let collection = collection.clone();
         async move {
-            if s.done {
+            if s.done || *s.stopping.borrow() {
                 return None;
             }
             if let Some(line) = s.initial.next() {
@@ -809,6 +823,7 @@ fn async_stream(
                 let tick = tokio::time::sleep(Duration::from_secs(if bookmarks { 15 } else { 3600 }));
                 tokio::select! {
                     _ = tokio::time::sleep_until(s.deadline) => return None,
+                    _ = s.stopping.changed() => return None,
                     _ = tick, if bookmarks => {
                         let rv = store.resource_version();
                         let line = event_line("BOOKMARK", &json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": {"resourceVersion": rv.to_string()}}));

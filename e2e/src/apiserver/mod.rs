@@ -64,10 +64,12 @@ impl ApiServer {
         )
         .await?;
         let url = format!("http://{}", listener.local_addr()?);
+        let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
         let app = Arc::new(http::App {
             store: store.clone(),
             auth,
             server_address: url.trim_start_matches("http://").to_owned(),
+            stopping,
         });
         let router = axum::Router::new()
             .fallback(
@@ -91,8 +93,10 @@ impl ApiServer {
                     }
                 }
             };
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
                 let _ = rx.await;
+                // End open watches, so connections can close and clients reconnect.
+                let _ = stopping_tx.send(true);
             });
             tokio::select! {
                 result = serve => if let Err(e) = result { tracing::warn!(error = %e, "the API stand-in stopped") },
