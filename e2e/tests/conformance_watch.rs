@@ -172,13 +172,7 @@ async fn the_watcher_survives_a_restart_and_sees_later_changes() {
     let mut rx = spawn_watcher(api.clone(), false);
     expect(&mut rx, "apply", "r", "1").await;
 
-    let addr: std::net::SocketAddr = cluster
-        .stand_in_server()
-        .unwrap()
-        .url()
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
+    let addr = cluster.stand_in_server().unwrap().local_addr();
     cluster.stop_stand_in().await;
     let restarted = ApiServer::start(Config {
         listen: Some(addr),
@@ -274,13 +268,7 @@ async fn a_controller_reconciles_every_change_across_a_restart() {
     .unwrap();
     observed(&api, "t", 2).await;
 
-    let addr: std::net::SocketAddr = cluster
-        .stand_in_server()
-        .unwrap()
-        .url()
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
+    let addr = cluster.stand_in_server().unwrap().local_addr();
     cluster.stop_stand_in().await;
     cluster.set_stand_in(
         ApiServer::start(Config {

@@ -249,6 +249,12 @@ impl Authenticator {
         let allowed = ra.is_object() && allowed(store, &subject, &attrs);
         review["status"] =
             json!({"allowed": allowed, "reason": if allowed { "allowed by RBAC" } else { "" }});
+        review["apiVersion"] = json!("authorization.k8s.io/v1");
+        review["kind"] = json!(if kind == "subjectaccessreviews" {
+            "SubjectAccessReview"
+        } else {
+            "SelfSubjectAccessReview"
+        });
         Ok(review)
     }
 }

@@ -93,11 +93,16 @@ pub async fn handle(
                 ));
             }
         },
-        (true, false) => {
-            return error_response(&ApiError::unsupported_media_type(
-                "application/vnd.kubernetes.protobuf",
-            ));
-        }
+        // kubectl's typed clients (`kubectl create namespace`, `create secret`, ...) too.
+        (true, false) => match super::protobuf::decode_object(&body) {
+            Ok(object) => Bytes::from(object.to_string()),
+            Err(why) => {
+                tracing::debug!(%uri, why, "protobuf body refused");
+                return error_response(&ApiError::unsupported_media_type(
+                    "application/vnd.kubernetes.protobuf",
+                ));
+            }
+        },
         (false, _) => body,
     };
     match route(&app, &user, &method, &uri, &headers, body).await {
@@ -569,9 +574,17 @@ fn check_name(
     Ok(())
 }
 
-/// Folds a Secret's `stringData` into base64 `data`, and checks `data` is base64.
+/// Folds a Secret's `stringData` into base64 `data`, checks `data` is base64, and defaults
+/// `type` to `Opaque`.
 fn fold_string_data(obj: &mut Value) -> Result<(), ApiError> {
     let engine = base64::engine::general_purpose::STANDARD;
+    if obj
+        .get("type")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        obj["type"] = json!("Opaque");
+    }
     if let Some(Value::Object(plain)) = obj.as_object_mut().and_then(|m| m.remove("stringData")) {
         if !obj.get("data").is_some_and(Value::is_object) {
             obj["data"] = json!({});

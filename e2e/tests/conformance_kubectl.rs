@@ -1,0 +1,429 @@
+//! Conformance of the API stand-in, driven by real kubectl (v1.35, pinned by scripts/test):
+//! apply, get with printer columns, describe, wait, delete, server-side apply, strict field
+//! validation, and RBAC with `kubectl auth can-i`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::path::Path;
+
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use tenant_mcp::api::TenantMcpConfig;
+use tenant_mcp_e2e::apiserver::Config;
+use tenant_mcp_e2e::harness::Cluster;
+
+fn repo(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)).unwrap()
+}
+
+/// The example tenants, moved into this scenario's own namespaces (`<prefix>-acme`, …).
+fn example_tenants(prefix: &str) -> String {
+    let mut text = String::new();
+    for file in [
+        "examples/manifests/tenants/acme-full.yaml",
+        "examples/manifests/tenants/globex-partial.yaml",
+        "examples/manifests/tenants/initech-minimal.yaml",
+    ] {
+        text.push_str(&repo(file).replace("namespace: tenant-", &format!("namespace: {prefix}-")));
+        text.push_str("\n---\n");
+    }
+    text
+}
+
+async fn namespaces(cluster: &Cluster, prefix: &str) {
+    for tenant in ["acme", "globex", "initech"] {
+        cluster.kubectl_ok(&["create", "namespace", &format!("{prefix}-{tenant}")]);
+    }
+}
+
+fn cleanup(cluster: &Cluster, prefix: &str) {
+    for tenant in ["acme", "globex", "initech"] {
+        let _ = cluster.kubectl(&[
+            "delete",
+            "namespace",
+            &format!("{prefix}-{tenant}"),
+            "--wait=false",
+        ]);
+    }
+}
+
+fn prefix() -> String {
+    format!("e2e{}", &uuid::Uuid::new_v4().simple().to_string()[..6])
+}
+
+#[tokio::test]
+async fn kubectl_applies_gets_describes_waits_and_deletes() {
+    let cluster = Cluster::start().await.unwrap();
+    let out = cluster.kubectl_ok(&[
+        "apply",
+        "-f",
+        &format!("{}/../crds", env!("CARGO_MANIFEST_DIR")),
+    ]);
+    assert!(
+        out.contains(
+            "customresourcedefinition.apiextensions.k8s.io/tenantmcpconfigs.tenantmcp.dev"
+        ),
+        "{out}"
+    );
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=condition=established",
+        "--timeout=30s",
+        "crd/tenantmcpconfigs.tenantmcp.dev",
+    ]);
+    let p = prefix();
+    namespaces(&cluster, &p).await;
+
+    let applied = cluster.kubectl_stdin(&["apply", "-f", "-"], &example_tenants(&p));
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let applied = String::from_utf8_lossy(&applied.stdout).into_owned();
+    assert!(
+        applied.contains("tenantmcpconfig.tenantmcp.dev/acme created"),
+        "{applied}"
+    );
+    assert!(
+        applied.contains("secret/acme-postgres created"),
+        "{applied}"
+    );
+
+    // Printer columns, served as a table.
+    let table = cluster.kubectl_ok(&["get", "tmc", "-n", &format!("{p}-acme")]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "TENANT", "READY", "AGE"]);
+    assert!(table.lines().nth(1).unwrap().starts_with("acme"), "{table}");
+    let wide = cluster.kubectl_ok(&["get", "tmc", "-n", &format!("{p}-acme"), "-o", "wide"]);
+    assert!(
+        wide.lines().next().unwrap().contains("REASON"),
+        "priority-1 columns show with -o wide: {wide}"
+    );
+
+    // Server-side defaults, read back through kubectl.
+    let port = cluster.kubectl_ok(&[
+        "get",
+        "tmc",
+        "acme",
+        "-n",
+        &format!("{p}-acme"),
+        "-o",
+        "jsonpath={.spec.servers.aiMcpServer.tenantRouting.mode}",
+    ]);
+    assert_eq!(port, "None");
+
+    let described = cluster.kubectl_ok(&["describe", "tmc", "acme", "-n", &format!("{p}-acme")]);
+    let tenant_id = described
+        .lines()
+        .find(|l| l.trim_start().starts_with("Tenant Id:"));
+    assert_eq!(
+        tenant_id.and_then(|l| l.split_whitespace().last()),
+        Some("acme"),
+        "{described}"
+    );
+
+    // kubectl wait on a condition the controller would write.
+    let api: Api<TenantMcpConfig> = Api::namespaced(cluster.client(), &format!("{p}-acme"));
+    let status = json!({"status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True", "reason": "AllServersHealthy", "message": "ok", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+    api.patch_status("acme", &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .unwrap();
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=20s",
+        "tmc/acme",
+        "-n",
+        &format!("{p}-acme"),
+    ]);
+    cluster.kubectl_ok(&[
+        "wait",
+        "--for=jsonpath={.status.observedGeneration}=1",
+        "--timeout=20s",
+        "tmc/acme",
+        "-n",
+        &format!("{p}-acme"),
+    ]);
+    let ready = cluster.kubectl_ok(&[
+        "get",
+        "tmc",
+        "acme",
+        "-n",
+        &format!("{p}-acme"),
+        "--no-headers",
+    ]);
+    assert!(
+        ready.split_whitespace().nth(2) == Some("True"),
+        "READY column: {ready}"
+    );
+
+    let deleted = cluster.kubectl_ok(&["delete", "tmc", "globex", "-n", &format!("{p}-globex")]);
+    assert!(deleted.contains("deleted"), "{deleted}");
+    let missing = cluster.kubectl(&["get", "tmc", "globex", "-n", &format!("{p}-globex")]);
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains(
+            "Error from server (NotFound): tenantmcpconfigs.tenantmcp.dev \"globex\" not found"
+        ),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    cleanup(&cluster, &p);
+}
+
+#[tokio::test]
+async fn kubectl_refuses_invalid_configs_with_the_field() {
+    let cluster = Cluster::start().await.unwrap();
+    cluster.install_crds().await.unwrap();
+    let p = prefix();
+    namespaces(&cluster, &p).await;
+    let with_ns =
+        |file: &str| repo(file).replace("namespace: tenant-acme", &format!("namespace: {p}-acme"));
+
+    let unknown = cluster.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &with_ns("examples/manifests/invalid/unknown-field.yaml"),
+    );
+    assert!(!unknown.status.success());
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        stderr.contains("unknown field \"spec.servers.postgres.hostname\""),
+        "{stderr}"
+    );
+
+    let port = cluster.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &with_ns("examples/manifests/invalid/port-out-of-range.yaml"),
+    );
+    let stderr = String::from_utf8_lossy(&port.stderr);
+    assert!(!port.status.success());
+    assert!(stderr.contains("spec.servers.postgres.port"), "{stderr}");
+    assert!(stderr.contains("65535"), "{stderr}");
+    cleanup(&cluster, &p);
+}
+
+#[tokio::test]
+async fn kubectl_server_side_apply_reports_conflicts() {
+    let cluster = Cluster::start().await.unwrap();
+    cluster.install_crds().await.unwrap();
+    let p = prefix();
+    namespaces(&cluster, &p).await;
+    let manifest = repo("examples/manifests/tenants/initech-minimal.yaml").replace(
+        "namespace: tenant-initech",
+        &format!("namespace: {p}-initech"),
+    );
+    let out = cluster.kubectl_stdin(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=gitops",
+            "-f",
+            "-",
+        ],
+        &manifest,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A manager owns only the fields it applied (not server defaults): once gitops applies
+    // `enabled`, another manager changing it is a conflict.
+    let owned = manifest.replace("tenantId: initech", "tenantId: initech\n  enabled: true");
+    let out = cluster.kubectl_stdin(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=gitops",
+            "-f",
+            "-",
+        ],
+        &owned,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let changed = manifest.replace("tenantId: initech", "tenantId: initech\n  enabled: false");
+    let conflict = cluster.kubectl_stdin(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=mcp-tools",
+            "-f",
+            "-",
+        ],
+        &changed,
+    );
+    let stderr = String::from_utf8_lossy(&conflict.stderr);
+    assert!(!conflict.status.success(), "expected a conflict");
+    assert!(stderr.contains("conflict"), "{stderr}");
+    let forced = cluster.kubectl_stdin(
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=mcp-tools",
+            "-f",
+            "-",
+        ],
+        &changed,
+    );
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    let enabled = cluster.kubectl_ok(&[
+        "get",
+        "tmc",
+        "initech",
+        "-n",
+        &format!("{p}-initech"),
+        "-o",
+        "jsonpath={.spec.enabled}",
+    ]);
+    assert_eq!(enabled, "false");
+    cleanup(&cluster, &p);
+}
+
+/// RBAC needs users, so this scenario runs on a stand-in with a token file.
+#[tokio::test]
+async fn kubectl_auth_can_i_follows_rbac() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "admin-token,admin,1,\"system:masters\"\nalice-token,alice,2,\"tenant-admins\"\nbob-token,bob,3\n").unwrap();
+    let cluster = Cluster::stand_in(Config {
+        token_file: Some(tokens),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    // The harness's kubeconfig carries no valid token for this server: use the admin's.
+    let kubeconfig = dir.path().join("admin");
+    cluster
+        .stand_in_server()
+        .unwrap()
+        .write_kubeconfig(&kubeconfig, Some("admin-token"))
+        .unwrap();
+    let kubectl = |args: &[&str]| {
+        std::process::Command::new(tenant_mcp_e2e::harness::kubectl_path())
+            .env("KUBECONFIG", &kubeconfig)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let rbac = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-a}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-b}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: tenant-mcp-tenant-admin}
+rules:
+- apiGroups: [tenantmcp.dev]
+  resources: [tenantmcpconfigs]
+  verbs: [get, list, watch, create, update, patch, delete]
+- apiGroups: [""]
+  resources: [secrets]
+  resourceNames: [acme-postgres]
+  verbs: [get, update]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: tenant-admins, namespace: team-a}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: tenant-mcp-tenant-admin}
+subjects:
+- {kind: Group, name: tenant-admins, apiGroup: rbac.authorization.k8s.io}
+"#;
+    // kubectl resolves `tenantmcpconfigs.tenantmcp.dev` by discovery: the CRD must exist.
+    let crds = format!("{}/../crds", env!("CARGO_MANIFEST_DIR"));
+    let out = kubectl(&["apply", "-f", &crds]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = dir.path().join("rbac.yaml");
+    std::fs::write(&path, rbac).unwrap();
+    let out = kubectl(&["apply", "-f", path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let can = |token: &str, args: &[&str]| -> String {
+        let mut all = vec!["auth", "can-i", "--token", token];
+        all.extend_from_slice(args);
+        String::from_utf8_lossy(&kubectl(&all).stdout)
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(
+        can(
+            "alice-token",
+            &["create", "tenantmcpconfigs.tenantmcp.dev", "-n", "team-a"]
+        ),
+        "yes"
+    );
+    assert_eq!(
+        can(
+            "alice-token",
+            &["create", "tenantmcpconfigs.tenantmcp.dev", "-n", "team-b"]
+        ),
+        "no"
+    );
+    assert_eq!(
+        can(
+            "alice-token",
+            &["get", "secrets/acme-postgres", "-n", "team-a"]
+        ),
+        "yes"
+    );
+    assert_eq!(
+        can("alice-token", &["get", "secrets/other", "-n", "team-a"]),
+        "no"
+    );
+    assert_eq!(
+        can("alice-token", &["list", "secrets", "-n", "team-a"]),
+        "no"
+    );
+    assert_eq!(
+        can(
+            "bob-token",
+            &["get", "tenantmcpconfigs.tenantmcp.dev", "-n", "team-a"]
+        ),
+        "no"
+    );
+    assert_eq!(can("admin-token", &["delete", "namespaces"]), "yes");
+
+    // Real requests agree with can-i.
+    let denied = kubectl(&["get", "secrets", "-n", "team-a", "--token", "alice-token"]);
+    assert!(!denied.status.success());
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(stderr.contains("Error from server (Forbidden): secrets is forbidden: User \"alice\" cannot list resource \"secrets\" in API group \"\" in the namespace \"team-a\""), "{stderr}");
+    let unauthenticated = kubectl(&["get", "ns", "--token", "wrong"]);
+    assert!(String::from_utf8_lossy(&unauthenticated.stderr).contains("Unauthorized"));
+    // Impersonation, as an administrator.
+    let as_alice = kubectl(&[
+        "auth",
+        "can-i",
+        "create",
+        "tenantmcpconfigs.tenantmcp.dev",
+        "-n",
+        "team-a",
+        "--as",
+        "alice",
+        "--as-group",
+        "tenant-admins",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&as_alice.stdout).trim(), "yes");
+}
