@@ -56,3 +56,62 @@ ensure_kubectl() {
   rm -rf "$tmp"
   "$TOOLS/bin/kubectl" version --client | grep -q "$KUBECTL_VERSION" || die "kubectl $KUBECTL_VERSION did not install"
 }
+
+# Installs Debian packages that are missing (one apt-get for all of them).
+ensure_apt() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return
+  log "installing Debian packages: ${missing[*]}"
+  [ "$(id -u)" -eq 0 ] || die "need root to apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# PostgreSQL server and client from Debian; the harness runs its own throwaway clusters, so
+# the package's own cluster is not needed (and not started here).
+ensure_postgres() {
+  ensure_apt postgresql postgresql-client
+}
+
+# s3s-fs: an S3 server on a directory that checks SigV4, built from crates.io. 0.14.1 is the
+# newest release whose rust-version the machine's toolchain (1.95) satisfies; RustFS 1.0.x
+# needs Rust 1.98, so it cannot build here.
+S3S_FS_VERSION="0.14.1"
+ensure_s3s_fs() {
+  if "$TOOLS/bin/s3s-fs" --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; then
+    return
+  fi
+  log "building s3s-fs $S3S_FS_VERSION from crates.io into .tools (once, a few minutes)"
+  cargo install --quiet --locked s3s-fs --version "$S3S_FS_VERSION" --features binary --root "$TOOLS"
+}
+
+# Node.js for the third-party MCP reference server.
+ensure_node() {
+  command -v node >/dev/null && command -v npm >/dev/null && return
+  ensure_apt nodejs npm
+}
+
+# @modelcontextprotocol/server-everything, the MCP project's reference server (pinned).
+MCP_EVERYTHING_VERSION="2026.8.31"
+ensure_mcp_everything() {
+  ensure_node
+  local pkg="$TOOLS/node_modules/@modelcontextprotocol/server-everything/package.json"
+  if [ -f "$pkg" ] && grep -q "\"version\": \"$MCP_EVERYTHING_VERSION\"" "$pkg"; then
+    return
+  fi
+  log "installing @modelcontextprotocol/server-everything $MCP_EVERYTHING_VERSION from npm into .tools"
+  mkdir -p "$TOOLS"
+  npm install --silent --no-audit --no-fund --prefix "$TOOLS" \
+    "@modelcontextprotocol/server-everything@$MCP_EVERYTHING_VERSION" >/dev/null
+}
+
+# Everything the local stack runs: kubectl, Postgres, the S3 server, the MCP reference server.
+ensure_stack() {
+  ensure_kubectl
+  ensure_postgres
+  ensure_s3s_fs
+  ensure_mcp_everything
+}

@@ -6,3 +6,4 @@
 
 pub mod apiserver;
 pub mod harness;
+pub mod stack;

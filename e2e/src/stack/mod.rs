@@ -1,0 +1,125 @@
+//! Launchers for the real servers the scenarios run against, each on a random loopback port
+//! and stopped when dropped (logs kept when the test failed, or with `E2E_KEEP_LOGS=1`):
+//!
+//! - [`postgres::Postgres`]: Debian's PostgreSQL server, a throwaway cluster in a temp dir;
+//! - [`s3::S3Server`]: `s3s-fs`, an S3 server on a directory that checks SigV4 signatures;
+//! - [`mcp_everything::EverythingMcpServer`]: the MCP project's reference server
+//!   (`@modelcontextprotocol/server-everything`) over Streamable HTTP;
+//! - [`ai_mcp::AiMcpServer`]: the project's own multi-tenant test AI MCP server (rmcp), which
+//!   routes by tenant header or path prefix, checks bearer tokens and reports whom it served.
+//!
+//! `scripts/test` installs the external programs (`scripts/lib.sh`); a launcher whose program
+//! is missing says which script installs it.
+
+pub mod ai_mcp;
+pub mod mcp_everything;
+pub mod postgres;
+pub mod process;
+pub mod s3;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why a server of the local stack could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    /// A file or socket operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A program the stack needs is not installed.
+    #[error("{program} not found ({hint})")]
+    Missing {
+        /// The program.
+        program: String,
+        /// How to install it.
+        hint: String,
+    },
+    /// The program could not be started.
+    #[error("starting {service} ({program}): {source}")]
+    Spawn {
+        /// The service.
+        service: String,
+        /// The program.
+        program: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A setup step (initdb, creating a user) failed.
+    #[error("{service}: {step} failed:\n{output}")]
+    Setup {
+        /// The service.
+        service: String,
+        /// The step.
+        step: String,
+        /// What the step printed.
+        output: String,
+    },
+    /// The server exited while starting.
+    #[error("{service} exited ({status}) while starting; its log ends:\n{log}")]
+    Exited {
+        /// The service.
+        service: String,
+        /// Its exit status.
+        status: String,
+        /// The end of its log.
+        log: String,
+    },
+    /// The server did not become ready in time.
+    #[error("{service} was not ready after {after:?}; its log ends:\n{log}")]
+    NotReady {
+        /// The service.
+        service: String,
+        /// How long we waited.
+        after: Duration,
+        /// The end of its log.
+        log: String,
+    },
+}
+
+/// How long a server may take to start before the launcher gives up.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The repository's root (where `.tools/` lives).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// A program of the project's own tool directory (`.tools/bin/<name>`), or `$<env>`, or
+/// `<name>` on `PATH`.
+pub fn tool(name: &str, env: &str, hint: &str) -> Result<PathBuf, StackError> {
+    if let Some(path) = std::env::var_os(env) {
+        return Ok(PathBuf::from(path));
+    }
+    let local = repo_root().join(".tools/bin").join(name);
+    if local.exists() {
+        return Ok(local);
+    }
+    find_on_path(name).ok_or_else(|| StackError::Missing {
+        program: name.to_owned(),
+        hint: hint.to_owned(),
+    })
+}
+
+/// `name` on `PATH`, if it is there.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Makes rustls use *ring* for clients that do not pick a provider themselves (the MCP
+/// client's reqwest); the workspace builds no other provider.
+pub fn install_crypto_provider() {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+}

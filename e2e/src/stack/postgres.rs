@@ -1,0 +1,246 @@
+//! A throwaway PostgreSQL cluster from Debian's `postgresql` package: `initdb` into a temp
+//! dir (as the `postgres` user when running as root, since the server refuses root), then the
+//! server on a random loopback port with password authentication for TCP clients.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::process::{Service, Workdir, free_port};
+use super::{START_TIMEOUT, StackError};
+
+const HINT: &str = "scripts/test installs Debian's postgresql package";
+
+/// A running PostgreSQL server.
+pub struct Postgres {
+    service: Service,
+    port: u16,
+    password: String,
+    // Last, so the server stops before its directory goes.
+    dir: Workdir,
+}
+
+/// The directory holding `initdb`, `postgres` and `pg_isready`: `$PG_BIN`, else the newest
+/// `/usr/lib/postgresql/<version>/bin`, else wherever `initdb` is on `PATH`.
+pub fn bin_dir() -> Result<PathBuf, StackError> {
+    if let Some(dir) = std::env::var_os("PG_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return Ok(bin);
+    }
+    super::find_on_path("initdb")
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .ok_or_else(|| StackError::Missing {
+            program: "initdb".into(),
+            hint: HINT.into(),
+        })
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// `program` run as the `postgres` user when we are root, else as ourselves.
+fn as_server_user(program: &Path, root: bool) -> Command {
+    if root {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+impl Postgres {
+    /// The superuser's name.
+    pub const SUPERUSER: &'static str = "postgres";
+
+    /// initdb and start a server; blocks until it accepts connections (a second or two).
+    pub fn start() -> Result<Self, StackError> {
+        let bin = bin_dir()?;
+        let root = running_as_root();
+        let dir = Workdir::new("postgres")?;
+        let data = dir.path().join("data");
+        let password = uuid::Uuid::new_v4().simple().to_string();
+        let pwfile = dir.path().join("pwfile");
+        std::fs::write(&pwfile, &password).map_err(|e| StackError::Io {
+            what: format!("writing {}", pwfile.display()),
+            source: e,
+        })?;
+        if root {
+            // The server runs as `postgres`: it must own its directory.
+            let chown = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .output();
+            check("postgres", "chown of the data directory", chown)?;
+        }
+        let mut initdb = as_server_user(&bin.join("initdb"), root);
+        initdb.arg("-D").arg(&data).args([
+            "--username",
+            Self::SUPERUSER,
+            "--pwfile",
+            pwfile.to_str().unwrap_or_default(),
+            "--auth-host=scram-sha-256",
+            "--auth-local=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+        ]);
+        check("postgres", "initdb", initdb.output())?;
+
+        let mut last = None;
+        // The port was free a moment ago; another process may take it first, so retry.
+        for _ in 0..3 {
+            let port = free_port()?;
+            let mut server = as_server_user(&bin.join("postgres"), root);
+            server.arg("-D").arg(&data).args([
+                "-p",
+                &port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+            ]);
+            server.arg(format!("unix_socket_directories={}", dir.path().display()));
+            // A throwaway cluster: durability is not wanted, speed is.
+            for setting in [
+                "fsync=off",
+                "synchronous_commit=off",
+                "full_page_writes=off",
+                "max_connections=300",
+                "log_min_messages=warning",
+            ] {
+                server.args(["-c", setting]);
+            }
+            let mut service = Service::start("postgres", &dir, server)?;
+            let isready = bin.join("pg_isready");
+            let ready = service.wait_until(START_TIMEOUT, || {
+                Command::new(&isready)
+                    .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+                    .status()
+                    .is_ok_and(|s| s.success())
+            });
+            match ready {
+                Ok(()) => {
+                    return Ok(Self {
+                        service,
+                        port,
+                        password,
+                        dir,
+                    });
+                }
+                Err(e @ StackError::Exited { .. }) if e.to_string().contains("in use") => {
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| StackError::Setup {
+            service: "postgres".into(),
+            step: "finding a free port".into(),
+            output: String::new(),
+        }))
+    }
+
+    /// The port it listens on (on 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The superuser's password.
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// A URL for `database` as the superuser.
+    pub fn admin_url(&self, database: &str) -> String {
+        self.url(Self::SUPERUSER, &self.password, database)
+    }
+
+    /// A URL for `database` as `user` with `password`.
+    pub fn url(&self, user: &str, password: &str, database: &str) -> String {
+        format!(
+            "postgres://{user}:{password}@127.0.0.1:{}/{database}",
+            self.port
+        )
+    }
+
+    /// Creates a database named `<prefix>_<random>` and returns its name. The prefix must
+    /// be lowercase letters, digits and `_`.
+    pub async fn create_database(&self, prefix: &str) -> Result<String, sqlx::Error> {
+        use sqlx::Connection as _;
+        if prefix.is_empty()
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(sqlx::Error::Protocol(format!(
+                "database prefix {prefix:?}: expected lowercase letters, digits and _"
+            )));
+        }
+        let name = format!(
+            "{prefix}_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let mut conn = sqlx::PgConnection::connect(&self.admin_url("postgres")).await?;
+        // The name is checked above: letters, digits and _ only.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await?;
+        conn.close().await?;
+        Ok(name)
+    }
+
+    /// The server's log file.
+    pub fn log_file(&self) -> &Path {
+        self.service.log_file()
+    }
+
+    /// The directory with the cluster's data and log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops the server (fast shutdown).
+    pub fn stop(mut self) {
+        self.service.stop(Duration::from_secs(10));
+    }
+}
+
+fn check(
+    service: &str,
+    step: &str,
+    output: std::io::Result<std::process::Output>,
+) -> Result<(), StackError> {
+    match output {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(StackError::Setup {
+            service: service.into(),
+            step: step.into(),
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }),
+        Err(e) => Err(StackError::Missing {
+            program: step.into(),
+            hint: format!("{e}; {HINT}"),
+        }),
+    }
+}

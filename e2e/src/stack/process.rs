@@ -1,0 +1,196 @@
+//! A server process the harness started: its output goes to a log file, it is stopped when
+//! dropped, and its logs are kept (and their path printed) when the test using it failed.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::StackError;
+
+/// A loopback port that was free a moment ago. Servers that cannot listen on port 0 and
+/// report the port get one of these; [`Service::start`] retries when another process took
+/// it in between.
+pub fn free_port() -> Result<u16, StackError> {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(|e| StackError::Io {
+        what: "finding a free loopback port".into(),
+        source: e,
+    })?;
+    Ok(listener
+        .local_addr()
+        .map_err(|e| StackError::Io {
+            what: "finding a free loopback port".into(),
+            source: e,
+        })?
+        .port())
+}
+
+/// Keep the log directories of every service, even after passing tests.
+const KEEP_LOGS: &str = "E2E_KEEP_LOGS";
+
+/// A directory for a service's files (data, sockets, logs), removed when dropped unless the
+/// test is failing (a panic is unwinding) or `E2E_KEEP_LOGS` is set: then it is kept and its
+/// path printed. Declare it after the [`Service`]s using it, so they stop first.
+pub struct Workdir {
+    name: String,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Workdir {
+    /// A new directory named after `name`.
+    pub fn new(name: &str) -> Result<Self, StackError> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("tenant-mcp-{name}-"))
+            .tempdir()
+            .map_err(|e| StackError::Io {
+                what: format!("creating the directory of {name}"),
+                source: e,
+            })?;
+        Ok(Self {
+            name: name.to_owned(),
+            dir: Some(dir),
+        })
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        self.dir
+            .as_ref()
+            .map_or_else(|| Path::new("."), tempfile::TempDir::path)
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var_os(KEEP_LOGS).is_some() {
+            if let Some(dir) = self.dir.take() {
+                let kept = dir.keep();
+                eprintln!("{} files and logs kept in {}", self.name, kept.display());
+            }
+        }
+    }
+}
+
+/// A running server process, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Service {
+    name: String,
+    child: Option<Child>,
+    log_file: PathBuf,
+}
+
+impl Service {
+    /// Starts `command` in `dir`, its stdout and stderr going to `<name>.log` there.
+    pub fn start(name: &str, dir: &Workdir, mut command: Command) -> Result<Self, StackError> {
+        let log_file = dir.path().join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_file).map_err(|e| StackError::Io {
+            what: format!("creating {}", log_file.display()),
+            source: e,
+        })?;
+        let err_log = log.try_clone().map_err(|e| StackError::Io {
+            what: format!("opening {}", log_file.display()),
+            source: e,
+        })?;
+        let program = command.get_program().to_string_lossy().into_owned();
+        let child = command
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err_log)
+            .spawn()
+            .map_err(|e| StackError::Spawn {
+                service: name.to_owned(),
+                program,
+                source: e,
+            })?;
+        Ok(Self {
+            name: name.to_owned(),
+            child: Some(child),
+            log_file,
+        })
+    }
+
+    /// The log file.
+    pub fn log_file(&self) -> &Path {
+        &self.log_file
+    }
+
+    /// The log so far (for error messages).
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log_file).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Waits until `addr` accepts TCP connections, failing early if the process exits.
+    pub fn wait_for_port(&mut self, addr: SocketAddr, timeout: Duration) -> Result<(), StackError> {
+        self.wait_until(timeout, || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        })
+    }
+
+    /// Waits until `ready` says so, failing early if the process exits.
+    pub fn wait_until(
+        &mut self,
+        timeout: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<(), StackError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(StackError::Exited {
+                    service: self.name.clone(),
+                    status: status.to_string(),
+                    log: self.log_tail(),
+                });
+            }
+            if ready() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(StackError::NotReady {
+                    service: self.name.clone(),
+                    after: timeout,
+                    log: self.log_tail(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Stops the process: SIGTERM, then SIGKILL after `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Ok(pid) = i32::try_from(child.id()) {
+            // SIGTERM lets servers (Postgres) shut down cleanly.
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+    }
+}
