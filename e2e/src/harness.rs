@@ -174,29 +174,37 @@ impl Cluster {
 impl Cluster {
     /// Installs (server-side applies) tenant-mcp's CRDs and waits until they are served.
     pub async fn install_crds(&self) -> anyhow::Result<()> {
-        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-        use kube::CustomResourceExt;
-        use kube::api::{Patch, PatchParams};
-        let api: Api<CustomResourceDefinition> = Api::all(self.client());
-        for crd in [
-            tenant_mcp::api::TenantMcpConfig::crd(),
-            tenant_mcp::api::GlobalMcpConfig::crd(),
-        ] {
-            let name = crd.metadata.name.clone().unwrap_or_default();
-            api.patch(
-                &name,
-                &PatchParams::apply("tenant-mcp-e2e").force(),
-                &Patch::Apply(&crd),
-            )
-            .await?;
-            let established = kube::runtime::wait::await_condition(
-                api.clone(),
-                &name,
-                kube::runtime::wait::conditions::is_crd_established(),
-            );
-            tokio::time::timeout(std::time::Duration::from_secs(30), established).await??;
-        }
-        // Discovery caches in kube-rs and kubectl refresh on their own; nothing to do here.
-        Ok(())
+        install_crds(&self.client()).await
     }
+}
+
+/// Installs (server-side applies) tenant-mcp's CRDs through `client` and waits until they
+/// are established.
+pub async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::CustomResourceExt;
+    use kube::api::{Patch, PatchParams};
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in [
+        tenant_mcp::api::TenantMcpConfig::crd(),
+        tenant_mcp::api::GlobalMcpConfig::crd(),
+    ] {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(
+            &name,
+            &PatchParams::apply("tenant-mcp-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .with_context(|| format!("applying the CRD {name}"))?;
+        let established = kube::runtime::wait::await_condition(
+            api.clone(),
+            &name,
+            kube::runtime::wait::conditions::is_crd_established(),
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(30), established)
+            .await
+            .with_context(|| format!("waiting for the CRD {name} to be established"))??;
+    }
+    Ok(())
 }

@@ -6,7 +6,9 @@
 
 use std::path::Path;
 
+use kube::Resource as _;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::json;
 use tenant_mcp::api::TenantMcpConfig;
 use tenant_mcp_e2e::apiserver::Config;
@@ -123,8 +125,37 @@ async fn kubectl_applies_gets_describes_waits_and_deletes() {
         "{described}"
     );
 
-    // kubectl wait on a condition the controller would write.
+    // An event recorded the way the controller records them (kube-rs, events.k8s.io/v1)
+    // shows in `kubectl describe` (which lists core/v1 events).
     let api: Api<TenantMcpConfig> = Api::namespaced(cluster.client(), &format!("{p}-acme"));
+    let acme = api.get("acme").await.unwrap();
+    let recorder = Recorder::new(
+        cluster.client(),
+        Reporter {
+            controller: "tenant-mcp-e2e".into(),
+            instance: None,
+        },
+    );
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "ProbeFailed".into(),
+        note: Some("postgres: connection refused".into()),
+        action: "Probe".into(),
+        secondary: None,
+    };
+    recorder
+        .publish(&event, &acme.object_ref(&()))
+        .await
+        .unwrap();
+    let described = cluster.kubectl_ok(&["describe", "tmc", "acme", "-n", &format!("{p}-acme")]);
+    let line = described.lines().find(|l| l.contains("ProbeFailed"));
+    let line = line.unwrap_or_else(|| panic!("the event is listed: {described}"));
+    assert!(
+        line.contains("Warning") && line.contains("postgres: connection refused"),
+        "{line}"
+    );
+
+    // kubectl wait on a condition the controller would write.
     let status = json!({"status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True", "reason": "AllServersHealthy", "message": "ok", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
     api.patch_status("acme", &PatchParams::default(), &Patch::Merge(status))
         .await

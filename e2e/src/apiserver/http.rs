@@ -618,6 +618,36 @@ fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
     response
 }
 
+/// For an Event list, the other Event API's events in this one's shape (see `events`).
+fn other_event_api(
+    store: &Store,
+    rt: &super::resources::ResourceType,
+    namespace: Option<&str>,
+) -> Vec<Value> {
+    if rt.kind != "Event" {
+        return Vec::new();
+    }
+    let other_group = if rt.group.is_empty() {
+        "events.k8s.io"
+    } else {
+        ""
+    };
+    let Some(other) = store
+        .types()
+        .into_iter()
+        .find(|t| t.kind == "Event" && t.group == other_group)
+    else {
+        return Vec::new();
+    };
+    let (items, _) = store.list(&other, namespace);
+    let convert = if rt.group.is_empty() {
+        super::events::to_core
+    } else {
+        super::events::to_events_v1
+    };
+    items.iter().map(convert).collect()
+}
+
 fn list(
     store: &Store,
     rt: &super::resources::ResourceType,
@@ -627,7 +657,9 @@ fn list(
 ) -> Result<Response, ApiError> {
     let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or_default())?;
     let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or_default())?;
-    let (items, rv) = store.list(rt, if ns.is_empty() { None } else { Some(ns) });
+    let namespace = if ns.is_empty() { None } else { Some(ns) };
+    let (mut items, rv) = store.list(rt, namespace);
+    items.extend(other_event_api(store, rt, namespace));
     let mut items: Vec<Value> = items
         .into_iter()
         .filter(|o| labels.matches(o) && fields.matches(o))

@@ -9,6 +9,7 @@ pub mod apply;
 pub mod auth;
 pub mod discovery;
 pub mod errors;
+pub mod events;
 pub mod http;
 pub mod openapi;
 pub mod protobuf;
