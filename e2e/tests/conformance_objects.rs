@@ -389,3 +389,119 @@ async fn deleting_a_namespace_deletes_its_contents() {
         "no content in a namespace that does not exist"
     );
 }
+
+#[tokio::test]
+async fn json_and_strategic_merge_patches_and_deletecollection() {
+    let cluster = Cluster::start().await.unwrap();
+    let ns = cluster.namespace("patch").await.unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client(), &ns);
+    for (name, app) in [("a", "x"), ("b", "x"), ("c", "y")] {
+        let cm: ConfigMap = serde_json::from_value(
+            json!({"metadata": {"name": name, "labels": {"app": app}}, "data": {"keep": "1"}}),
+        )
+        .unwrap();
+        api.create(&PostParams::default(), &cm).await.unwrap();
+    }
+
+    let ops: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "add", "path": "/data/added", "value": "2"},
+        {"op": "replace", "path": "/data/keep", "value": "one"},
+    ]))
+    .unwrap();
+    let patched = api
+        .patch("a", &PatchParams::default(), &Patch::<()>::Json(ops))
+        .await
+        .unwrap();
+    let data = patched.data.unwrap();
+    assert_eq!(
+        (data["keep"].as_str(), data["added"].as_str()),
+        ("one", "2")
+    );
+
+    let patched = api
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"data": {"more": "3"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        patched.data.unwrap().len(),
+        3,
+        "a strategic merge patch merges maps"
+    );
+
+    // A JSON patch that does not apply is refused, and nothing changes.
+    let bad: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "remove", "path": "/data/absent"}])).unwrap();
+    let err = api
+        .patch("a", &PatchParams::default(), &Patch::<()>::Json(bad))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 422),
+        "{err}"
+    );
+    assert_eq!(api.get("a").await.unwrap().data.unwrap().len(), 3);
+
+    let deleted = api
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("app=x"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        deleted.is_left(),
+        "deletecollection returns the deleted list"
+    );
+    let left: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    assert!(
+        left.contains(&"c".to_owned())
+            && !left.contains(&"a".to_owned())
+            && !left.contains(&"b".to_owned()),
+        "{left:?}"
+    );
+    cluster.delete_namespace(&ns).await;
+}
+
+#[tokio::test]
+async fn leases_hold_leader_election_state() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let cluster = Cluster::start().await.unwrap();
+    let ns = cluster.namespace("lease").await.unwrap();
+    let api: Api<Lease> = Api::namespaced(cluster.client(), &ns);
+    let lease: Lease = serde_json::from_value(json!({
+        "metadata": {"name": "tenant-mcp-controller"},
+        "spec": {"holderIdentity": "pod-a", "leaseDurationSeconds": 15, "acquireTime": "2026-11-24T09:00:00.000000Z", "renewTime": "2026-11-24T09:00:00.000000Z"},
+    }))
+    .unwrap();
+    let created = api.create(&PostParams::default(), &lease).await.unwrap();
+    // Two candidates race to take over with the same resourceVersion: one wins, one conflicts.
+    let mut take = |holder: &str| {
+        let mut l = created.clone();
+        l.spec.as_mut().unwrap().holder_identity = Some(holder.to_owned());
+        l
+    };
+    let (b, c) = (take("pod-b"), take("pod-c"));
+    api.replace("tenant-mcp-controller", &PostParams::default(), &b)
+        .await
+        .unwrap();
+    let lost = api_error(
+        api.replace("tenant-mcp-controller", &PostParams::default(), &c)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((lost.code, lost.reason.as_str()), (409, "Conflict"));
+    let now = api.get("tenant-mcp-controller").await.unwrap();
+    assert_eq!(now.spec.unwrap().holder_identity.as_deref(), Some("pod-b"));
+    cluster.delete_namespace(&ns).await;
+}

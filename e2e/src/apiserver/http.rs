@@ -385,6 +385,9 @@ async fn resource(
             let (items, _) = store.list(rt, if ns.is_empty() { None } else { Some(ns) });
             let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or_default())?;
             let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or_default())?;
+            // As the API server does, answer with the list of what was deleted (objects
+            // held by finalizers appear with their deletionTimestamp).
+            let mut deleted = Vec::new();
             for item in items
                 .iter()
                 .filter(|o| labels.matches(o) && fields.matches(o))
@@ -398,13 +401,18 @@ async fn resource(
                     .and_then(Value::as_str)
                     .unwrap_or_default();
                 match store.delete(rt, item_ns, item_name, None, None) {
-                    Ok(_) | Err(ApiError { code: 404, .. }) => {}
+                    Ok(Deleted::Gone(obj) | Deleted::Pending(obj)) => deleted.push(obj),
+                    Err(ApiError { code: 404, .. }) => {}
                     Err(e) => return Err(e),
                 }
             }
             Ok(json_response(
                 200,
-                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+                &json!({
+                    "kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(),
+                    "metadata": {"resourceVersion": store.resource_version().to_string()},
+                    "items": deleted,
+                }),
             ))
         }
         _ => Err(ApiError::method_not_allowed(format!(
