@@ -116,10 +116,28 @@ ensure_mcp_everything() {
     "@modelcontextprotocol/server-everything@$MCP_EVERYTHING_VERSION" >/dev/null
 }
 
-# Everything the local stack runs: kubectl, Postgres, the S3 server, the MCP reference server.
+# Python 3 with the `cryptography` package, for the mirror's Python decrypt reference
+# (docs/mirror/decrypt_mirror.py), which the tests run against rows Rust wrote.
+ensure_python_cryptography() {
+  if python3 -c 'import cryptography.hazmat.primitives.ciphers.aead' 2>/dev/null; then
+    return
+  fi
+  if command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1 \
+     && python3 -c 'import sys; sys.exit(sys.prefix == sys.base_prefix and sys.prefix.startswith("/usr"))'; then
+    # A Python of its own (pyenv, venv): pip installs into it.
+    log "installing the Python cryptography package with pip"
+    python3 -m pip install --quiet cryptography
+  else
+    ensure_apt python3 python3-cryptography
+  fi
+}
+
+# Everything the local stack and the tests run: kubectl, Postgres, the S3 server, the MCP
+# reference server, Python's cryptography.
 ensure_stack() {
   ensure_kubectl
   ensure_postgres
   ensure_s3s_fs
   ensure_mcp_everything
+  ensure_python_cryptography
 }

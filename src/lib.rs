@@ -3,6 +3,10 @@
 //!
 //! - [`api`]: the `TenantMcpConfig` and `GlobalMcpConfig` custom resources.
 //! - [`config`]: pure validation, endpoint policy, partial-update merge, redaction and hashing.
+//! - [`crypto`]: AES-256-GCM envelopes for credentials at rest, and the keyring.
+//! - [`mirror`]: the Postgres mirror of active configs (migrations, writer, key rotation).
 
 pub mod api;
 pub mod config;
+pub mod crypto;
+pub mod mirror;

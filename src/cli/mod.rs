@@ -2,6 +2,9 @@
 //! module; every flag can also be set from an environment variable.
 
 mod crdgen;
+mod database;
+mod keys;
+mod migrate;
 mod validate;
 
 use std::process::ExitCode;
@@ -49,6 +52,10 @@ pub enum Command {
     /// Check TenantMcpConfig and GlobalMcpConfig manifests offline (for CI and GitOps
     /// pipelines): exit 0 when all are valid, 1 when any is invalid, 2 when input cannot be read.
     Validate(validate::ValidateArgs),
+    /// Apply, revert or list the mirror database's schema migrations.
+    Migrate(migrate::MigrateArgs),
+    /// Generate encryption keys, or re-encrypt the mirror under the active key.
+    Keys(keys::KeysArgs),
 }
 
 /// Sets up `tracing` on stderr.
@@ -69,6 +76,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Crdgen(args) => crdgen::run(&args),
         Command::Validate(args) => validate::run(&args),
+        Command::Migrate(args) => migrate::run(&args),
+        Command::Keys(args) => keys::run(&args),
     }
 }
 

@@ -22,6 +22,16 @@ pub fn spec_hash<T: Serialize + ?Sized>(value: &T) -> Result<String, serde_json:
     ))
 }
 
+/// The canonical JSON text of `value` (keys sorted, no whitespace); empty if `value` cannot be
+/// represented as JSON (a map with non-string keys), which the types hashed here never are.
+pub fn canonical_json<T: Serialize + ?Sized>(value: &T) -> String {
+    let mut canonical = String::new();
+    if let Ok(value) = serde_json::to_value(value) {
+        write_canonical(&value, &mut canonical);
+    }
+    canonical
+}
+
 fn write_canonical(value: &Value, out: &mut String) {
     match value {
         Value::Object(map) => {

@@ -13,6 +13,7 @@
 
 pub mod ai_mcp;
 pub mod mcp_everything;
+pub mod mirror_db;
 pub mod postgres;
 pub mod process;
 pub mod s3;
@@ -107,6 +108,25 @@ pub fn tool(name: &str, env: &str, hint: &str) -> Result<PathBuf, StackError> {
         program: name.to_owned(),
         hint: hint.to_owned(),
     })
+}
+
+/// The `tenant-mcp` binary: `$TENANT_MCP_BIN`, else the one built next to the running test or
+/// binary (`cargo build` / `cargo nextest run --workspace` build it).
+pub fn tenant_mcp_binary() -> Result<PathBuf, StackError> {
+    if let Some(path) = std::env::var_os("TENANT_MCP_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    // Tests run from target/<profile>/deps/, binaries from target/<profile>/.
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("tenant-mcp"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| StackError::Missing {
+            program: "tenant-mcp".into(),
+            hint: "build it with `cargo build` or set TENANT_MCP_BIN".into(),
+        })
 }
 
 /// `name` on `PATH`, if it is there.
