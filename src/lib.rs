@@ -5,8 +5,10 @@
 //! - [`config`]: pure validation, endpoint policy, partial-update merge, redaction and hashing.
 //! - [`crypto`]: AES-256-GCM envelopes for credentials at rest, and the keyring.
 //! - [`mirror`]: the Postgres mirror of active configs (migrations, writer, key rotation).
+//! - [`probe`]: connection tests of the declared servers, under the endpoint policy.
 
 pub mod api;
 pub mod config;
 pub mod crypto;
 pub mod mirror;
+pub mod probe;

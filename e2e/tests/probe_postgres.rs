@@ -1,0 +1,163 @@
+//! The Postgres probe against a real server: each way a connection test can fail gets its own
+//! reason, and no message carries the password.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::time::Duration;
+
+use serde_json::json;
+use tenant_mcp::api::{EndpointPolicySpec, PostgresServer};
+use tenant_mcp::config::field::FieldPath;
+use tenant_mcp::config::{Credential, EndpointPolicy, PostgresCredentials};
+use tenant_mcp::probe::Prober;
+use tenant_mcp::probe::postgres::probe_postgres;
+use tenant_mcp_e2e::stack::postgres::Postgres;
+use tenant_mcp_e2e::stack::process::free_port;
+
+fn loopback_allowed() -> EndpointPolicy {
+    let spec = EndpointPolicySpec {
+        allow_loopback: true,
+        ..EndpointPolicySpec::default()
+    };
+    EndpointPolicy::compile(&spec, &FieldPath::default()).0
+}
+
+fn server(port: u16, database: &str, ssl_mode: &str) -> PostgresServer {
+    serde_json::from_value(json!({
+        "host": "127.0.0.1", "port": port, "database": database, "sslMode": ssl_mode,
+        "credentialsSecretRef": {"name": "pg"}
+    }))
+    .unwrap()
+}
+
+fn creds(password: &str) -> PostgresCredentials {
+    PostgresCredentials {
+        username: Postgres::SUPERUSER.into(),
+        password: Credential::new(password),
+    }
+}
+
+#[tokio::test]
+async fn each_failure_has_its_own_reason_and_no_password() {
+    let pg = Postgres::start().unwrap();
+    let db = pg.create_database("probe").await.unwrap();
+    let policy = loopback_allowed();
+    let prober = Prober::new(4);
+    let limit = Duration::from_secs(10);
+    let probe = |server: PostgresServer, creds: PostgresCredentials, policy: EndpointPolicy| {
+        let prober = prober.clone();
+        async move {
+            prober
+                .run(
+                    "postgres",
+                    limit,
+                    probe_postgres(&policy, &server, &creds, None),
+                )
+                .await
+        }
+    };
+
+    let report = probe(
+        server(pg.port(), &db, "prefer"),
+        creds(pg.password()),
+        policy.clone(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        report.server_version.starts_with(char::is_numeric),
+        "{report:?}"
+    );
+
+    let cases = [
+        (
+            server(pg.port(), &db, "prefer"),
+            "wrong-password-123",
+            "AuthFailed",
+            "password authentication failed",
+        ),
+        (
+            server(pg.port(), "no_such_db", "prefer"),
+            pg.password(),
+            "DatabaseNotFound",
+            "no_such_db",
+        ),
+        (
+            server(free_port().unwrap(), &db, "prefer"),
+            pg.password(),
+            "Unreachable",
+            "refused",
+        ),
+        (
+            server(pg.port(), &db, "require"),
+            pg.password(),
+            "TlsFailed",
+            "sslMode require",
+        ),
+    ];
+    for (server, password, reason, text) in cases {
+        let err = probe(server, creds(password), policy.clone())
+            .await
+            .unwrap_err();
+        let message = err.to_string();
+        assert_eq!(err.reason(), reason, "{message}");
+        assert!(message.contains(text), "{reason}: {message}");
+        assert!(
+            !message.contains(pg.password()) && !message.contains("wrong-password-123"),
+            "{message}"
+        );
+        assert!(!format!("{err:?}").contains("wrong-password-123"));
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_times_out() {
+    // Accepts connections and never says a word.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    let err = Prober::new(1)
+        .run(
+            "postgres",
+            Duration::from_millis(500),
+            probe_postgres(
+                &loopback_allowed(),
+                &server(port, "db", "disable"),
+                &creds("pw"),
+                None,
+            ),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "Timeout", "{err}");
+    assert!(err.is_retryable());
+    held.abort();
+}
+
+#[tokio::test]
+async fn a_policy_denied_address_is_never_connected_to() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // The default policy: public addresses only.
+    let err = probe_postgres(
+        &EndpointPolicy::default(),
+        &server(port, "db", "disable"),
+        &creds("pw"),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.reason(), "PolicyDenied", "{err}");
+    assert!(err.to_string().contains("allowLoopback"), "{err}");
+    assert!(!err.is_retryable());
+    let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+    assert!(
+        accepted.is_err(),
+        "the probe connected although the policy denies the address"
+    );
+}

@@ -1,0 +1,246 @@
+//! Connection tests of the servers a config declares: can we reach it, with these credentials,
+//! and does it answer as expected. Used by the controller before promoting a config and by the
+//! management MCP server before storing one.
+//!
+//! Every probe first resolves the endpoint's host and checks each address against the
+//! [`EndpointPolicy`] (a name may resolve to a denied address however harmless it looks), runs
+//! under a time limit and under a global cap on concurrent probes, and fails with a
+//! [`ProbeError`] whose [`reason`](ProbeError::reason) a person can act on and whose message
+//! never contains a credential.
+//!
+//! Probes know endpoints, not Kubernetes: credentials come in already resolved.
+
+pub mod postgres;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use url::Host;
+
+use crate::config::{EndpointPolicy, PolicyViolation};
+
+/// Condition reasons of failed probes.
+pub mod reason {
+    /// The server could not be reached (refused, no route, name does not resolve).
+    pub const UNREACHABLE: &str = "Unreachable";
+    /// The TLS handshake failed, or TLS was required and the server does not offer it.
+    pub const TLS_FAILED: &str = "TlsFailed";
+    /// The server refused the credentials.
+    pub const AUTH_FAILED: &str = "AuthFailed";
+    /// The credentials are valid but lack a permission.
+    pub const ACCESS_DENIED: &str = "AccessDenied";
+    /// The configured database does not exist.
+    pub const DATABASE_NOT_FOUND: &str = "DatabaseNotFound";
+    /// The configured bucket does not exist.
+    pub const BUCKET_NOT_FOUND: &str = "BucketNotFound";
+    /// The server did not answer within the time limit.
+    pub const TIMEOUT: &str = "Timeout";
+    /// The server answered, but not as a server of this kind should.
+    pub const PROTOCOL_ERROR: &str = "ProtocolError";
+}
+
+/// Why a probe failed. Messages name the endpoint, never a credential.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    /// The endpoint policy denies the host or one of its addresses.
+    #[error(transparent)]
+    PolicyDenied(#[from] PolicyViolation),
+    /// Anything else, with its reason.
+    #[error("{message}")]
+    Failed {
+        /// One of the [`reason`] constants.
+        reason: &'static str,
+        /// What happened and, where it helps, what to do.
+        message: String,
+    },
+}
+
+impl ProbeError {
+    /// A failure with `reason` (one of [`reason`]) and `message`.
+    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::Failed {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// The PascalCase condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::PolicyDenied(v) => v.reason(),
+            Self::Failed { reason, .. } => reason,
+        }
+    }
+
+    /// Whether the same probe may pass later without a change to the config or its Secrets
+    /// (the server was down or slow), as opposed to needing a fix (wrong password, policy).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.reason(), reason::UNREACHABLE | reason::TIMEOUT)
+    }
+}
+
+/// The global cap on concurrent probes and the time limit of each.
+#[derive(Clone, Debug)]
+pub struct Prober {
+    permits: Arc<Semaphore>,
+}
+
+impl Prober {
+    /// At most `max_concurrent` probes run at once, across all tenants.
+    pub fn new(max_concurrent: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+        }
+    }
+
+    /// Runs `probe` once a slot is free, failing with `Timeout` when it takes longer than
+    /// `timeout` (waiting for a slot does not count).
+    pub async fn run<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        probe: impl Future<Output = Result<T, ProbeError>>,
+    ) -> Result<T, ProbeError> {
+        // The semaphore is never closed.
+        let _permit = self.permits.acquire().await;
+        match tokio::time::timeout(timeout, probe).await {
+            Ok(result) => result,
+            Err(_) => Err(ProbeError::new(
+                reason::TIMEOUT,
+                format!("{what} did not answer within {}s", timeout.as_secs_f32()),
+            )),
+        }
+    }
+}
+
+/// Resolves `host` and checks it and every address it resolves to against `policy`; the
+/// addresses to connect to, in resolver order.
+pub async fn resolve_checked(
+    policy: &EndpointPolicy,
+    host: &str,
+    port: u16,
+) -> Result<Vec<SocketAddr>, ProbeError> {
+    let parsed = Host::parse(host)
+        .map_err(|e| ProbeError::new(reason::UNREACHABLE, format!("host {host:?}: {e}")))?;
+    policy.check_host(&parsed)?;
+    policy.check_port(port)?;
+    let addrs: Vec<SocketAddr> = match parsed {
+        Host::Ipv4(ip) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
+        Host::Ipv6(ip) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
+        Host::Domain(name) => tokio::net::lookup_host((name.as_str(), port))
+            .await
+            .map_err(|e| {
+                ProbeError::new(
+                    reason::UNREACHABLE,
+                    format!("host {name:?} does not resolve: {e}"),
+                )
+            })?
+            .collect(),
+    };
+    if addrs.is_empty() {
+        return Err(ProbeError::new(
+            reason::UNREACHABLE,
+            format!("host {host:?} resolves to no address"),
+        ));
+    }
+    for addr in &addrs {
+        policy.check_ip(addr.ip())?;
+    }
+    Ok(addrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::EndpointPolicySpec;
+    use crate::config::field::FieldPath;
+
+    fn policy(loopback: bool) -> EndpointPolicy {
+        let spec = EndpointPolicySpec {
+            allow_loopback: loopback,
+            ..EndpointPolicySpec::default()
+        };
+        EndpointPolicy::compile(&spec, &FieldPath::default()).0
+    }
+
+    #[tokio::test]
+    async fn names_are_checked_by_name_and_again_after_resolution() {
+        let err = resolve_checked(&policy(false), "localhost", 5432)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ProbeError::PolicyDenied(PolicyViolation::HostClassDenied { .. })
+            ),
+            "{err}"
+        );
+        // The machine's own name is not special by name, but resolves to a loopback or private
+        // address, which only the check after resolution catches.
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let hostname = hostname.trim();
+        let resolved: Vec<SocketAddr> = tokio::net::lookup_host((hostname, 5432))
+            .await
+            .map(Iterator::collect)
+            .unwrap_or_default();
+        let special = |a: &SocketAddr| {
+            crate::config::policy::classify(a.ip()) != crate::config::policy::AddressClass::Public
+        };
+        if !resolved.is_empty() && resolved.iter().all(special) {
+            let err = resolve_checked(&policy(false), hostname, 5432)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ProbeError::PolicyDenied(PolicyViolation::AddressDenied { .. })
+                ),
+                "{hostname}: {err}"
+            );
+        }
+        let ok = resolve_checked(&policy(true), "localhost", 5432)
+            .await
+            .unwrap();
+        assert!(ok.iter().all(|a| a.ip().is_loopback()));
+        let err = resolve_checked(&policy(true), "no-such-host.invalid", 5432)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), "Unreachable");
+    }
+
+    #[tokio::test]
+    async fn slow_probes_time_out_and_the_cap_holds() {
+        let prober = Prober::new(1);
+        let err = prober
+            .run("server x", Duration::from_millis(10), async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok::<_, ProbeError>(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), "Timeout");
+        assert!(err.is_retryable());
+        // With one slot, a second probe waits for the first instead of running beside it.
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let probe = || {
+            let (running, most, prober) = (running.clone(), most.clone(), prober.clone());
+            async move {
+                prober
+                    .run("s", Duration::from_secs(5), async {
+                        let now = running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                        most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        Ok::<_, ProbeError>(())
+                    })
+                    .await
+            }
+        };
+        let (a, b, c) = tokio::join!(probe(), probe(), probe());
+        assert!(a.is_ok() && b.is_ok() && c.is_ok());
+        assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+}
