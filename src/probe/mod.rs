@@ -11,6 +11,7 @@
 //! Probes know endpoints, not Kubernetes: credentials come in already resolved.
 
 pub mod postgres;
+pub mod s3;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
