@@ -15,7 +15,7 @@
 //! and its associated data is the compact JSON array
 //! `["aes-256-gcm.v1", <kid>, <tenant id>, [<path segment>, …]]` encoded as UTF-8. Python's
 //! `json.dumps(aad, separators=(",", ":"), ensure_ascii=False).encode()` gives the same bytes
-//! (see `docs/mirror-format.md`).
+//! (see `docs/database.md` and `docs/mirror/decrypt_mirror.py`).
 //!
 //! Nothing here logs, and no error carries plaintext or key material.
 
