@@ -6,21 +6,13 @@
 use std::time::Duration;
 
 use serde_json::json;
-use tenant_mcp::api::{EndpointPolicySpec, PostgresServer};
-use tenant_mcp::config::field::FieldPath;
+use tenant_mcp::api::PostgresServer;
 use tenant_mcp::config::{Credential, EndpointPolicy, PostgresCredentials};
 use tenant_mcp::probe::Prober;
 use tenant_mcp::probe::postgres::probe_postgres;
+use tenant_mcp_e2e::stack::loopback_policy;
 use tenant_mcp_e2e::stack::postgres::Postgres;
 use tenant_mcp_e2e::stack::process::free_port;
-
-fn loopback_allowed() -> EndpointPolicy {
-    let spec = EndpointPolicySpec {
-        allow_loopback: true,
-        ..EndpointPolicySpec::default()
-    };
-    EndpointPolicy::compile(&spec, &FieldPath::default()).0
-}
 
 fn server(port: u16, database: &str, ssl_mode: &str) -> PostgresServer {
     serde_json::from_value(json!({
@@ -41,7 +33,7 @@ fn creds(password: &str) -> PostgresCredentials {
 async fn each_failure_has_its_own_reason_and_no_password() {
     let pg = Postgres::start().unwrap();
     let db = pg.create_database("probe").await.unwrap();
-    let policy = loopback_allowed();
+    let policy = loopback_policy();
     let prober = Prober::new(4);
     let limit = Duration::from_secs(10);
     let probe = |server: PostgresServer, creds: PostgresCredentials, policy: EndpointPolicy| {
@@ -126,7 +118,7 @@ async fn a_server_that_never_answers_times_out() {
             "postgres",
             Duration::from_millis(500),
             probe_postgres(
-                &loopback_allowed(),
+                &loopback_policy(),
                 &server(port, "db", "disable"),
                 &creds("pw"),
                 None,

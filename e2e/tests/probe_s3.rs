@@ -5,20 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use serde_json::json;
-use tenant_mcp::api::{EndpointPolicySpec, S3Server as S3Spec};
-use tenant_mcp::config::field::FieldPath;
+use tenant_mcp::api::S3Server as S3Spec;
 use tenant_mcp::config::{Credential, EndpointPolicy, S3Credentials};
 use tenant_mcp::probe::s3::probe_s3;
+use tenant_mcp_e2e::stack::loopback_policy;
 use tenant_mcp_e2e::stack::process::free_port;
 use tenant_mcp_e2e::stack::s3::S3Server;
-
-fn loopback_allowed() -> EndpointPolicy {
-    let spec = EndpointPolicySpec {
-        allow_loopback: true,
-        ..EndpointPolicySpec::default()
-    };
-    EndpointPolicy::compile(&spec, &FieldPath::default()).0
-}
 
 fn spec(endpoint: &str, bucket: &str) -> S3Spec {
     serde_json::from_value(json!({
@@ -43,7 +35,7 @@ async fn each_failure_has_its_own_reason_and_no_secret() {
         .send()
         .await
         .unwrap();
-    let policy = loopback_allowed();
+    let policy = loopback_policy();
     let good = creds(s3.access_key(), s3.secret_key());
 
     probe_s3(&policy, &spec(&s3.endpoint(), "tenant-docs"), &good)

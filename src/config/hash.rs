@@ -13,22 +13,17 @@ use sha2::{Digest, Sha256};
 
 /// `sha256:<hex>` of the canonical JSON form of `value`.
 pub fn spec_hash<T: Serialize + ?Sized>(value: &T) -> Result<String, serde_json::Error> {
-    let value = serde_json::to_value(value)?;
-    let mut canonical = String::new();
-    write_canonical(&value, &mut canonical);
+    let canonical = canonical_json(&serde_json::to_value(value)?);
     Ok(format!(
         "sha256:{}",
         hex::encode(Sha256::digest(canonical.as_bytes()))
     ))
 }
 
-/// The canonical JSON text of `value` (keys sorted, no whitespace); empty if `value` cannot be
-/// represented as JSON (a map with non-string keys), which the types hashed here never are.
-pub fn canonical_json<T: Serialize + ?Sized>(value: &T) -> String {
+/// The canonical JSON text of `value`: object keys sorted, no whitespace.
+pub fn canonical_json(value: &Value) -> String {
     let mut canonical = String::new();
-    if let Ok(value) = serde_json::to_value(value) {
-        write_canonical(&value, &mut canonical);
-    }
+    write_canonical(value, &mut canonical);
     canonical
 }
 

@@ -268,7 +268,12 @@ impl MirrorDocument<Credential> {
                 Ok(Exposed(zeroize::Zeroizing::new(secret.expose().to_owned())))
             })
             .unwrap_or_else(|never| match never {});
-        let canonical = zeroize::Zeroizing::new(crate::config::hash::canonical_json(&exposed));
+        // These types always serialize (string map keys only).
+        let canonical = zeroize::Zeroizing::new(
+            serde_json::to_value(&exposed)
+                .map(|v| crate::config::hash::canonical_json(&v))
+                .unwrap_or_default(),
+        );
         keyring.content_mac(canonical.as_bytes())
     }
 }

@@ -129,6 +129,16 @@ pub fn tenant_mcp_binary() -> Result<PathBuf, StackError> {
         })
 }
 
+/// The endpoint policy the local stack's servers need: the default one, plus loopback
+/// addresses (every launcher listens on 127.0.0.1).
+pub fn loopback_policy() -> tenant_mcp::config::EndpointPolicy {
+    let spec = tenant_mcp::api::EndpointPolicySpec {
+        allow_loopback: true,
+        ..Default::default()
+    };
+    tenant_mcp::config::EndpointPolicy::compile(&spec, &tenant_mcp::config::FieldPath::default()).0
+}
+
 /// `name` on `PATH`, if it is there.
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
