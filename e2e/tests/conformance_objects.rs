@@ -486,7 +486,7 @@ async fn leases_hold_leader_election_state() {
     .unwrap();
     let created = api.create(&PostParams::default(), &lease).await.unwrap();
     // Two candidates race to take over with the same resourceVersion: one wins, one conflicts.
-    let mut take = |holder: &str| {
+    let take = |holder: &str| {
         let mut l = created.clone();
         l.spec.as_mut().unwrap().holder_identity = Some(holder.to_owned());
         l

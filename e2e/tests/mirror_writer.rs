@@ -341,7 +341,8 @@ async fn tampered_or_moved_ciphertexts_fail_with_a_clear_error_and_no_plaintext(
     let password = ["servers", "postgres", "credentials", "password"];
     let pointer = "/servers/postgres/credentials/password";
 
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+    type Tamper<'a> = Box<dyn Fn(&mut Value) + 'a>;
+    let cases: Vec<(&str, Tamper, &str)> = vec![
         (
             "envelope copied from another tenant's row",
             Box::new(|doc| {

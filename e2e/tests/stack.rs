@@ -36,7 +36,9 @@ async fn postgres_starts_a_throwaway_cluster_with_password_auth() {
     conn.close().await.unwrap();
 
     let wrong = sqlx::PgConnection::connect(&pg.url(Postgres::SUPERUSER, "wrong", &db)).await;
-    let err = wrong.err().expect("a wrong password must be refused");
+    let Err(err) = wrong else {
+        panic!("a wrong password must be refused")
+    };
     let code = err
         .as_database_error()
         .and_then(|e| e.code().map(|c| c.into_owned()));

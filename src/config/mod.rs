@@ -28,13 +28,15 @@ pub mod manifest;
 pub mod merge;
 pub mod policy;
 pub mod redact;
+pub mod routing;
 pub mod validate;
 
 pub use field::{ErrorKind, FieldError, FieldErrors, FieldPath};
 pub use hash::spec_hash;
 pub use merge::merge_servers;
 pub use policy::{EndpointPolicy, PolicyViolation};
-pub use redact::{Credential, PostgresCredentials, S3Credentials};
+pub use redact::{Credential, McpCredentials, PostgresCredentials, S3Credentials};
+pub use routing::{McpTarget, mcp_target};
 pub use validate::{
     validate_global_spec, validate_servers, validate_tenant_spec, validate_tenant_update,
 };

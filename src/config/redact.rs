@@ -66,6 +66,25 @@ pub struct S3Credentials {
     pub secret_access_key: Credential,
 }
 
+/// MCP credentials resolved from Secrets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct McpCredentials {
+    /// The bearer token, sent as `Authorization: Bearer <token>`.
+    pub bearer_token: Option<Credential>,
+    /// Values of headers read from Secrets (`headers[].valueFrom`), by header name.
+    pub headers: std::collections::BTreeMap<String, Credential>,
+}
+
+impl McpCredentials {
+    /// Every secret value, for scrubbing text a server sent back.
+    pub fn values(&self) -> impl Iterator<Item = &str> {
+        self.bearer_token
+            .iter()
+            .chain(self.headers.values())
+            .map(Credential::expose)
+    }
+}
+
 /// Field names that hold credentials when they appear with an inline value. Compared after
 /// lower-casing and dropping `-` and `_`, so `secret_access_key` and `secretAccessKey` match.
 const CREDENTIAL_NAMES: &[&str] = &[

@@ -10,6 +10,7 @@
 //!
 //! Probes know endpoints, not Kubernetes: credentials come in already resolved.
 
+pub mod mcp;
 pub mod postgres;
 pub mod s3;
 
@@ -114,6 +115,13 @@ impl Prober {
             )),
         }
     }
+}
+
+/// Makes *ring* the process's default TLS provider (once) for the HTTP clients that take it
+/// from there.
+pub fn install_crypto_provider() {
+    // Fails only when a provider is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Resolves `host` and checks it and every address it resolves to against `policy`; the

@@ -62,11 +62,11 @@ impl Workdir {
 
 impl Drop for Workdir {
     fn drop(&mut self) {
-        if std::thread::panicking() || std::env::var_os(KEEP_LOGS).is_some() {
-            if let Some(dir) = self.dir.take() {
-                let kept = dir.keep();
-                eprintln!("{} files and logs kept in {}", self.name, kept.display());
-            }
+        if (std::thread::panicking() || std::env::var_os(KEEP_LOGS).is_some())
+            && let Some(dir) = self.dir.take()
+        {
+            let kept = dir.keep();
+            eprintln!("{} files and logs kept in {}", self.name, kept.display());
         }
     }
 }

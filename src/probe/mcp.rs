@@ -1,0 +1,250 @@
+//! The MCP probe: `initialize` then `tools/list` over Streamable HTTP (rmcp) with the bearer
+//! token, the configured headers and the tenant's routing, reporting the server's name, version
+//! and tool count. Tells apart an unreachable server, a TLS failure, a refused token, a token
+//! without access, and something that is not an MCP server.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rmcp::ServiceExt as _;
+use rmcp::model::{ClientCapabilities, ClientConfig, Implementation};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::{
+    StreamableHttpClientTransportConfig, StreamableHttpError,
+};
+
+use super::{ProbeError, reason, resolve_checked};
+use crate::api::McpServer;
+use crate::config::{EndpointPolicy, McpCredentials, mcp_target};
+
+/// What a passing MCP probe saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct McpReport {
+    /// `serverInfo.name` from the `initialize` answer.
+    pub server_name: String,
+    /// `serverInfo.version` from the `initialize` answer.
+    pub server_version: String,
+    /// The number of tools `tools/list` returned (all pages).
+    pub tool_count: usize,
+    /// Time from connecting to the end of `tools/list`.
+    pub latency: Duration,
+}
+
+/// Initializes an MCP session with `server` as `tenant` would reach it (its routing applied;
+/// `None` for a check of a global server itself) and lists its tools.
+pub async fn probe_mcp(
+    policy: &EndpointPolicy,
+    server: &McpServer,
+    tenant: Option<&str>,
+    credentials: &McpCredentials,
+) -> Result<McpReport, ProbeError> {
+    let target = mcp_target(server, tenant)
+        .map_err(|e| ProbeError::new(reason::UNREACHABLE, e.to_string()))?;
+    let url = &target.url;
+    let what = format!("MCP server {url}");
+    policy.check_scheme(url.scheme())?;
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port_or_known_default().unwrap_or(443);
+    let addrs = resolve_checked(policy, host, port).await?;
+    super::install_crypto_provider();
+    let mut builder = reqwest::Client::builder()
+        // A redirect could lead anywhere, including past the endpoint policy.
+        .redirect(reqwest::redirect::Policy::none())
+        // The policy checked these addresses, not a proxy's.
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(u64::from(
+            server.timeout_seconds.unsigned_abs(),
+        )));
+    if url.domain().is_some() {
+        // Connect to the addresses that were checked, so the name cannot resolve elsewhere in
+        // between.
+        builder = builder.resolve_to_addrs(host, &addrs);
+    }
+    let http = builder.build().map_err(|e| {
+        ProbeError::new(reason::PROTOCOL_ERROR, format!("{what}: HTTP client: {e}"))
+    })?;
+    let mut headers = HashMap::new();
+    let plain = target
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str(), false));
+    let secret = credentials
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.expose(), true));
+    for (name, value, sensitive) in plain.chain(secret) {
+        let header_name = http::HeaderName::try_from(name).map_err(|_| {
+            ProbeError::new(
+                reason::PROTOCOL_ERROR,
+                format!("{what}: header name {name:?} is not valid"),
+            )
+        })?;
+        let mut header_value = http::HeaderValue::try_from(value).map_err(|_| {
+            ProbeError::new(
+                reason::PROTOCOL_ERROR,
+                format!("{what}: the value of header {name:?} is not a valid header value"),
+            )
+        })?;
+        header_value.set_sensitive(sensitive);
+        headers.insert(header_name, header_value);
+    }
+    let mut config =
+        StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(headers);
+    if let Some(token) = &credentials.bearer_token {
+        config = config.auth_header(token.expose());
+    }
+    let transport = StreamableHttpClientTransport::with_client(http, config);
+    let client_info = ClientConfig::new(
+        ClientCapabilities::default(),
+        Implementation::new("tenant-mcp-probe", env!("CARGO_PKG_VERSION")),
+    );
+    let scrub = |text: String| scrub(text, credentials);
+    let started = Instant::now();
+    let session = client_info
+        .serve(transport)
+        .await
+        .map_err(|e| classify(&what, &e, scrub))?;
+    let info = session
+        .peer_info()
+        .and_then(|p| p.server_info.clone())
+        .unwrap_or_else(|| Implementation::new("", ""));
+    let tools = session.list_all_tools().await;
+    let latency = started.elapsed();
+    // Ending the session is a courtesy to the server; the result is known already.
+    let _ = session.cancel().await;
+    let tools = tools.map_err(|e| classify(&format!("{what} tools/list"), &e, scrub))?;
+    Ok(McpReport {
+        server_name: info.name,
+        server_version: info.version,
+        tool_count: tools.len(),
+        latency,
+    })
+}
+
+/// Replaces every credential value in text a server sent back (an error body may echo a
+/// header).
+fn scrub(mut text: String, credentials: &McpCredentials) -> String {
+    for value in credentials.values().filter(|v| v.len() >= 4) {
+        text = text.replace(value, crate::config::redact::REDACTED);
+    }
+    text
+}
+
+/// Maps an rmcp error to a reason by what it is made of: the transport's own error variants
+/// first, then the HTTP status rmcp reports in text for unchallenged 401/403/404 answers.
+fn classify(
+    what: &str,
+    error: &(dyn std::error::Error + 'static),
+    scrub: impl Fn(String) -> String,
+) -> ProbeError {
+    let mut chain = Vec::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(http) = e.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
+            match http {
+                StreamableHttpError::AuthRequired(_) => {
+                    return ProbeError::new(
+                        reason::AUTH_FAILED,
+                        format!(
+                            "{what} refused the bearer token (HTTP 401): check bearerTokenSecretRef"
+                        ),
+                    );
+                }
+                StreamableHttpError::InsufficientScope(_) => {
+                    return ProbeError::new(
+                        reason::ACCESS_DENIED,
+                        format!("{what}: the token lacks a required scope (HTTP 403)"),
+                    );
+                }
+                _ => {}
+            }
+        }
+        if let Some(r) = e.downcast_ref::<reqwest::Error>()
+            && r.is_timeout()
+        {
+            return ProbeError::new(reason::TIMEOUT, format!("{what}: timed out"));
+        }
+        chain.push(e.to_string());
+        if e.downcast_ref::<rustls::Error>().is_some() {
+            let detail = scrub(e.to_string());
+            return ProbeError::new(reason::TLS_FAILED, format!("{what}: TLS failed: {detail}"));
+        }
+        next = source_of(e);
+    }
+    let lower = chain.join(": ").to_ascii_lowercase();
+    // Outer levels repeat their sources' text; the innermost two say what happened.
+    chain.dedup();
+    let start = chain.len().saturating_sub(2);
+    let detail = scrub(chain[start..].join(": "));
+    let has = |s: &str| lower.contains(s);
+    if has("http 401") {
+        ProbeError::new(
+            reason::AUTH_FAILED,
+            format!(
+                "{what} refused the request (HTTP 401): check bearerTokenSecretRef and headers"
+            ),
+        )
+    } else if has("http 403") {
+        ProbeError::new(
+            reason::ACCESS_DENIED,
+            format!("{what}: access denied (HTTP 403): {detail}"),
+        )
+    } else if has("http 404") || has("http 405") {
+        ProbeError::new(
+            reason::PROTOCOL_ERROR,
+            format!("{what}: no MCP endpoint at this URL (check url and tenantRouting): {detail}"),
+        )
+    } else if has("certificate") || has("tls") || has("handshake") || has("invalid peer") {
+        ProbeError::new(reason::TLS_FAILED, format!("{what}: TLS failed: {detail}"))
+    } else if has("connection refused")
+        || has("error sending request")
+        || has("connection reset")
+        || has("dns error")
+        || has("tcp connect")
+        || has("client error (connect)")
+    {
+        ProbeError::new(reason::UNREACHABLE, format!("{what}: {detail}"))
+    } else {
+        ProbeError::new(reason::PROTOCOL_ERROR, format!("{what}: {detail}"))
+    }
+}
+
+/// The next error down the chain, including where rmcp keeps it in a field that is not marked
+/// as the source.
+fn source_of<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a (dyn std::error::Error + 'static)> {
+    if let Some(rmcp::service::ClientInitializeError::TransportError { error, .. }) =
+        error.downcast_ref()
+    {
+        return Some(error);
+    }
+    if let Some(StreamableHttpError::Client(error)) =
+        error.downcast_ref::<StreamableHttpError<reqwest::Error>>()
+    {
+        return Some(error);
+    }
+    if let Some(inner) = error
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref)
+    {
+        return Some(inner);
+    }
+    error.source()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Credential;
+
+    #[test]
+    fn scrub_removes_every_credential_value() {
+        let creds = McpCredentials {
+            bearer_token: Some(Credential::new("tok-123456")),
+            headers: [("X-Api-Key".to_owned(), Credential::new("key-abcdef"))].into(),
+        };
+        let text = scrub("got tok-123456 and key-abcdef and ok".into(), &creds);
+        assert_eq!(text, "got *** and *** and ok");
+    }
+}
