@@ -3,12 +3,14 @@
 //!
 //! - [`api`]: the `TenantMcpConfig` and `GlobalMcpConfig` custom resources.
 //! - [`config`]: pure validation, endpoint policy, partial-update merge, redaction and hashing.
+//! - [`controller`]: the operator: reconcile, snapshots, status, leader election, metrics.
 //! - [`crypto`]: AES-256-GCM envelopes for credentials at rest, and the keyring.
 //! - [`mirror`]: the Postgres mirror of active configs (migrations, writer, key rotation).
 //! - [`probe`]: connection tests of the declared servers, under the endpoint policy.
 
 pub mod api;
 pub mod config;
+pub mod controller;
 pub mod crypto;
 pub mod mirror;
 pub mod probe;

@@ -26,4 +26,19 @@ pub mod reason {
     pub const DISABLED: &str = "Disabled";
     /// Checks are still running.
     pub const PENDING: &str = "Pending";
+    /// A referenced Secret does not exist.
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// A referenced Secret lacks the named key.
+    pub const SECRET_KEY_MISSING: &str = "SecretKeyMissing";
+    /// The namespace is not bound to the config's tenant (`tenantmcp.dev/tenant` label).
+    pub const TENANT_NOT_BOUND: &str = "TenantNotBound";
+    /// Some declared server types are failing; the last-known-good config keeps serving.
+    pub const SERVERS_FAILING: &str = "ServersFailing";
+    /// The active config is mirrored.
+    pub const MIRRORED: &str = "Mirrored";
+    /// The config is being deleted and its mirror data could not be removed yet.
+    pub const CLEANUP_PENDING: &str = "CleanupPending";
 }
+
+/// The namespace label that binds a namespace to the tenant it serves.
+pub const TENANT_LABEL: &str = "tenantmcp.dev/tenant";

@@ -52,6 +52,10 @@ pub struct ServerHealth {
     /// Hash of the spec that was checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec_hash: Option<String>,
+    /// `resourceVersion` of each Secret read for the last check, by Secret name: a change to
+    /// any of them means the check is out of date.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_versions: BTreeMap<String, String>,
 }
 
 /// The state of one declared server.

@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing and dispatch. Each subcommand lives in its own
 //! module; every flag can also be set from an environment variable.
 
+mod controller;
 mod crdgen;
 mod database;
 mod keys;
@@ -47,6 +48,8 @@ pub enum LogFormat {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the operator: validate, connection-test, promote and mirror tenant configs.
+    Controller(controller::ControllerArgs),
     /// Write the CustomResourceDefinitions generated from the Rust types.
     Crdgen(crdgen::CrdgenArgs),
     /// Check TenantMcpConfig and GlobalMcpConfig manifests offline (for CI and GitOps
@@ -74,6 +77,7 @@ pub fn init_logging(args: &LogArgs) {
 /// Runs the chosen subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Controller(args) => controller::run(&args),
         Command::Crdgen(args) => crdgen::run(&args),
         Command::Validate(args) => validate::run(&args),
         Command::Migrate(args) => migrate::run(&args),

@@ -344,10 +344,18 @@ async fn resource(
                         json_patch::merge(&mut new, &patch)
                     }
                     "application/json-patch+json" => {
-                        let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+                        let mut ops: json_patch::Patch = serde_json::from_value(patch.clone())
                             .map_err(|e| {
                                 ApiError::bad_request(format!("invalid JSON patch: {e}"))
                             })?;
+                        // The API server (evanphx/json-patch) lets `test` of a null value pass on
+                        // a missing path; kube-rs's finalizer helper relies on it.
+                        ops.0.retain(|op| match op {
+                            json_patch::PatchOperation::Test(t) => {
+                                !(t.value.is_null() && new.pointer(t.path.as_str()).is_none())
+                            }
+                            _ => true,
+                        });
                         json_patch::patch(&mut new, &ops).map_err(|e| {
                             ApiError::new_unprocessable(
                                 rt,

@@ -1,0 +1,525 @@
+//! The controller end to end, driven by kubectl like a platform team would: the real
+//! `tenant-mcp controller` binary against the API stand-in (or `E2E_KUBECONFIG`'s cluster), a
+//! real Postgres (tenant database and mirror), a real S3 server and the test AI MCP server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use sqlx::Connection as _;
+use tenant_mcp::api::{McpConfigStatus, TenantMcpConfig};
+use tenant_mcp_e2e::harness::Cluster;
+use tenant_mcp_e2e::stack::ai_mcp::{AiMcpConfig, AiMcpServer, Token};
+use tenant_mcp_e2e::stack::mirror_db::MirrorDatabase;
+use tenant_mcp_e2e::stack::postgres::Postgres;
+use tenant_mcp_e2e::stack::process::free_port;
+use tenant_mcp_e2e::stack::s3::S3Server;
+use tenant_mcp_e2e::stack::tenant_mcp_binary;
+
+/// A `tenant-mcp controller` process, killed when dropped; its log is printed if the test
+/// fails.
+struct ControllerProcess {
+    child: Child,
+    log: std::path::PathBuf,
+    metrics: u16,
+}
+
+impl ControllerProcess {
+    fn start(
+        cluster: &Cluster,
+        dir: &Path,
+        identity: &str,
+        lease_ns: &str,
+        mirror: Option<(&str, &Path)>,
+    ) -> Self {
+        let log = dir.join(format!("controller-{identity}.log"));
+        let metrics = free_port().unwrap();
+        let mut cmd = Command::new(tenant_mcp_binary().unwrap());
+        cmd.env("KUBECONFIG", cluster.kubeconfig())
+            .env("TENANT_MCP_LOG", "info,tenant_mcp=debug,kube=warn")
+            .args([
+                "controller",
+                "--identity",
+                identity,
+                "--lease-namespace",
+                lease_ns,
+            ])
+            .args([
+                "--lease-duration-seconds",
+                "3",
+                "--snapshot-grace-seconds",
+                "2",
+            ])
+            .args(["--retry-seconds", "1"])
+            .args(["--metrics-address", &format!("127.0.0.1:{metrics}")])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some((url, keys)) = mirror {
+            cmd.env("TENANT_MCP_DATABASE_URL", url)
+                .env("TENANT_MCP_KEYS_DIR", keys);
+        }
+        Self {
+            child: cmd.spawn().unwrap(),
+            log,
+            metrics,
+        }
+    }
+
+    /// SIGTERM, then wait for the exit.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "controller did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn metrics(&self) -> String {
+        let out = Command::new("curl")
+            .args(["-s", &format!("http://127.0.0.1:{}/metrics", self.metrics)])
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            eprintln!("--- controller log (last lines) ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+async fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn status(api: &Api<TenantMcpConfig>, name: &str) -> McpConfigStatus {
+    api.get(name)
+        .await
+        .ok()
+        .and_then(|c| c.status)
+        .unwrap_or_default()
+}
+
+fn condition(s: &McpConfigStatus, type_: &str) -> Option<(String, String)> {
+    s.conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+fn write_keys(dir: &Path) -> std::path::PathBuf {
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("k1"), tenant_mcp::crypto::generate_key()).unwrap();
+    std::fs::write(keys.join("active"), "k1").unwrap();
+    keys
+}
+
+async fn sql(url: &str, statement: &str) {
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+}
+
+fn global_yaml() -> &'static str {
+    // The whole local stack listens on loopback, which the default policy denies.
+    "apiVersion: tenantmcp.dev/v1alpha1\nkind: GlobalMcpConfig\nmetadata:\n  name: default\nspec:\n  endpointPolicy:\n    allowLoopback: true\n"
+}
+
+fn secret_yaml(ns: &str, name: &str, pairs: &[(&str, &str)]) -> String {
+    let data: String = pairs
+        .iter()
+        .map(|(k, v)| format!("  {k}: {v:?}\n"))
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {ns}\nstringData:\n{data}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_is_promoted_keeps_its_last_known_good_config_and_is_cleaned_up() {
+    tenant_mcp_e2e::stack::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start().await.unwrap();
+    cluster.install_crds().await.unwrap();
+    let pg = Postgres::start().unwrap();
+    let tenant_db = pg.create_database("acme").await.unwrap();
+    sql(
+        &pg.admin_url(&tenant_db),
+        "CREATE ROLE acme_app LOGIN PASSWORD 'first-pass-111'",
+    )
+    .await;
+    let mirror = MirrorDatabase::create(&pg, "mirror").await.unwrap();
+    let s3 = S3Server::start("acme-access", "acme-secret-key-1").unwrap();
+    s3.client()
+        .create_bucket()
+        .bucket("acme-docs")
+        .send()
+        .await
+        .unwrap();
+    let ai = AiMcpServer::start(AiMcpConfig::new(
+        "shared-ai",
+        vec![Token {
+            token: "acme-ai-token-1".into(),
+            tenant: Some("acme".into()),
+        }],
+    ))
+    .unwrap();
+
+    let ns = cluster.namespace("acme").await.unwrap();
+    cluster.kubectl_ok(&["label", "namespace", &ns, "tenantmcp.dev/tenant=acme"]);
+    cluster.kubectl_stdin(&["apply", "-f", "-"], global_yaml());
+    for (name, pairs) in [
+        (
+            "acme-pg",
+            vec![("username", "acme_app"), ("password", "first-pass-111")],
+        ),
+        (
+            "acme-s3",
+            vec![
+                ("accessKeyId", "acme-access"),
+                ("secretAccessKey", "acme-secret-key-1"),
+            ],
+        ),
+        ("acme-ai", vec![("token", "acme-ai-token-1")]),
+    ] {
+        let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &secret_yaml(&ns, name, &pairs));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let keys = write_keys(dir.path());
+    let mut controller = ControllerProcess::start(
+        &cluster,
+        dir.path(),
+        "solo",
+        &ns,
+        Some((&mirror.controller_url, &keys)),
+    );
+    let config = format!(
+        r#"apiVersion: tenantmcp.dev/v1alpha1
+kind: TenantMcpConfig
+metadata:
+  name: acme
+  namespace: {ns}
+spec:
+  tenantId: acme
+  servers:
+    postgres:
+      host: 127.0.0.1
+      port: {pg_port}
+      database: {tenant_db}
+      sslMode: disable
+      credentialsSecretRef: {{name: acme-pg}}
+    minio:
+      endpoint: {s3}
+      bucket: acme-docs
+      credentialsSecretRef: {{name: acme-s3}}
+    aiMcpServer:
+      url: {ai}/mcp
+      bearerTokenSecretRef: {{name: acme-ai, key: token}}
+      tenantRouting: {{mode: PathPrefix}}
+"#,
+        pg_port = pg.port(),
+        s3 = s3.endpoint(),
+        ai = ai.base_url(),
+    );
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Ready, with every server active and frozen in an immutable snapshot.
+    let api: Api<TenantMcpConfig> = Api::namespaced(cluster.client(), &ns);
+    let ready = wait_for("Ready=True", Duration::from_secs(60), async || {
+        let s = status(&api, "acme").await;
+        (condition(&s, "Ready") == Some(("True".into(), "AllServersHealthy".into()))).then_some(s)
+    })
+    .await;
+    let pg_active = ready.active.postgres.clone().expect("postgres active");
+    let first_snapshot = pg_active.snapshot_secret.clone().expect("a snapshot");
+    assert!(ready.active.minio.is_some() && ready.active.ai_mcp_server.is_some());
+    assert_eq!(
+        condition(&ready, "Mirrored"),
+        Some(("True".into(), "Mirrored".into()))
+    );
+    let secrets: Api<Secret> = Api::namespaced(cluster.client(), &ns);
+    let snap = secrets.get(&first_snapshot).await.unwrap();
+    assert_eq!(snap.immutable, Some(true));
+    assert_eq!(snap.type_.as_deref(), Some("tenantmcp.dev/snapshot"));
+    let owner = &snap.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("TenantMcpConfig", "acme")
+    );
+    // No credential in the CR, its status or kubectl's view of it.
+    let shown = cluster.kubectl_ok(&["get", "tenantmcpconfig", "-n", &ns, "acme", "-o", "yaml"]);
+    for secret in ["first-pass-111", "acme-secret-key-1", "acme-ai-token-1"] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+    let table = cluster.kubectl_ok(&["get", "tmc", "-n", &ns]);
+    assert!(table.contains("acme") && table.contains("True"), "{table}");
+    // The mirror row: sealed credentials, readable by the tenant's own key.
+    let pool = sqlx::PgPool::connect(&mirror.uber_admin_url).await.unwrap();
+    let keyring = std::sync::Arc::new(tenant_mcp::crypto::Keyring::from_dir(&keys).unwrap());
+    let reader = tenant_mcp::mirror::MirrorWriter::new(pool.clone(), keyring)
+        .await
+        .unwrap();
+    let row = reader.read("acme").await.unwrap().expect("a mirror row");
+    let pg_row = row.document.servers.postgres.clone().unwrap();
+    assert_eq!(pg_row.credentials.password.expose(), "first-pass-111");
+    assert_eq!(
+        pg_row.active.snapshot_secret.as_deref(),
+        Some(first_snapshot.as_str())
+    );
+    let raw: String = sqlx::query_scalar(
+        "SELECT mcp_server_config::text FROM tenant_configs WHERE tenant_id = 'acme'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(!raw.contains("first-pass-111"), "{raw}");
+
+    // A wrong password in the Secret: Ready=False with the reason, the active config and its
+    // snapshot stay, and clients using the snapshot keep working.
+    cluster.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &secret_yaml(
+            &ns,
+            "acme-pg",
+            &[("username", "acme_app"), ("password", "wrong-pass-222")],
+        ),
+    );
+    let degraded = wait_for("AuthFailed", Duration::from_secs(60), async || {
+        let s = status(&api, "acme").await;
+        (condition(&s, "Ready") == Some(("False".into(), "AuthFailed".into()))).then_some(s)
+    })
+    .await;
+    assert_eq!(
+        degraded
+            .active
+            .postgres
+            .as_ref()
+            .unwrap()
+            .snapshot_secret
+            .as_deref(),
+        Some(first_snapshot.as_str())
+    );
+    assert_eq!(
+        condition(&degraded, "Degraded"),
+        Some(("True".into(), "AuthFailed".into()))
+    );
+    let message = &degraded.servers["postgres"]
+        .message
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        message.contains("password authentication failed") && !message.contains("wrong-pass-222"),
+        "{message}"
+    );
+    let snap = secrets.get(&first_snapshot).await.unwrap();
+    let frozen = String::from_utf8(snap.data.unwrap()["password"].0.clone()).unwrap();
+    let still = sqlx::PgConnection::connect(&pg.url("acme_app", &frozen, &tenant_db))
+        .await
+        .unwrap();
+    still.close().await.unwrap();
+    let events = cluster.kubectl_ok(&["get", "events", "-n", &ns, "-o", "yaml"]);
+    assert!(
+        events.contains("AuthFailed") && events.contains("Promoted"),
+        "{events}"
+    );
+
+    // Fixed: the database takes a new password and the Secret says it. Promoted to a new
+    // snapshot; the old one goes after its grace period.
+    sql(
+        &pg.admin_url(&tenant_db),
+        "ALTER ROLE acme_app PASSWORD 'second-pass-333'",
+    )
+    .await;
+    cluster.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &secret_yaml(
+            &ns,
+            "acme-pg",
+            &[("username", "acme_app"), ("password", "second-pass-333")],
+        ),
+    );
+    let fixed = wait_for(
+        "promotion of the fix",
+        Duration::from_secs(60),
+        async || {
+            let s = status(&api, "acme").await;
+            let snap = s.active.postgres.as_ref()?.snapshot_secret.clone()?;
+            (snap != first_snapshot && condition(&s, "Ready").is_some_and(|c| c.0 == "True"))
+                .then_some(s)
+        },
+    )
+    .await;
+    let second_snapshot = fixed.active.postgres.unwrap().snapshot_secret.unwrap();
+    wait_for(
+        "the superseded snapshot to go",
+        Duration::from_secs(30),
+        async || {
+            secrets
+                .get_opt(&first_snapshot)
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    let row = wait_for(
+        "the mirror to follow",
+        Duration::from_secs(30),
+        async || {
+            let row = reader.read("acme").await.unwrap()?;
+            let pw = row
+                .document
+                .servers
+                .postgres
+                .as_ref()?
+                .credentials
+                .password
+                .expose()
+                .to_owned();
+            (pw == "second-pass-333").then_some(row)
+        },
+    )
+    .await;
+    assert!(row.version > 0);
+    let metrics = controller.metrics();
+    assert!(
+        metrics.contains("tenant_mcp_probes_total{server_type=\"postgres\",result=\"AuthFailed\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tenant_mcp_tenants{state=\"Ready\"} 1"),
+        "{metrics}"
+    );
+
+    // Deleted: snapshots and mirror data go with it.
+    cluster.kubectl_ok(&[
+        "delete",
+        "tenantmcpconfig",
+        "-n",
+        &ns,
+        "acme",
+        "--wait=false",
+    ]);
+    wait_for("the config to go", Duration::from_secs(30), async || {
+        api.get_opt("acme").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    assert!(secrets.get_opt(&second_snapshot).await.unwrap().is_none());
+    let cleared: Option<String> = sqlx::query_scalar(
+        "SELECT mcp_server_config::text FROM tenant_configs WHERE tenant_id = 'acme'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(cleared, None);
+    assert!(controller.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_elect_one_leader_and_fail_over() {
+    tenant_mcp_e2e::stack::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start().await.unwrap();
+    cluster.install_crds().await.unwrap();
+    let ns = cluster.namespace("ha").await.unwrap();
+    cluster.kubectl_ok(&["label", "namespace", &ns, "tenantmcp.dev/tenant=ha"]);
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), &ns);
+    let holder = async || {
+        leases
+            .get_opt("tenant-mcp-controller")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec?.holder_identity)
+    };
+    let mut a = ControllerProcess::start(&cluster, dir.path(), "replica-a", &ns, None);
+    wait_for("replica-a to lead", Duration::from_secs(30), async || {
+        (holder().await.as_deref() == Some("replica-a")).then_some(())
+    })
+    .await;
+    let mut b = ControllerProcess::start(&cluster, dir.path(), "replica-b", &ns, None);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        holder().await.as_deref(),
+        Some("replica-a"),
+        "the standby must not take a held Lease"
+    );
+
+    // The leader serves: a config with no servers of its own is Ready at once.
+    let apply = |name: &str| {
+        format!(
+            "apiVersion: tenantmcp.dev/v1alpha1\nkind: TenantMcpConfig\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  tenantId: ha\n"
+        )
+    };
+    cluster.kubectl_stdin(&["apply", "-f", "-"], &apply("first"));
+    let api: Api<TenantMcpConfig> = Api::namespaced(cluster.client(), &ns);
+    wait_for("first Ready", Duration::from_secs(30), async || {
+        condition(&status(&api, "first").await, "Ready").filter(|c| c.0 == "True")
+    })
+    .await;
+
+    // The leader stops: it releases the Lease and the standby takes over and serves.
+    assert!(a.terminate().success());
+    wait_for("replica-b to lead", Duration::from_secs(20), async || {
+        (holder().await.as_deref() == Some("replica-b")).then_some(())
+    })
+    .await;
+    cluster.kubectl_ok(&["delete", "tenantmcpconfig", "-n", &ns, "first"]);
+    cluster.kubectl_stdin(&["apply", "-f", "-"], &apply("second"));
+    wait_for(
+        "second Ready under the new leader",
+        Duration::from_secs(30),
+        async || condition(&status(&api, "second").await, "Ready").filter(|c| c.0 == "True"),
+    )
+    .await;
+    assert!(b.terminate().success());
+}

@@ -1,0 +1,149 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease, so that of several controller replicas
+//! exactly one reconciles. Every change to the Lease is a compare-and-swap on its
+//! `resourceVersion`: two candidates racing for an expired Lease cannot both win.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, ObjectMeta, PostParams};
+
+/// One candidate's view of a Lease.
+#[derive(Clone)]
+pub struct LeaseLock {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    duration: Duration,
+}
+
+/// What an attempt to take or keep the Lease found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// This candidate holds the Lease (until at least `duration` from now).
+    Leading,
+    /// Someone else holds it.
+    Following {
+        /// The holder's identity.
+        holder: String,
+    },
+}
+
+impl LeaseLock {
+    /// The Lease `name` in `api`'s namespace, for candidate `identity` (usually the pod name),
+    /// held for `duration` after each renewal.
+    pub fn new(api: Api<Lease>, name: &str, identity: &str, duration: Duration) -> Self {
+        Self {
+            api,
+            name: name.to_owned(),
+            identity: identity.to_owned(),
+            duration,
+        }
+    }
+
+    /// This candidate's identity.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// Takes the Lease if it is free or expired, renews it if held by us.
+    pub async fn try_acquire_or_renew(&self) -> Result<Attempt, kube::Error> {
+        let now = Timestamp::now();
+        let Some(lease) = self.api.get_opt(&self.name).await? else {
+            let fresh = Lease {
+                metadata: ObjectMeta {
+                    name: Some(self.name.clone()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(self.spec(now, now, 0)),
+            };
+            return match self.api.create(&PostParams::default(), &fresh).await {
+                Ok(_) => Ok(Attempt::Leading),
+                Err(e) if is_conflict(&e) => self.follower_of_current().await,
+                Err(e) => Err(e),
+            };
+        };
+        let spec = lease.spec.clone().unwrap_or_default();
+        let holder = spec.holder_identity.clone().unwrap_or_default();
+        let renewed = spec.renew_time.as_ref().map(|t| t.0);
+        let held_for = Duration::from_secs(
+            u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0),
+        );
+        let expired = renewed.is_none_or(|at| now.duration_since(at).unsigned_abs() > held_for);
+        let ours = holder == self.identity;
+        if !ours && !holder.is_empty() && !expired {
+            return Ok(Attempt::Following { holder });
+        }
+        let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
+        let acquired = if ours {
+            spec.acquire_time.as_ref().map_or(now, |t| t.0)
+        } else {
+            now
+        };
+        let mut next = lease.clone();
+        next.spec = Some(self.spec(acquired, now, transitions));
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &next)
+            .await
+        {
+            Ok(_) => Ok(Attempt::Leading),
+            Err(e) if is_conflict(&e) => self.follower_of_current().await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives the Lease up if we hold it, so another replica takes over at once instead of
+    /// waiting for it to expire.
+    pub async fn release(&self) -> Result<(), kube::Error> {
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            return Ok(());
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return Ok(());
+        };
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(());
+        }
+        spec.holder_identity = None;
+        spec.renew_time = None;
+        spec.acquire_time = None;
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Someone else changed it since: it is not ours to release any more.
+            Err(e) if is_conflict(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn follower_of_current(&self) -> Result<Attempt, kube::Error> {
+        let lease = self.api.get_opt(&self.name).await?;
+        let holder = lease
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+            .unwrap_or_default();
+        Ok(Attempt::Following { holder })
+    }
+
+    fn spec(&self, acquired: Timestamp, renewed: Timestamp, transitions: i32) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(self.identity.clone()),
+            lease_duration_seconds: Some(
+                i32::try_from(self.duration.as_secs().max(1)).unwrap_or(i32::MAX),
+            ),
+            acquire_time: Some(MicroTime(acquired)),
+            renew_time: Some(MicroTime(renewed)),
+            lease_transitions: Some(transitions),
+            ..LeaseSpec::default()
+        }
+    }
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}

@@ -1,0 +1,365 @@
+//! The controller: watches `TenantMcpConfig`s (and the Secrets, Namespaces and
+//! `GlobalMcpConfig` they depend on), validates and connection-tests each declared server,
+//! promotes passing ones into snapshot Secrets and `status.active`, mirrors the active config
+//! into Postgres and reports conditions, events and metrics. Several replicas are safe: only
+//! the holder of a Lease reconciles.
+//!
+//! The decisions live in pure modules ([`plan`], [`candidate`], [`snapshot`], [`active`]);
+//! [`reconcile`] does the I/O around them. This module and `client` are the only ones that
+//! talk to the Kubernetes API.
+
+pub mod active;
+pub mod candidate;
+pub mod failure;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod plan;
+pub mod reconcile;
+pub mod secret_index;
+pub mod snapshot;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Client, ResourceExt as _};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::api::{GlobalMcpConfig, TenantMcpConfig};
+use crate::mirror::{MirrorError, MirrorWriter};
+use crate::probe::Prober;
+pub use reconcile::{Context, ReconcileTiming};
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How long a superseded snapshot Secret is kept so clients can switch.
+    pub snapshot_grace: Duration,
+    /// How soon a server that failed for a passing reason (down, slow) is checked again.
+    pub retry_interval: Duration,
+    /// The deployment-wide feature flag (Helm value): `false` sends every tenant to the global
+    /// servers, like the GlobalMcpConfig flag.
+    pub tenant_configs_enabled: bool,
+    /// Most connection tests at once, across all tenants.
+    pub probe_concurrency: usize,
+    /// Most configs reconciled at once.
+    pub reconcile_concurrency: u16,
+    /// Leader election; `None` runs without (a single replica).
+    pub lease: Option<LeaseSettings>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` for nowhere.
+    pub listen: Option<SocketAddr>,
+    /// This replica's name, for events and the Lease.
+    pub identity: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            snapshot_grace: Duration::from_secs(300),
+            retry_interval: Duration::from_secs(30),
+            tenant_configs_enabled: true,
+            probe_concurrency: 32,
+            reconcile_concurrency: 16,
+            lease: None,
+            listen: None,
+            identity: "tenant-mcp-controller".into(),
+        }
+    }
+}
+
+/// Where the Lease is and how long a holder keeps it.
+#[derive(Clone, Debug)]
+pub struct LeaseSettings {
+    /// Namespace of the Lease (the controller's own).
+    pub namespace: String,
+    /// Name of the Lease.
+    pub name: String,
+    /// How long a holder keeps it without renewing.
+    pub duration: Duration,
+}
+
+/// Why a reconcile (or the controller) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("{action}: {source}")]
+    Kube {
+        /// What was being done.
+        action: String,
+        /// The client error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The mirror database failed.
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+    /// Adding or removing the finalizer failed.
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+    /// Another replica took the Lease.
+    #[error("lost the leader Lease to another replica")]
+    LostLeadership,
+}
+
+impl Error {
+    pub(crate) fn kube(action: String, source: kube::Error) -> Self {
+        Self::Kube { action, source }
+    }
+
+    /// A PascalCase reason for metrics and events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Kube { .. } => "KubernetesApiError",
+            Self::Mirror(e) => e.reason(),
+            Self::Finalizer(_) => "FinalizerFailed",
+            Self::LostLeadership => "LostLeadership",
+        }
+    }
+
+    /// Whether trying again may help without a change (API hiccups, database down).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Kube { source, .. } => match source {
+                kube::Error::Api(s) => s.code == 409 || s.code == 429 || s.code >= 500,
+                _ => true,
+            },
+            Self::Mirror(e) => e.is_retryable(),
+            Self::Finalizer(_) => true,
+            Self::LostLeadership => false,
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` is cancelled (then it finishes in-flight reconciles and
+/// releases the Lease) or leadership is lost (an error: the process should exit and restart).
+/// `timings`, when set, collects per-reconcile timings (benchmarks).
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    mirror: Option<MirrorWriter>,
+    shutdown: CancellationToken,
+    timings: Option<Timings>,
+) -> Result<(), Error> {
+    crate::probe::install_crypto_provider();
+    let metrics = Arc::new(metrics::Metrics::new());
+    let health = Arc::new(http::Health::default());
+    if let Some(addr) = settings.listen {
+        http::serve(addr, metrics.clone(), health.clone(), shutdown.clone()).await?;
+    }
+
+    // Stand by until this replica holds the Lease.
+    let lease = settings.lease.as_ref().map(|l| {
+        leader::LeaseLock::new(
+            Api::<Lease>::namespaced(client.clone(), &l.namespace),
+            &l.name,
+            &settings.identity,
+            l.duration,
+        )
+    });
+    let lost = CancellationToken::new();
+    if let (Some(lock), Some(l)) = (&lease, &settings.lease) {
+        health.ready.store(true, Ordering::SeqCst);
+        let mut announced = None;
+        loop {
+            match lock.try_acquire_or_renew().await {
+                Ok(leader::Attempt::Leading) => break,
+                Ok(leader::Attempt::Following { holder }) => {
+                    if announced.as_ref() != Some(&holder) {
+                        info!(%holder, "standing by: another replica holds the Lease");
+                        announced = Some(holder);
+                    }
+                }
+                Err(e) => warn!("leader election: {e}"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(l.duration / 3) => {}
+            }
+        }
+        info!(identity = %settings.identity, "leading");
+        health.leading.store(true, Ordering::SeqCst);
+        let (lock, lost, stop, every, duration) = (
+            lock.clone(),
+            lost.clone(),
+            shutdown.clone(),
+            l.duration / 3,
+            l.duration,
+        );
+        tokio::spawn(async move {
+            let mut last_ok = tokio::time::Instant::now();
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(every) => {}
+                }
+                match lock.try_acquire_or_renew().await {
+                    Ok(leader::Attempt::Leading) => last_ok = tokio::time::Instant::now(),
+                    Ok(leader::Attempt::Following { holder }) => {
+                        warn!(%holder, "lost the Lease");
+                        lost.cancel();
+                        return;
+                    }
+                    Err(e) => {
+                        warn!("renewing the Lease: {e}");
+                        // Stop before the Lease can expire under us and another replica starts.
+                        if last_ok.elapsed() + every >= duration {
+                            lost.cancel();
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    let (configs, configs_writer) = reflector::store::<TenantMcpConfig>();
+    let (globals, globals_writer) = reflector::store::<GlobalMcpConfig>();
+    let (namespaces, namespaces_writer) = reflector::store();
+    let (requeue_tx, requeue_rx) = mpsc::unbounded_channel();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: reconcile::MANAGER.into(),
+                instance: Some(settings.identity.clone()),
+            },
+        ),
+        metrics,
+        prober: Prober::new(settings.probe_concurrency),
+        mirror,
+        configs: configs.clone(),
+        globals,
+        namespaces,
+        secret_index: secret_index::SecretIndex::default(),
+        requeue: requeue_tx,
+        failures: Default::default(),
+        timings,
+        settings: settings.clone(),
+    });
+
+    let config_stream = watcher(
+        Api::<TenantMcpConfig>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(configs_writer)
+    .applied_objects();
+    let global_stream = watcher(
+        Api::<GlobalMcpConfig>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(globals_writer)
+    .touched_objects();
+    let namespace_stream = watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(namespaces_writer)
+    .touched_objects();
+    let secret_stream = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects();
+
+    let all = configs.clone();
+    let in_namespace = configs.clone();
+    let index_ctx = ctx.clone();
+    let ready_store = configs.clone();
+    let ready_flag = health.clone();
+    tokio::spawn(async move {
+        if ready_store.wait_until_ready().await.is_ok() {
+            ready_flag.ready.store(true, Ordering::SeqCst);
+        }
+    });
+    let stop = shutdown.clone();
+    let stop_lost = lost.clone();
+    Controller::for_stream(config_stream, configs)
+        .with_config(controller::Config::default().concurrency(settings.reconcile_concurrency))
+        .watches_stream(global_stream, move |_global: GlobalMcpConfig| {
+            all.state()
+                .iter()
+                .map(|c| ObjectRef::from_obj(c.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .watches_stream(namespace_stream, move |ns: PartialObjectMeta<Namespace>| {
+            let name = ns.name_any();
+            in_namespace
+                .state()
+                .iter()
+                .filter(|c| c.namespace().as_deref() == Some(name.as_str()))
+                .map(|c| ObjectRef::from_obj(c.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .watches_stream(secret_stream, move |secret: PartialObjectMeta<Secret>| {
+            let ns = secret.namespace().unwrap_or_default();
+            let mut refs: Vec<ObjectRef<TenantMcpConfig>> = index_ctx
+                .secret_index
+                .readers(&ns, &secret.name_any())
+                .into_iter()
+                .map(|name| ObjectRef::new(&name).within(&ns))
+                .collect();
+            // A snapshot that changed or went: its owner looks again.
+            for owner in secret.owner_references() {
+                if owner.kind == "TenantMcpConfig"
+                    && owner.api_version.starts_with("tenantmcp.dev/")
+                {
+                    refs.push(ObjectRef::new(&owner.name).within(&ns));
+                }
+            }
+            refs
+        })
+        .reconcile_on(tokio_stream_from(requeue_rx))
+        .graceful_shutdown_on(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = stop_lost.cancelled() => {}
+            }
+        })
+        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+        .for_each(|_| std::future::ready(()))
+        .await;
+
+    health.leading.store(false, Ordering::SeqCst);
+    if let Some(lock) = &lease {
+        if lost.is_cancelled() {
+            return Err(Error::LostLeadership);
+        }
+        if let Err(e) = lock.release().await {
+            warn!("releasing the Lease: {e}");
+        }
+        info!("released the Lease");
+    }
+    Ok(())
+}
+
+/// Where per-reconcile timings go when collected.
+pub type Timings = Arc<std::sync::Mutex<Vec<ReconcileTiming>>>;
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: mpsc::UnboundedReceiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Whether `flag` is set; for readability at call sites.
+fn is_set(flag: &AtomicBool) -> bool {
+    flag.load(Ordering::SeqCst)
+}

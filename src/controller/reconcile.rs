@@ -1,0 +1,934 @@
+//! The reconcile of one `TenantMcpConfig`: gate (binding, conflicts, flags) → validate →
+//! resolve Secrets → probe what is due → promote passing servers into snapshots and
+//! `status.active` → mirror → status → events → snapshot cleanup. The decisions are in
+//! [`super::plan`]; this module does the I/O around them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aes_gcm::aead::Generate as _;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{self, Event as Finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::candidate::{self, Candidate, ServerKey};
+use super::failure::Failure;
+use super::metrics::{Metrics, TenantState};
+use super::plan::{self, ConditionInputs, Contender, Due, Gate, Intervals};
+use super::secret_index::SecretIndex;
+use super::snapshot::{self, Cleanup};
+use super::{Error, Settings, active};
+use crate::api::conditions::{self, reason};
+use crate::api::{
+    GlobalMcpConfig, GlobalMcpConfigSpec, McpConfigStatus, ServerHealth, ServerState,
+    TenantMcpConfig,
+};
+use crate::config::{Credential, EndpointPolicy, FieldPath, validate_tenant_spec};
+use crate::mirror::{
+    ConfigSource, McpSecrets, MirrorDocument, MirrorServers, MirrorState, MirrorWriter,
+    MirroredServer, PostgresSecrets, S3Secrets,
+};
+use crate::probe::Prober;
+
+/// The finalizer that removes a config's mirror data and snapshots before it goes.
+pub const FINALIZER: &str = "tenantmcp.dev/cleanup";
+/// Annotation that lets a config go although its mirror data could not be removed.
+pub const FORCE_DELETE_ANNOTATION: &str = "tenantmcp.dev/force-delete";
+/// The field manager of everything the controller writes.
+pub const MANAGER: &str = "tenant-mcp-controller";
+/// The only `GlobalMcpConfig` that is used.
+pub const GLOBAL_NAME: &str = "default";
+
+/// How long one reconcile took, and how much of it was spent waiting on probes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReconcileTiming {
+    /// The whole reconcile.
+    pub total: Duration,
+    /// Wall time of the probes (they run concurrently).
+    pub probing: Duration,
+}
+
+/// Everything a reconcile needs: clients, caches, settings, metrics.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// Settings from the command line.
+    pub settings: Settings,
+    /// Publishes Events.
+    pub recorder: Recorder,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// The global probe cap.
+    pub prober: Prober,
+    /// The mirror writer, when a mirror database is configured.
+    pub mirror: Option<MirrorWriter>,
+    /// Every TenantMcpConfig (the controller's own cache).
+    pub configs: Store<TenantMcpConfig>,
+    /// GlobalMcpConfigs.
+    pub globals: Store<GlobalMcpConfig>,
+    /// Namespace metadata (for the tenant binding label).
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Which configs read which Secret.
+    pub secret_index: SecretIndex,
+    /// Asks for other configs to be reconciled (e.g. the loser of a conflict when the winner
+    /// goes).
+    pub requeue: mpsc::UnboundedSender<ObjectRef<TenantMcpConfig>>,
+    /// Consecutive failures per config, for the retry backoff.
+    pub failures: Mutex<HashMap<String, u32>>,
+    /// Per-reconcile timings, collected only when set (benchmarks).
+    pub timings: Option<super::Timings>,
+}
+
+/// Entry point for kube-runtime: the finalizer dispatches to apply or cleanup.
+pub async fn reconcile(config: Arc<TenantMcpConfig>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile();
+    let ns = config.namespace().unwrap_or_default();
+    let api: Api<TenantMcpConfig> = Api::namespaced(ctx.client.clone(), &ns);
+    let id = format!("{ns}/{}", config.name_any());
+    let result = finalizer::finalizer(&api, FINALIZER, config, |event| async {
+        match event {
+            Finalizer::Apply(config) => apply(&config, &ctx).await,
+            Finalizer::Cleanup(config) => cleanup(&config, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    });
+    if result.is_ok()
+        && let Ok(mut failures) = ctx.failures.lock()
+    {
+        failures.remove(&id);
+    }
+    result
+}
+
+/// What kube-runtime does after a failed reconcile: count it, and retry with a backoff that
+/// grows per config (5 s doubling to 5 min) so a broken dependency is not hammered.
+pub fn error_policy(config: Arc<TenantMcpConfig>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.error(error.reason());
+    let id = format!(
+        "{}/{}",
+        config.namespace().unwrap_or_default(),
+        config.name_any()
+    );
+    let attempt = ctx
+        .failures
+        .lock()
+        .map(|mut f| {
+            let n = f.entry(id.clone()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        })
+        .unwrap_or(1);
+    let base = if error.is_retryable() { 5 } else { 30 };
+    let delay = Duration::from_secs((base << attempt.min(6)).min(300));
+    warn!(config = %id, reason = error.reason(), attempt, retry_in = ?delay, "reconcile failed: {error}");
+    Action::requeue(jitter(delay))
+}
+
+/// `d` plus up to 10 % random jitter, so many configs do not all come due at once.
+pub fn jitter(d: Duration) -> Duration {
+    let [r] = <[u8; 1]>::generate();
+    d + d.mul_f64(f64::from(r) / 255.0 / 10.0)
+}
+
+/// The global settings that apply to every tenant config.
+struct Globals {
+    spec: Option<GlobalMcpConfigSpec>,
+    policy: EndpointPolicy,
+    resource_version: Option<i64>,
+}
+
+fn globals(ctx: &Context) -> Globals {
+    let global = ctx.globals.get(&ObjectRef::new(GLOBAL_NAME));
+    let spec = global.as_ref().map(|g| g.spec.clone());
+    let policy = spec
+        .as_ref()
+        .map(|s| {
+            let (policy, errors) =
+                EndpointPolicy::compile(&s.endpoint_policy, &FieldPath::new("endpointPolicy"));
+            // A malformed policy falls back to the strict default rather than allowing more.
+            if errors.is_empty() {
+                policy
+            } else {
+                EndpointPolicy::default()
+            }
+        })
+        .unwrap_or_default();
+    Globals {
+        spec,
+        policy,
+        resource_version: global.as_ref().and_then(|g| resource_version(g.as_ref())),
+    }
+}
+
+/// Whether `config` may be served, given bindings, the other configs and the flags.
+fn gate(config: &TenantMcpConfig, ctx: &Context, global: &Globals) -> Gate {
+    let allow_unbound = global
+        .spec
+        .as_ref()
+        .is_some_and(|g| g.allow_unbound_namespaces);
+    let tenant = &config.spec.tenant_id;
+    let bound = |c: &TenantMcpConfig| {
+        let ns = c.namespace().unwrap_or_default();
+        let labels = ctx
+            .namespaces
+            .get(&ObjectRef::new(&ns))
+            .and_then(|n| n.metadata.labels.clone());
+        plan::binding(&ns, labels.as_ref(), &c.spec.tenant_id, allow_unbound)
+    };
+    if let Err(message) = bound(config) {
+        return Gate::NotBound(message);
+    }
+    let contender = |c: &TenantMcpConfig| Contender {
+        namespace: c.namespace().unwrap_or_default(),
+        name: c.name_any(),
+        created: c.metadata.creation_timestamp.as_ref().map(|t| t.0),
+    };
+    let rivals: Vec<Contender> = ctx
+        .configs
+        .state()
+        .iter()
+        .filter(|c| {
+            &c.spec.tenant_id == tenant
+                && c.metadata.deletion_timestamp.is_none()
+                && bound(c).is_ok()
+        })
+        .map(|c| contender(c))
+        .collect();
+    if let Err(message) = plan::conflict(&contender(config), &rivals) {
+        return Gate::Conflict(message);
+    }
+    if !config.spec.enabled {
+        return Gate::Disabled(
+            "spec.enabled is false: this tenant uses the global servers; nothing was deleted"
+                .into(),
+        );
+    }
+    let global_flag = global
+        .spec
+        .as_ref()
+        .is_none_or(|g| g.tenant_configs_enabled);
+    if !global_flag || !ctx.settings.tenant_configs_enabled {
+        let which = if global_flag {
+            "the controller's --tenant-configs-enabled=false"
+        } else {
+            "GlobalMcpConfig default spec.tenantConfigsEnabled=false"
+        };
+        return Gate::Disabled(format!(
+            "tenant configs are switched off ({which}): every tenant uses the global servers; nothing was deleted"
+        ));
+    }
+    Gate::Served
+}
+
+/// A server ready to be checked: its candidate, the Secret versions it was read from, and
+/// whether it is already the active entry.
+struct Resolved {
+    candidate: Candidate,
+    versions: BTreeMap<String, String>,
+    in_sync: bool,
+}
+
+async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error> {
+    let started = Instant::now();
+    let now = Timestamp::now();
+    let ns = config.namespace().unwrap_or_default();
+    let name = config.name_any();
+    let id = format!("{ns}/{name}");
+    let spec = &config.spec;
+    let generation = config.metadata.generation;
+    let previous = config.status.clone().unwrap_or_default();
+    let mut status = previous.clone();
+    let global = globals(ctx);
+    let gate = gate(config, ctx, &global);
+    let declared = ServerKey::declared(&spec.servers);
+    let secrets_api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+
+    let reads: BTreeSet<String> = spec
+        .servers
+        .secret_uses()
+        .iter()
+        .map(|u| u.name.to_owned())
+        .collect();
+    ctx.secret_index.set(&ns, &name, reads.clone());
+
+    let mut split = plan::SplitErrors::default();
+    let mut in_sync = BTreeSet::new();
+    let mut next_check: Option<Duration> = None;
+    let mut probing = Duration::ZERO;
+    let mut snapshots: HashMap<String, Secret> = HashMap::new();
+    let mut promoted: Vec<String> = Vec::new();
+
+    if gate.clears_active() {
+        status.active = Default::default();
+    }
+    if gate == Gate::Served {
+        split = plan::split_errors(&validate_tenant_spec(spec, &global.policy), &spec.servers);
+        let mut fetched: HashMap<String, Option<Secret>> = HashMap::new();
+        for secret in &reads {
+            let found = secrets_api
+                .get_opt(secret)
+                .await
+                .map_err(|e| Error::kube(format!("reading Secret {ns}/{secret}"), e))?;
+            fetched.insert(secret.clone(), found);
+        }
+        for snap in active::snapshots(&status.active) {
+            if let Some(found) = secrets_api
+                .get_opt(&snap)
+                .await
+                .map_err(|e| Error::kube(format!("reading snapshot Secret {ns}/{snap}"), e))?
+            {
+                snapshots.insert(snap, found);
+            }
+        }
+        let intervals = Intervals {
+            revalidate: u64::try_from(spec.validation.revalidate_interval_seconds)
+                .ok()
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs),
+            retry: ctx.settings.retry_interval,
+        };
+        let lookup = |n: &str| fetched.get(n).cloned().flatten();
+        let mut due_now: Vec<(ServerKey, Resolved)> = Vec::new();
+        for key in &declared {
+            let key_name = key.as_string();
+            let failure = if !split.config_wide.is_empty() {
+                Some(Failure::new(
+                    reason::INVALID_SPEC,
+                    split.config_wide.join("; "),
+                    false,
+                ))
+            } else {
+                split.per_server.get(key).cloned()
+            };
+            if let Some(failure) = failure {
+                status
+                    .servers
+                    .insert(key_name, failing(&failure, None, BTreeMap::new(), now));
+                continue;
+            }
+            let versions: BTreeMap<String, String> = spec
+                .servers
+                .secret_uses()
+                .iter()
+                .filter(|u| {
+                    plan::key_of_path(&format!("spec.servers.{}", u.field), &spec.servers).as_ref()
+                        == Some(key)
+                })
+                .filter_map(|u| {
+                    let s = lookup(u.name)?;
+                    Some((
+                        u.name.to_owned(),
+                        s.metadata.resource_version.clone().unwrap_or_default(),
+                    ))
+                })
+                .collect();
+            let candidate = match candidate::resolve(&spec.servers, key, &lookup) {
+                Ok(c) => c,
+                Err(failure) => {
+                    status
+                        .servers
+                        .insert(key_name, failing(&failure, None, versions, now));
+                    continue;
+                }
+            };
+            let spec_hash = candidate.spec_hash();
+            let synced = match active::entry(&status.active, key) {
+                Some((hash, snap)) if hash == spec_hash => match snap {
+                    Some(snap) => snapshots
+                        .get(&snap)
+                        .is_some_and(|s| snapshot::holds(s, &candidate)),
+                    None => candidate.snapshot_data().is_empty(),
+                },
+                _ => false,
+            };
+            if synced {
+                in_sync.insert(key.clone());
+            }
+            let last = status.servers.get(&key_name);
+            let due = if synced || last.is_some_and(|h| h.spec_hash.as_deref() == Some(&spec_hash))
+            {
+                plan::due(last, &spec_hash, &versions, now, intervals)
+            } else {
+                Due::Now
+            };
+            match due {
+                Due::Now => due_now.push((
+                    key.clone(),
+                    Resolved {
+                        candidate,
+                        versions,
+                        in_sync: synced,
+                    },
+                )),
+                Due::In(after) => next_check = Some(next_check.map_or(after, |n| n.min(after))),
+                Due::OnChange => {}
+            }
+        }
+
+        // Probe everything due at once; the global cap bounds the concurrency.
+        let probe_started = Instant::now();
+        let timeout = Duration::from_secs(
+            u64::try_from(spec.validation.connect_timeout_seconds).unwrap_or(5),
+        );
+        let outcomes = futures::future::join_all(due_now.iter().map(|(key, r)| {
+            probe(
+                ctx,
+                &global.policy,
+                &spec.tenant_id,
+                key,
+                &r.candidate,
+                timeout,
+            )
+        }))
+        .await;
+        probing = probe_started.elapsed();
+
+        for ((key, resolved), outcome) in due_now.into_iter().zip(outcomes) {
+            let key_name = key.as_string();
+            let spec_hash = resolved.candidate.spec_hash();
+            match outcome {
+                Ok(latency) => {
+                    if !resolved.in_sync {
+                        let data = resolved.candidate.snapshot_data();
+                        let snap_name = if data.is_empty() {
+                            None
+                        } else {
+                            let secret = snapshot::build(config, &key, &resolved.candidate);
+                            let created = secrets_api
+                                .create(&PostParams::default(), &secret)
+                                .await
+                                .map_err(|e| {
+                                    Error::kube(
+                                        format!("creating a snapshot Secret for {key_name}"),
+                                        e,
+                                    )
+                                })?;
+                            let created_name = created.name_any();
+                            snapshots.insert(created_name.clone(), created);
+                            Some(created_name)
+                        };
+                        active::promote(
+                            &mut status.active,
+                            &key,
+                            &resolved.candidate,
+                            snap_name,
+                            now,
+                        );
+                        promoted.push(key_name.clone());
+                        in_sync.insert(key.clone());
+                    }
+                    status.servers.insert(
+                        key_name,
+                        ServerHealth {
+                            state: ServerState::Healthy,
+                            reason: None,
+                            message: None,
+                            last_checked_at: Some(
+                                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+                            ),
+                            latency_ms: i64::try_from(latency.as_millis()).ok(),
+                            spec_hash: Some(spec_hash),
+                            secret_versions: resolved.versions,
+                        },
+                    );
+                }
+                Err(failure) => {
+                    status.servers.insert(
+                        key_name,
+                        failing(&failure, Some(spec_hash), resolved.versions, now),
+                    );
+                }
+            }
+            if let Some(h) = status.servers.get(&key.as_string()) {
+                let again = plan::due(
+                    Some(h),
+                    h.spec_hash.as_deref().unwrap_or_default(),
+                    &h.secret_versions,
+                    now,
+                    intervals,
+                );
+                if let Due::In(after) = again {
+                    next_check = Some(next_check.map_or(after, |n| n.min(after)));
+                }
+            }
+        }
+        active::retain_declared(&mut status.active, &declared);
+        status
+            .servers
+            .retain(|k, _| ServerKey::parse(k).is_some_and(|k| declared.contains(&k)));
+    }
+
+    // The mirror follows the served (or disabled) config; losers and unbound configs leave
+    // the tenant's row alone.
+    let mirror_outcome = match (&ctx.mirror, &gate) {
+        (Some(writer), Gate::Served | Gate::Disabled(_)) => {
+            let state = if gate == Gate::Served {
+                MirrorState::Active
+            } else {
+                MirrorState::Disabled
+            };
+            if gate != Gate::Served {
+                for snap in active::snapshots(&status.active) {
+                    if let Some(found) = secrets_api.get_opt(&snap).await.map_err(|e| {
+                        Error::kube(format!("reading snapshot Secret {ns}/{snap}"), e)
+                    })? {
+                        snapshots.insert(snap, found);
+                    }
+                }
+            }
+            let mut versions: Vec<Option<i64>> = vec![
+                resource_version(config),
+                global.resource_version,
+                ctx.namespaces
+                    .get(&ObjectRef::new(&ns))
+                    .and_then(|n| resource_version(n.as_ref())),
+            ];
+            versions.extend(snapshots.values().map(resource_version));
+            let version = versions.into_iter().flatten().max().unwrap_or(0);
+            Some(mirror(writer, config, &status, state, &snapshots, version).await)
+        }
+        _ => None,
+    };
+
+    let invalid = split.per_server.clone();
+    plan::update_conditions(
+        &mut status,
+        &ConditionInputs {
+            gate: &gate,
+            declared: &declared,
+            config_wide: &split.config_wide,
+            invalid: &invalid,
+            in_sync: &in_sync,
+            mirror: mirror_outcome.as_ref(),
+            generation,
+            now,
+        },
+    );
+
+    if status != previous {
+        let api: Api<TenantMcpConfig> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch = json!({
+            "apiVersion": "tenantmcp.dev/v1alpha1",
+            "kind": "TenantMcpConfig",
+            "status": status,
+        });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|e| Error::kube("writing status".into(), e))?;
+    }
+
+    publish_transitions(ctx, config, &previous, &status, &promoted).await;
+    let state = tenant_state(&gate, &status);
+    ctx.metrics.config_state(
+        &id,
+        state,
+        declared.iter().map(ServerKey::server_type).collect(),
+    );
+
+    let mut requeue = next_check.map(jitter);
+    if let Some(Err(f)) = &mirror_outcome
+        && f.retryable
+    {
+        requeue = Some(requeue.map_or(ctx.settings.retry_interval, |r| {
+            r.min(ctx.settings.retry_interval)
+        }));
+    }
+    if let Some(wait) = collect_snapshots(ctx, config, &status, now).await? {
+        requeue = Some(requeue.map_or(wait, |r| r.min(wait)));
+    }
+    if let Some(timings) = &ctx.timings
+        && let Ok(mut t) = timings.lock()
+    {
+        t.push(ReconcileTiming {
+            total: started.elapsed(),
+            probing,
+        });
+    }
+    info!(config = %id, state = ?state, promoted = ?promoted, "reconciled");
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+fn failing(
+    failure: &Failure,
+    spec_hash: Option<String>,
+    versions: BTreeMap<String, String>,
+    now: Timestamp,
+) -> ServerHealth {
+    ServerHealth {
+        state: ServerState::Failing,
+        reason: Some(failure.reason.clone()),
+        message: Some(failure.message.clone()),
+        last_checked_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)),
+        latency_ms: None,
+        spec_hash,
+        secret_versions: versions,
+    }
+}
+
+async fn probe(
+    ctx: &Context,
+    policy: &EndpointPolicy,
+    tenant: &str,
+    key: &ServerKey,
+    candidate: &Candidate,
+    timeout: Duration,
+) -> Result<Duration, Failure> {
+    use crate::probe::{mcp, postgres, s3};
+    let started = Instant::now();
+    let what = key.as_string();
+    let result = match candidate {
+        Candidate::Postgres {
+            spec,
+            credentials,
+            ca_pem,
+        } => ctx
+            .prober
+            .run(
+                &what,
+                timeout,
+                postgres::probe_postgres(policy, spec, credentials, ca_pem.as_deref()),
+            )
+            .await
+            .map(|r| r.latency),
+        Candidate::Minio { spec, credentials } => ctx
+            .prober
+            .run(&what, timeout, s3::probe_s3(policy, spec, credentials))
+            .await
+            .map(|r| r.latency),
+        Candidate::Mcp { spec, credentials } => ctx
+            .prober
+            .run(
+                &what,
+                timeout,
+                mcp::probe_mcp(policy, spec, Some(tenant), credentials),
+            )
+            .await
+            .map(|r| r.latency),
+    };
+    let label = match &result {
+        Ok(_) => "Healthy",
+        Err(e) => e.reason(),
+    };
+    ctx.metrics
+        .probe(key.server_type(), label, started.elapsed());
+    result.map_err(Failure::from)
+}
+
+/// Writes the mirror document of `status.active` with the credentials of its snapshots.
+async fn mirror(
+    writer: &MirrorWriter,
+    config: &TenantMcpConfig,
+    status: &McpConfigStatus,
+    state: MirrorState,
+    snapshots: &HashMap<String, Secret>,
+    version: i64,
+) -> Result<(), Failure> {
+    let document = mirror_document(config, status, state, snapshots)?;
+    writer
+        .write(&document, version)
+        .await
+        .map(|_| ())
+        .map_err(|e| Failure::new(e.reason(), e.to_string(), e.is_retryable()))
+}
+
+fn mirror_document(
+    config: &TenantMcpConfig,
+    status: &McpConfigStatus,
+    state: MirrorState,
+    snapshots: &HashMap<String, Secret>,
+) -> Result<MirrorDocument<Credential>, Failure> {
+    let missing = |name: &Option<String>| {
+        Failure::new(
+            "SnapshotMissing",
+            format!(
+                "snapshot Secret {:?} is gone; the server is checked again and a new snapshot written",
+                name.as_deref().unwrap_or_default()
+            ),
+            true,
+        )
+    };
+    let snap = |name: &Option<String>| name.as_ref().and_then(|n| snapshots.get(n));
+    let active = &status.active;
+    let mut servers = MirrorServers::default();
+    if let Some(a) = &active.postgres {
+        let creds = snap(&a.snapshot_secret)
+            .and_then(candidate::postgres_from_snapshot)
+            .ok_or_else(|| missing(&a.snapshot_secret))?;
+        servers.postgres = Some(MirroredServer {
+            active: a.clone(),
+            credentials: PostgresSecrets {
+                username: creds.username,
+                password: creds.password,
+            },
+        });
+    }
+    if let Some(a) = &active.minio {
+        let creds = snap(&a.snapshot_secret)
+            .and_then(candidate::s3_from_snapshot)
+            .ok_or_else(|| missing(&a.snapshot_secret))?;
+        servers.minio = Some(MirroredServer {
+            active: a.clone(),
+            credentials: S3Secrets {
+                access_key_id: creds.access_key_id,
+                secret_access_key: creds.secret_access_key,
+            },
+        });
+    }
+    let mcp = |a: &crate::api::ActiveServer<crate::api::McpServer>| {
+        let creds = match &a.snapshot_secret {
+            None => Default::default(),
+            Some(_) => candidate::mcp_from_snapshot(
+                snap(&a.snapshot_secret).ok_or_else(|| missing(&a.snapshot_secret))?,
+            ),
+        };
+        Ok::<_, Failure>(MirroredServer {
+            active: a.clone(),
+            credentials: McpSecrets {
+                bearer_token: creds.bearer_token,
+                headers: creds.headers,
+            },
+        })
+    };
+    if let Some(a) = &active.ai_mcp_server {
+        servers.ai_mcp_server = Some(mcp(a)?);
+    }
+    for (name, a) in &active.mcp_servers {
+        servers.mcp_servers.insert(name.clone(), mcp(a)?);
+    }
+    Ok(MirrorDocument {
+        tenant_id: config.spec.tenant_id.clone(),
+        state,
+        source: ConfigSource {
+            namespace: config.namespace().unwrap_or_default(),
+            name: config.name_any(),
+        },
+        servers,
+    })
+}
+
+/// Marks snapshots `status.active` left behind and deletes those past their grace period;
+/// when to look again.
+async fn collect_snapshots(
+    ctx: &Context,
+    config: &TenantMcpConfig,
+    status: &McpConfigStatus,
+    now: Timestamp,
+) -> Result<Option<Duration>, Error> {
+    let ns = config.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let owned = api
+        .list(&ListParams::default().labels(&snapshot::selector(config)))
+        .await
+        .map_err(|e| Error::kube("listing snapshot Secrets".into(), e))?;
+    let referenced = active::snapshots(&status.active);
+    let mut wait: Option<Duration> = None;
+    for action in snapshot::cleanup(&owned.items, &referenced, now, ctx.settings.snapshot_grace) {
+        match action {
+            Cleanup::MarkSuperseded(name) => {
+                let patch = json!({"metadata": {"annotations": {snapshot::SUPERSEDED_ANNOTATION: now.to_string()}}});
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(|e| Error::kube(format!("marking snapshot {name} superseded"), e))?;
+                let grace = ctx.settings.snapshot_grace;
+                wait = Some(wait.map_or(grace, |w| w.min(grace)));
+            }
+            Cleanup::Delete(name) => match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(Error::kube(format!("deleting snapshot {name}"), e)),
+            },
+            Cleanup::Wait(d) => wait = Some(wait.map_or(d, |w| w.min(d))),
+        }
+    }
+    Ok(wait)
+}
+
+async fn cleanup(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error> {
+    let ns = config.namespace().unwrap_or_default();
+    let name = config.name_any();
+    let global = globals(ctx);
+    let served = !matches!(
+        gate(config, ctx, &global),
+        Gate::Conflict(_) | Gate::NotBound(_)
+    );
+    if let (Some(writer), true) = (&ctx.mirror, served) {
+        let version = resource_version(config).unwrap_or(0);
+        if let Err(e) = writer.remove(&config.spec.tenant_id, version).await {
+            let forced = config
+                .annotations()
+                .get(FORCE_DELETE_ANNOTATION)
+                .is_some_and(|v| v == "true");
+            if forced {
+                event(ctx, config, EventType::Warning, "MirrorCleanupSkipped", &format!(
+                    "deleted without removing the mirror row of tenant {:?} ({FORCE_DELETE_ANNOTATION}=true): {e}; remove it with SQL when the database is back",
+                    config.spec.tenant_id
+                )).await;
+            } else {
+                let message = format!(
+                    "cannot remove the mirror data yet ({e}); retrying with backoff. To delete without it: kubectl annotate tenantmcpconfig -n {ns} {name} {FORCE_DELETE_ANNOTATION}=true"
+                );
+                event(
+                    ctx,
+                    config,
+                    EventType::Warning,
+                    reason::CLEANUP_PENDING,
+                    &message,
+                )
+                .await;
+                let mut status = config.status.clone().unwrap_or_default();
+                plan::set_condition(
+                    &mut status.conditions,
+                    conditions::READY,
+                    false,
+                    reason::CLEANUP_PENDING,
+                    message,
+                    config.metadata.generation,
+                    Timestamp::now(),
+                );
+                let api: Api<TenantMcpConfig> = Api::namespaced(ctx.client.clone(), &ns);
+                let patch = json!({"apiVersion": "tenantmcp.dev/v1alpha1", "kind": "TenantMcpConfig", "status": status});
+                // The object is going away; a failed status write changes nothing here.
+                let _ = api
+                    .patch_status(
+                        &name,
+                        &PatchParams::apply(MANAGER).force(),
+                        &Patch::Apply(&patch),
+                    )
+                    .await;
+                return Err(Error::Mirror(e));
+            }
+        }
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let owned = api
+        .list(&ListParams::default().labels(&snapshot::selector(config)))
+        .await
+        .map_err(|e| Error::kube("listing snapshot Secrets".into(), e))?;
+    for secret in owned.items {
+        match api
+            .delete(&secret.name_any(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(Error::kube("deleting a snapshot Secret".into(), e)),
+        }
+    }
+    ctx.secret_index.remove(&ns, &name);
+    ctx.metrics.config_gone(&format!("{ns}/{name}"));
+    // Another config of the same tenant may now be the one to serve it.
+    for other in ctx.configs.state() {
+        if other.spec.tenant_id == config.spec.tenant_id && other.uid() != config.uid() {
+            let _ = ctx.requeue.send(ObjectRef::from_obj(other.as_ref()));
+        }
+    }
+    info!(config = %format!("{ns}/{name}"), "cleaned up");
+    Ok(Action::await_change())
+}
+
+/// Events only when something changed: Ready flipped or changed reason, or a server was
+/// promoted.
+async fn publish_transitions(
+    ctx: &Context,
+    config: &TenantMcpConfig,
+    before: &McpConfigStatus,
+    after: &McpConfigStatus,
+    promoted: &[String],
+) {
+    let ready = |s: &McpConfigStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == conditions::READY)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let (old, new) = (ready(before), ready(after));
+    if let Some((status, reason, message)) = &new
+        && old.as_ref().map(|(s, r, _)| (s, r)) != Some((status, reason))
+    {
+        let kind = if status == "True" {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        event(ctx, config, kind, reason, message).await;
+    }
+    for key in promoted {
+        let hash = ServerKey::parse(key)
+            .and_then(|k| active::entry(&after.active, &k))
+            .map(|(h, _)| h)
+            .unwrap_or_default();
+        event(
+            ctx,
+            config,
+            EventType::Normal,
+            "Promoted",
+            &format!(
+                "{key} passed its connection test and is now active (spec {})",
+                &hash[..hash.len().min(12)]
+            ),
+        )
+        .await;
+    }
+}
+
+async fn event(
+    ctx: &Context,
+    config: &TenantMcpConfig,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
+    let ev = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &config.object_ref(&())).await {
+        warn!("publishing event {reason}: {e}");
+    }
+}
+
+fn tenant_state(gate: &Gate, status: &McpConfigStatus) -> TenantState {
+    let cond = |t: &str| status.conditions.iter().find(|c| c.type_ == t);
+    match gate {
+        Gate::Disabled(_) => TenantState::Disabled,
+        Gate::Conflict(_) => TenantState::Conflict,
+        Gate::NotBound(_) => TenantState::NotBound,
+        Gate::Served => {
+            if cond(conditions::READY).is_some_and(|c| c.status == "True") {
+                TenantState::Ready
+            } else if cond(conditions::VALIDATED).is_some_and(|c| c.status == "False") {
+                TenantState::Invalid
+            } else if cond(conditions::DEGRADED).is_some_and(|c| c.status == "True") {
+                TenantState::Degraded
+            } else {
+                TenantState::Pending
+            }
+        }
+    }
+}
+
+/// An object's `resourceVersion` as a number (etcd revisions are); `None` otherwise.
+fn resource_version<K: Resource>(object: &K) -> Option<i64> {
+    object.meta().resource_version.as_deref()?.parse().ok()
+}
