@@ -363,3 +363,6 @@ fn tokio_stream_from<T: Send + 'static>(
 fn is_set(flag: &AtomicBool) -> bool {
     flag.load(Ordering::SeqCst)
 }
+
+#[cfg(test)]
+mod plan_tests;
