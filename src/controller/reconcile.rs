@@ -395,7 +395,9 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
             )
         }))
         .await;
-        probing = probe_started.elapsed();
+        if !outcomes.is_empty() {
+            probing = probe_started.elapsed();
+        }
 
         for ((key, resolved), outcome) in due_now.into_iter().zip(outcomes) {
             let key_name = key.as_string();

@@ -1,0 +1,265 @@
+//! Benchmark of the controller reconciling many tenants on the local stack (API stand-in, real
+//! Postgres as both the tenants' database and the mirror). Not a test: it measures and writes
+//! the results to `docs/benchmarks.md`.
+//!
+//! Two runs in one process, same machine, same moment:
+//! - baseline: N configs that declare no server (finalizer, gate, status write: the
+//!   controller's fixed cost per tenant);
+//! - full: N configs with a Postgres server each (Secret read, probe, snapshot Secret,
+//!   encrypted mirror row, status).
+//!
+//! For each: configs per second from controller start until all N are `Ready=True`, and
+//! p50/p99 of the time one reconcile took minus the wall time of its probes.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use tenant_mcp::api::TenantMcpConfig;
+use tenant_mcp::controller::{self, ReconcileTiming, Settings};
+use tenant_mcp_e2e::harness::Cluster;
+use tenant_mcp_e2e::stack::mirror_db::MirrorDatabase;
+use tenant_mcp_e2e::stack::postgres::Postgres;
+use tokio_util::sync::CancellationToken;
+
+/// Options.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Tenants per run.
+    #[arg(long, env = "BENCH_TENANTS", default_value_t = 1000)]
+    tenants: usize,
+    /// Where to write the results (a section of this Markdown file is replaced).
+    #[arg(long, env = "BENCH_OUTPUT", default_value = "docs/benchmarks.md")]
+    output: std::path::PathBuf,
+}
+
+struct RunResult {
+    label: &'static str,
+    tenants: usize,
+    elapsed: Duration,
+    reconciles: usize,
+    p50: Duration,
+    p99: Duration,
+    probe_p50: Duration,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tenant_mcp_e2e::stack::install_crypto_provider();
+    let pg = Postgres::start()?;
+    let mut results = Vec::new();
+    for with_postgres in [false, true] {
+        results.push(run(&pg, args.tenants, with_postgres).await?);
+    }
+    let report = render(&results);
+    println!("{report}");
+    write_section(&args.output, &report)?;
+    Ok(())
+}
+
+async fn run(pg: &Postgres, n: usize, with_postgres: bool) -> anyhow::Result<RunResult> {
+    let cluster = Cluster::stand_in(Default::default()).await?;
+    cluster.install_crds().await?;
+    let client = cluster.client();
+    let global: serde_json::Value = serde_json::json!({
+        "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "GlobalMcpConfig",
+        "metadata": {"name": "default"},
+        "spec": {"endpointPolicy": {"allowLoopback": true}}
+    });
+    let globals: Api<tenant_mcp::api::GlobalMcpConfig> = Api::all(client.clone());
+    globals
+        .patch(
+            "default",
+            &PatchParams::apply("bench").force(),
+            &Patch::Apply(&global),
+        )
+        .await?;
+    let mirror_db = MirrorDatabase::create(pg, "bench").await?;
+    let database = pg.create_database("tenants").await?;
+    let started = Instant::now();
+    for i in 0..n {
+        let ns = format!("tenant-{i:05}");
+        let nss: Api<Namespace> = Api::all(client.clone());
+        nss.create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": ns, "labels": {"tenantmcp.dev/tenant": format!("t{i:05}")}}
+            }))?,
+        )
+        .await?;
+        let mut servers = serde_json::json!({});
+        if with_postgres {
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+            secrets
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(serde_json::json!({
+                        "metadata": {"name": "pg"},
+                        "stringData": {"username": Postgres::SUPERUSER, "password": pg.password()}
+                    }))?,
+                )
+                .await?;
+            servers = serde_json::json!({"postgres": {
+                "host": "127.0.0.1", "port": pg.port(), "database": database, "sslMode": "disable",
+                "credentialsSecretRef": {"name": "pg"}
+            }});
+        }
+        let configs: Api<TenantMcpConfig> = Api::namespaced(client.clone(), &ns);
+        configs
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(serde_json::json!({
+                    "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "TenantMcpConfig",
+                    "metadata": {"name": "config"},
+                    "spec": {"tenantId": format!("t{i:05}"), "servers": servers}
+                }))?,
+            )
+            .await?;
+    }
+    eprintln!("created {n} tenants in {:?}", started.elapsed());
+
+    let keyring = tenant_mcp::crypto::Keyring::from_entries([
+        ("active", "k1".to_owned()),
+        ("k1", tenant_mcp::crypto::generate_key()),
+    ])?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .connect(&mirror_db.controller_url)
+        .await?;
+    let writer = tenant_mcp::mirror::MirrorWriter::new(pool, Arc::new(keyring)).await?;
+    let timings: controller::Timings = Arc::new(Mutex::new(Vec::new()));
+    let shutdown = CancellationToken::new();
+    let settings = Settings {
+        identity: "bench".into(),
+        ..Settings::default()
+    };
+    let started = Instant::now();
+    let task = tokio::spawn(controller::run(
+        client.clone(),
+        settings,
+        Some(writer),
+        shutdown.clone(),
+        Some(timings.clone()),
+    ));
+    let all: Api<TenantMcpConfig> = Api::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let list = all.list(&ListParams::default()).await?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|c| {
+                c.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+            })
+            .count();
+        if ready == n {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {ready}/{n} Ready after 30 min"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = started.elapsed();
+    shutdown.cancel();
+    task.await.context("controller task")??;
+    let timings: Vec<ReconcileTiming> = timings.lock().map(|t| t.clone()).unwrap_or_default();
+    let mut overhead: Vec<Duration> = timings
+        .iter()
+        .map(|t| t.total.saturating_sub(t.probing))
+        .collect();
+    overhead.sort_unstable();
+    let mut probes: Vec<Duration> = timings
+        .iter()
+        .filter(|t| !t.probing.is_zero())
+        .map(|t| t.probing)
+        .collect();
+    probes.sort_unstable();
+    Ok(RunResult {
+        label: if with_postgres {
+            "full: one Postgres server per tenant"
+        } else {
+            "baseline: no servers declared"
+        },
+        tenants: n,
+        elapsed,
+        reconciles: overhead.len(),
+        p50: quantile(&overhead, 0.50),
+        p99: quantile(&overhead, 0.99),
+        probe_p50: quantile(&probes, 0.50),
+    })
+}
+
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn render(results: &[RunResult]) -> String {
+    let mut out = String::from(
+        "| run | tenants | until all Ready | configs/s | reconciles | p50 reconcile (excl. probes) | p99 reconcile (excl. probes) | p50 probe wall time |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in results {
+        out.push_str(&format!(
+            "| {} | {} | {:.1} s | {:.0} | {} | {} | {} | {} |\n",
+            r.label,
+            r.tenants,
+            r.elapsed.as_secs_f64(),
+            r.tenants as f64 / r.elapsed.as_secs_f64(),
+            r.reconciles,
+            ms(r.p50),
+            ms(r.p99),
+            if r.probe_p50.is_zero() {
+                "–".into()
+            } else {
+                ms(r.probe_p50)
+            },
+        ));
+    }
+    if let [base, full] = results {
+        out.push_str(&format!(
+            "\nRatios full / baseline: time until all Ready ×{:.2}, p50 reconcile ×{:.2}, p99 reconcile ×{:.2}.\n",
+            full.elapsed.as_secs_f64() / base.elapsed.as_secs_f64(),
+            full.p50.as_secs_f64() / base.p50.as_secs_f64().max(1e-9),
+            full.p99.as_secs_f64() / base.p99.as_secs_f64().max(1e-9),
+        ));
+    }
+    out
+}
+
+const BEGIN: &str = "<!-- bench-controller:begin -->";
+const END: &str = "<!-- bench-controller:end -->";
+
+fn write_section(path: &std::path::Path, table: &str) -> anyhow::Result<()> {
+    let existing = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
+    let machine = format!(
+        "{} CPUs, `cargo run --release -p tenant-mcp-e2e --bin bench-controller`",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let section = format!(
+        "{BEGIN}\n## Controller: reconciling many tenants\n\nMeasured {} on {machine}.\n\n{table}\n{END}",
+        jiff::Zoned::now().strftime("%Y-%m-%d"),
+    );
+    let updated = match (existing.find(BEGIN), existing.find(END)) {
+        (Some(b), Some(e)) => format!("{}{section}{}", &existing[..b], &existing[e + END.len()..]),
+        _ => format!("{}\n{section}\n", existing.trim_end()),
+    };
+    std::fs::write(path, updated)?;
+    Ok(())
+}
