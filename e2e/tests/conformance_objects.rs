@@ -124,6 +124,45 @@ async fn secrets_fold_string_data_into_base64_data() {
     cluster.delete_namespace(&ns).await;
 }
 
+/// kube-rs's finalizer helper adds the first finalizer with a JSON patch that tests
+/// `/metadata/finalizers` for null: the API server lets that pass on a missing path.
+#[tokio::test]
+async fn json_patch_test_of_null_passes_on_a_missing_path() {
+    let cluster = Cluster::start().await.unwrap();
+    let ns = cluster.namespace("jsonpatch").await.unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client(), &ns);
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "c"}})).unwrap();
+    api.create(&PostParams::default(), &cm).await.unwrap();
+    let ops: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": null},
+        {"op": "add", "path": "/metadata/finalizers", "value": ["example.com/keep"]}
+    ]))
+    .unwrap();
+    let patched = api
+        .patch("c", &PatchParams::default(), &Patch::<()>::Json(ops))
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.finalizers.unwrap(), ["example.com/keep"]);
+    // A test of null on a path that is there still fails.
+    let again: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": null}
+    ]))
+    .unwrap();
+    let err = api
+        .patch("c", &PatchParams::default(), &Patch::<()>::Json(again))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 422),
+        "{err}"
+    );
+    let clear = json!({"metadata": {"finalizers": null}});
+    api.patch("c", &PatchParams::default(), &Patch::Merge(&clear))
+        .await
+        .unwrap();
+    cluster.delete_namespace(&ns).await;
+}
+
 #[tokio::test]
 async fn generation_moves_with_spec_only_and_status_is_a_subresource() {
     let cluster = Cluster::start().await.unwrap();
