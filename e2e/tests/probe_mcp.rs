@@ -14,7 +14,7 @@ use tenant_mcp::probe::{ProbeError, Prober};
 use tenant_mcp_e2e::stack::ai_mcp::{AiMcpConfig, AiMcpServer, Token};
 use tenant_mcp_e2e::stack::loopback_policy;
 use tenant_mcp_e2e::stack::mcp_everything::EverythingMcpServer;
-use tenant_mcp_e2e::stack::process::free_port;
+use tenant_mcp_e2e::stack::process::{free_port, silent_server};
 
 fn server(url: &str, routing: serde_json::Value) -> McpServer {
     serde_json::from_value(json!({"url": url, "tenantRouting": routing})).unwrap()
@@ -139,14 +139,7 @@ async fn each_failure_has_its_own_reason_and_no_token() {
 #[tokio::test]
 async fn a_server_that_hangs_times_out() {
     // Accepts connections and never answers a request.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let held = tokio::spawn(async move {
-        let mut open = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            open.push(socket);
-        }
-    });
+    let (port, held) = silent_server().await.unwrap();
     let hanging = server(&format!("http://127.0.0.1:{port}/mcp"), json!({}));
     let err = Prober::new(1)
         .run(

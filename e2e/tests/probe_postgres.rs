@@ -12,7 +12,7 @@ use tenant_mcp::probe::Prober;
 use tenant_mcp::probe::postgres::probe_postgres;
 use tenant_mcp_e2e::stack::loopback_policy;
 use tenant_mcp_e2e::stack::postgres::Postgres;
-use tenant_mcp_e2e::stack::process::free_port;
+use tenant_mcp_e2e::stack::process::{free_port, silent_server};
 
 fn server(port: u16, database: &str, ssl_mode: &str) -> PostgresServer {
     serde_json::from_value(json!({
@@ -105,14 +105,7 @@ async fn each_failure_has_its_own_reason_and_no_password() {
 #[tokio::test]
 async fn a_server_that_never_answers_times_out() {
     // Accepts connections and never says a word.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let held = tokio::spawn(async move {
-        let mut open = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            open.push(socket);
-        }
-    });
+    let (port, held) = silent_server().await.unwrap();
     let err = Prober::new(1)
         .run(
             "postgres",

@@ -28,43 +28,33 @@ pub fn promote(
     snapshot: Option<String>,
     now: Timestamp,
 ) {
-    let spec_hash = candidate.spec_hash();
-    let promoted_at = Time(now);
+    fn frozen<T: Clone>(
+        spec: &T,
+        candidate: &Candidate,
+        snapshot: Option<String>,
+        now: Timestamp,
+    ) -> ActiveServer<T> {
+        ActiveServer {
+            spec: spec.clone(),
+            snapshot_secret: snapshot,
+            spec_hash: candidate.spec_hash(),
+            promoted_at: Time(now),
+        }
+    }
     match (key, candidate) {
         (ServerKey::Postgres, Candidate::Postgres { spec, .. }) => {
-            active.postgres = Some(ActiveServer {
-                spec: spec.clone(),
-                snapshot_secret: snapshot,
-                spec_hash,
-                promoted_at,
-            });
+            active.postgres = Some(frozen(spec, candidate, snapshot, now));
         }
         (ServerKey::Minio, Candidate::Minio { spec, .. }) => {
-            active.minio = Some(ActiveServer {
-                spec: spec.clone(),
-                snapshot_secret: snapshot,
-                spec_hash,
-                promoted_at,
-            });
+            active.minio = Some(frozen(spec, candidate, snapshot, now));
         }
         (ServerKey::AiMcp, Candidate::Mcp { spec, .. }) => {
-            active.ai_mcp_server = Some(ActiveServer {
-                spec: spec.clone(),
-                snapshot_secret: snapshot,
-                spec_hash,
-                promoted_at,
-            });
+            active.ai_mcp_server = Some(frozen(spec, candidate, snapshot, now));
         }
         (ServerKey::Mcp(name), Candidate::Mcp { spec, .. }) => {
-            active.mcp_servers.insert(
-                name.clone(),
-                ActiveServer {
-                    spec: spec.clone(),
-                    snapshot_secret: snapshot,
-                    spec_hash,
-                    promoted_at,
-                },
-            );
+            active
+                .mcp_servers
+                .insert(name.clone(), frozen(spec, candidate, snapshot, now));
         }
         // resolve() builds the candidate variant from the key, so these never disagree.
         _ => {}

@@ -38,7 +38,10 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| Error::Finalizer(format!("binding {addr} for /metrics: {e}")))?;
+        .map_err(|source| Error::Listen {
+            address: addr,
+            source,
+        })?;
     let router = axum::Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok" }))

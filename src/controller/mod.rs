@@ -109,6 +109,15 @@ pub enum Error {
     /// Adding or removing the finalizer failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// The metrics and health endpoint could not listen.
+    #[error("listening on {address} for /metrics, /healthz and /readyz: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// Another replica took the Lease.
     #[error("lost the leader Lease to another replica")]
     LostLeadership,
@@ -125,6 +134,7 @@ impl Error {
             Self::Kube { .. } => "KubernetesApiError",
             Self::Mirror(e) => e.reason(),
             Self::Finalizer(_) => "FinalizerFailed",
+            Self::Listen { .. } => "ListenFailed",
             Self::LostLeadership => "LostLeadership",
         }
     }
@@ -138,7 +148,7 @@ impl Error {
             },
             Self::Mirror(e) => e.is_retryable(),
             Self::Finalizer(_) => true,
-            Self::LostLeadership => false,
+            Self::Listen { .. } | Self::LostLeadership => false,
         }
     }
 }

@@ -257,12 +257,17 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
     let declared = ServerKey::declared(&spec.servers);
     let secrets_api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
 
-    let reads: BTreeSet<String> = spec
+    // Each Secret read, with the server that reads it.
+    let uses: Vec<(Option<ServerKey>, &str)> = spec
         .servers
         .secret_uses()
-        .iter()
-        .map(|u| u.name.to_owned())
+        .into_iter()
+        .map(|u| {
+            let key = plan::key_of_path(&format!("spec.servers.{}", u.field), &spec.servers);
+            (key, u.name)
+        })
         .collect();
+    let reads: BTreeSet<String> = uses.iter().map(|(_, n)| (*n).to_owned()).collect();
     ctx.secret_index.set(&ns, &name, reads.clone());
 
     let mut split = plan::SplitErrors::default();
@@ -285,15 +290,7 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
                 .map_err(|e| Error::kube(format!("reading Secret {ns}/{secret}"), e))?;
             fetched.insert(secret.clone(), found);
         }
-        for snap in active::snapshots(&status.active) {
-            if let Some(found) = secrets_api
-                .get_opt(&snap)
-                .await
-                .map_err(|e| Error::kube(format!("reading snapshot Secret {ns}/{snap}"), e))?
-            {
-                snapshots.insert(snap, found);
-            }
-        }
+        read_snapshots(&secrets_api, &status, &mut snapshots).await?;
         let intervals = Intervals {
             revalidate: u64::try_from(spec.validation.revalidate_interval_seconds)
                 .ok()
@@ -320,18 +317,13 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
                     .insert(key_name, failing(&failure, None, BTreeMap::new(), now));
                 continue;
             }
-            let versions: BTreeMap<String, String> = spec
-                .servers
-                .secret_uses()
+            let versions: BTreeMap<String, String> = uses
                 .iter()
-                .filter(|u| {
-                    plan::key_of_path(&format!("spec.servers.{}", u.field), &spec.servers).as_ref()
-                        == Some(key)
-                })
-                .filter_map(|u| {
-                    let s = lookup(u.name)?;
+                .filter(|(k, _)| k.as_ref() == Some(key))
+                .filter_map(|(_, name)| {
+                    let s = lookup(name)?;
                     Some((
-                        u.name.to_owned(),
+                        (*name).to_owned(),
                         s.metadata.resource_version.clone().unwrap_or_default(),
                     ))
                 })
@@ -484,13 +476,7 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
                 MirrorState::Disabled
             };
             if gate != Gate::Served {
-                for snap in active::snapshots(&status.active) {
-                    if let Some(found) = secrets_api.get_opt(&snap).await.map_err(|e| {
-                        Error::kube(format!("reading snapshot Secret {ns}/{snap}"), e)
-                    })? {
-                        snapshots.insert(snap, found);
-                    }
-                }
+                read_snapshots(&secrets_api, &status, &mut snapshots).await?;
             }
             let mut versions: Vec<Option<i64>> = vec![
                 resource_version(config),
@@ -506,14 +492,13 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
         _ => None,
     };
 
-    let invalid = split.per_server.clone();
     plan::update_conditions(
         &mut status,
         &ConditionInputs {
             gate: &gate,
             declared: &declared,
             config_wide: &split.config_wide,
-            invalid: &invalid,
+            invalid: &split.per_server,
             in_sync: &in_sync,
             mirror: mirror_outcome.as_ref(),
             generation,
@@ -522,19 +507,7 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
     );
 
     if status != previous {
-        let api: Api<TenantMcpConfig> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = json!({
-            "apiVersion": "tenantmcp.dev/v1alpha1",
-            "kind": "TenantMcpConfig",
-            "status": status,
-        });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(|e| Error::kube("writing status".into(), e))?;
+        write_status(ctx, config, &status).await?;
     }
 
     publish_transitions(ctx, config, &previous, &status, &promoted).await;
@@ -736,13 +709,10 @@ async fn collect_snapshots(
 ) -> Result<Option<Duration>, Error> {
     let ns = config.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let owned = api
-        .list(&ListParams::default().labels(&snapshot::selector(config)))
-        .await
-        .map_err(|e| Error::kube("listing snapshot Secrets".into(), e))?;
+    let owned = list_snapshots(&api, config).await?;
     let referenced = active::snapshots(&status.active);
     let mut wait: Option<Duration> = None;
-    for action in snapshot::cleanup(&owned.items, &referenced, now, ctx.settings.snapshot_grace) {
+    for action in snapshot::cleanup(&owned, &referenced, now, ctx.settings.snapshot_grace) {
         match action {
             Cleanup::MarkSuperseded(name) => {
                 let patch = json!({"metadata": {"annotations": {snapshot::SUPERSEDED_ANNOTATION: now.to_string()}}});
@@ -752,15 +722,74 @@ async fn collect_snapshots(
                 let grace = ctx.settings.snapshot_grace;
                 wait = Some(wait.map_or(grace, |w| w.min(grace)));
             }
-            Cleanup::Delete(name) => match api.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(Error::kube(format!("deleting snapshot {name}"), e)),
-            },
+            Cleanup::Delete(name) => delete_snapshot(&api, &name).await?,
             Cleanup::Wait(d) => wait = Some(wait.map_or(d, |w| w.min(d))),
         }
     }
     Ok(wait)
+}
+
+/// Every snapshot Secret of `config`.
+async fn list_snapshots(api: &Api<Secret>, config: &TenantMcpConfig) -> Result<Vec<Secret>, Error> {
+    let list = api
+        .list(&ListParams::default().labels(&snapshot::selector(config)))
+        .await
+        .map_err(|e| Error::kube("listing snapshot Secrets".into(), e))?;
+    Ok(list.items)
+}
+
+/// Deletes snapshot `name`; one already gone is as good.
+async fn delete_snapshot(api: &Api<Secret>, name: &str) -> Result<(), Error> {
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(Error::kube(format!("deleting snapshot {name}"), e)),
+    }
+}
+
+/// Reads the snapshot Secrets `status.active` points at into `into` (missing ones are left
+/// out: the mirror then reports them, and their servers are checked again).
+async fn read_snapshots(
+    api: &Api<Secret>,
+    status: &McpConfigStatus,
+    into: &mut HashMap<String, Secret>,
+) -> Result<(), Error> {
+    for snap in active::snapshots(&status.active) {
+        if into.contains_key(&snap) {
+            continue;
+        }
+        let found = api
+            .get_opt(&snap)
+            .await
+            .map_err(|e| Error::kube(format!("reading snapshot Secret {snap}"), e))?;
+        if let Some(found) = found {
+            into.insert(snap, found);
+        }
+    }
+    Ok(())
+}
+
+/// Writes `status` with server-side apply, as the controller's field manager.
+async fn write_status(
+    ctx: &Context,
+    config: &TenantMcpConfig,
+    status: &McpConfigStatus,
+) -> Result<(), Error> {
+    let api: Api<TenantMcpConfig> =
+        Api::namespaced(ctx.client.clone(), &config.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": "tenantmcp.dev/v1alpha1",
+        "kind": "TenantMcpConfig",
+        "status": status,
+    });
+    api.patch_status(
+        &config.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|e| Error::kube("writing status".into(), e))?;
+    Ok(())
 }
 
 async fn cleanup(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error> {
@@ -805,34 +834,15 @@ async fn cleanup(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Erro
                     config.metadata.generation,
                     Timestamp::now(),
                 );
-                let api: Api<TenantMcpConfig> = Api::namespaced(ctx.client.clone(), &ns);
-                let patch = json!({"apiVersion": "tenantmcp.dev/v1alpha1", "kind": "TenantMcpConfig", "status": status});
                 // The object is going away; a failed status write changes nothing here.
-                let _ = api
-                    .patch_status(
-                        &name,
-                        &PatchParams::apply(MANAGER).force(),
-                        &Patch::Apply(&patch),
-                    )
-                    .await;
+                let _ = write_status(ctx, config, &status).await;
                 return Err(Error::Mirror(e));
             }
         }
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let owned = api
-        .list(&ListParams::default().labels(&snapshot::selector(config)))
-        .await
-        .map_err(|e| Error::kube("listing snapshot Secrets".into(), e))?;
-    for secret in owned.items {
-        match api
-            .delete(&secret.name_any(), &DeleteParams::default())
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(Error::kube("deleting a snapshot Secret".into(), e)),
-        }
+    for secret in list_snapshots(&api, config).await? {
+        delete_snapshot(&api, &secret.name_any()).await?;
     }
     ctx.secret_index.remove(&ns, &name);
     ctx.metrics.config_gone(&format!("{ns}/{name}"));

@@ -71,6 +71,20 @@ impl Drop for Workdir {
     }
 }
 
+/// A loopback server that accepts connections and never says a word, for timeout tests; it
+/// stops when the handle is aborted or dropped with its runtime. Returns its port.
+pub async fn silent_server() -> std::io::Result<(u16, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    Ok((port, held))
+}
+
 /// A running server process, stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Service {
     name: String,
