@@ -37,7 +37,7 @@ ensure_nextest() {
 build_binary() {
   log "building tenant-mcp"
   cargo build --locked --quiet
-  TENANT_MCP="$ROOT/target/debug/tenant-mcp"
+  TENANT_MCP="${CARGO_TARGET_DIR:-$ROOT/target}/debug/tenant-mcp"
   export TENANT_MCP
 }
 
