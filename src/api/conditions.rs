@@ -38,6 +38,25 @@ pub mod reason {
     pub const MIRRORED: &str = "Mirrored";
     /// The config is being deleted and its mirror data could not be removed yet.
     pub const CLEANUP_PENDING: &str = "CleanupPending";
+
+    // What a connection test found.
+
+    /// The server could not be reached (refused, no route, name does not resolve).
+    pub const UNREACHABLE: &str = "Unreachable";
+    /// The TLS handshake failed, or TLS was required and the server does not offer it.
+    pub const TLS_FAILED: &str = "TlsFailed";
+    /// The server refused the credentials.
+    pub const AUTH_FAILED: &str = "AuthFailed";
+    /// The credentials are valid but lack a permission.
+    pub const ACCESS_DENIED: &str = "AccessDenied";
+    /// The configured database does not exist.
+    pub const DATABASE_NOT_FOUND: &str = "DatabaseNotFound";
+    /// The configured bucket does not exist.
+    pub const BUCKET_NOT_FOUND: &str = "BucketNotFound";
+    /// The server did not answer within the time limit.
+    pub const TIMEOUT: &str = "Timeout";
+    /// The server answered, but not as a server of this kind should.
+    pub const PROTOCOL_ERROR: &str = "ProtocolError";
 }
 
 /// The namespace label that binds a namespace to the tenant it serves.

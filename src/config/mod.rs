@@ -20,7 +20,9 @@
 //! # Ok::<(), serde_json::Error>(())
 //! ```
 
+pub mod candidate;
 pub mod decode;
+pub mod failure;
 pub mod field;
 pub mod hash;
 pub mod inline_credentials;

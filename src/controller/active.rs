@@ -4,8 +4,8 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::candidate::{Candidate, ServerKey};
 use crate::api::{ActiveConfig, ActiveServer};
+use crate::config::candidate::{Candidate, ServerKey};
 
 /// The spec hash and snapshot Secret of the active entry of `key`, if any.
 pub fn entry(active: &ActiveConfig, key: &ServerKey) -> Option<(String, Option<String>)> {

@@ -9,8 +9,6 @@
 //! talk to the Kubernetes API.
 
 pub mod active;
-pub mod candidate;
-pub mod failure;
 pub mod http;
 pub mod leader;
 pub mod metrics;
@@ -18,6 +16,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod secret_index;
 pub mod snapshot;
+pub mod synced;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -239,6 +238,7 @@ pub async fn run(
     let (globals, globals_writer) = reflector::store::<GlobalMcpConfig>();
     let (namespaces, namespaces_writer) = reflector::store();
     let (requeue_tx, requeue_rx) = mpsc::unbounded_channel();
+    let synced = Arc::new(synced::Synced::default());
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(
@@ -254,6 +254,7 @@ pub async fn run(
         configs: configs.clone(),
         globals,
         namespaces,
+        synced: synced.clone(),
         secret_index: secret_index::SecretIndex::default(),
         requeue: requeue_tx,
         failures: Default::default(),
@@ -267,6 +268,14 @@ pub async fn run(
     )
     .default_backoff()
     .reflect(configs_writer)
+    .inspect({
+        let synced = synced.clone();
+        move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                synced.mark(synced::Cache::Configs);
+            }
+        }
+    })
     .applied_objects();
     let global_stream = watcher(
         Api::<GlobalMcpConfig>::all(client.clone()),
@@ -274,6 +283,14 @@ pub async fn run(
     )
     .default_backoff()
     .reflect(globals_writer)
+    .inspect({
+        let synced = synced.clone();
+        move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                synced.mark(synced::Cache::Globals);
+            }
+        }
+    })
     .touched_objects();
     let namespace_stream = watcher(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
@@ -281,6 +298,14 @@ pub async fn run(
     )
     .default_backoff()
     .reflect(namespaces_writer)
+    .inspect({
+        let synced = synced.clone();
+        move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                synced.mark(synced::Cache::Namespaces);
+            }
+        }
+    })
     .touched_objects();
     let secret_stream = watcher(
         Api::<PartialObjectMeta<Secret>>::all(client.clone()),
@@ -292,12 +317,11 @@ pub async fn run(
     let all = configs.clone();
     let in_namespace = configs.clone();
     let index_ctx = ctx.clone();
-    let ready_store = configs.clone();
     let ready_flag = health.clone();
+    let ready_synced = synced.clone();
     tokio::spawn(async move {
-        if ready_store.wait_until_ready().await.is_ok() {
-            ready_flag.ready.store(true, Ordering::SeqCst);
-        }
+        ready_synced.wait().await;
+        ready_flag.ready.store(true, Ordering::SeqCst);
     });
     let stop = shutdown.clone();
     let stop_lost = lost.clone();
@@ -344,7 +368,16 @@ pub async fn run(
             }
         })
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
-        .for_each(|_| std::future::ready(()))
+        .for_each(|result| {
+            // Reconcile failures are counted and retried by error_policy; anything else (an
+            // object missing from the store, a watch or queue failure) would otherwise vanish.
+            if let Err(e) = result
+                && !matches!(e, controller::Error::ReconcilerFailed(..))
+            {
+                warn!("controller: {e}");
+            }
+            std::future::ready(())
+        })
         .await;
 
     health.leading.store(false, Ordering::SeqCst);

@@ -9,10 +9,10 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use super::candidate::ServerKey;
-use super::failure::Failure;
 use crate::api::conditions::{self, TENANT_LABEL, reason};
 use crate::api::{McpConfigStatus, ServerHealth, ServerState, ServersSpec};
+use crate::config::candidate::ServerKey;
+use crate::config::failure::Failure;
 use crate::config::{ErrorKind, FieldErrors};
 
 /// Whether a config may be served.
@@ -202,7 +202,7 @@ pub fn due(
         return Due::Now;
     }
     let every = match (last.state, last.reason.as_deref()) {
-        (ServerState::Failing, Some(r)) if super::failure::is_retryable_reason(r) => Some(
+        (ServerState::Failing, Some(r)) if crate::config::failure::is_retryable_reason(r) => Some(
             intervals
                 .retry
                 .min(intervals.revalidate.unwrap_or(intervals.retry)),

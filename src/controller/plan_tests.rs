@@ -7,10 +7,10 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 
-use super::candidate::{self, Candidate, ServerKey};
 use super::plan::*;
 use super::snapshot::{self, Cleanup};
 use crate::api::{EndpointPolicySpec, McpConfigStatus, ServerHealth, ServerState, TenantMcpConfig};
+use crate::config::candidate::{self, Candidate, ServerKey};
 use crate::config::{EndpointPolicy, FieldPath, validate_tenant_spec};
 
 fn config(yaml: &str) -> TenantMcpConfig {

@@ -21,8 +21,6 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::candidate::{self, Candidate, ServerKey};
-use super::failure::Failure;
 use super::metrics::{Metrics, TenantState};
 use super::plan::{self, ConditionInputs, Contender, Due, Gate, Intervals};
 use super::secret_index::SecretIndex;
@@ -33,6 +31,8 @@ use crate::api::{
     GlobalMcpConfig, GlobalMcpConfigSpec, McpConfigStatus, ServerHealth, ServerState,
     TenantMcpConfig,
 };
+use crate::config::candidate::{self, Candidate, ServerKey};
+use crate::config::failure::Failure;
 use crate::config::{Credential, EndpointPolicy, FieldPath, validate_tenant_spec};
 use crate::mirror::{
     ConfigSource, McpSecrets, MirrorDocument, MirrorServers, MirrorState, MirrorWriter,
@@ -78,6 +78,8 @@ pub struct Context {
     pub globals: Store<GlobalMcpConfig>,
     /// Namespace metadata (for the tenant binding label).
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Whether the three caches above completed their first list.
+    pub synced: Arc<super::synced::Synced>,
     /// Which configs read which Secret.
     pub secret_index: SecretIndex,
     /// Asks for other configs to be reconciled (e.g. the loser of a conflict when the winner
@@ -91,6 +93,10 @@ pub struct Context {
 
 /// Entry point for kube-runtime: the finalizer dispatches to apply or cleanup.
 pub async fn reconcile(config: Arc<TenantMcpConfig>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // The gate reads the namespace and global caches and the conflict check reads the config
+    // cache: deciding before their first list would mark a bound tenant TenantNotBound or a
+    // valid endpoint PolicyDenied, and those wait for a change that may never come.
+    ctx.synced.wait().await;
     let _timer = ctx.metrics.reconcile();
     let ns = config.namespace().unwrap_or_default();
     let api: Api<TenantMcpConfig> = Api::namespaced(ctx.client.clone(), &ns);

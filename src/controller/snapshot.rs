@@ -12,8 +12,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Resource as _;
 use kube::api::ObjectMeta;
 
-use super::candidate::{Candidate, ServerKey};
 use crate::api::TenantMcpConfig;
+use crate::config::candidate::{Candidate, ServerKey};
 
 /// The Secret `type` of snapshots.
 pub const SNAPSHOT_TYPE: &str = "tenantmcp.dev/snapshot";

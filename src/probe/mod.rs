@@ -23,25 +23,9 @@ use url::Host;
 
 use crate::config::{EndpointPolicy, PolicyViolation};
 
-/// Condition reasons of failed probes.
-pub mod reason {
-    /// The server could not be reached (refused, no route, name does not resolve).
-    pub const UNREACHABLE: &str = "Unreachable";
-    /// The TLS handshake failed, or TLS was required and the server does not offer it.
-    pub const TLS_FAILED: &str = "TlsFailed";
-    /// The server refused the credentials.
-    pub const AUTH_FAILED: &str = "AuthFailed";
-    /// The credentials are valid but lack a permission.
-    pub const ACCESS_DENIED: &str = "AccessDenied";
-    /// The configured database does not exist.
-    pub const DATABASE_NOT_FOUND: &str = "DatabaseNotFound";
-    /// The configured bucket does not exist.
-    pub const BUCKET_NOT_FOUND: &str = "BucketNotFound";
-    /// The server did not answer within the time limit.
-    pub const TIMEOUT: &str = "Timeout";
-    /// The server answered, but not as a server of this kind should.
-    pub const PROTOCOL_ERROR: &str = "ProtocolError";
-}
+/// The reasons a probe reports: part of the one condition vocabulary in
+/// [`crate::api::conditions::reason`].
+pub use crate::api::conditions::reason;
 
 /// Why a probe failed. Messages name the endpoint, never a credential.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -79,7 +63,13 @@ impl ProbeError {
     /// Whether the same probe may pass later without a change to the config or its Secrets
     /// (the server was down or slow), as opposed to needing a fix (wrong password, policy).
     pub fn is_retryable(&self) -> bool {
-        matches!(self.reason(), reason::UNREACHABLE | reason::TIMEOUT)
+        crate::config::failure::is_retryable_reason(self.reason())
+    }
+}
+
+impl From<ProbeError> for crate::config::failure::Failure {
+    fn from(e: ProbeError) -> Self {
+        Self::new(e.reason(), e.to_string(), e.is_retryable())
     }
 }
 

@@ -49,6 +49,12 @@ struct RunResult {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     tenant_mcp_e2e::stack::install_crypto_provider();
     let pg = Postgres::start()?;
     let mut results = Vec::new();
@@ -146,29 +152,7 @@ async fn run(pg: &Postgres, n: usize, with_postgres: bool) -> anyhow::Result<Run
         Some(timings.clone()),
     ));
     let all: Api<TenantMcpConfig> = Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(1800);
-    loop {
-        let list = all.list(&ListParams::default()).await?;
-        let ready = list
-            .items
-            .iter()
-            .filter(|c| {
-                c.status.as_ref().is_some_and(|s| {
-                    s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
-                })
-            })
-            .count();
-        if ready == n {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {ready}/{n} Ready after 30 min"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_all_ready(&all, n, started).await?;
     let elapsed = started.elapsed();
     shutdown.cancel();
     task.await.context("controller task")??;
@@ -197,6 +181,81 @@ async fn run(pg: &Postgres, n: usize, with_postgres: bool) -> anyhow::Result<Run
         p99: quantile(&overhead, 0.99),
         probe_p50: quantile(&probes, 0.50),
     })
+}
+
+/// How long without a single config turning Ready before the run is declared stalled.
+const STALL: Duration = Duration::from_secs(120);
+
+/// Polls until all `n` configs are `Ready=True`. Prints progress every 10 s with the configs
+/// counted by their Ready reason; when nothing turns Ready for [`STALL`], prints the stuck
+/// configs' finalizers, generations and conditions and fails, so a stall can be diagnosed.
+async fn wait_all_ready(
+    all: &Api<TenantMcpConfig>,
+    n: usize,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let mut last_ready = 0;
+    let mut last_progress = Instant::now();
+    let mut last_print = Instant::now();
+    loop {
+        let list = all.list(&ListParams::default()).await?;
+        let not_ready: Vec<&TenantMcpConfig> = list.items.iter().filter(|c| !is_ready(c)).collect();
+        let ready = list.items.len() - not_ready.len();
+        if ready == n {
+            return Ok(());
+        }
+        if ready > last_ready {
+            last_ready = ready;
+            last_progress = Instant::now();
+        }
+        if last_print.elapsed() >= Duration::from_secs(10) {
+            last_print = Instant::now();
+            eprintln!(
+                "{:>5.0} s: {ready}/{n} Ready; not ready by reason: {:?}",
+                started.elapsed().as_secs_f64(),
+                reasons(&not_ready)
+            );
+        }
+        if last_progress.elapsed() >= STALL {
+            for c in not_ready.iter().take(5) {
+                eprintln!(
+                    "stuck: {}/{} generation {:?} finalizers {:?} status {}",
+                    c.metadata.namespace.as_deref().unwrap_or(""),
+                    c.metadata.name.as_deref().unwrap_or(""),
+                    c.metadata.generation,
+                    c.metadata.finalizers,
+                    serde_json::to_string(&c.status).unwrap_or_default()
+                );
+            }
+            anyhow::bail!(
+                "stalled: {ready}/{n} Ready and none more for {} s",
+                STALL.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn is_ready(config: &TenantMcpConfig) -> bool {
+    config.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+/// Not-ready configs counted by their Ready condition's reason (`NoStatus` when none yet).
+fn reasons(configs: &[&TenantMcpConfig]) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for c in configs {
+        let reason = c
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .map_or_else(|| "NoStatus".to_owned(), |c| c.reason.clone());
+        *counts.entry(reason).or_insert(0) += 1;
+    }
+    counts
 }
 
 fn quantile(sorted: &[Duration], q: f64) -> Duration {

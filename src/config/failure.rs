@@ -1,8 +1,6 @@
 //! Why a server type could not be promoted: a reason from the one condition vocabulary, a
 //! message without secrets, and whether trying again without a change may help.
 
-use crate::probe::ProbeError;
-
 /// A failure of one server type (Secret resolution, validation or probe).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
@@ -25,15 +23,9 @@ impl Failure {
     }
 }
 
-impl From<ProbeError> for Failure {
-    fn from(e: ProbeError) -> Self {
-        Self::new(e.reason(), e.to_string(), e.is_retryable())
-    }
-}
-
 /// Whether a failure with `reason` may clear up without a change (the server was down or
 /// slow), so it is re-checked sooner than the revalidation interval.
 pub fn is_retryable_reason(reason: &str) -> bool {
-    use crate::probe::reason as probe;
-    matches!(reason, probe::UNREACHABLE | probe::TIMEOUT)
+    use crate::api::conditions::reason;
+    matches!(reason, reason::UNREACHABLE | reason::TIMEOUT)
 }
