@@ -2,6 +2,7 @@
 //! with safe fallback to global ones.
 //!
 //! - [`api`]: the `TenantMcpConfig` and `GlobalMcpConfig` custom resources.
+//! - [`client`]: the library application pods link: per-tenant clients with global fallback.
 //! - [`config`]: pure validation, endpoint policy, partial-update merge, redaction and hashing.
 //! - [`controller`]: the operator: reconcile, snapshots, status, leader election, metrics.
 //! - [`crypto`]: AES-256-GCM envelopes for credentials at rest, and the keyring.
@@ -9,6 +10,7 @@
 //! - [`probe`]: connection tests of the declared servers, under the endpoint policy.
 
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod controller;
 pub mod crypto;

@@ -10,10 +10,9 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::conditions::{self, TENANT_LABEL, reason};
-use crate::api::{McpConfigStatus, ServerHealth, ServerState, ServersSpec};
+use crate::api::{McpConfigStatus, ServerHealth, ServerState};
 use crate::config::candidate::ServerKey;
 use crate::config::failure::Failure;
-use crate::config::{ErrorKind, FieldErrors};
 
 /// Whether a config may be served.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,70 +97,7 @@ pub fn conflict(me: &Contender, contenders: &[Contender]) -> Result<(), String> 
     }
 }
 
-/// Validation errors split by the server type they block. Errors outside every server (such as
-/// the tenant id) block the whole config.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct SplitErrors {
-    /// Errors that block everything.
-    pub config_wide: Vec<String>,
-    /// The first failure of each blocked server type.
-    pub per_server: BTreeMap<ServerKey, Failure>,
-}
-
-/// Splits `errors` (paths from `spec`) by server type.
-pub fn split_errors(errors: &FieldErrors, servers: &ServersSpec) -> SplitErrors {
-    let mut split = SplitErrors::default();
-    let mut messages: BTreeMap<ServerKey, (Vec<String>, bool)> = BTreeMap::new();
-    for error in errors.iter() {
-        let key = key_of_path(&error.path, servers);
-        let line = error.to_string();
-        match key {
-            Some(key) => {
-                let entry = messages.entry(key).or_default();
-                entry.0.push(line);
-                // A denied endpoint is named so, whatever else is wrong.
-                let endpoint = ["host", "endpoint", "url", "port"]
-                    .iter()
-                    .any(|f| error.path.ends_with(&format!(".{f}")));
-                entry.1 |= error.kind == ErrorKind::Forbidden && endpoint;
-            }
-            None => split.config_wide.push(line),
-        }
-    }
-    for (key, (lines, denied)) in messages {
-        let reason = if denied {
-            reason::POLICY_DENIED
-        } else {
-            reason::INVALID_SPEC
-        };
-        split
-            .per_server
-            .insert(key, Failure::new(reason, lines.join("; "), false));
-    }
-    split
-}
-
-/// The server a field path (from `spec`) belongs to.
-pub fn key_of_path(path: &str, servers: &ServersSpec) -> Option<ServerKey> {
-    let rest = path.strip_prefix("spec.servers.")?;
-    let head = rest.split(['.', '[']).next()?;
-    match head {
-        "postgres" => Some(ServerKey::Postgres),
-        "minio" => Some(ServerKey::Minio),
-        "aiMcpServer" => Some(ServerKey::AiMcp),
-        "mcpServers" => {
-            let inside = rest.strip_prefix("mcpServers[")?.split(']').next()?;
-            match inside.parse::<usize>() {
-                Ok(i) => servers
-                    .mcp_servers
-                    .get(i)
-                    .map(|n| ServerKey::Mcp(n.name.clone())),
-                Err(_) => Some(ServerKey::Mcp(inside.to_owned())),
-            }
-        }
-        _ => None,
-    }
-}
+pub use crate::config::failure::{SplitErrors, key_of_path, split_errors};
 
 /// How often checks repeat.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

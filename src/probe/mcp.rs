@@ -63,36 +63,8 @@ pub async fn probe_mcp(
     let http = builder.build().map_err(|e| {
         ProbeError::new(reason::PROTOCOL_ERROR, format!("{what}: HTTP client: {e}"))
     })?;
-    let mut headers = HashMap::new();
-    let plain = target
-        .headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str(), false));
-    let secret = credentials
-        .headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.expose(), true));
-    for (name, value, sensitive) in plain.chain(secret) {
-        let header_name = http::HeaderName::try_from(name).map_err(|_| {
-            ProbeError::new(
-                reason::PROTOCOL_ERROR,
-                format!("{what}: header name {name:?} is not valid"),
-            )
-        })?;
-        let mut header_value = http::HeaderValue::try_from(value).map_err(|_| {
-            ProbeError::new(
-                reason::PROTOCOL_ERROR,
-                format!("{what}: the value of header {name:?} is not a valid header value"),
-            )
-        })?;
-        header_value.set_sensitive(sensitive);
-        headers.insert(header_name, header_value);
-    }
-    let mut config =
-        StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(headers);
-    if let Some(token) = &credentials.bearer_token {
-        config = config.auth_header(token.expose());
-    }
+    let config = transport_config(&target, credentials)
+        .map_err(|message| ProbeError::new(reason::PROTOCOL_ERROR, format!("{what}: {message}")))?;
     let transport = StreamableHttpClientTransport::with_client(http, config);
     let client_info = ClientConfig::new(
         ClientCapabilities::default(),
@@ -121,9 +93,42 @@ pub async fn probe_mcp(
     })
 }
 
+/// The transport settings of requests to `target` with `credentials`: plain headers, secret
+/// headers (marked sensitive so they never appear in debug output) and the bearer token.
+/// Shared with the client library so both reach a server the same way.
+pub(crate) fn transport_config(
+    target: &crate::config::McpTarget,
+    credentials: &McpCredentials,
+) -> Result<StreamableHttpClientTransportConfig, String> {
+    let url = &target.url;
+    let mut headers = HashMap::new();
+    let plain = target
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str(), false));
+    let secret = credentials
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.expose(), true));
+    for (name, value, sensitive) in plain.chain(secret) {
+        let header_name = http::HeaderName::try_from(name)
+            .map_err(|_| format!("header name {name:?} is not valid"))?;
+        let mut header_value = http::HeaderValue::try_from(value)
+            .map_err(|_| format!("the value of header {name:?} is not a valid header value"))?;
+        header_value.set_sensitive(sensitive);
+        headers.insert(header_name, header_value);
+    }
+    let mut config =
+        StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(headers);
+    if let Some(token) = &credentials.bearer_token {
+        config = config.auth_header(token.expose());
+    }
+    Ok(config)
+}
+
 /// Replaces every credential value in text a server sent back (an error body may echo a
 /// header).
-fn scrub(mut text: String, credentials: &McpCredentials) -> String {
+pub(crate) fn scrub(mut text: String, credentials: &McpCredentials) -> String {
     for value in credentials.values().filter(|v| v.len() >= 4) {
         text = text.replace(value, crate::config::redact::REDACTED);
     }

@@ -76,7 +76,7 @@ pub async fn probe_postgres(
     })
 }
 
-fn ssl_mode(mode: SslMode) -> PgSslMode {
+pub(crate) fn ssl_mode(mode: SslMode) -> PgSslMode {
     match mode {
         SslMode::Disable => PgSslMode::Disable,
         SslMode::Allow => PgSslMode::Allow,

@@ -1,0 +1,105 @@
+//! The client library's Prometheus metrics (prometheus-client), registered into the
+//! application's own registry. Labels are bounded: server types, origins and causes, never a
+//! tenant id.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels with a server type.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerTypeLabels {
+    /// `postgres`, `minio`, `aiMcpServer` or `mcpServer`.
+    pub server_type: &'static str,
+}
+
+/// Labels of an eviction.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EvictionLabels {
+    /// `idle` (unused for the idle TTL), `capacity` (the cache was full) or `replaced` (the
+    /// config changed and a new client took over).
+    pub cause: &'static str,
+}
+
+/// Labels of the Postgres connection gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    /// `tenant` or `global`.
+    pub origin: &'static str,
+    /// `open` or `in_use`.
+    pub state: &'static str,
+}
+
+/// Every metric of the client cache.
+#[derive(Debug)]
+pub struct ClientMetrics {
+    /// Lookups answered from the cache.
+    pub hits: Family<ServerTypeLabels, Counter>,
+    /// Lookups that had to build (or wait for another caller's build).
+    pub misses: Family<ServerTypeLabels, Counter>,
+    /// Clients built.
+    pub builds: Family<ServerTypeLabels, Counter>,
+    /// Time to build one client (no network I/O: pools connect lazily).
+    pub build_seconds: Histogram,
+    /// Tenants (or replaced clients) dropped from the cache, by cause.
+    pub evictions: Family<EvictionLabels, Counter>,
+    /// Tenants with at least one cached client.
+    pub cached_tenants: Gauge,
+    /// Postgres connections of the cached pools, by origin and state (sampled by the sweeper).
+    pub pg_connections: Family<ConnectionLabels, Gauge>,
+}
+
+impl Default for ClientMetrics {
+    fn default() -> Self {
+        Self {
+            hits: Family::default(),
+            misses: Family::default(),
+            builds: Family::default(),
+            build_seconds: Histogram::new(exponential_buckets(0.000_01, 4.0, 10)),
+            evictions: Family::default(),
+            cached_tenants: Gauge::default(),
+            pg_connections: Family::default(),
+        }
+    }
+}
+
+impl ClientMetrics {
+    /// Registers every metric under the `tenant_mcp_client` prefix.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("tenant_mcp_client");
+        r.register(
+            "cache_hits",
+            "Client lookups answered from the cache",
+            self.hits.clone(),
+        );
+        r.register(
+            "cache_misses",
+            "Client lookups that built or waited for a build",
+            self.misses.clone(),
+        );
+        r.register("builds", "Clients built", self.builds.clone());
+        r.register(
+            "build_seconds",
+            "Time to build one client",
+            self.build_seconds.clone(),
+        );
+        r.register(
+            "evictions",
+            "Tenants or replaced clients dropped from the cache",
+            self.evictions.clone(),
+        );
+        r.register(
+            "cached_tenants",
+            "Tenants with cached clients",
+            self.cached_tenants.clone(),
+        );
+        r.register(
+            "postgres_connections",
+            "Postgres connections of cached pools",
+            self.pg_connections.clone(),
+        );
+    }
+}

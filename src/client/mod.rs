@@ -1,0 +1,295 @@
+//! The client library application pods link: per-tenant Postgres pools, S3 clients and MCP
+//! clients, built from what the controller promoted (`status.active` and its snapshot
+//! Secrets), falling back per server type to the global servers, cached and evicted.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use tenant_mcp::client::{ClientSettings, TenantClients};
+//!
+//! let kube = kube::Client::try_default().await?;
+//! let clients = TenantClients::from_kube(kube, ClientSettings::default()).await?;
+//! let pool = clients.postgres("acme").await?;
+//! let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&pool).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Resolution per (tenant, server type): the tenant's active entry, else the global one, else
+//! [`ClientError::NotConfigured`]. The feature flag (`tenantConfigsEnabled: false` in the
+//! GlobalMcpConfig, or [`ClientSettings::tenant_configs_enabled`]) and a tenant's
+//! `enabled: false` send everyone to global. A tenant whose declared server has no working
+//! entry gets [`ClientError::Unavailable`], never the global server.
+
+pub mod build;
+pub mod cache;
+pub mod context;
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod source;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub use build::{Built, McpCallError, McpClient, S3Handle};
+pub use cache::{CacheLimits, Scope};
+pub use context::{current_tenant, require_tenant, with_tenant};
+pub use error::ClientError;
+pub use routes::{Endpoint, Origin};
+pub use source::KubeSource;
+
+use crate::config::candidate::ServerKey;
+
+/// How the client library behaves.
+#[derive(Clone, Debug)]
+pub struct ClientSettings {
+    /// This process's feature flag: false sends every tenant to the global servers.
+    pub tenant_configs_enabled: bool,
+    /// Most tenants with cached clients.
+    pub max_cached_tenants: usize,
+    /// A tenant unused this long has its clients closed.
+    pub idle_ttl: Duration,
+    /// Cap on open Postgres connections over every pool (tenants' and global).
+    pub max_postgres_connections: u32,
+    /// How long `from_kube` waits for the first list of every watch.
+    pub sync_timeout: Duration,
+    /// What the Kubernetes source watches.
+    pub kube: KubeSource,
+    /// How often a directory source looks for changed files.
+    pub directory_poll: Duration,
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        Self {
+            tenant_configs_enabled: true,
+            max_cached_tenants: 1000,
+            idle_ttl: Duration::from_secs(600),
+            max_postgres_connections: 100,
+            sync_timeout: Duration::from_secs(60),
+            kube: KubeSource::default(),
+            directory_poll: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Per-tenant clients with global fallback. Cheap to clone; the watches and the idle sweeper
+/// stop when the last clone is dropped or [`TenantClients::shutdown`] is called.
+#[derive(Clone, Debug)]
+pub struct TenantClients {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    routes: Arc<routes::Routes>,
+    cache: cache::ClientCache,
+    shared: build::Shared,
+    metrics: Arc<metrics::ClientMetrics>,
+    stop: CancellationToken,
+    synced: watch::Receiver<bool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl TenantClients {
+    /// Clients fed by watches of the Kubernetes API; returns once every watch has listed.
+    pub async fn from_kube(
+        client: kube::Client,
+        settings: ClientSettings,
+    ) -> Result<Self, ClientError> {
+        let (tx, rx) = watch::channel(false);
+        let this = Self::new(&settings, rx)?;
+        tokio::spawn(source::run_kube(
+            client,
+            settings.kube.clone(),
+            this.inner.routes.clone(),
+            tx,
+            this.inner.stop.clone(),
+        ));
+        let mut synced = this.inner.synced.clone();
+        tokio::time::timeout(settings.sync_timeout, synced.wait_for(|s| *s))
+            .await
+            .map_err(|_| {
+                ClientError::Source(format!(
+                    "the watches of TenantMcpConfig, GlobalMcpConfig and Secrets did not list within {:?}: check the API server and the pod's Role",
+                    settings.sync_timeout
+                ))
+            })?
+            .map_err(|_| ClientError::Source("the watch task ended".into()))?;
+        Ok(this)
+    }
+
+    /// Clients fed by a directory of manifests (TenantMcpConfig, GlobalMcpConfig and Secret
+    /// YAML), reloaded when its files change.
+    pub fn from_directory(
+        dir: impl Into<PathBuf>,
+        settings: ClientSettings,
+    ) -> Result<Self, ClientError> {
+        let dir = dir.into();
+        let manifests = source::load_directory(&dir)?;
+        let (_, rx) = watch::channel(true);
+        let this = Self::new(&settings, rx)?;
+        source::directory_routes(&manifests, &this.inner.routes);
+        tokio::spawn(source::watch_directory(
+            dir,
+            this.inner.routes.clone(),
+            settings.directory_poll,
+            this.inner.stop.clone(),
+        ));
+        Ok(this)
+    }
+
+    fn new(settings: &ClientSettings, synced: watch::Receiver<bool>) -> Result<Self, ClientError> {
+        let metrics = Arc::new(metrics::ClientMetrics::default());
+        let shared =
+            build::Shared::new(settings.max_postgres_connections).map_err(ClientError::Source)?;
+        let inner = Arc::new(Inner {
+            routes: Arc::new(routes::Routes::new(settings.tenant_configs_enabled)),
+            cache: cache::ClientCache::new(
+                CacheLimits {
+                    max_tenants: settings.max_cached_tenants,
+                    idle_ttl: settings.idle_ttl,
+                },
+                metrics.clone(),
+            ),
+            shared,
+            metrics,
+            stop: CancellationToken::new(),
+            synced,
+        });
+        // The sweeper holds a weak handle so dropping every TenantClients ends it.
+        let weak = Arc::downgrade(&inner);
+        let every =
+            (settings.idle_ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+        let stop = inner.stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(every) => {}
+                }
+                match weak.upgrade() {
+                    Some(inner) => {
+                        inner.cache.sweep();
+                    }
+                    None => return,
+                }
+            }
+        });
+        Ok(Self { inner })
+    }
+
+    /// Registers the client metrics into the application's registry.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.inner.metrics.register(registry);
+    }
+
+    /// Where server `key` of `tenant` leads now (origin and endpoint), without building.
+    pub fn endpoint(&self, tenant: &str, key: &ServerKey) -> Result<Arc<Endpoint>, ClientError> {
+        self.inner.routes.resolve(tenant, key)
+    }
+
+    /// The Postgres pool of `tenant` (its own server or the global one).
+    pub async fn postgres(&self, tenant: &str) -> Result<PgPool, ClientError> {
+        match self.client(tenant, &ServerKey::Postgres).await? {
+            (Built::Postgres(pool), _) => Ok(pool),
+            _ => Err(wrong(tenant, &ServerKey::Postgres, "Postgres")),
+        }
+    }
+
+    /// The S3 client of `tenant`: its own bucket, or the global bucket under the prefix
+    /// `tenants/<tenant>/`.
+    pub async fn s3(&self, tenant: &str) -> Result<S3Handle, ClientError> {
+        match self.client(tenant, &ServerKey::Minio).await? {
+            (Built::S3(mut handle), Origin::Global) => {
+                handle.prefix = format!("tenants/{tenant}/");
+                Ok(handle)
+            }
+            (Built::S3(handle), Origin::Tenant) => Ok(handle),
+            _ => Err(wrong(tenant, &ServerKey::Minio, "S3")),
+        }
+    }
+
+    /// The AI MCP client of `tenant` (on the shared server, with the tenant's routing).
+    pub async fn ai_mcp(&self, tenant: &str) -> Result<Arc<McpClient>, ClientError> {
+        self.mcp_of(tenant, &ServerKey::AiMcp).await
+    }
+
+    /// The MCP client of `tenant`'s server `name` (`mcpServers[name]`).
+    pub async fn mcp(&self, tenant: &str, name: &str) -> Result<Arc<McpClient>, ClientError> {
+        self.mcp_of(tenant, &ServerKey::Mcp(name.to_owned())).await
+    }
+
+    /// Closes every cached client and stops the watches.
+    pub async fn shutdown(&self) {
+        self.inner.stop.cancel();
+        self.inner.cache.close_all_clients().await;
+    }
+
+    /// How many tenants have cached clients.
+    pub fn cached_tenants(&self) -> usize {
+        self.inner.cache.len()
+    }
+
+    /// Evicts tenants idle longer than the TTL now (the sweeper also runs on its own).
+    pub fn sweep(&self) -> usize {
+        self.inner.cache.sweep()
+    }
+
+    /// Postgres connections of cached pools: (tenant open, tenant in use, global open, global
+    /// in use).
+    pub fn postgres_connections(&self) -> (u32, u32, u32, u32) {
+        self.inner.cache.pg_connections()
+    }
+
+    async fn mcp_of(&self, tenant: &str, key: &ServerKey) -> Result<Arc<McpClient>, ClientError> {
+        match self.client(tenant, key).await? {
+            (Built::Mcp(client), _) => Ok(client),
+            _ => Err(wrong(tenant, key, "MCP")),
+        }
+    }
+
+    async fn client(&self, tenant: &str, key: &ServerKey) -> Result<(Built, Origin), ClientError> {
+        let endpoint = self.inner.routes.resolve(tenant, key)?;
+        // Global Postgres and S3 clients are shared; an MCP client carries the tenant's
+        // routing, so even a global one is built per tenant.
+        let shared = endpoint.origin == Origin::Global
+            && !matches!(key, ServerKey::AiMcp | ServerKey::Mcp(_));
+        let scope = if shared {
+            Scope::Global
+        } else {
+            Scope::Tenant(tenant)
+        };
+        let routing = (!shared).then_some(tenant);
+        let built = self
+            .inner
+            .cache
+            .get_or_build(scope, key, endpoint.fingerprint, || {
+                build::build(&self.inner.shared, &endpoint, routing)
+            })
+            .await
+            .map_err(|message| ClientError::Build {
+                tenant: tenant.to_owned(),
+                server: key.as_string(),
+                message,
+            })?;
+        Ok((built, endpoint.origin))
+    }
+}
+
+fn wrong(tenant: &str, key: &ServerKey, expected: &'static str) -> ClientError {
+    ClientError::WrongKind {
+        tenant: tenant.to_owned(),
+        server: key.as_string(),
+        expected,
+    }
+}

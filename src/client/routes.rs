@@ -1,0 +1,704 @@
+//! Which endpoint and credentials serve a (tenant, server) pair: the tenant's active entry, the
+//! global one, or an error. Built from the watched objects whenever they change; looked up on
+//! every request, so a lookup is two map reads and no allocation.
+//!
+//! Fallback is per server type and only for absence: a tenant that declares a server type but
+//! has no working entry for it gets [`ClientError::Unavailable`], never the global server (its
+//! data must not land in shared storage).
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash as _, Hasher as _};
+use std::sync::{Arc, RwLock};
+
+use k8s_openapi::api::core::v1::Secret;
+
+use super::error::ClientError;
+use crate::api::conditions::{self, reason};
+use crate::api::{ActiveConfig, ActiveServer, GlobalMcpConfigSpec, TenantMcpConfig};
+use crate::config::candidate::{self, Candidate, ServerKey, snapshot_keys};
+use crate::config::failure::{SplitErrors, split_errors};
+use crate::config::{EndpointPolicy, validate_global_spec, validate_tenant_spec};
+
+/// Whose server a route leads to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// The tenant's own server.
+    Tenant,
+    /// The global fallback.
+    Global,
+}
+
+impl Origin {
+    /// `tenant` or `global`, for metric labels and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tenant => "tenant",
+            Self::Global => "global",
+        }
+    }
+}
+
+/// A server with the exact credentials to use, and a fingerprint that changes whenever
+/// either does (clients are cached under it).
+#[derive(Debug)]
+pub struct Endpoint {
+    /// Tenant or global.
+    pub origin: Origin,
+    /// The server spec and its credentials.
+    pub server: Candidate,
+    /// Hash of origin, spec and credentials; equal fingerprints build equal clients.
+    pub fingerprint: u64,
+}
+
+impl Endpoint {
+    /// An endpoint of `origin` for `server`.
+    pub fn new(origin: Origin, server: Candidate) -> Self {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        origin.hash(&mut h);
+        server.spec_json().to_string().hash(&mut h);
+        for (k, v) in server.snapshot_data() {
+            k.hash(&mut h);
+            v.0.hash(&mut h);
+        }
+        Self {
+            origin,
+            server,
+            fingerprint: h.finish(),
+        }
+    }
+
+    /// Where it points, without credentials (`postgres://host:port/db`, an S3 endpoint and
+    /// bucket, an MCP URL).
+    pub fn describe(&self) -> String {
+        match &self.server {
+            Candidate::Postgres { spec, .. } => {
+                format!("postgres://{}:{}/{}", spec.host, spec.port, spec.database)
+            }
+            Candidate::Minio { spec, .. } => format!("{} bucket {}", spec.endpoint, spec.bucket),
+            Candidate::Mcp { spec, .. } => spec.url.clone(),
+        }
+    }
+}
+
+/// Why a declared server type cannot be used right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unavailable {
+    /// A condition reason (`AuthFailed`, `Pending`, `SnapshotNotVisible`, …).
+    pub reason: String,
+    /// What happened; never a credential.
+    pub message: String,
+}
+
+/// A declared server type: usable, or why not.
+pub type Route = Result<Arc<Endpoint>, Unavailable>;
+
+/// The routes of one tenant's config.
+#[derive(Debug)]
+pub struct TenantRoutes {
+    /// `namespace/name` of the config the routes come from.
+    pub config: String,
+    /// `spec.enabled`: when false the tenant uses the global servers.
+    pub enabled: bool,
+    /// Every server type the config declares.
+    pub servers: BTreeMap<ServerKey, Route>,
+}
+
+/// The global servers and the feature flag.
+#[derive(Debug, Default)]
+pub struct GlobalRoutes {
+    /// `spec.tenantConfigsEnabled` (true when no GlobalMcpConfig exists).
+    pub tenant_configs_enabled: bool,
+    /// Every server type the GlobalMcpConfig declares.
+    pub servers: BTreeMap<ServerKey, Route>,
+}
+
+/// What serves every tenant, swapped in piecewise as the watched objects change.
+#[derive(Debug)]
+pub struct Routes {
+    tenants: RwLock<HashMap<String, Arc<TenantRoutes>>>,
+    global: RwLock<Arc<GlobalRoutes>>,
+    /// This process's own switch (Helm value / flag): false sends everyone to global.
+    tenant_configs_enabled: bool,
+}
+
+impl Routes {
+    /// Empty routes; `tenant_configs_enabled` is the process's own feature flag.
+    pub fn new(tenant_configs_enabled: bool) -> Self {
+        Self {
+            tenants: RwLock::default(),
+            global: RwLock::new(Arc::new(GlobalRoutes {
+                tenant_configs_enabled: true,
+                servers: BTreeMap::new(),
+            })),
+            tenant_configs_enabled,
+        }
+    }
+
+    /// The endpoint of server `key` for `tenant`.
+    pub fn resolve(&self, tenant: &str, key: &ServerKey) -> Result<Arc<Endpoint>, ClientError> {
+        let global = self.global();
+        if global.tenant_configs_enabled && self.tenant_configs_enabled {
+            let own = read(&self.tenants).get(tenant).cloned();
+            if let Some(own) = own
+                && own.enabled
+                && let Some(route) = own.servers.get(key)
+            {
+                return route.clone().map_err(|u| ClientError::Unavailable {
+                    tenant: tenant.to_owned(),
+                    server: key.as_string(),
+                    origin: Origin::Tenant,
+                    reason: u.reason,
+                    message: format!("{} ({})", u.message, own.config),
+                });
+            }
+        }
+        match global.servers.get(key) {
+            Some(Ok(endpoint)) => Ok(endpoint.clone()),
+            Some(Err(u)) => Err(ClientError::Unavailable {
+                tenant: tenant.to_owned(),
+                server: key.as_string(),
+                origin: Origin::Global,
+                reason: u.reason.clone(),
+                message: u.message.clone(),
+            }),
+            None => Err(ClientError::NotConfigured {
+                tenant: tenant.to_owned(),
+                server: key.as_string(),
+            }),
+        }
+    }
+
+    /// Replaces the routes of `tenant` (`None`: it has no config any more).
+    pub fn set_tenant(&self, tenant: &str, routes: Option<TenantRoutes>) {
+        let mut tenants = write(&self.tenants);
+        match routes {
+            Some(r) => {
+                tenants.insert(tenant.to_owned(), Arc::new(r));
+            }
+            None => {
+                tenants.remove(tenant);
+            }
+        }
+    }
+
+    /// Replaces every tenant's routes at once (a full resync).
+    pub fn set_all_tenants(&self, all: HashMap<String, TenantRoutes>) {
+        let all = all.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        *write(&self.tenants) = all;
+    }
+
+    /// Replaces the global routes.
+    pub fn set_global(&self, global: GlobalRoutes) {
+        *write(&self.global) = Arc::new(global);
+    }
+
+    /// The global routes.
+    pub fn global(&self) -> Arc<GlobalRoutes> {
+        read(&self.global).clone()
+    }
+
+    /// How many tenants have a config.
+    pub fn tenant_count(&self) -> usize {
+        read(&self.tenants).len()
+    }
+}
+
+// A panic while holding these locks cannot leave the maps half-written (each write is one
+// insert or swap), so a poisoned lock is still safe to use.
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The config that serves `tenant` among `configs` (all claiming it): the controller clears
+/// `status.active` of a config it does not serve (`Conflict`, `TenantNotBound`), so prefer one
+/// without those reasons, then the oldest, as the controller does.
+pub fn serving_config<'a>(configs: &[&'a TenantMcpConfig]) -> Option<&'a TenantMcpConfig> {
+    let refused = |c: &TenantMcpConfig| {
+        c.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == conditions::READY
+                    && (c.reason == reason::CONFLICT || c.reason == reason::TENANT_NOT_BOUND)
+            })
+        })
+    };
+    configs
+        .iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .min_by_key(|c| {
+            (
+                refused(c),
+                c.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                c.metadata.namespace.clone(),
+            )
+        })
+        .copied()
+}
+
+/// The routes of a config the controller manages: each declared server type from
+/// `status.active` and its snapshot Secret (found by `snapshot`, by name in the config's
+/// namespace).
+pub fn from_status(
+    config: &TenantMcpConfig,
+    snapshot: &dyn Fn(&str) -> Option<Secret>,
+) -> TenantRoutes {
+    let ns = config.metadata.namespace.clone().unwrap_or_default();
+    let name = config.metadata.name.clone().unwrap_or_default();
+    let status = config.status.clone().unwrap_or_default();
+    let servers = ServerKey::declared(&config.spec.servers)
+        .into_iter()
+        .map(|key| {
+            let route = match active_candidate(&status.active, &key, &ns, snapshot) {
+                Some(found) => found.map(|c| Arc::new(Endpoint::new(Origin::Tenant, c))),
+                None => Err(not_active(&status, &key)),
+            };
+            (key, route)
+        })
+        .collect();
+    TenantRoutes {
+        config: format!("{ns}/{name}"),
+        enabled: config.spec.enabled,
+        servers,
+    }
+}
+
+/// The routes of a config without a controller (a directory of manifests): the spec itself,
+/// checked statically and against `policy`, with credentials from the Secrets `lookup` finds
+/// in the config's namespace.
+pub fn from_spec(
+    config: &TenantMcpConfig,
+    policy: &EndpointPolicy,
+    lookup: &dyn Fn(&str) -> Option<Secret>,
+) -> TenantRoutes {
+    let ns = config.metadata.namespace.clone().unwrap_or_default();
+    let name = config.metadata.name.clone().unwrap_or_default();
+    let errors = split_errors(
+        &validate_tenant_spec(&config.spec, policy),
+        &config.spec.servers,
+    );
+    let servers = ServerKey::declared(&config.spec.servers)
+        .into_iter()
+        .map(|key| {
+            let route =
+                route_from_spec(&config.spec.servers, &key, &errors, lookup, Origin::Tenant);
+            (key, route)
+        })
+        .collect();
+    TenantRoutes {
+        config: format!("{ns}/{name}"),
+        enabled: config.spec.enabled,
+        servers,
+    }
+}
+
+/// The global routes: the GlobalMcpConfig's servers with credentials from the Secrets `lookup`
+/// finds in its credentials namespace. No GlobalMcpConfig: no global servers, flag on.
+pub fn global_routes(
+    spec: Option<&GlobalMcpConfigSpec>,
+    lookup: &dyn Fn(&str) -> Option<Secret>,
+) -> GlobalRoutes {
+    let Some(spec) = spec else {
+        return GlobalRoutes {
+            tenant_configs_enabled: true,
+            servers: BTreeMap::new(),
+        };
+    };
+    // The global servers are checked against the global policy, as the controller would.
+    let (errors, _) = validate_global_spec(spec);
+    let errors = split_errors(&errors, &spec.servers);
+    let servers = ServerKey::declared(&spec.servers)
+        .into_iter()
+        .map(|key| {
+            let route = route_from_spec(&spec.servers, &key, &errors, lookup, Origin::Global);
+            (key, route)
+        })
+        .collect();
+    GlobalRoutes {
+        tenant_configs_enabled: spec.tenant_configs_enabled,
+        servers,
+    }
+}
+
+fn route_from_spec(
+    servers: &crate::api::ServersSpec,
+    key: &ServerKey,
+    errors: &SplitErrors,
+    lookup: &dyn Fn(&str) -> Option<Secret>,
+    origin: Origin,
+) -> Route {
+    if let Some(line) = errors.config_wide.first() {
+        return Err(Unavailable {
+            reason: reason::INVALID_SPEC.to_owned(),
+            message: line.clone(),
+        });
+    }
+    if let Some(f) = errors.per_server.get(key) {
+        return Err(Unavailable {
+            reason: f.reason.clone(),
+            message: f.message.clone(),
+        });
+    }
+    candidate::resolve(servers, key, lookup)
+        .map(|c| Arc::new(Endpoint::new(origin, c)))
+        .map_err(|f| Unavailable {
+            reason: f.reason,
+            message: f.message,
+        })
+}
+
+/// The reason a declared server type has no active entry, from `status.servers`.
+fn not_active(status: &crate::api::McpConfigStatus, key: &ServerKey) -> Unavailable {
+    let health = status.servers.get(&key.as_string());
+    let gate = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == conditions::READY && c.status == "False");
+    match (health.and_then(|h| h.reason.clone()), gate) {
+        (Some(r), _) => Unavailable {
+            message: health
+                .and_then(|h| h.message.clone())
+                .unwrap_or_else(|| format!("{} has not passed its checks", key.field())),
+            reason: r,
+        },
+        (None, Some(c)) if c.reason != reason::SERVERS_FAILING => Unavailable {
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+        },
+        _ => Unavailable {
+            reason: reason::PENDING.to_owned(),
+            message: format!(
+                "{} has not been checked and promoted by the controller yet",
+                key.field()
+            ),
+        },
+    }
+}
+
+/// The active entry of `key` with the credentials of its snapshot; `None` when there is no
+/// active entry.
+fn active_candidate(
+    active: &ActiveConfig,
+    key: &ServerKey,
+    namespace: &str,
+    snapshot: &dyn Fn(&str) -> Option<Secret>,
+) -> Option<Result<Candidate, Unavailable>> {
+    fn load<T>(
+        entry: &ActiveServer<T>,
+        namespace: &str,
+        snapshot: &dyn Fn(&str) -> Option<Secret>,
+    ) -> Result<Option<Secret>, Unavailable> {
+        match &entry.snapshot_secret {
+            None => Ok(None),
+            Some(name) => snapshot(name).map(Some).ok_or_else(|| Unavailable {
+                reason: "SnapshotNotVisible".to_owned(),
+                message: format!(
+                    "snapshot Secret {namespace}/{name} is not visible to this client (yet): it may \
+                     still be arriving, or the client's Role cannot read Secrets labelled \
+                     app.kubernetes.io/managed-by=tenant-mcp"
+                ),
+            }),
+        }
+    }
+    let damaged = |name: &str| Unavailable {
+        reason: reason::SECRET_KEY_MISSING.to_owned(),
+        message: format!("snapshot Secret of {name} lacks a credential key"),
+    };
+    Some(match key {
+        ServerKey::Postgres => {
+            let entry = active.postgres.as_ref()?;
+            load(entry, namespace, snapshot).and_then(|secret| {
+                let secret = secret.ok_or_else(|| damaged("postgres"))?;
+                let credentials = candidate::postgres_from_snapshot(&secret)
+                    .ok_or_else(|| damaged("postgres"))?;
+                let ca_pem = secret
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(snapshot_keys::CA_CERT))
+                    .map(|b| b.0.clone());
+                Ok(Candidate::Postgres {
+                    spec: entry.spec.clone(),
+                    credentials,
+                    ca_pem,
+                })
+            })
+        }
+        ServerKey::Minio => {
+            let entry = active.minio.as_ref()?;
+            load(entry, namespace, snapshot).and_then(|secret| {
+                let secret = secret.ok_or_else(|| damaged("minio"))?;
+                let credentials =
+                    candidate::s3_from_snapshot(&secret).ok_or_else(|| damaged("minio"))?;
+                Ok(Candidate::Minio {
+                    spec: entry.spec.clone(),
+                    credentials,
+                })
+            })
+        }
+        ServerKey::AiMcp | ServerKey::Mcp(_) => {
+            let entry = match key {
+                ServerKey::AiMcp => active.ai_mcp_server.as_ref()?,
+                ServerKey::Mcp(name) => active.mcp_servers.get(name)?,
+                _ => return None,
+            };
+            load(entry, namespace, snapshot).map(|secret| Candidate::Mcp {
+                spec: entry.spec.clone(),
+                credentials: secret
+                    .as_ref()
+                    .map(candidate::mcp_from_snapshot)
+                    .unwrap_or_default(),
+            })
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+
+    use super::*;
+    use crate::api::GlobalMcpConfig;
+
+    fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
+        let mut s = Secret::default();
+        s.metadata.name = Some(name.into());
+        s.data = Some(
+            data.iter()
+                .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                .collect::<BTreeMap<_, _>>(),
+        );
+        s
+    }
+
+    fn global(enabled: bool, with_postgres: bool) -> GlobalRoutes {
+        let mut servers = serde_json::json!({});
+        if with_postgres {
+            servers = serde_json::json!({"postgres": {
+                "host": "global-db.example.com", "database": "rag",
+                "credentialsSecretRef": {"name": "global-pg"}
+            }});
+        }
+        let g: GlobalMcpConfig = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "GlobalMcpConfig",
+            "metadata": {"name": "default"},
+            "spec": {"tenantConfigsEnabled": enabled, "servers": servers}
+        }))
+        .unwrap();
+        let pg = secret(
+            "global-pg",
+            &[("username", "platform"), ("password", "pw-g")],
+        );
+        global_routes(Some(&g.spec), &|n| (n == "global-pg").then(|| pg.clone()))
+    }
+
+    /// A tenant config that declares Postgres (promoted, or failing before any promotion)
+    /// or nothing, enabled or not.
+    fn tenant(declares: bool, promoted: bool, enabled: bool) -> TenantRoutes {
+        let mut servers = serde_json::json!({});
+        let mut status = serde_json::json!({});
+        if declares {
+            let pg = serde_json::json!({
+                "host": "acme-db.example.com", "database": "acme",
+                "credentialsSecretRef": {"name": "acme-pg"}
+            });
+            servers = serde_json::json!({"postgres": pg.clone()});
+            status = if promoted {
+                serde_json::json!({"active": {"postgres": {
+                    "spec": pg, "snapshotSecret": "config-postgres-1", "specHash": "h",
+                    "promotedAt": "2026-11-24T00:00:00Z"
+                }}})
+            } else {
+                serde_json::json!({"servers": {"postgres": {
+                    "state": "Failing", "reason": "AuthFailed",
+                    "message": "password authentication failed for user \"acme\""
+                }}})
+            };
+        }
+        let c: TenantMcpConfig = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "TenantMcpConfig",
+            "metadata": {"name": "config", "namespace": "acme"},
+            "spec": {"tenantId": "acme", "enabled": enabled, "servers": servers},
+            "status": status
+        }))
+        .unwrap();
+        let snap = secret(
+            "config-postgres-1",
+            &[("username", "acme"), ("password", "pw-a")],
+        );
+        from_status(&c, &|n| (n == "config-postgres-1").then(|| snap.clone()))
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Outcome {
+        Tenant,
+        Global,
+        NotConfigured,
+        Unavailable(String),
+    }
+
+    fn outcome(r: Result<Arc<Endpoint>, ClientError>) -> Outcome {
+        match r {
+            Ok(e) if e.origin == Origin::Tenant => Outcome::Tenant,
+            Ok(_) => Outcome::Global,
+            Err(ClientError::NotConfigured { .. }) => Outcome::NotConfigured,
+            Err(ClientError::Unavailable { reason, .. }) => Outcome::Unavailable(reason),
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+
+    /// Every combination of: the tenant has a working / failing / no Postgres entry (or no
+    /// config) × global has / has not × the cluster flag × the process flag × tenant
+    /// enabled.
+    #[test]
+    fn the_fallback_matrix() {
+        use Outcome::*;
+        #[derive(Clone, Copy, Debug)]
+        enum T {
+            NoConfig,
+            Undeclared,
+            Working,
+            Failing,
+        }
+        for t in [T::NoConfig, T::Undeclared, T::Working, T::Failing] {
+            for global_has in [true, false] {
+                for cluster_flag in [true, false] {
+                    for process_flag in [true, false] {
+                        for enabled in [true, false] {
+                            let routes = Routes::new(process_flag);
+                            routes.set_global(global(cluster_flag, global_has));
+                            match t {
+                                T::NoConfig => {}
+                                T::Undeclared => {
+                                    routes.set_tenant("acme", Some(tenant(false, false, enabled)));
+                                }
+                                T::Working => {
+                                    routes.set_tenant("acme", Some(tenant(true, true, enabled)));
+                                }
+                                T::Failing => {
+                                    routes.set_tenant("acme", Some(tenant(true, false, enabled)));
+                                }
+                            }
+                            let tenant_counts = cluster_flag
+                                && process_flag
+                                && enabled
+                                && matches!(t, T::Working | T::Failing);
+                            let expected = match (tenant_counts, t, global_has) {
+                                (true, T::Working, _) => Tenant,
+                                // Failing: an error, never the global server.
+                                (true, _, _) => Unavailable("AuthFailed".into()),
+                                (false, _, true) => Global,
+                                (false, _, false) => NotConfigured,
+                            };
+                            let got = outcome(routes.resolve("acme", &ServerKey::Postgres));
+                            assert_eq!(
+                                got, expected,
+                                "tenant {t:?}, global has {global_has}, cluster flag {cluster_flag}, process flag {process_flag}, enabled {enabled}"
+                            );
+                            // Another tenant is never served acme's server.
+                            let other = outcome(routes.resolve("other", &ServerKey::Postgres));
+                            assert_eq!(other, if global_has { Global } else { NotConfigured });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_tenant_routes_carry_the_snapshot_credentials_and_a_missing_snapshot_is_unavailable() {
+        let routes = tenant(true, true, true);
+        let Some(Ok(endpoint)) = routes.servers.get(&ServerKey::Postgres) else {
+            panic!("no route: {routes:?}");
+        };
+        match &endpoint.server {
+            Candidate::Postgres { credentials, .. } => {
+                assert_eq!(credentials.username, "acme");
+                assert_eq!(credentials.password.expose(), "pw-a");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The same config before the snapshot Secret arrived in the watch.
+        let c: TenantMcpConfig = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "TenantMcpConfig",
+            "metadata": {"name": "config", "namespace": "acme"},
+            "spec": {"tenantId": "acme", "servers": {"postgres": {
+                "host": "h", "database": "d", "credentialsSecretRef": {"name": "acme-pg"}}}},
+            "status": {"active": {"postgres": {
+                "spec": {"host": "h", "database": "d", "credentialsSecretRef": {"name": "acme-pg"}},
+                "snapshotSecret": "gone", "specHash": "h", "promotedAt": "2026-11-24T00:00:00Z"}}}
+        }))
+        .unwrap();
+        let r = from_status(&c, &|_| None);
+        let Some(Err(u)) = r.servers.get(&ServerKey::Postgres) else {
+            panic!("{r:?}");
+        };
+        assert_eq!(u.reason, "SnapshotNotVisible");
+        assert!(u.message.contains("acme/gone"), "{}", u.message);
+    }
+
+    #[test]
+    fn fingerprints_change_with_credentials_and_not_otherwise() {
+        let a = tenant(true, true, true);
+        let b = tenant(true, true, true);
+        let fp = |r: &TenantRoutes| match r.servers.get(&ServerKey::Postgres) {
+            Some(Ok(e)) => e.fingerprint,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(fp(&a), fp(&b));
+        let spec = match &a.servers[&ServerKey::Postgres] {
+            Ok(e) => e.server.clone(),
+            Err(e) => panic!("{e:?}"),
+        };
+        let Candidate::Postgres {
+            spec,
+            mut credentials,
+            ca_pem,
+        } = spec
+        else {
+            panic!()
+        };
+        credentials.password = crate::config::Credential::new("rotated");
+        let rotated = Endpoint::new(
+            Origin::Tenant,
+            Candidate::Postgres {
+                spec,
+                credentials,
+                ca_pem,
+            },
+        );
+        assert_ne!(rotated.fingerprint, fp(&a));
+    }
+
+    #[test]
+    fn of_two_configs_claiming_a_tenant_the_one_not_in_conflict_serves() {
+        let make = |ns: &str, created: &str, reason: Option<&str>| -> TenantMcpConfig {
+            let conditions = reason.map_or_else(Vec::new, |r| {
+                vec![
+                    serde_json::json!({"type": "Ready", "status": "False", "reason": r,
+                    "message": "", "lastTransitionTime": created}),
+                ]
+            });
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "TenantMcpConfig",
+                "metadata": {"name": "config", "namespace": ns, "creationTimestamp": created},
+                "spec": {"tenantId": "acme"},
+                "status": {"conditions": conditions}
+            }))
+            .unwrap()
+        };
+        let older_in_conflict = make("a", "2026-01-01T00:00:00Z", Some("Conflict"));
+        let newer = make("b", "2026-02-01T00:00:00Z", None);
+        let oldest = make("c", "2025-01-01T00:00:00Z", None);
+        let pick =
+            |cs: &[&TenantMcpConfig]| serving_config(cs).and_then(|c| c.metadata.namespace.clone());
+        assert_eq!(pick(&[&older_in_conflict, &newer]), Some("b".into()));
+        assert_eq!(pick(&[&newer, &oldest]), Some("c".into()));
+    }
+}
