@@ -73,6 +73,7 @@ pub struct ClientCache {
     epoch: Instant,
     limits: CacheLimits,
     metrics: Arc<ClientMetrics>,
+    hits: [prometheus_client::metrics::counter::Counter; 4],
 }
 
 impl std::fmt::Debug for ClientCache {
@@ -95,6 +96,7 @@ impl ClientCache {
                 max_tenants: limits.max_tenants.max(1),
                 ..limits
             },
+            hits: metrics.hit_counters(),
             metrics,
         }
     }
@@ -118,9 +120,6 @@ impl ClientCache {
         fingerprint: u64,
         build: impl FnOnce() -> Result<Built, String>,
     ) -> Result<Built, String> {
-        let labels = ServerTypeLabels {
-            server_type: key.server_type(),
-        };
         let now = self.now();
         let clients = match scope {
             Scope::Tenant(tenant) => Some(self.tenant(tenant, now)),
@@ -135,12 +134,15 @@ impl ClientCache {
         let slot = match current {
             Some(slot) => {
                 if let Some(built) = slot.cell.get() {
-                    self.metrics.hits.get_or_create(&labels).inc();
+                    self.hits[ClientMetrics::type_index(key.server_type())].inc();
                     return Ok(built.clone());
                 }
                 slot
             }
             None => self.replace_slot(clients, key, fingerprint),
+        };
+        let labels = ServerTypeLabels {
+            server_type: key.server_type(),
         };
         self.metrics.misses.get_or_create(&labels).inc();
         slot.cell

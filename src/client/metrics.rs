@@ -66,7 +66,28 @@ impl Default for ClientMetrics {
     }
 }
 
+/// The server types, in the order of [`ClientMetrics::hit_counters`].
+const SERVER_TYPES: [&str; 4] = ["postgres", "minio", "aiMcpServer", "mcpServer"];
+
 impl ClientMetrics {
+    /// The hit counter of `server_type`, looked up once: `Family::get_or_create` takes a lock
+    /// and hashes the labels, too slow for a sub-microsecond lookup.
+    pub fn hit_counters(&self) -> [Counter; 4] {
+        SERVER_TYPES.map(|server_type| {
+            self.hits
+                .get_or_create(&ServerTypeLabels { server_type })
+                .clone()
+        })
+    }
+
+    /// The index of `server_type` in [`Self::hit_counters`].
+    pub fn type_index(server_type: &str) -> usize {
+        SERVER_TYPES
+            .iter()
+            .position(|t| *t == server_type)
+            .unwrap_or(3)
+    }
+
     /// Registers every metric under the `tenant_mcp_client` prefix.
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("tenant_mcp_client");

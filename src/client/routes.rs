@@ -136,10 +136,12 @@ impl Routes {
 
     /// The endpoint of server `key` for `tenant`.
     pub fn resolve(&self, tenant: &str, key: &ServerKey) -> Result<Arc<Endpoint>, ClientError> {
-        let global = self.global();
+        // Read under the lock rather than cloning the Arc: both lookup threads would
+        // otherwise bounce its reference count between cores on every call.
+        let global = read(&self.global);
         if global.tenant_configs_enabled && self.tenant_configs_enabled {
-            let own = read(&self.tenants).get(tenant).cloned();
-            if let Some(own) = own
+            let tenants = read(&self.tenants);
+            if let Some(own) = tenants.get(tenant)
                 && own.enabled
                 && let Some(route) = own.servers.get(key)
             {
