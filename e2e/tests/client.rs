@@ -331,3 +331,51 @@ async fn tenants_get_their_own_pool_others_the_global_one_and_changes_and_evicti
     stop.cancel();
     controller_task.await.unwrap().unwrap();
 }
+
+/// A directory source serves manifests without a cluster, picks up an edit, and keeps the
+/// previous configs when an edit does not parse. No server is contacted (pools are lazy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_source_reloads_edits_and_keeps_the_last_good_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("acme.yaml");
+    let manifest = |password: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: pg\n  namespace: acme\nstringData:\n  username: acme\n  password: {password}\n\
+---\napiVersion: tenantmcp.dev/v1alpha1\nkind: GlobalMcpConfig\nmetadata:\n  name: default\nspec:\n  endpointPolicy:\n    allowLoopback: true\n\
+---\napiVersion: tenantmcp.dev/v1alpha1\nkind: TenantMcpConfig\nmetadata:\n  name: config\n  namespace: acme\nspec:\n  tenantId: acme\n  servers:\n    postgres:\n      host: 127.0.0.1\n      database: acme\n      credentialsSecretRef:\n        name: pg\n"
+        )
+    };
+    std::fs::write(&file, manifest("first")).unwrap();
+    let clients = TenantClients::from_directory(
+        dir.path(),
+        ClientSettings {
+            directory_poll: Duration::from_millis(50),
+            ..ClientSettings::default()
+        },
+    )
+    .unwrap();
+    let first = clients.endpoint("acme", &ServerKey::Postgres).unwrap();
+    assert_eq!(first.origin, Origin::Tenant);
+    assert!(matches!(
+        clients.endpoint("acme", &ServerKey::Minio),
+        Err(ClientError::NotConfigured { .. })
+    ));
+
+    std::fs::write(&file, manifest("second-longer")).unwrap();
+    let second = wait_for("the edit to load", Duration::from_secs(10), async || {
+        clients
+            .endpoint("acme", &ServerKey::Postgres)
+            .ok()
+            .filter(|e| e.fingerprint != first.fingerprint)
+    })
+    .await;
+
+    std::fs::write(&file, "kind: [unterminated\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let kept = clients.endpoint("acme", &ServerKey::Postgres).unwrap();
+    assert_eq!(
+        kept.fingerprint, second.fingerprint,
+        "a bad edit changes nothing"
+    );
+    clients.shutdown().await;
+}
