@@ -208,3 +208,22 @@ pub async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Polls `check` every 50 ms until it gives a value; panics naming `what` after `timeout`.
+pub async fn wait_for<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

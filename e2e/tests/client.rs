@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -15,33 +15,9 @@ use tenant_mcp::api::TenantMcpConfig;
 use tenant_mcp::client::{ClientError, ClientSettings, KubeSource, Origin, TenantClients};
 use tenant_mcp::config::candidate::ServerKey;
 use tenant_mcp::controller::{self, Settings};
-use tenant_mcp_e2e::harness::Cluster;
-use tenant_mcp_e2e::stack::postgres::Postgres;
+use tenant_mcp_e2e::harness::{Cluster, wait_for};
+use tenant_mcp_e2e::stack::postgres::{Postgres, execute};
 use tokio_util::sync::CancellationToken;
-
-async fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn sql(url: &str, statement: &str) {
-    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
-}
 
 /// Connections the client library holds open as `user` (its pools name themselves
 /// `tenant-mcp-client`).
@@ -117,11 +93,12 @@ async fn tenants_get_their_own_pool_others_the_global_one_and_changes_and_evicti
         (&acme_user2, "acme-pass-2"),
         (&platform, "platform-pass"),
     ] {
-        sql(
+        execute(
             &pg.admin_url("postgres"),
             &format!("CREATE ROLE {user} LOGIN PASSWORD '{pass}'"),
         )
-        .await;
+        .await
+        .unwrap();
     }
 
     // The global server, with its credentials in the credentials namespace.

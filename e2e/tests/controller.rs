@@ -13,10 +13,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use sqlx::Connection as _;
 use tenant_mcp::api::{McpConfigStatus, TenantMcpConfig};
-use tenant_mcp_e2e::harness::Cluster;
+use tenant_mcp_e2e::harness::{Cluster, wait_for};
 use tenant_mcp_e2e::stack::ai_mcp::{AiMcpConfig, AiMcpServer, Token};
 use tenant_mcp_e2e::stack::mirror_db::MirrorDatabase;
-use tenant_mcp_e2e::stack::postgres::Postgres;
+use tenant_mcp_e2e::stack::postgres::{Postgres, execute};
 use tenant_mcp_e2e::stack::process::free_port;
 use tenant_mcp_e2e::stack::s3::S3Server;
 use tenant_mcp_e2e::stack::tenant_mcp_binary;
@@ -112,21 +112,6 @@ impl Drop for ControllerProcess {
     }
 }
 
-async fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn status(api: &Api<TenantMcpConfig>, name: &str) -> McpConfigStatus {
     api.get(name)
         .await
@@ -148,15 +133,6 @@ fn write_keys(dir: &Path) -> std::path::PathBuf {
     std::fs::write(keys.join("k1"), tenant_mcp::crypto::generate_key()).unwrap();
     std::fs::write(keys.join("active"), "k1").unwrap();
     keys
-}
-
-async fn sql(url: &str, statement: &str) {
-    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
 }
 
 fn global_yaml() -> &'static str {
@@ -182,11 +158,12 @@ async fn a_tenant_is_promoted_keeps_its_last_known_good_config_and_is_cleaned_up
     cluster.install_crds().await.unwrap();
     let pg = Postgres::start().unwrap();
     let tenant_db = pg.create_database("acme").await.unwrap();
-    sql(
+    execute(
         &pg.admin_url(&tenant_db),
         "CREATE ROLE acme_app LOGIN PASSWORD 'first-pass-111'",
     )
-    .await;
+    .await
+    .unwrap();
     let mirror = MirrorDatabase::create(&pg, "mirror").await.unwrap();
     let s3 = S3Server::start("acme-access", "acme-secret-key-1").unwrap();
     s3.client()
@@ -373,11 +350,12 @@ spec:
 
     // Fixed: the database takes a new password and the Secret says it. Promoted to a new
     // snapshot; the old one goes after its grace period.
-    sql(
+    execute(
         &pg.admin_url(&tenant_db),
         "ALTER ROLE acme_app PASSWORD 'second-pass-333'",
     )
-    .await;
+    .await
+    .unwrap();
     cluster.kubectl_stdin(
         &["apply", "-f", "-"],
         &secret_yaml(

@@ -18,6 +18,7 @@ use tokio::sync::OnceCell;
 
 use super::build::Built;
 use super::metrics::{ClientMetrics, ConnectionLabels, EvictionLabels, ServerTypeLabels};
+use super::{read, write};
 use crate::config::candidate::ServerKey;
 
 /// Whose clients: one tenant's, or the global ones shared by every tenant that falls back.
@@ -134,7 +135,7 @@ impl ClientCache {
         let slot = match current {
             Some(slot) => {
                 if let Some(built) = slot.cell.get() {
-                    self.hits[ClientMetrics::type_index(key.server_type())].inc();
+                    self.hits[ClientMetrics::type_index(key)].inc();
                     return Ok(built.clone());
                 }
                 slot
@@ -317,16 +318,4 @@ impl ClientCache {
             Err(_) => drop(built),
         }
     }
-}
-
-// Each write below is one insert, remove or swap: a panic cannot leave a map half-changed, so a
-// poisoned lock is still safe to use.
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -80,12 +80,16 @@ impl ClientMetrics {
         })
     }
 
-    /// The index of `server_type` in [`Self::hit_counters`].
-    pub fn type_index(server_type: &str) -> usize {
-        SERVER_TYPES
-            .iter()
-            .position(|t| *t == server_type)
-            .unwrap_or(3)
+    /// The index of `key`'s server type in [`Self::hit_counters`] (a match, not a string
+    /// search: it runs on every lookup).
+    pub fn type_index(key: &crate::config::candidate::ServerKey) -> usize {
+        use crate::config::candidate::ServerKey;
+        match key {
+            ServerKey::Postgres => 0,
+            ServerKey::Minio => 1,
+            ServerKey::AiMcp => 2,
+            ServerKey::Mcp(_) => 3,
+        }
     }
 
     /// Registers every metric under the `tenant_mcp_client` prefix.

@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 use k8s_openapi::api::core::v1::Secret;
 
 use super::error::ClientError;
+use super::{read, write};
 use crate::api::conditions::{self, reason};
 use crate::api::{ActiveConfig, ActiveServer, GlobalMcpConfigSpec, TenantMcpConfig};
 use crate::config::candidate::{self, Candidate, ServerKey, snapshot_keys};
@@ -193,28 +194,6 @@ impl Routes {
     pub fn set_global(&self, global: GlobalRoutes) {
         *write(&self.global) = Arc::new(global);
     }
-
-    /// The global routes.
-    pub fn global(&self) -> Arc<GlobalRoutes> {
-        read(&self.global).clone()
-    }
-
-    /// How many tenants have a config.
-    pub fn tenant_count(&self) -> usize {
-        read(&self.tenants).len()
-    }
-}
-
-// A panic while holding these locks cannot leave the maps half-written (each write is one
-// insert or swap), so a poisoned lock is still safe to use.
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The config that serves `tenant` among `configs` (all claiming it): the controller clears
@@ -250,23 +229,13 @@ pub fn from_status(
     snapshot: &dyn Fn(&str) -> Option<Secret>,
 ) -> TenantRoutes {
     let ns = config.metadata.namespace.clone().unwrap_or_default();
-    let name = config.metadata.name.clone().unwrap_or_default();
     let status = config.status.clone().unwrap_or_default();
-    let servers = ServerKey::declared(&config.spec.servers)
-        .into_iter()
-        .map(|key| {
-            let route = match active_candidate(&status.active, &key, &ns, snapshot) {
-                Some(found) => found.map(|c| Arc::new(Endpoint::new(Origin::Tenant, c))),
-                None => Err(not_active(&status, &key)),
-            };
-            (key, route)
-        })
-        .collect();
-    TenantRoutes {
-        config: format!("{ns}/{name}"),
-        enabled: config.spec.enabled,
-        servers,
-    }
+    tenant_routes(config, |key| {
+        match active_candidate(&status.active, key, &ns, snapshot) {
+            Some(found) => found.map(|c| Arc::new(Endpoint::new(Origin::Tenant, c))),
+            None => Err(not_active(&status, key)),
+        }
+    })
 }
 
 /// The routes of a config without a controller (a directory of manifests): the spec itself,
@@ -277,25 +246,38 @@ pub fn from_spec(
     policy: &EndpointPolicy,
     lookup: &dyn Fn(&str) -> Option<Secret>,
 ) -> TenantRoutes {
-    let ns = config.metadata.namespace.clone().unwrap_or_default();
-    let name = config.metadata.name.clone().unwrap_or_default();
     let errors = split_errors(
         &validate_tenant_spec(&config.spec, policy),
         &config.spec.servers,
     );
-    let servers = ServerKey::declared(&config.spec.servers)
-        .into_iter()
-        .map(|key| {
-            let route =
-                route_from_spec(&config.spec.servers, &key, &errors, lookup, Origin::Tenant);
-            (key, route)
-        })
-        .collect();
+    tenant_routes(config, |key| {
+        route_from_spec(&config.spec.servers, key, &errors, lookup, Origin::Tenant)
+    })
+}
+
+/// The routes of `config`: `route` of every server type it declares.
+fn tenant_routes(config: &TenantMcpConfig, route: impl Fn(&ServerKey) -> Route) -> TenantRoutes {
+    let ns = config.metadata.namespace.as_deref().unwrap_or_default();
+    let name = config.metadata.name.as_deref().unwrap_or_default();
     TenantRoutes {
         config: format!("{ns}/{name}"),
         enabled: config.spec.enabled,
-        servers,
+        servers: declared_routes(&config.spec.servers, route),
     }
+}
+
+/// `route` of every server type `servers` declares.
+fn declared_routes(
+    servers: &crate::api::ServersSpec,
+    route: impl Fn(&ServerKey) -> Route,
+) -> BTreeMap<ServerKey, Route> {
+    ServerKey::declared(servers)
+        .into_iter()
+        .map(|key| {
+            let r = route(&key);
+            (key, r)
+        })
+        .collect()
 }
 
 /// The global routes: the GlobalMcpConfig's servers with credentials from the Secrets `lookup`
@@ -313,13 +295,9 @@ pub fn global_routes(
     // The global servers are checked against the global policy, as the controller would.
     let (errors, _) = validate_global_spec(spec);
     let errors = split_errors(&errors, &spec.servers);
-    let servers = ServerKey::declared(&spec.servers)
-        .into_iter()
-        .map(|key| {
-            let route = route_from_spec(&spec.servers, &key, &errors, lookup, Origin::Global);
-            (key, route)
-        })
-        .collect();
+    let servers = declared_routes(&spec.servers, |key| {
+        route_from_spec(&spec.servers, key, &errors, lookup, Origin::Global)
+    });
     GlobalRoutes {
         tenant_configs_enabled: spec.tenant_configs_enabled,
         servers,

@@ -382,17 +382,7 @@ fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, ClientError> {
 pub fn directory_routes(manifests: &Manifests, routes: &Routes) {
     let global_spec = manifests.global.as_ref().map(|g| &g.spec);
     let policy = global_spec
-        .map(|g| {
-            let (policy, errors) = EndpointPolicy::compile(
-                &g.endpoint_policy,
-                &crate::config::FieldPath::new("endpointPolicy"),
-            );
-            if errors.is_empty() {
-                policy
-            } else {
-                EndpointPolicy::default()
-            }
-        })
+        .map(|g| EndpointPolicy::compile_or_strict(&g.endpoint_policy))
         .unwrap_or_default();
     let credentials_ns = global_spec.map_or("tenant-mcp-system", |g| &g.credentials_namespace);
     let secret_in = |ns: &str, name: &str| {

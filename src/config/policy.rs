@@ -272,6 +272,17 @@ fn parse_port_range(text: &str) -> Option<RangeInclusive<u16>> {
 }
 
 impl EndpointPolicy {
+    /// Compiles a policy spec for use; a malformed policy gives the strict default rather than
+    /// allowing more (its errors are reported where the GlobalMcpConfig is validated).
+    pub fn compile_or_strict(spec: &EndpointPolicySpec) -> Self {
+        let (policy, errors) = Self::compile(spec, &FieldPath::new("endpointPolicy"));
+        if errors.is_empty() {
+            policy
+        } else {
+            Self::default()
+        }
+    }
+
     /// Compiles a policy spec, reporting every malformed entry under `path`
     /// (e.g. `spec.endpointPolicy`). Malformed entries are left out of the compiled policy;
     /// callers must not use a policy whose errors are non-empty.

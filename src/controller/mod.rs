@@ -268,14 +268,7 @@ pub async fn run(
     )
     .default_backoff()
     .reflect(configs_writer)
-    .inspect({
-        let synced = synced.clone();
-        move |event| {
-            if let Ok(watcher::Event::InitDone) = event {
-                synced.mark(synced::Cache::Configs);
-            }
-        }
-    })
+    .inspect(synced::mark_on_init_done(&synced, synced::Cache::Configs))
     .applied_objects();
     let global_stream = watcher(
         Api::<GlobalMcpConfig>::all(client.clone()),
@@ -283,14 +276,7 @@ pub async fn run(
     )
     .default_backoff()
     .reflect(globals_writer)
-    .inspect({
-        let synced = synced.clone();
-        move |event| {
-            if let Ok(watcher::Event::InitDone) = event {
-                synced.mark(synced::Cache::Globals);
-            }
-        }
-    })
+    .inspect(synced::mark_on_init_done(&synced, synced::Cache::Globals))
     .touched_objects();
     let namespace_stream = watcher(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
@@ -298,14 +284,10 @@ pub async fn run(
     )
     .default_backoff()
     .reflect(namespaces_writer)
-    .inspect({
-        let synced = synced.clone();
-        move |event| {
-            if let Ok(watcher::Event::InitDone) = event {
-                synced.mark(synced::Cache::Namespaces);
-            }
-        }
-    })
+    .inspect(synced::mark_on_init_done(
+        &synced,
+        synced::Cache::Namespaces,
+    ))
     .touched_objects();
     let secret_stream = watcher(
         Api::<PartialObjectMeta<Secret>>::all(client.clone()),

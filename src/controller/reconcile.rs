@@ -33,7 +33,7 @@ use crate::api::{
 };
 use crate::config::candidate::{self, Candidate, ServerKey};
 use crate::config::failure::Failure;
-use crate::config::{Credential, EndpointPolicy, FieldPath, validate_tenant_spec};
+use crate::config::{Credential, EndpointPolicy, validate_tenant_spec};
 use crate::mirror::{
     ConfigSource, McpSecrets, MirrorDocument, MirrorServers, MirrorState, MirrorWriter,
     MirroredServer, PostgresSecrets, S3Secrets,
@@ -162,16 +162,7 @@ fn globals(ctx: &Context) -> Globals {
     let spec = global.as_ref().map(|g| g.spec.clone());
     let policy = spec
         .as_ref()
-        .map(|s| {
-            let (policy, errors) =
-                EndpointPolicy::compile(&s.endpoint_policy, &FieldPath::new("endpointPolicy"));
-            // A malformed policy falls back to the strict default rather than allowing more.
-            if errors.is_empty() {
-                policy
-            } else {
-                EndpointPolicy::default()
-            }
-        })
+        .map(|s| EndpointPolicy::compile_or_strict(&s.endpoint_policy))
         .unwrap_or_default();
     Globals {
         spec,

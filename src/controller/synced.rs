@@ -54,6 +54,19 @@ impl Synced {
     }
 }
 
+/// A stream inspector that marks `cache` synced when its reflector stream completes a list.
+pub fn mark_on_init_done<K, E>(
+    synced: &std::sync::Arc<Synced>,
+    cache: Cache,
+) -> impl FnMut(&Result<kube::runtime::watcher::Event<K>, E>) + use<K, E> {
+    let synced = synced.clone();
+    move |event| {
+        if let Ok(kube::runtime::watcher::Event::InitDone) = event {
+            synced.mark(cache);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

@@ -34,14 +34,13 @@ async fn main() -> anyhow::Result<()> {
     tenant_mcp_e2e::stack::install_crypto_provider();
     let dir = tempfile::tempdir()?;
     write_manifests(dir.path(), args.tenants)?;
-    let clients = TenantClients::from_directory(
-        dir.path(),
-        ClientSettings {
-            max_cached_tenants: args.tenants * 2,
-            idle_ttl: Duration::from_secs(3600),
-            ..ClientSettings::default()
-        },
-    )?;
+    // Room for every tenant and no idle eviction during the run.
+    let settings = ClientSettings {
+        max_cached_tenants: args.tenants * 2,
+        idle_ttl: Duration::from_secs(3600),
+        ..ClientSettings::default()
+    };
+    let clients = TenantClients::from_directory(dir.path(), settings.clone())?;
     let names: Vec<String> = (0..args.tenants).map(tenant).collect();
     // Warm: one pool per tenant (lazy: no connection is opened).
     for name in &names {
@@ -72,14 +71,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Cold: a fresh tenant each time (every lookup builds), vs no cache at all.
     let cold_n = 20_000.min(args.tenants * 2);
-    let cold_clients = TenantClients::from_directory(
-        dir.path(),
-        ClientSettings {
-            max_cached_tenants: args.tenants * 2,
-            idle_ttl: Duration::from_secs(3600),
-            ..ClientSettings::default()
-        },
-    )?;
+    let cold_clients = TenantClients::from_directory(dir.path(), settings)?;
     let mut cold = Vec::with_capacity(cold_n);
     for name in names.iter().take(cold_n) {
         let started = Instant::now();

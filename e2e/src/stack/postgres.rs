@@ -244,3 +244,13 @@ fn check(
         }),
     }
 }
+
+/// Runs one SQL statement on its own connection to `url` (test setup: roles, passwords).
+pub async fn execute(url: &str, statement: &str) -> Result<(), sqlx::Error> {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await
+}
