@@ -135,12 +135,14 @@ impl TenantClients {
         settings: ClientSettings,
     ) -> Result<Self, ClientError> {
         let dir = dir.into();
+        let stamp = source::directory_stamp(&dir);
         let manifests = source::load_directory(&dir)?;
         let (_, rx) = watch::channel(true);
         let this = Self::new(&settings, rx)?;
         source::directory_routes(&manifests, &this.inner.routes);
         tokio::spawn(source::watch_directory(
             dir,
+            stamp,
             this.inner.routes.clone(),
             settings.directory_poll,
             this.inner.stop.clone(),

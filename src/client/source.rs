@@ -434,15 +434,17 @@ pub fn directory_stamp(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
         .collect()
 }
 
-/// Reloads `dir` into `routes` whenever its files change (checked every `every`) until `stop`.
-/// A reload that fails keeps the previous routes and logs why.
+/// Reloads `dir` into `routes` whenever its files differ from `stamp` (checked every `every`)
+/// until `stop`. `stamp` must be taken before the first load, so an edit made while the task
+/// starts is not mistaken for the loaded state. A reload that fails keeps the previous routes
+/// and logs why.
 pub async fn watch_directory(
     dir: PathBuf,
+    mut stamp: Vec<(PathBuf, u64, Option<SystemTime>)>,
     routes: Arc<Routes>,
     every: Duration,
     stop: CancellationToken,
 ) {
-    let mut stamp = directory_stamp(&dir);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
