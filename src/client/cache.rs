@@ -7,18 +7,24 @@
 //! - At most `max_tenants` tenants are cached, and a tenant unused for `idle_ttl` is evicted;
 //!   every eviction closes its pools and sessions.
 //!
-//! The hot path (a cached client) takes two read locks and touches one atomic.
+//! The hot path (a cached client) takes one read lock of a tenant shard, loads the tenant's
+//! slot map through an atomic pointer and bumps a per-thread counter stripe: two cores looking
+//! up different tenants write to no common cache line.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::OnceCell;
 
 use super::build::Built;
-use super::metrics::{ClientMetrics, ConnectionLabels, EvictionLabels, ServerTypeLabels};
-use super::{read, write};
+use super::metrics::{
+    ClientMetrics, ConnectionLabels, EvictionLabels, ServerTypeLabels, StripedCounter,
+};
+use super::routes::Origin;
+use super::sharded::ShardedMap;
 use crate::config::candidate::ServerKey;
 
 /// Whose clients: one tenant's, or the global ones shared by every tenant that falls back.
@@ -32,6 +38,11 @@ pub enum Scope<'a> {
 
 struct Slot {
     fingerprint: u64,
+    /// Where the endpoint it was built from leads (part of the fingerprint).
+    origin: Origin,
+    /// The routes generation at which `fingerprint` was last confirmed current: while the
+    /// routes have not changed since, a lookup needs no route resolution at all.
+    confirmed: AtomicU64,
     cell: OnceCell<Built>,
 }
 
@@ -39,23 +50,95 @@ struct Slot {
 struct Clients {
     /// Milliseconds since the cache's epoch of the last lookup.
     last_used: AtomicU64,
-    slots: RwLock<HashMap<ServerKey, Arc<Slot>>>,
+    /// Postgres, MinIO and AI MCP: inline, one pointer load from the lookup to the slot.
+    fixed: [ArcSwapOption<Slot>; 3],
+    /// `mcpServers[name]`: copied on write (a tenant has a handful), read without a lock.
+    named: ArcSwap<HashMap<String, Arc<Slot>>>,
+    /// Serializes writers of the slots.
+    edit: Mutex<()>,
 }
 
 impl Clients {
     fn new(now: u64) -> Self {
         Self {
             last_used: AtomicU64::new(now),
-            slots: RwLock::default(),
+            fixed: Default::default(),
+            named: ArcSwap::default(),
+            edit: Mutex::default(),
         }
     }
 
+    fn touch(&self, now: u64) {
+        // Only a changed millisecond is written: the global scope is shared by every tenant
+        // that falls back, and a store per lookup would bounce its line between cores.
+        if self.last_used.load(Ordering::Relaxed) != now {
+            self.last_used.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// `f` of the slot of `key`, read in place.
+    fn with_slot<R>(&self, key: &ServerKey, f: impl FnOnce(Option<&Arc<Slot>>) -> R) -> R {
+        match fixed_index(key) {
+            Some(i) => f(self.fixed[i].load().as_ref()),
+            None => {
+                let ServerKey::Mcp(name) = key else {
+                    return f(None);
+                };
+                f(self.named.load().get(name))
+            }
+        }
+    }
+
+    /// Sets the slot of `key` (the caller holds `edit`); returns the old one.
+    fn store_slot(&self, key: &ServerKey, slot: Arc<Slot>) -> Option<Arc<Slot>> {
+        match (fixed_index(key), key) {
+            (Some(i), _) => self.fixed[i].swap(Some(slot)),
+            (None, ServerKey::Mcp(name)) => {
+                let mut next = HashMap::clone(&self.named.load());
+                let old = next.insert(name.clone(), slot);
+                self.named.store(Arc::new(next));
+                old
+            }
+            (None, _) => None,
+        }
+    }
+
+    fn slots(&self) -> Vec<Arc<Slot>> {
+        let mut all: Vec<Arc<Slot>> = self.fixed.iter().filter_map(|f| f.load_full()).collect();
+        all.extend(self.named.load().values().cloned());
+        all
+    }
+
     fn built(&self) -> Vec<Built> {
-        read(&self.slots)
-            .values()
+        self.slots()
+            .iter()
             .filter_map(|s| s.cell.get().cloned())
             .collect()
     }
+
+    /// Empties every slot; returns what was built.
+    fn take_all(&self) -> Vec<Built> {
+        let _edit = lock(&self.edit);
+        let built = self.built();
+        for f in &self.fixed {
+            f.store(None);
+        }
+        self.named.store(Arc::default());
+        built
+    }
+}
+
+fn fixed_index(key: &ServerKey) -> Option<usize> {
+    match key {
+        ServerKey::Postgres => Some(0),
+        ServerKey::Minio => Some(1),
+        ServerKey::AiMcp => Some(2),
+        ServerKey::Mcp(_) => None,
+    }
+}
+
+fn lock(m: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Limits of the cache.
@@ -69,12 +152,12 @@ pub struct CacheLimits {
 
 /// The cache.
 pub struct ClientCache {
-    tenants: RwLock<HashMap<String, Arc<Clients>>>,
+    tenants: ShardedMap<Arc<Clients>>,
     global: Clients,
     epoch: Instant,
     limits: CacheLimits,
     metrics: Arc<ClientMetrics>,
-    hits: [prometheus_client::metrics::counter::Counter; 4],
+    hits: [StripedCounter; 4],
 }
 
 impl std::fmt::Debug for ClientCache {
@@ -90,7 +173,7 @@ impl ClientCache {
     /// An empty cache.
     pub fn new(limits: CacheLimits, metrics: Arc<ClientMetrics>) -> Self {
         Self {
-            tenants: RwLock::default(),
+            tenants: ShardedMap::default(),
             global: Clients::new(0),
             epoch: Instant::now(),
             limits: CacheLimits {
@@ -104,12 +187,62 @@ impl ClientCache {
 
     /// How many tenants have cached clients.
     pub fn len(&self) -> usize {
-        read(&self.tenants).len()
+        self.tenants.len()
     }
 
     /// Whether no tenant has cached clients.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The client of `key` cached for `tenant` itself, if it was confirmed at routes
+    /// `generation` (nothing changed since): the hot path, one map lookup, no allocation and
+    /// no reference count written but the client's own.
+    pub fn confirmed(
+        &self,
+        tenant: &str,
+        key: &ServerKey,
+        generation: u64,
+    ) -> Option<(Built, Origin)> {
+        let hit = self.tenants.with(tenant, |clients| {
+            let clients = clients?;
+            let hit = clients.with_slot(key, |slot| {
+                let slot = slot.filter(|s| s.confirmed.load(Ordering::Acquire) == generation)?;
+                Some((slot.cell.get().cloned()?, slot.origin))
+            })?;
+            clients.touch(self.now());
+            Some(hit)
+        })?;
+        self.hits[ClientMetrics::type_index(key)].inc();
+        Some(hit)
+    }
+
+    /// The cached client of `key` in `scope` built from the endpoint with `fingerprint`, if
+    /// there is one; marks it confirmed at routes `generation`.
+    pub fn cached(
+        &self,
+        scope: Scope<'_>,
+        key: &ServerKey,
+        fingerprint: u64,
+        generation: u64,
+    ) -> Option<Built> {
+        let hit = |clients: Option<&Clients>| {
+            let clients = clients?;
+            let built = clients.with_slot(key, |slot| {
+                let slot = slot.filter(|s| s.fingerprint == fingerprint)?;
+                let built = slot.cell.get().cloned()?;
+                slot.confirmed.store(generation, Ordering::Release);
+                Some(built)
+            })?;
+            clients.touch(self.now());
+            Some(built)
+        };
+        let built = match scope {
+            Scope::Tenant(tenant) => self.tenants.with(tenant, |c| hit(c.map(Arc::as_ref))),
+            Scope::Global => hit(Some(&self.global)),
+        }?;
+        self.hits[ClientMetrics::type_index(key)].inc();
+        Some(built)
     }
 
     /// The client of `key` in `scope` built from the endpoint with `fingerprint`; `build`
@@ -118,7 +251,8 @@ impl ClientCache {
         &self,
         scope: Scope<'_>,
         key: &ServerKey,
-        fingerprint: u64,
+        (fingerprint, origin): (u64, Origin),
+        generation: u64,
         build: impl FnOnce() -> Result<Built, String>,
     ) -> Result<Built, String> {
         let now = self.now();
@@ -127,20 +261,16 @@ impl ClientCache {
             Scope::Global => None,
         };
         let clients = clients.as_deref().unwrap_or(&self.global);
-        clients.last_used.store(now, Ordering::Relaxed);
-        let current = read(&clients.slots)
-            .get(key)
-            .filter(|s| s.fingerprint == fingerprint)
-            .cloned();
+        clients.touch(now);
+        let current =
+            clients.with_slot(key, |s| s.filter(|s| s.fingerprint == fingerprint).cloned());
+        if let Some(built) = current.as_ref().and_then(|s| s.cell.get()) {
+            self.hits[ClientMetrics::type_index(key)].inc();
+            return Ok(built.clone());
+        }
         let slot = match current {
-            Some(slot) => {
-                if let Some(built) = slot.cell.get() {
-                    self.hits[ClientMetrics::type_index(key)].inc();
-                    return Ok(built.clone());
-                }
-                slot
-            }
-            None => self.replace_slot(clients, key, fingerprint),
+            Some(slot) => slot,
+            None => self.replace_slot(clients, key, (fingerprint, origin), generation),
         };
         let labels = ServerTypeLabels {
             server_type: key.server_type(),
@@ -166,18 +296,9 @@ impl ClientCache {
         let cutoff = self
             .now()
             .saturating_sub(u64::try_from(self.limits.idle_ttl.as_millis()).unwrap_or(u64::MAX));
-        let idle: Vec<(String, Arc<Clients>)> = {
-            let mut tenants = write(&self.tenants);
-            let names: Vec<String> = tenants
-                .iter()
-                .filter(|(_, c)| c.last_used.load(Ordering::Relaxed) < cutoff)
-                .map(|(n, _)| n.clone())
-                .collect();
-            names
-                .into_iter()
-                .filter_map(|n| tenants.remove(&n).map(|c| (n, c)))
-                .collect()
-        };
+        let idle = self
+            .tenants
+            .remove_where(|c| c.last_used.load(Ordering::Relaxed) < cutoff);
         let count = idle.len();
         for (_, clients) in idle {
             self.close_all(&clients, "idle");
@@ -188,10 +309,9 @@ impl ClientCache {
 
     /// Closes every cached client (shutdown).
     pub async fn close_all_clients(&self) {
-        let all: Vec<Arc<Clients>> = write(&self.tenants).drain().map(|(_, c)| c).collect();
-        let mut built: Vec<Built> = all.iter().flat_map(|c| c.built()).collect();
-        built.extend(self.global.built());
-        write(&self.global.slots).clear();
+        let all = self.tenants.remove_where(|_| true);
+        let mut built: Vec<Built> = all.iter().flat_map(|(_, c)| c.take_all()).collect();
+        built.extend(self.global.take_all());
         for b in built {
             b.close().await;
         }
@@ -214,7 +334,7 @@ impl ClientCache {
                     _ => (open, busy),
                 })
         };
-        let tenants: Vec<Arc<Clients>> = read(&self.tenants).values().cloned().collect();
+        let tenants = self.tenants.values();
         let (t_open, t_busy) = tenants
             .iter()
             .map(|c| count(c))
@@ -245,53 +365,59 @@ impl ClientCache {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// The clients of `tenant`, created (evicting the least recently used tenant when full).
+    /// The clients of `tenant`, created (evicting the least recently used tenants when full).
     fn tenant(&self, tenant: &str, now: u64) -> Arc<Clients> {
-        if let Some(c) = read(&self.tenants).get(tenant) {
-            return c.clone();
-        }
-        let (clients, evicted) = {
-            let mut tenants = write(&self.tenants);
-            if let Some(c) = tenants.get(tenant) {
-                return c.clone();
+        let (clients, inserted) = self
+            .tenants
+            .get_or_insert_with(tenant, || Arc::new(Clients::new(now)));
+        if inserted {
+            while self.tenants.len() > self.limits.max_tenants {
+                let Some((lru, last_used)) = self
+                    .tenants
+                    .min_key_by(|c| c.last_used.load(Ordering::Relaxed))
+                else {
+                    break;
+                };
+                if lru == tenant {
+                    break;
+                }
+                // Only if nobody used it since the scan; another caller may also have evicted
+                // it first. Either way the loop looks again.
+                if let Some(old) = self
+                    .tenants
+                    .remove_if(&lru, |c| c.last_used.load(Ordering::Relaxed) == last_used)
+                {
+                    self.close_all(&old, "capacity");
+                }
             }
-            let evicted = if tenants.len() >= self.limits.max_tenants {
-                let lru = tenants
-                    .iter()
-                    .min_by_key(|(_, c)| c.last_used.load(Ordering::Relaxed))
-                    .map(|(n, _)| n.clone());
-                lru.and_then(|n| tenants.remove(&n))
-            } else {
-                None
-            };
-            let clients = Arc::new(Clients::new(now));
-            tenants.insert(tenant.to_owned(), clients.clone());
             self.metrics
                 .cached_tenants
-                .set(i64::try_from(tenants.len()).unwrap_or(i64::MAX));
-            (clients, evicted)
-        };
-        if let Some(old) = evicted {
-            self.close_all(&old, "capacity");
+                .set(i64::try_from(self.tenants.len()).unwrap_or(i64::MAX));
         }
         clients
     }
 
     /// Puts a fresh slot for `key` (unless another caller just did) and retires the old one.
-    fn replace_slot(&self, clients: &Clients, key: &ServerKey, fingerprint: u64) -> Arc<Slot> {
-        let mut slots = write(&clients.slots);
-        if let Some(s) = slots.get(key)
-            && s.fingerprint == fingerprint
-        {
-            return s.clone();
+    fn replace_slot(
+        &self,
+        clients: &Clients,
+        key: &ServerKey,
+        (fingerprint, origin): (u64, Origin),
+        generation: u64,
+    ) -> Arc<Slot> {
+        let _edit = lock(&clients.edit);
+        let same = clients.with_slot(key, |s| s.filter(|s| s.fingerprint == fingerprint).cloned());
+        if let Some(s) = same {
+            return s;
         }
         let slot = Arc::new(Slot {
             fingerprint,
+            origin,
+            confirmed: AtomicU64::new(generation),
             cell: OnceCell::new(),
         });
-        if let Some(old) = slots.insert(key.clone(), slot.clone())
-            && let Some(built) = old.cell.get().cloned()
-        {
+        let old = clients.store_slot(key, slot.clone());
+        if let Some(built) = old.and_then(|o| o.cell.get().cloned()) {
             self.retire(built, "replaced");
         }
         slot
@@ -317,5 +443,119 @@ impl ClientCache {
             // pools' idle connections when their tasks next run.
             Err(_) => drop(built),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(max_tenants: usize) -> ClientCache {
+        ClientCache::new(
+            CacheLimits {
+                max_tenants,
+                idle_ttl: Duration::from_secs(3600),
+            },
+            Arc::new(ClientMetrics::default()),
+        )
+    }
+
+    /// A lazy pool: nothing connects, so no server is needed.
+    fn pool() -> Result<Built, String> {
+        sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://u:p@127.0.0.1:1/db")
+            .map(Built::Postgres)
+            .map_err(|e| e.to_string())
+    }
+
+    fn same(a: &Built, b: &Built) -> bool {
+        match (a, b) {
+            (Built::Postgres(a), Built::Postgres(b)) => {
+                // Clones of one pool share their state; distinct pools do not.
+                std::ptr::eq(a.options(), b.options())
+            }
+            _ => false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_is_confirmed_only_at_the_generation_it_was_checked_at() {
+        let cache = cache(10);
+        let key = ServerKey::Postgres;
+        let built = cache
+            .get_or_build(Scope::Tenant("acme"), &key, (7, Origin::Tenant), 0, pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (hit, origin) = cache
+            .confirmed("acme", &key, 0)
+            .unwrap_or_else(|| panic!("confirmed at 0"));
+        assert!(same(&hit, &built));
+        assert_eq!(origin, Origin::Tenant);
+        // The routes changed: no answer without resolving again.
+        assert!(cache.confirmed("acme", &key, 1).is_none());
+        assert!(cache.confirmed("other", &key, 0).is_none());
+        assert!(cache.confirmed("acme", &ServerKey::Minio, 0).is_none());
+        // Resolved to the same fingerprint: the client is confirmed at the new generation.
+        assert!(cache.cached(Scope::Tenant("acme"), &key, 7, 1).is_some());
+        assert!(cache.confirmed("acme", &key, 1).is_some());
+        // A new fingerprint is not served by the old client, and builds a new one.
+        assert!(cache.cached(Scope::Tenant("acme"), &key, 8, 2).is_none());
+        let rebuilt = cache
+            .get_or_build(Scope::Tenant("acme"), &key, (8, Origin::Tenant), 2, pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!same(&rebuilt, &built));
+        assert!(
+            built_closed_soon(&built).await,
+            "the replaced pool is closed"
+        );
+    }
+
+    async fn built_closed_soon(b: &Built) -> bool {
+        let Built::Postgres(pool) = b else {
+            return false;
+        };
+        for _ in 0..100 {
+            if pool.is_closed() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn the_least_recently_used_tenant_is_evicted_and_closed_when_full() {
+        let cache = cache(2);
+        let key = ServerKey::Postgres;
+        let mut built = Vec::new();
+        for (i, t) in ["a", "b"].into_iter().enumerate() {
+            built.push(
+                cache
+                    .get_or_build(Scope::Tenant(t), &key, (1, Origin::Tenant), 0, pool)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}")),
+            );
+            // Distinct last-use times.
+            tokio::time::sleep(Duration::from_millis(5 * (i as u64 + 1))).await;
+        }
+        // "a" used again: "b" is now the least recently used.
+        assert!(cache.confirmed("a", &key, 0).is_some());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        cache
+            .get_or_build(Scope::Tenant("c"), &key, (1, Origin::Tenant), 0, pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cache.len(), 2);
+        assert!(cache.confirmed("b", &key, 0).is_none(), "b was evicted");
+        assert!(cache.confirmed("a", &key, 0).is_some());
+        assert!(built_closed_soon(&built[1]).await, "b's pool is closed");
+        let Built::Postgres(a) = &built[0] else {
+            panic!("a postgres pool")
+        };
+        assert!(!a.is_closed());
+        cache.close_all_clients().await;
+        assert!(a.is_closed());
+        assert!(cache.is_empty());
     }
 }

@@ -25,6 +25,7 @@ pub mod context;
 pub mod error;
 pub mod metrics;
 pub mod routes;
+mod sharded;
 pub mod source;
 
 use std::path::PathBuf;
@@ -261,23 +262,35 @@ impl TenantClients {
     }
 
     async fn client(&self, tenant: &str, key: &ServerKey) -> Result<(Built, Origin), ClientError> {
+        let generation = self.inner.routes.generation();
+        if let Some(hit) = self.inner.cache.confirmed(tenant, key, generation) {
+            return Ok(hit);
+        }
+        let (fingerprint, origin) = self
+            .inner
+            .routes
+            .resolve_with(tenant, key, |e| (e.fingerprint, e.origin))?;
+        if let Some(built) =
+            self.inner
+                .cache
+                .cached(scope(tenant, key, origin), key, fingerprint, generation)
+        {
+            return Ok((built, origin));
+        }
+        // Not cached: resolve again for the whole endpoint (it may have changed since).
         let endpoint = self.inner.routes.resolve(tenant, key)?;
-        // Global Postgres and S3 clients are shared; an MCP client carries the tenant's
-        // routing, so even a global one is built per tenant.
-        let shared = endpoint.origin == Origin::Global
-            && !matches!(key, ServerKey::AiMcp | ServerKey::Mcp(_));
-        let scope = if shared {
-            Scope::Global
-        } else {
-            Scope::Tenant(tenant)
-        };
-        let routing = (!shared).then_some(tenant);
+        let scope = scope(tenant, key, endpoint.origin);
+        let routing = matches!(scope, Scope::Tenant(_)).then_some(tenant);
         let built = self
             .inner
             .cache
-            .get_or_build(scope, key, endpoint.fingerprint, || {
-                build::build(&self.inner.shared, &endpoint, routing)
-            })
+            .get_or_build(
+                scope,
+                key,
+                (endpoint.fingerprint, endpoint.origin),
+                generation,
+                || build::build(&self.inner.shared, &endpoint, routing),
+            )
             .await
             .map_err(|message| ClientError::Build {
                 tenant: tenant.to_owned(),
@@ -285,6 +298,17 @@ impl TenantClients {
                 message,
             })?;
         Ok((built, endpoint.origin))
+    }
+}
+
+/// Whose cache slot serves `key` of `tenant` from a server of `origin`: global Postgres and
+/// S3 clients are shared; an MCP client carries the tenant's routing, so even a global one is
+/// built per tenant.
+fn scope<'a>(tenant: &'a str, key: &ServerKey, origin: Origin) -> Scope<'a> {
+    if origin == Origin::Global && !matches!(key, ServerKey::AiMcp | ServerKey::Mcp(_)) {
+        Scope::Global
+    } else {
+        Scope::Tenant(tenant)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Which endpoint and credentials serve a (tenant, server) pair: the tenant's active entry, the
 //! global one, or an error. Built from the watched objects whenever they change; looked up on
-//! every request, so a lookup is two map reads and no allocation.
+//! every request, so a lookup takes no shared lock word and allocates nothing.
 //!
 //! Fallback is per server type and only for absence: a tenant that declares a server type but
 //! has no working entry for it gets [`ClientError::Unavailable`], never the global server (its
@@ -8,12 +8,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash as _, Hasher as _};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use crossbeam_utils::CachePadded;
 
 use k8s_openapi::api::core::v1::Secret;
 
 use super::error::ClientError;
-use super::{read, write};
+use super::sharded::ShardedMap;
 use crate::api::conditions::{self, reason};
 use crate::api::{ActiveConfig, ActiveServer, GlobalMcpConfigSpec, TenantMcpConfig};
 use crate::config::candidate::{self, Candidate, ServerKey, snapshot_keys};
@@ -116,8 +120,11 @@ pub struct GlobalRoutes {
 /// What serves every tenant, swapped in piecewise as the watched objects change.
 #[derive(Debug)]
 pub struct Routes {
-    tenants: RwLock<HashMap<String, Arc<TenantRoutes>>>,
-    global: RwLock<Arc<GlobalRoutes>>,
+    tenants: ShardedMap<Arc<TenantRoutes>>,
+    // Swapped whole; a lookup's load writes no shared cache line.
+    global: ArcSwap<GlobalRoutes>,
+    /// Bumped after every change: a client confirmed at the current generation is current.
+    generation: CachePadded<AtomicU64>,
     /// This process's own switch (Helm value / flag): false sends everyone to global.
     tenant_configs_enabled: bool,
 }
@@ -126,45 +133,75 @@ impl Routes {
     /// Empty routes; `tenant_configs_enabled` is the process's own feature flag.
     pub fn new(tenant_configs_enabled: bool) -> Self {
         Self {
-            tenants: RwLock::default(),
-            global: RwLock::new(Arc::new(GlobalRoutes {
+            tenants: ShardedMap::default(),
+            generation: CachePadded::new(AtomicU64::new(0)),
+            global: ArcSwap::from_pointee(GlobalRoutes {
                 tenant_configs_enabled: true,
                 servers: BTreeMap::new(),
-            })),
+            }),
             tenant_configs_enabled,
         }
     }
 
+    /// Changes so far. Read it before resolving: a client confirmed against what was resolved
+    /// is current for as long as the generation stays the same.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// The endpoint of server `key` for `tenant`.
     pub fn resolve(&self, tenant: &str, key: &ServerKey) -> Result<Arc<Endpoint>, ClientError> {
-        // Read under the lock rather than cloning the Arc: both lookup threads would
-        // otherwise bounce its reference count between cores on every call.
-        let global = read(&self.global);
+        self.resolve_with(tenant, key, Arc::clone)
+    }
+
+    /// `f` of the endpoint of server `key` for `tenant`, read in place: the lookup path takes
+    /// the fingerprint this way without writing the endpoint's reference count.
+    pub fn resolve_with<R>(
+        &self,
+        tenant: &str,
+        key: &ServerKey,
+        f: impl FnOnce(&Arc<Endpoint>) -> R,
+    ) -> Result<R, ClientError> {
+        // A guard, not a cloned Arc: both lookup threads would otherwise bounce its
+        // reference count between cores on every call.
+        let global = self.global.load();
+        let mut f = Some(f);
         if global.tenant_configs_enabled && self.tenant_configs_enabled {
-            let tenants = read(&self.tenants);
-            if let Some(own) = tenants.get(tenant)
-                && own.enabled
-                && let Some(route) = own.servers.get(key)
-            {
-                return route.clone().map_err(|u| ClientError::Unavailable {
-                    tenant: tenant.to_owned(),
-                    server: key.as_string(),
-                    origin: Origin::Tenant,
-                    reason: u.reason,
-                    message: format!("{} ({})", u.message, own.config),
-                });
+            let own = self.tenants.with(tenant, |own| {
+                let own = own.filter(|o| o.enabled)?;
+                Some(match own.servers.get(key)? {
+                    Ok(endpoint) => Ok(f.take().map(|f| f(endpoint))),
+                    Err(u) => Err(ClientError::Unavailable {
+                        tenant: tenant.to_owned(),
+                        server: key.as_string(),
+                        origin: Origin::Tenant,
+                        reason: u.reason.clone(),
+                        message: format!("{} ({})", u.message, own.config),
+                    }),
+                })
+            });
+            if let Some(Ok(Some(r))) = own {
+                return Ok(r);
+            }
+            if let Some(Err(e)) = own {
+                return Err(e);
             }
         }
-        match global.servers.get(key) {
-            Some(Ok(endpoint)) => Ok(endpoint.clone()),
-            Some(Err(u)) => Err(ClientError::Unavailable {
+        // `f` is still here: it is taken only by a tenant route that returned above.
+        match (global.servers.get(key), f) {
+            (Some(Ok(endpoint)), Some(f)) => Ok(f(endpoint)),
+            (Some(Err(u)), _) => Err(ClientError::Unavailable {
                 tenant: tenant.to_owned(),
                 server: key.as_string(),
                 origin: Origin::Global,
                 reason: u.reason.clone(),
                 message: u.message.clone(),
             }),
-            None => Err(ClientError::NotConfigured {
+            _ => Err(ClientError::NotConfigured {
                 tenant: tenant.to_owned(),
                 server: key.as_string(),
             }),
@@ -173,26 +210,28 @@ impl Routes {
 
     /// Replaces the routes of `tenant` (`None`: it has no config any more).
     pub fn set_tenant(&self, tenant: &str, routes: Option<TenantRoutes>) {
-        let mut tenants = write(&self.tenants);
         match routes {
             Some(r) => {
-                tenants.insert(tenant.to_owned(), Arc::new(r));
+                self.tenants.insert(tenant, Arc::new(r));
             }
             None => {
-                tenants.remove(tenant);
+                self.tenants.remove(tenant);
             }
         }
+        self.changed();
     }
 
     /// Replaces every tenant's routes at once (a full resync).
     pub fn set_all_tenants(&self, all: HashMap<String, TenantRoutes>) {
-        let all = all.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
-        *write(&self.tenants) = all;
+        self.tenants
+            .replace_all(all.into_iter().map(|(k, v)| (k, Arc::new(v))));
+        self.changed();
     }
 
     /// Replaces the global routes.
     pub fn set_global(&self, global: GlobalRoutes) {
-        *write(&self.global) = Arc::new(global);
+        self.global.store(Arc::new(global));
+        self.changed();
     }
 }
 
