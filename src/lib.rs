@@ -8,6 +8,7 @@
 //! - [`crypto`]: AES-256-GCM envelopes for credentials at rest, and the keyring.
 //! - [`mirror`]: the Postgres mirror of active configs (migrations, writer, key rotation).
 //! - [`probe`]: connection tests of the declared servers, under the endpoint policy.
+//! - [`services`]: tenant-aware Postgres (row-level security), object storage and AI MCP.
 
 pub mod api;
 pub mod client;
@@ -16,3 +17,4 @@ pub mod controller;
 pub mod crypto;
 pub mod mirror;
 pub mod probe;
+pub mod services;

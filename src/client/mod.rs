@@ -23,6 +23,7 @@ pub mod build;
 pub mod cache;
 pub mod context;
 pub mod error;
+pub mod layer;
 pub mod metrics;
 pub mod routes;
 mod sharded;
@@ -203,8 +204,13 @@ impl TenantClients {
 
     /// The Postgres pool of `tenant` (its own server or the global one).
     pub async fn postgres(&self, tenant: &str) -> Result<PgPool, ClientError> {
+        Ok(self.postgres_with_origin(tenant).await?.0)
+    }
+
+    /// The Postgres pool of `tenant` and whose server it is.
+    pub async fn postgres_with_origin(&self, tenant: &str) -> Result<(PgPool, Origin), ClientError> {
         match self.client(tenant, &ServerKey::Postgres).await? {
-            (Built::Postgres(pool), _) => Ok(pool),
+            (Built::Postgres(pool), origin) => Ok((pool, origin)),
             _ => Err(wrong(tenant, &ServerKey::Postgres, "Postgres")),
         }
     }
