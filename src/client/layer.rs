@@ -129,7 +129,9 @@ impl TenantLayer {
         if !is_dns_label(&tenant) {
             return Err((
                 StatusCode::BAD_REQUEST,
-                format!("tenant {tenant:?}: expected a DNS label (lowercase letters, digits, `-`, at most 63)"),
+                format!(
+                    "tenant {tenant:?}: expected a DNS label (lowercase letters, digits, `-`, at most 63)"
+                ),
             ));
         }
         Ok(tenant.into())
@@ -215,10 +217,7 @@ mod tests {
             ))
         });
         let mut service = tower_layer::Layer::layer(layer, inner);
-        let response = service
-            .call(request)
-            .await
-            .unwrap_or_else(|e| match e {});
+        let response = service.call(request).await.unwrap_or_else(|e| match e {});
         let status = response.status();
         let body = response.into_body();
         // Refusals are `{"error": "…"}`: compare the message itself.
@@ -273,22 +272,35 @@ mod tests {
             "tenant": "acme", "iss": "https://issuer.example", "aud": "tenant-app", "exp": exp
         });
         assert_eq!(
-            answer(&layer, get(&[("authorization", &token(good.clone(), secret))])).await,
+            answer(
+                &layer,
+                get(&[("authorization", &token(good.clone(), secret))])
+            )
+            .await,
             (StatusCode::OK, "acme".into())
         );
         let mut cases = vec![
             (get(&[]), "expected `Bearer <JWT>`".to_owned()),
             (
-                get(&[("authorization", &token(good.clone(), b"another-secret-of-32-bytes-long!!"))]),
+                get(&[(
+                    "authorization",
+                    &token(good.clone(), b"another-secret-of-32-bytes-long!!"),
+                )]),
                 "InvalidSignature".to_owned(),
             ),
         ];
         let mut expired = good.clone();
         expired["exp"] = serde_json::json!(exp - 7200);
-        cases.push((get(&[("authorization", &token(expired, secret))]), "ExpiredSignature".into()));
+        cases.push((
+            get(&[("authorization", &token(expired, secret))]),
+            "ExpiredSignature".into(),
+        ));
         let mut wrong_issuer = good.clone();
         wrong_issuer["iss"] = serde_json::json!("https://other.example");
-        cases.push((get(&[("authorization", &token(wrong_issuer, secret))]), "InvalidIssuer".into()));
+        cases.push((
+            get(&[("authorization", &token(wrong_issuer, secret))]),
+            "InvalidIssuer".into(),
+        ));
         let mut no_claim = good.clone();
         no_claim.as_object_mut().map(|o| o.remove("tenant"));
         cases.push((

@@ -208,7 +208,10 @@ impl TenantClients {
     }
 
     /// The Postgres pool of `tenant` and whose server it is.
-    pub async fn postgres_with_origin(&self, tenant: &str) -> Result<(PgPool, Origin), ClientError> {
+    pub async fn postgres_with_origin(
+        &self,
+        tenant: &str,
+    ) -> Result<(PgPool, Origin), ClientError> {
         match self.client(tenant, &ServerKey::Postgres).await? {
             (Built::Postgres(pool), origin) => Ok((pool, origin)),
             _ => Err(wrong(tenant, &ServerKey::Postgres, "Postgres")),

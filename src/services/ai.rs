@@ -21,10 +21,13 @@ impl TenantAi {
     /// Every tool of `tenant`'s AI MCP server.
     pub async fn list_tools(&self, tenant: &str) -> Result<Vec<Tool>, ServiceError> {
         let client = self.clients.ai_mcp(tenant).await?;
-        client.list_tools().await.map_err(|source| ServiceError::Mcp {
-            tenant: tenant.to_owned(),
-            source,
-        })
+        client
+            .list_tools()
+            .await
+            .map_err(|source| ServiceError::Mcp {
+                tenant: tenant.to_owned(),
+                source,
+            })
     }
 
     /// Calls tool `name` of `tenant`'s AI MCP server.

@@ -72,16 +72,12 @@ impl TenantObjects {
                 },
                 _ => s3_error(tenant, "get", key, &e),
             })?;
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| ServiceError::S3 {
-                tenant: tenant.to_owned(),
-                operation: "get",
-                key: key.to_owned(),
-                message: e.to_string(),
-            })?;
+        let bytes = out.body.collect().await.map_err(|e| ServiceError::S3 {
+            tenant: tenant.to_owned(),
+            operation: "get",
+            key: key.to_owned(),
+            message: e.to_string(),
+        })?;
         Ok(bytes.into_bytes().to_vec())
     }
 
@@ -109,7 +105,10 @@ impl TenantObjects {
                 };
                 out.push(ObjectInfo {
                     key: key.to_owned(),
-                    size: object.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                    size: object
+                        .size()
+                        .and_then(|s| u64::try_from(s).ok())
+                        .unwrap_or(0),
                 });
             }
             match page.next_continuation_token() {
@@ -212,7 +211,10 @@ fn check_key(tenant: &str, key: &str) -> Result<(), ServiceError> {
     if key.starts_with('/') || key.contains('\\') {
         return invalid("a relative key with `/` separators (no leading `/`, no `\\`)");
     }
-    if key.split('/').any(|segment| segment == "." || segment == "..") {
+    if key
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
         return invalid("no `.` or `..` segments");
     }
     if key.chars().any(char::is_control) {
@@ -221,7 +223,11 @@ fn check_key(tenant: &str, key: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
-fn presigning(tenant: &str, key: &str, expires_in: Duration) -> Result<PresigningConfig, ServiceError> {
+fn presigning(
+    tenant: &str,
+    key: &str,
+    expires_in: Duration,
+) -> Result<PresigningConfig, ServiceError> {
     PresigningConfig::expires_in(expires_in).map_err(|e| ServiceError::S3 {
         tenant: tenant.to_owned(),
         operation: "presign",
@@ -230,7 +236,12 @@ fn presigning(tenant: &str, key: &str, expires_in: Duration) -> Result<Presignin
     })
 }
 
-fn s3_error(tenant: &str, operation: &'static str, key: &str, e: &dyn std::error::Error) -> ServiceError {
+fn s3_error(
+    tenant: &str,
+    operation: &'static str,
+    key: &str,
+    e: &dyn std::error::Error,
+) -> ServiceError {
     ServiceError::S3 {
         tenant: tenant.to_owned(),
         operation,
