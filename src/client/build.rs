@@ -38,8 +38,10 @@ impl Shared {
         crate::probe::install_crypto_provider();
         let pg_cap = pg_cap.max(1);
         // sqlx's parent pool: children "steal" permits from it, so the sum of open connections
-        // over every child stays under its max_connections. A connection's permit returns
-        // when it closes. The parent is lazy and never asked for a connection.
+        // over every child stays under its max_connections. A child keeps every permit it
+        // stole (a closed connection's permit goes back to the child, not the parent) until
+        // the child pool is dropped: the cache makes room by closing idle pools
+        // (`ClientCache::make_room`). The parent is lazy and never asked for a connection.
         let pg_parent = PgPoolOptions::new()
             .max_connections(pg_cap)
             .connect_lazy_with(PgConnectOptions::new().host("127.0.0.1"));
@@ -155,10 +157,7 @@ fn postgres_pool(
     }
     let secs = |s: i32| Duration::from_secs(u64::from(s.unsigned_abs()));
     let pool = &spec.pool;
-    // A child may not be larger than its parent (sqlx asserts it).
-    let max = u32::try_from(pool.max_connections)
-        .unwrap_or(1)
-        .clamp(1, shared.pg_cap);
+    let max = pg_max_connections(shared, spec);
     PgPoolOptions::new()
         .max_connections(max)
         .min_connections(u32::try_from(pool.min_connections).unwrap_or(0).min(max))
@@ -167,6 +166,14 @@ fn postgres_pool(
         .max_lifetime(secs(pool.max_lifetime_seconds))
         .parent(shared.pg_parent.clone())
         .connect_lazy_with(options)
+}
+
+/// The most connections the pool of `spec` opens.
+pub fn pg_max_connections(shared: &Shared, spec: &PostgresServer) -> u32 {
+    // A child may not be larger than its parent (sqlx asserts it).
+    u32::try_from(spec.pool.max_connections)
+        .unwrap_or(1)
+        .clamp(1, shared.pg_cap)
 }
 
 fn s3_client(shared: &Shared, spec: &S3Server, credentials: &S3Credentials) -> aws_sdk_s3::Client {

@@ -137,6 +137,14 @@ fn fixed_index(key: &ServerKey) -> Option<usize> {
     }
 }
 
+/// The most connections a built Postgres pool opens (0 for other clients).
+fn pg_max(b: &Built) -> u32 {
+    match b {
+        Built::Postgres(pool) => pool.options().get_max_connections(),
+        _ => 0,
+    }
+}
+
 fn lock(m: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -305,6 +313,84 @@ impl ClientCache {
         }
         self.sample();
         count
+    }
+
+    /// Closes idle Postgres pools, least recently used tenant first, until a new pool of
+    /// `needed` connections fits under `cap` with every cached pool counted at its maximum (a
+    /// child pool keeps the permits of every connection it opened until it is dropped, so
+    /// only closing whole pools returns them). Pools with a connection in use are left alone:
+    /// when all are busy, the new pool waits for permits up to its acquire timeout. Tenants
+    /// used within `grace` are spared: a caller that just got a pool is about to use it.
+    /// Returns how many pools were closed.
+    pub fn make_room(&self, needed: u32, cap: u32, for_tenant: &str, grace: Duration) -> usize {
+        if self.pg_held() + needed <= cap {
+            return 0;
+        }
+        self.close_idle_pools(cap.saturating_sub(needed), for_tenant, grace)
+    }
+
+    /// When the cached pools hold the whole cap, closes idle ones until a quarter of it is
+    /// free: pools built while the cap was full wait for permits that only closing returns.
+    pub fn relieve_pressure(&self, cap: u32, grace: Duration) -> usize {
+        if self.pg_held() < cap {
+            return 0;
+        }
+        self.close_idle_pools(cap - cap.div_ceil(4), "", grace)
+    }
+
+    /// Connections the cached pools may hold: each at its maximum.
+    fn pg_held(&self) -> u32 {
+        let held = |c: &Clients| {
+            c.fixed[0]
+                .load()
+                .as_ref()
+                .and_then(|s| s.cell.get().map(pg_max))
+        };
+        self.tenants
+            .values()
+            .iter()
+            .filter_map(|c| held(c))
+            .sum::<u32>()
+            + held(&self.global).unwrap_or(0)
+    }
+
+    fn close_idle_pools(&self, target: u32, except: &str, grace: Duration) -> usize {
+        let mut total = self.pg_held();
+        let spared = self
+            .now()
+            .saturating_sub(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX));
+        let mut candidates = self.tenants.entries();
+        candidates
+            .retain(|(name, c)| name != except && c.last_used.load(Ordering::Relaxed) <= spared);
+        candidates.sort_by_key(|(_, c)| c.last_used.load(Ordering::Relaxed));
+        let mut closed = 0;
+        for (_, clients) in candidates {
+            if total <= target {
+                break;
+            }
+            let taken = {
+                let _edit = lock(&clients.edit);
+                let current = clients.fixed[0].load_full();
+                match current.as_ref().and_then(|s| s.cell.get()) {
+                    // Open connections, none in use. A pool with none open may be waiting
+                    // for a permit: closing it would fail its waiter and free nothing.
+                    Some(Built::Postgres(pool))
+                        if pool.size() > 0
+                            && u32::try_from(pool.num_idle()).unwrap_or(0) >= pool.size() =>
+                    {
+                        clients.fixed[0].store(None);
+                        current.and_then(|s| s.cell.get().cloned())
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(built) = taken {
+                total = total.saturating_sub(pg_max(&built));
+                self.retire(built, "pressure");
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// Closes every cached client (shutdown).

@@ -44,7 +44,7 @@ pub use error::ClientError;
 pub use routes::{Endpoint, Origin};
 pub use source::KubeSource;
 
-use crate::config::candidate::ServerKey;
+use crate::config::candidate::{Candidate, ServerKey};
 
 /// How the client library behaves.
 #[derive(Clone, Debug)]
@@ -189,6 +189,23 @@ impl TenantClients {
                 }
             }
         });
+        let weak = Arc::downgrade(&inner);
+        let stop = inner.stop.clone();
+        let cap = inner.shared.pg_cap();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(PRESSURE_EVERY) => {}
+                }
+                match weak.upgrade() {
+                    Some(inner) => {
+                        inner.cache.relieve_pressure(cap, PRESSURE_GRACE);
+                    }
+                    None => return,
+                }
+            }
+        });
         Ok(Self { inner })
     }
 
@@ -298,7 +315,16 @@ impl TenantClients {
                 key,
                 (endpoint.fingerprint, endpoint.origin),
                 generation,
-                || build::build(&self.inner.shared, &endpoint, routing),
+                || {
+                    let shared = &self.inner.shared;
+                    // A child pool holds its permits until dropped: close idle ones first.
+                    if let Candidate::Postgres { spec, .. } = &endpoint.server {
+                        let needed = build::pg_max_connections(shared, spec);
+                        let cache = &self.inner.cache;
+                        cache.make_room(needed, shared.pg_cap(), tenant, PRESSURE_GRACE);
+                    }
+                    build::build(shared, &endpoint, routing)
+                },
             )
             .await
             .map_err(|message| ClientError::Build {
@@ -320,6 +346,13 @@ fn scope<'a>(tenant: &'a str, key: &ServerKey, origin: Origin) -> Scope<'a> {
         Scope::Tenant(tenant)
     }
 }
+
+/// A tenant used this recently keeps its idle pool under connection pressure: its caller is
+/// about to use it.
+const PRESSURE_GRACE: Duration = Duration::from_millis(200);
+
+/// How often the cap is checked for pools waiting on permits held by idle pools.
+const PRESSURE_EVERY: Duration = Duration::from_millis(100);
 
 // Each write to the client's maps is one insert, remove or swap: a panic cannot leave one
 // half-changed, so a poisoned lock is still safe to use.

@@ -165,6 +165,22 @@ impl<V> ShardedMap<V> {
             .collect()
     }
 
+    /// A copy of every entry.
+    pub(crate) fn entries(&self) -> Vec<(String, V)>
+    where
+        V: Clone,
+    {
+        self.shards
+            .iter()
+            .flat_map(|s| {
+                read(s)
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// How many entries.
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
@@ -195,6 +211,7 @@ mod tests {
         assert_eq!(map.len(), 900);
         assert_eq!(map.min_key_by(|v| *v), Some(("t100".to_owned(), 100)));
         assert_eq!(map.values().len(), 900);
+        assert_eq!(map.entries().len(), 900);
         let (v, inserted) = map.get_or_insert_with("t100", || 0);
         assert_eq!((v, inserted), (100, false));
         let (v, inserted) = map.get_or_insert_with("new", || 5);

@@ -1,0 +1,140 @@
+//! The cap on open Postgres connections across all tenant pools, on a real Postgres server:
+//! 300 tenants, each with its own pool (up to 2 connections, idle timeout 5 minutes), all
+//! running transactions at once under a cap of 20. Every transaction must complete, and the
+//! server must never see more than 20 of the library's connections. Pools built while the cap
+//! is full wait for permits that idle pools hold until they are closed, so this also checks
+//! that the library closes idle pools under pressure (idle timeouts alone would take 5
+//! minutes).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use sqlx::Connection as _;
+use tenant_mcp::client::{ClientSettings, TenantClients};
+use tenant_mcp::services::TenantServices;
+use tenant_mcp_e2e::stack::postgres::{Postgres, execute};
+
+const TENANTS: usize = 300;
+const CAP: u32 = 20;
+const ROUNDS: usize = 3;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_cap_holds_with_300_active_tenants_and_every_transaction_completes() {
+    tenant_mcp_e2e::stack::install_crypto_provider();
+    let pg = Postgres::start().unwrap();
+    let db = pg.create_database("cap").await.unwrap();
+    let user = format!("cap_{}", &db[db.len() - 8..]);
+    execute(
+        &pg.admin_url("postgres"),
+        &format!("CREATE ROLE {user} LOGIN PASSWORD 'cap-pass'"),
+    )
+    .await
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from(
+        "apiVersion: tenantmcp.dev/v1alpha1\nkind: GlobalMcpConfig\nmetadata: {name: default}\nspec:\n  endpointPolicy: {allowLoopback: true}\n",
+    );
+    for i in 0..TENANTS {
+        text.push_str(&format!(
+            "---
+apiVersion: v1
+kind: Secret
+metadata: {{name: pg, namespace: t{i}}}
+stringData: {{username: {user}, password: cap-pass}}
+---
+apiVersion: tenantmcp.dev/v1alpha1
+kind: TenantMcpConfig
+metadata: {{name: config, namespace: t{i}}}
+spec:
+  tenantId: t{i}
+  servers:
+    postgres:
+      host: 127.0.0.1
+      port: {port}
+      database: {db}
+      sslMode: disable
+      pool: {{maxConnections: 2, acquireTimeoutSeconds: 60, idleTimeoutSeconds: 300}}
+      credentialsSecretRef: {{name: pg}}
+",
+            port = pg.port(),
+        ));
+    }
+    std::fs::write(dir.path().join("tenants.yaml"), text).unwrap();
+    let settings = ClientSettings {
+        max_postgres_connections: CAP,
+        ..ClientSettings::default()
+    };
+    let clients = TenantClients::from_directory(dir.path(), settings).unwrap();
+    let services = TenantServices::new(clients.clone());
+
+    // Watch the server's view of the library's connections while the tenants work.
+    let done = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicI64::new(0));
+    let watcher = {
+        let (done, peak, url) = (done.clone(), peak.clone(), pg.admin_url("postgres"));
+        tokio::spawn(async move {
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+            let mut samples = 0u32;
+            while !done.load(Ordering::Relaxed) {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tenant-mcp-client'",
+                )
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+                peak.fetch_max(n, Ordering::Relaxed);
+                samples += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            samples
+        })
+    };
+
+    let mut tasks = Vec::new();
+    for i in 0..TENANTS {
+        let services = services.clone();
+        tasks.push(tokio::spawn(async move {
+            let tenant = format!("t{i}");
+            for _ in 0..ROUNDS {
+                let mut tx = services.postgres.begin(&tenant).await?;
+                let seen: String = sqlx::query_scalar(
+                    "SELECT current_setting('app.tenant_id') FROM pg_sleep(0.01)",
+                )
+                .fetch_one(tx.conn())
+                .await
+                .map_err(|e| tx.error(e))?;
+                assert_eq!(seen, tenant);
+                tx.commit().await?;
+            }
+            Ok::<_, tenant_mcp::services::ServiceError>(())
+        }));
+    }
+    let mut failures = Vec::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        if let Err(e) = task.await.unwrap() {
+            failures.push(format!("t{i}: {e}"));
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    let samples = watcher.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    let peak = peak.load(Ordering::Relaxed);
+    assert!(samples > 10, "the watcher sampled {samples} times");
+    assert!(peak > 0, "the watcher saw the connections");
+    assert!(
+        peak <= i64::from(CAP),
+        "peak {peak} connections over the cap {CAP}"
+    );
+    let (open, _, global_open, _) = clients.postgres_connections();
+    assert!(open + global_open <= CAP);
+    clients.shutdown().await;
+}
