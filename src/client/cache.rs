@@ -12,7 +12,7 @@
 //! up different tenants write to no common cache line.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -166,6 +166,8 @@ pub struct ClientCache {
     limits: CacheLimits,
     metrics: Arc<ClientMetrics>,
     hits: [StripedCounter; 4],
+    /// See [`ClientCache::pg_held`].
+    pg_held: AtomicU32,
 }
 
 impl std::fmt::Debug for ClientCache {
@@ -190,6 +192,7 @@ impl ClientCache {
             },
             hits: metrics.hit_counters(),
             metrics,
+            pg_held: AtomicU32::new(0),
         }
     }
 
@@ -292,6 +295,7 @@ impl ClientCache {
                     .build_seconds
                     .observe(started.elapsed().as_secs_f64());
                 self.metrics.builds.get_or_create(&labels).inc();
+                self.pg_held.fetch_add(pg_max(&built), Ordering::Relaxed);
                 Ok(built)
             })
             .await
@@ -311,6 +315,7 @@ impl ClientCache {
         for (_, clients) in idle {
             self.close_all(&clients, "idle");
         }
+        self.recount_pg_held();
         self.sample();
         count
     }
@@ -338,24 +343,34 @@ impl ClientCache {
         self.close_idle_pools(cap - cap.div_ceil(4), "", grace)
     }
 
-    /// Connections the cached pools may hold: each at its maximum.
+    /// Connections the cached pools may hold, each at its maximum: kept as a running count
+    /// (a build adds, a retirement subtracts) so the build path and the pressure check cost
+    /// one atomic load, and recounted by the sweeper and before closing pools.
     fn pg_held(&self) -> u32 {
+        self.pg_held.load(Ordering::Relaxed)
+    }
+
+    /// Counts the held connections again from the cached pools (a client built into a slot
+    /// that was dropped meanwhile never retires, so the running count can drift up).
+    fn recount_pg_held(&self) -> u32 {
         let held = |c: &Clients| {
             c.fixed[0]
                 .load()
                 .as_ref()
                 .and_then(|s| s.cell.get().map(pg_max))
+                .unwrap_or(0)
         };
-        self.tenants
-            .values()
-            .iter()
-            .filter_map(|c| held(c))
-            .sum::<u32>()
-            + held(&self.global).unwrap_or(0)
+        let mut total = held(&self.global);
+        self.tenants.for_each(|c| total += held(c));
+        self.pg_held.store(total, Ordering::Relaxed);
+        total
     }
 
     fn close_idle_pools(&self, target: u32, except: &str, grace: Duration) -> usize {
-        let mut total = self.pg_held();
+        let mut total = self.recount_pg_held();
+        if total <= target {
+            return 0;
+        }
         let spared = self
             .now()
             .saturating_sub(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX));
@@ -401,6 +416,7 @@ impl ClientCache {
         for b in built {
             b.close().await;
         }
+        self.pg_held.store(0, Ordering::Relaxed);
         self.sample();
     }
 
@@ -517,6 +533,12 @@ impl ClientCache {
 
     /// Closes `built` in the background: in-flight work on it finishes first.
     fn retire(&self, built: Built, cause: &'static str) {
+        let max = pg_max(&built);
+        let _ = self
+            .pg_held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+                Some(h.saturating_sub(max))
+            });
         self.metrics
             .evictions
             .get_or_create(&EvictionLabels { cause })

@@ -289,7 +289,9 @@ impl TenantClients {
 
     async fn client(&self, tenant: &str, key: &ServerKey) -> Result<(Built, Origin), ClientError> {
         let generation = self.inner.routes.generation();
-        if let Some(hit) = self.inner.cache.confirmed(tenant, key, generation) {
+        if routes::Routes::is_settled(generation)
+            && let Some(hit) = self.inner.cache.confirmed(tenant, key, generation)
+        {
             return Ok(hit);
         }
         let (fingerprint, origin) = self

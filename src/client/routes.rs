@@ -123,8 +123,11 @@ pub struct Routes {
     tenants: ShardedMap<Arc<TenantRoutes>>,
     // Swapped whole; a lookup's load writes no shared cache line.
     global: ArcSwap<GlobalRoutes>,
-    /// Bumped after every change: a client confirmed at the current generation is current.
+    /// A sequence lock: odd while a change is being written, bumped to the next even number
+    /// when it is done. A client confirmed at the current (even) generation is current.
     generation: CachePadded<AtomicU64>,
+    /// Serializes writers, so odd/even holds.
+    writer: std::sync::Mutex<()>,
     /// This process's own switch (Helm value / flag): false sends everyone to global.
     tenant_configs_enabled: bool,
 }
@@ -135,6 +138,7 @@ impl Routes {
         Self {
             tenants: ShardedMap::default(),
             generation: CachePadded::new(AtomicU64::new(0)),
+            writer: std::sync::Mutex::new(()),
             global: ArcSwap::from_pointee(GlobalRoutes {
                 tenant_configs_enabled: true,
                 servers: BTreeMap::new(),
@@ -143,13 +147,27 @@ impl Routes {
         }
     }
 
-    /// Changes so far. Read it before resolving: a client confirmed against what was resolved
-    /// is current for as long as the generation stays the same.
+    /// The generation of the routes. Read it before resolving: a client confirmed against
+    /// what was resolved is current for as long as the generation stays the same. It is odd
+    /// while a change is being written: then nothing confirmed may be trusted (a lookup could
+    /// already see the new route while a confirmation still names the old client).
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
-    fn changed(&self) {
+    /// Whether a client confirmed at `generation` is still current.
+    pub fn is_settled(generation: u64) -> bool {
+        generation % 2 == 0
+    }
+
+    /// Runs the change `write` between the two halves of the sequence lock.
+    fn change(&self, write: impl FnOnce()) {
+        let _writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        write();
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -210,28 +228,27 @@ impl Routes {
 
     /// Replaces the routes of `tenant` (`None`: it has no config any more).
     pub fn set_tenant(&self, tenant: &str, routes: Option<TenantRoutes>) {
-        match routes {
+        self.change(|| match routes {
             Some(r) => {
                 self.tenants.insert(tenant, Arc::new(r));
             }
             None => {
                 self.tenants.remove(tenant);
             }
-        }
-        self.changed();
+        });
     }
 
     /// Replaces every tenant's routes at once (a full resync).
     pub fn set_all_tenants(&self, all: HashMap<String, TenantRoutes>) {
-        self.tenants
-            .replace_all(all.into_iter().map(|(k, v)| (k, Arc::new(v))));
-        self.changed();
+        self.change(|| {
+            self.tenants
+                .replace_all(all.into_iter().map(|(k, v)| (k, Arc::new(v))));
+        });
     }
 
     /// Replaces the global routes.
     pub fn set_global(&self, global: GlobalRoutes) {
-        self.global.store(Arc::new(global));
-        self.changed();
+        self.change(|| self.global.store(Arc::new(global)));
     }
 }
 
@@ -575,6 +592,21 @@ mod tests {
     /// Every combination of: the tenant has a working / failing / no Postgres entry (or no
     /// config) × global has / has not × the cluster flag × the process flag × tenant
     /// enabled.
+    #[test]
+    fn the_generation_is_even_between_changes_and_advances_with_each() {
+        let routes = Routes::new(true);
+        let g0 = routes.generation();
+        assert!(Routes::is_settled(g0));
+        routes.set_tenant("acme", None);
+        let g1 = routes.generation();
+        routes.set_global(GlobalRoutes::default());
+        let g2 = routes.generation();
+        routes.set_all_tenants(HashMap::new());
+        let g3 = routes.generation();
+        assert!([g1, g2, g3].iter().all(|g| Routes::is_settled(*g)));
+        assert!(g0 < g1 && g1 < g2 && g2 < g3);
+    }
+
     #[test]
     fn the_fallback_matrix() {
         use Outcome::*;

@@ -154,6 +154,13 @@ impl<V> ShardedMap<V> {
         best.map(|(r, k)| (k, r))
     }
 
+    /// Runs `f` on every value, under each shard's read lock in turn (no copies).
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&V)) {
+        for shard in &self.shards {
+            read(shard).values().for_each(&mut f);
+        }
+    }
+
     /// A copy of every value.
     pub(crate) fn values(&self) -> Vec<V>
     where
@@ -212,6 +219,9 @@ mod tests {
         assert_eq!(map.min_key_by(|v| *v), Some(("t100".to_owned(), 100)));
         assert_eq!(map.values().len(), 900);
         assert_eq!(map.entries().len(), 900);
+        let mut sum = 0;
+        map.for_each(|v| sum += v);
+        assert_eq!(sum, (100..1000).sum::<u64>());
         let (v, inserted) = map.get_or_insert_with("t100", || 0);
         assert_eq!((v, inserted), (100, false));
         let (v, inserted) = map.get_or_insert_with("new", || 5);

@@ -15,6 +15,9 @@ use tenant_mcp_e2e::stack::mcp_everything::EverythingMcpServer;
 use tenant_mcp_e2e::stack::postgres::Postgres;
 use tenant_mcp_e2e::stack::s3::S3Server;
 
+/// The bucket created empty on each S3 server (`STACK_S3_BUCKET`).
+const BUCKET: &str = "documents";
+
 /// Starts the local stack and keeps it running until interrupted.
 #[derive(Debug, Parser)]
 #[command(name = "local-stack", version)]
@@ -142,11 +145,22 @@ async fn main() -> anyhow::Result<()> {
     timings.push(("MCP reference server (node)", everything_time));
     let total = started.elapsed();
 
+    // One empty bucket on each S3 server for the sample app and the demo's tenants.
+    for s3 in [&global_s3, &tenant_s3] {
+        s3.client()
+            .create_bucket()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .with_context(|| format!("creating bucket {BUCKET} on {}", s3.endpoint()))?;
+    }
+
     let tenant_upper = args.tenant.to_uppercase().replace('-', "_");
     let env = format!(
         "# Written by local-stack; valid while it runs. Source it: . {dir}/env\n\
          export KUBECONFIG={kubeconfig}\n\
          export STACK_DATABASE_URL={db_url}\n\
+         export STACK_S3_BUCKET={BUCKET}\n\
          export STACK_S3_ENDPOINT={gs3}\n\
          export STACK_S3_ACCESS_KEY={global_key}\n\
          export STACK_S3_SECRET_KEY={global_secret}\n\
