@@ -12,7 +12,7 @@
 //! up different tenants write to no common cache line.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,8 @@ struct Slot {
     /// The routes generation at which `fingerprint` was last confirmed current: while the
     /// routes have not changed since, a lookup needs no route resolution at all.
     confirmed: AtomicU64,
+    /// A Postgres pool seen with a connection open (see `ClientCache::recount_pg_held`).
+    connected: AtomicBool,
     cell: OnceCell<Built>,
 }
 
@@ -295,7 +297,6 @@ impl ClientCache {
                     .build_seconds
                     .observe(started.elapsed().as_secs_f64());
                 self.metrics.builds.get_or_create(&labels).inc();
-                self.pg_held.fetch_add(pg_max(&built), Ordering::Relaxed);
                 Ok(built)
             })
             .await
@@ -321,9 +322,10 @@ impl ClientCache {
     }
 
     /// Closes idle Postgres pools, least recently used tenant first, until a new pool of
-    /// `needed` connections fits under `cap` with every cached pool counted at its maximum (a
-    /// child pool keeps the permits of every connection it opened until it is dropped, so
-    /// only closing whole pools returns them). Pools with a connection in use are left alone:
+    /// `needed` connections fits under `cap` with every pool that ever connected counted at
+    /// its maximum (a child pool keeps the permits of every connection it opened until it is
+    /// dropped, so only closing whole pools returns them; a pool that never connected holds
+    /// none). Pools with a connection in use are left alone:
     /// when all are busy, the new pool waits for permits up to its acquire timeout. Tenants
     /// used within `grace` are spared: a caller that just got a pool is about to use it.
     /// Returns how many pools were closed.
@@ -337,28 +339,36 @@ impl ClientCache {
     /// When the cached pools hold the whole cap, closes idle ones until a quarter of it is
     /// free: pools built while the cap was full wait for permits that only closing returns.
     pub fn relieve_pressure(&self, cap: u32, grace: Duration) -> usize {
-        if self.pg_held() < cap {
+        if self.recount_pg_held() < cap {
             return 0;
         }
         self.close_idle_pools(cap - cap.div_ceil(4), "", grace)
     }
 
-    /// Connections the cached pools may hold, each at its maximum: kept as a running count
-    /// (a build adds, a retirement subtracts) so the build path and the pressure check cost
-    /// one atomic load, and recounted by the sweeper and before closing pools.
+    /// Connections the cached pools may hold, as last counted (by the pressure check every
+    /// 100 ms, the sweeper, and before closing pools): the build path reads one atomic.
     fn pg_held(&self) -> u32 {
         self.pg_held.load(Ordering::Relaxed)
     }
 
-    /// Counts the held connections again from the cached pools (a client built into a slot
-    /// that was dropped meanwhile never retires, so the running count can drift up).
+    /// Counts what the cached pools may hold: a pool seen with a connection open counts at its
+    /// maximum from then on (its permits are invisible once idle connections close); a pool
+    /// never seen connected counts nothing (lazy pools of tenants that never queried).
     fn recount_pg_held(&self) -> u32 {
         let held = |c: &Clients| {
-            c.fixed[0]
-                .load()
-                .as_ref()
-                .and_then(|s| s.cell.get().map(pg_max))
-                .unwrap_or(0)
+            let slot = c.fixed[0].load();
+            let Some(slot) = slot.as_ref() else { return 0 };
+            let Some(built @ Built::Postgres(pool)) = slot.cell.get() else {
+                return 0;
+            };
+            if pool.size() > 0 {
+                slot.connected.store(true, Ordering::Relaxed);
+            }
+            if slot.connected.load(Ordering::Relaxed) {
+                pg_max(built)
+            } else {
+                0
+            }
         };
         let mut total = held(&self.global);
         self.tenants.for_each(|c| total += held(c));
@@ -516,6 +526,7 @@ impl ClientCache {
             fingerprint,
             origin,
             confirmed: AtomicU64::new(generation),
+            connected: AtomicBool::new(false),
             cell: OnceCell::new(),
         });
         let old = clients.store_slot(key, slot.clone());
@@ -533,12 +544,6 @@ impl ClientCache {
 
     /// Closes `built` in the background: in-flight work on it finishes first.
     fn retire(&self, built: Built, cause: &'static str) {
-        let max = pg_max(&built);
-        let _ = self
-            .pg_held
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
-                Some(h.saturating_sub(max))
-            });
         self.metrics
             .evictions
             .get_or_create(&EvictionLabels { cause })

@@ -157,7 +157,7 @@ impl Routes {
 
     /// Whether a client confirmed at `generation` is still current.
     pub fn is_settled(generation: u64) -> bool {
-        generation % 2 == 0
+        generation.is_multiple_of(2)
     }
 
     /// Runs the change `write` between the two halves of the sequence lock.

@@ -35,10 +35,14 @@ pub const SCHEMA: &[&str] = &[
         PRIMARY KEY (tenant_id, name))",
     "ALTER TABLE documents ENABLE ROW LEVEL SECURITY",
     "ALTER TABLE documents FORCE ROW LEVEL SECURITY",
-    "DROP POLICY IF EXISTS tenant_isolation ON documents",
-    "CREATE POLICY tenant_isolation ON documents
-        USING (tenant_id = current_setting('app.tenant_id', true))
-        WITH CHECK (tenant_id = current_setting('app.tenant_id', true))",
+    "DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_policies
+                       WHERE tablename = 'documents' AND policyname = 'tenant_isolation') THEN
+            CREATE POLICY tenant_isolation ON documents
+                USING (tenant_id = current_setting('app.tenant_id', true))
+                WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
+        END IF;
+    END $$",
 ];
 
 /// The app's state.
