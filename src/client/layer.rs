@@ -54,6 +54,9 @@ impl std::fmt::Debug for TenantLayer {
 impl TenantLayer {
     /// The tenant is the value of header `name` (e.g. `x-tenant-id`). Only for services
     /// behind a gateway that sets it: a client could claim any tenant.
+    ///
+    /// # Panics
+    /// If `name` is not a valid header name (a programming error, found at startup).
     pub fn header(name: impl TryInto<HeaderName, Error: std::fmt::Debug>) -> Self {
         #[allow(clippy::expect_used)]
         let name = name.try_into().expect("a valid header name");

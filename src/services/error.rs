@@ -47,6 +47,8 @@ pub enum ServiceError {
         key: String,
         /// What the server or SDK said.
         message: String,
+        /// A time-out, a connection failure, throttling or a server error (not a refusal).
+        retryable: bool,
     },
     /// The MCP server refused or failed.
     #[error("tenant {tenant:?}: {source}")]
@@ -68,7 +70,8 @@ impl ServiceError {
                 source,
                 sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
             ),
-            Self::S3 { .. } | Self::Mcp { .. } => true,
+            Self::S3 { retryable, .. } => *retryable,
+            Self::Mcp { .. } => true,
             Self::InvalidKey { .. } | Self::NotFound { .. } => false,
         }
     }

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 
@@ -77,6 +78,8 @@ impl TenantObjects {
             operation: "get",
             key: key.to_owned(),
             message: e.to_string(),
+            // The body broke off mid-stream.
+            retryable: true,
         })?;
         Ok(bytes.into_bytes().to_vec())
     }
@@ -233,26 +236,61 @@ fn presigning(
         operation: "presign",
         key: key.to_owned(),
         message: format!("expires_in {expires_in:?}: {e} (at most 7 days)"),
+        retryable: false,
     })
 }
 
-fn s3_error(
+fn s3_error<E: std::error::Error + 'static>(
     tenant: &str,
     operation: &'static str,
     key: &str,
-    e: &dyn std::error::Error,
+    e: &SdkError<E, HttpResponse>,
 ) -> ServiceError {
+    // Throttling and server errors pass; a refusal (403, 404, 400…) stays until something
+    // changes.
+    let retryable = match e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            status == 429 || status >= 500
+        }
+        _ => false,
+    };
     ServiceError::S3 {
         tenant: tenant.to_owned(),
         operation,
         key: key.to_owned(),
         message: DisplayErrorContext(e).to_string(),
+        retryable,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn s3_refusals_are_final_and_throttling_or_server_errors_retryable() {
+        let with_status = |status: u16| {
+            let raw = HttpResponse::new(
+                status
+                    .try_into()
+                    .unwrap_or_else(|_| panic!("status {status}")),
+                aws_sdk_s3::primitives::SdkBody::empty(),
+            );
+            let e = SdkError::service_error(std::io::Error::other("refused"), raw);
+            s3_error("t", "get", "k", &e).is_retryable()
+        };
+        assert!(!with_status(403));
+        assert!(!with_status(404));
+        assert!(with_status(429));
+        assert!(with_status(503));
+        let timeout: SdkError<std::io::Error, HttpResponse> =
+            SdkError::timeout_error(std::io::Error::other("slow"));
+        assert!(s3_error("t", "get", "k", &timeout).is_retryable());
+    }
 
     #[test]
     fn keys_that_could_leave_the_prefix_are_refused() {
