@@ -6,6 +6,7 @@
 //! - [`config`]: pure validation, endpoint policy, partial-update merge, redaction and hashing.
 //! - [`controller`]: the operator: reconcile, snapshots, status, leader election, metrics.
 //! - [`crypto`]: AES-256-GCM envelopes for credentials at rest, and the keyring.
+//! - [`mcp_server`]: the management MCP server (in progress: authentication and authorization).
 //! - [`mirror`]: the Postgres mirror of active configs (migrations, writer, key rotation).
 //! - [`probe`]: connection tests of the declared servers, under the endpoint policy.
 //! - [`services`]: tenant-aware Postgres (row-level security), object storage and AI MCP.
@@ -15,6 +16,7 @@ pub mod client;
 pub mod config;
 pub mod controller;
 pub mod crypto;
+pub mod mcp_server;
 pub mod mirror;
 pub mod probe;
 pub mod services;
