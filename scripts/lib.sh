@@ -132,12 +132,28 @@ ensure_python_cryptography() {
   fi
 }
 
+# The official MCP Python SDK in a venv of its own (.tools/python), pinned: the management MCP
+# server's tests drive it with a client nobody here wrote.
+PYTHON_MCP_VERSION="2.3.0"
+ensure_python_mcp() {
+  local py="$TOOLS/python/bin/python"
+  if [ -x "$py" ] && "$py" -c "import importlib.metadata as m, sys; sys.exit(m.version('mcp') != '$PYTHON_MCP_VERSION')" 2>/dev/null; then
+    return
+  fi
+  python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || ensure_apt python3 python3-venv
+  log "installing the Python mcp SDK $PYTHON_MCP_VERSION with pip into .tools/python"
+  rm -rf "$TOOLS/python"
+  python3 -m venv "$TOOLS/python"
+  "$py" -m pip install --quiet --disable-pip-version-check "mcp==$PYTHON_MCP_VERSION"
+}
+
 # Everything the local stack and the tests run: kubectl, Postgres, the S3 server, the MCP
-# reference server, Python's cryptography.
+# reference server, Python's cryptography and MCP SDK.
 ensure_stack() {
   ensure_kubectl
   ensure_postgres
   ensure_s3s_fs
   ensure_mcp_everything
   ensure_python_cryptography
+  ensure_python_mcp
 }

@@ -6,4 +6,5 @@
 
 pub mod apiserver;
 pub mod harness;
+pub mod mcp_admin;
 pub mod stack;

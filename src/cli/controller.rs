@@ -137,7 +137,8 @@ pub fn run(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
     })?
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGTERM or SIGINT.
+pub(super) async fn wait_for_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {

@@ -5,6 +5,7 @@ mod controller;
 mod crdgen;
 mod database;
 mod keys;
+mod mcp_server;
 mod migrate;
 mod validate;
 
@@ -59,6 +60,9 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
     /// Generate encryption keys, or re-encrypt the mirror under the active key.
     Keys(keys::KeysArgs),
+    /// Serve the management MCP tools (register, update, get, list, delete, test tenant
+    /// configs) to Tenant Admins and Uber Admins.
+    McpServer(mcp_server::McpServerArgs),
 }
 
 /// Sets up `tracing` on stderr.
@@ -82,6 +86,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => validate::run(&args),
         Command::Migrate(args) => migrate::run(&args),
         Command::Keys(args) => keys::run(&args),
+        Command::McpServer(args) => mcp_server::run(&args),
     }
 }
 

@@ -36,6 +36,10 @@ pub fn decode<T: DeserializeOwned + JsonSchema>(
             let at = e.path().to_string();
             let mut parts = if at == "." { Vec::new() } else { split(&at) };
             let raw = e.into_inner().to_string();
+            // `deny_unknown_fields` repeats one the schema walk has reported already.
+            if raw.starts_with("unknown field") && !errors.is_empty() {
+                return Err(errors);
+            }
             // serde reports a missing field at its parent; point at the field itself.
             if let Some(name) = raw
                 .strip_prefix("missing field `")

@@ -47,7 +47,7 @@ impl fmt::Display for FieldPath {
 }
 
 /// What kind of problem a field has; the names follow the API server's `CauseType`s.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
 pub enum ErrorKind {
     /// A required field is missing.
     #[serde(rename = "FieldValueRequired")]
@@ -88,7 +88,7 @@ impl ErrorKind {
 }
 
 /// One problem with one field: where it is, what kind it is, and what was expected.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
 pub struct FieldError {
     /// Path of the field, e.g. `spec.servers.postgres.port`.
     pub path: String,

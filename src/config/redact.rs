@@ -48,6 +48,29 @@ impl PartialEq for Credential {
 
 impl Eq for Credential {}
 
+/// Reads a credential from untrusted input (a management tool's arguments) straight into
+/// secret memory; there is deliberately no `Serialize`.
+impl<'de> serde::Deserialize<'de> for Credential {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Self::new)
+    }
+}
+
+impl schemars::JsonSchema for Credential {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Credential".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "minLength": 1,
+            "writeOnly": true,
+            "description": "A secret value: stored in a Secret, never returned or logged"
+        })
+    }
+}
+
 /// Postgres credentials resolved from a Secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PostgresCredentials {

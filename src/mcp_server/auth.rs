@@ -53,6 +53,14 @@ pub enum Role {
 }
 
 impl Role {
+    /// The claim value: `uber_admin` or `tenant_admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UberAdmin => "uber_admin",
+            Self::TenantAdmin => "tenant_admin",
+        }
+    }
+
     fn parse(s: &str) -> Option<Self> {
         match s {
             "uber_admin" => Some(Self::UberAdmin),

@@ -1,5 +1,24 @@
-//! The management MCP server (issue 7, in progress): tools for Tenant Admins and Uber Admins to
-//! register, update, read, list, delete and test tenant configs. So far: [`auth`], who is
-//! calling and what they may do.
+//! The management MCP server (`tenant-mcp mcp-server`): tools for Tenant Admins and Uber Admins
+//! to register, update, read, list, delete and test tenant configs, over Streamable HTTP or
+//! stdio.
+//!
+//! - [`auth`]: who is calling (bearer JWT) and what they may do;
+//! - [`input`]: the tools' arguments, with JSON Schemas from the CRD types;
+//! - [`plan`]: what a write will do, decided before anything is stored;
+//! - [`connection`]: the controller's connection tests, run before storing;
+//! - [`store`]: the Kubernetes reads and server-side-apply writes;
+//! - [`tools`]: the tools themselves; [`view`]: what they answer;
+//! - [`http`]: the HTTP front (authentication, size and rate limits) and stdio;
+//! - [`audit`], [`limits`], [`error`].
 
+pub mod audit;
 pub mod auth;
+pub mod connection;
+pub mod error;
+pub mod http;
+pub mod input;
+pub mod limits;
+pub mod plan;
+pub mod store;
+pub mod tools;
+pub mod view;

@@ -1,0 +1,158 @@
+//! Driving the management MCP server in tests: tokens for each kind of caller, the server on a
+//! local port, and a tool call through rmcp's Streamable HTTP client.
+
+use std::sync::Arc;
+
+use rmcp::ServiceExt as _;
+use rmcp::model::CallToolRequestParams;
+use rmcp::service::ServiceError;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::{Value, json};
+use tenant_mcp::mcp_server::auth::{AuthSettings, Authenticator};
+use tenant_mcp::mcp_server::http::router;
+use tenant_mcp::mcp_server::limits::Limits;
+use tenant_mcp::mcp_server::tools::ManagementTools;
+use tenant_mcp::probe::Prober;
+use tokio_util::sync::CancellationToken;
+
+/// The HS256 secret test tokens are signed with.
+pub const SECRET: &[u8] = b"management-secret-of-32-bytes-or-more";
+/// The issuer test tokens carry and the server requires.
+pub const ISSUER: &str = "https://issuer.tenant-mcp.test";
+/// The audience test tokens carry and the server requires.
+pub const AUDIENCE: &str = "tenant-mcp";
+
+/// A token signed with `key` for `claims` (HS256).
+pub fn sign(claims: &Value, key: &[u8]) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(key),
+    )
+    .unwrap_or_default()
+}
+
+/// The claims of a valid token for `roles` (and `tenant`), expiring in `exp_offset` seconds.
+pub fn claims(roles: &[&str], tenant: Option<&str>, exp_offset: i64) -> Value {
+    json!({
+        "sub": format!("{}@{}", roles.join("+"), tenant.unwrap_or("platform")),
+        "iss": ISSUER, "aud": AUDIENCE,
+        "roles": roles, "tenant": tenant,
+        "exp": jiff::Timestamp::now().as_second() + exp_offset,
+    })
+}
+
+/// A valid token for `roles` (and `tenant`).
+pub fn token(roles: &[&str], tenant: Option<&str>) -> String {
+    sign(&claims(roles, tenant, 600), SECRET)
+}
+
+/// The management server on a local port, until dropped.
+pub struct AdminServer {
+    /// `http://127.0.0.1:<port>/mcp`.
+    pub url: String,
+    stop: CancellationToken,
+}
+
+impl AdminServer {
+    /// Serves the tools over `kube` with `limits`, verifying tokens as [`token`] makes them.
+    pub async fn start(kube: kube::Client, limits: Limits) -> std::io::Result<Self> {
+        let settings = AuthSettings {
+            issuer: Some(ISSUER.into()),
+            audience: Some(AUDIENCE.into()),
+            ..AuthSettings::default()
+        };
+        let auth = Authenticator::hs256(SECRET, settings).map_err(std::io::Error::other)?;
+        let limits = Arc::new(limits);
+        let tools = ManagementTools::new(kube, Prober::new(8), limits.clone());
+        let stop = CancellationToken::new();
+        let app = router(tools, Arc::new(auth), &limits, stop.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/mcp", listener.local_addr()?);
+        let until = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(until.cancelled_owned())
+                .await
+        });
+        Ok(Self { url, stop })
+    }
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A failed call: the error's message and `data` (`reason`, field `errors`), or a transport
+/// failure (e.g. a refused token) with `data` null.
+#[derive(Debug, Clone)]
+pub struct CallError {
+    /// The message.
+    pub message: String,
+    /// The JSON-RPC error's data.
+    pub data: Value,
+}
+
+impl CallError {
+    /// `data.reason` (`Forbidden`, `Invalid`, `Conflict`…), or `""`.
+    pub fn reason(&self) -> &str {
+        self.data["reason"].as_str().unwrap_or_default()
+    }
+
+    /// The paths of `data.errors`.
+    pub fn paths(&self) -> Vec<String> {
+        self.data["errors"]
+            .as_array()
+            .map(|e| {
+                e.iter()
+                    .filter_map(|e| e["path"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.message, self.data)
+    }
+}
+
+/// Calls `tool` with `arguments` as the holder of `bearer`, in a session of its own: the
+/// structured result, or the error.
+pub async fn call(
+    url: &str,
+    bearer: &str,
+    tool: &str,
+    arguments: Value,
+) -> Result<Value, CallError> {
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url).auth_header(bearer),
+    );
+    let failed = |message: String| CallError {
+        message,
+        data: Value::Null,
+    };
+    let client = ().serve(transport).await.map_err(|e| failed(e.to_string()))?;
+    let result = client
+        .call_tool(
+            CallToolRequestParams::new(tool.to_owned())
+                .with_arguments(arguments.as_object().cloned().unwrap_or_default()),
+        )
+        .await;
+    let _ = client.cancel().await;
+    match result {
+        Ok(result) if result.is_error == Some(true) => Err(failed(format!("{:?}", result.content))),
+        Ok(result) => result
+            .structured_content
+            .ok_or_else(|| failed(format!("no structured content: {:?}", result.content))),
+        Err(ServiceError::McpError(e)) => Err(CallError {
+            message: e.message.to_string(),
+            data: e.data.unwrap_or(Value::Null),
+        }),
+        Err(e) => Err(failed(e.to_string())),
+    }
+}

@@ -1,0 +1,520 @@
+//! The management MCP server over Streamable HTTP, driven by an rmcp client, with configs on
+//! the API stand-in (or `E2E_KUBECONFIG`'s cluster): the authorization matrix over every tool,
+//! and bad input refused by field with nothing stored or changed. Connection tests are turned
+//! off here (`connectionTest: false`) or fail on the policy before connecting; the ones against
+//! real servers are in `mcp_server_python.rs`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::ResourceExt as _;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use tenant_mcp::api::TenantMcpConfig;
+use tenant_mcp::mcp_server::limits::Limits;
+use tenant_mcp_e2e::harness::Cluster;
+use tenant_mcp_e2e::mcp_admin::{AdminServer, CallError, SECRET, call, claims, sign, token};
+
+struct World {
+    _cluster: Cluster,
+    client: kube::Client,
+    server: AdminServer,
+    acme: String,
+    globex: String,
+}
+
+fn ns(tenant: &str) -> String {
+    format!("tenant-{tenant}")
+}
+
+async fn world() -> World {
+    tenant_mcp_e2e::stack::install_crypto_provider();
+    let cluster = Cluster::start().await.unwrap();
+    cluster.install_crds().await.unwrap();
+    let client = cluster.client();
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let (acme, globex) = (format!("acme{suffix}"), format!("globex{suffix}"));
+    for tenant in [&acme, &globex] {
+        Api::<Namespace>::all(client.clone())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {
+                    "name": ns(tenant), "labels": {"tenantmcp.dev/tenant": tenant}}}))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    // Each MCP session is a few HTTP requests; the rate limit has a test of its own.
+    let limits = Limits {
+        requests_per_minute: 100_000,
+        burst: 10_000,
+        ..Limits::default()
+    };
+    let server = AdminServer::start(client.clone(), limits).await.unwrap();
+    World {
+        _cluster: cluster,
+        client,
+        server,
+        acme,
+        globex,
+    }
+}
+
+fn postgres(host: &str) -> Value {
+    json!({"host": host, "database": "rag", "credentialsSecretRef": {"name": "pg"}})
+}
+
+/// Every object of the tenant's namespace that a tool could change, by name and version.
+async fn state(client: &kube::Client, tenant: &str) -> Vec<String> {
+    let configs = Api::<TenantMcpConfig>::namespaced(client.clone(), &ns(tenant))
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns(tenant))
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let mut all: Vec<String> = configs
+        .iter()
+        .map(|c| format!("config {} {:?}", c.name_any(), c.resource_version()))
+        .chain(
+            secrets
+                .iter()
+                .map(|s| format!("secret {} {:?}", s.name_any(), s.resource_version())),
+        )
+        .collect();
+    all.sort();
+    all
+}
+
+/// A token signed with `alg: none` and no signature.
+fn unsigned(roles: &[&str]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let payload = b64.encode(claims(roles, None, 600).to_string());
+    format!("{header}.{payload}.")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tool_refuses_callers_outside_its_tenant_and_bad_tokens() {
+    let w = world().await;
+    let (acme, globex, url) = (&w.acme, &w.globex, &w.server.url);
+    let uber = token(&["uber_admin"], None);
+    let acme_admin = token(&["tenant_admin"], Some(acme));
+    let globex_admin = token(&["tenant_admin"], Some(globex));
+    let no_role = token(&["viewer"], Some(acme));
+    let mut wrong_issuer = claims(&["uber_admin"], None, 600);
+    wrong_issuer["iss"] = json!("https://someone-else.test");
+    let bad_tokens = [
+        (
+            "expired",
+            sign(&claims(&["uber_admin"], None, -3600), SECRET),
+        ),
+        ("wrong issuer", sign(&wrong_issuer, SECRET)),
+        ("unsigned", unsigned(&["uber_admin"])),
+        (
+            "another key",
+            sign(
+                &claims(&["uber_admin"], None, 600),
+                b"another-secret-of-32-bytes-or-more!!",
+            ),
+        ),
+    ];
+
+    let args = |tool: &str| -> Value {
+        match tool {
+            "rag_register_tenant_mcp_config" => json!({
+                "tenantId": acme, "servers": {"postgres": postgres("db.example.com")},
+                "credentials": {"postgres": {"username": "acme", "password": "s3cret-pw"}},
+                "connectionTest": false}),
+            "rag_update_tenant_mcp_config" => json!({
+                "tenantId": acme, "servers": {"postgres": {"port": 6432}}, "connectionTest": false}),
+            "rag_test_tenant_mcp_config" => json!({
+                "tenantId": acme, "servers": {"postgres": postgres("169.254.169.254")},
+                "credentials": {"postgres": {"username": "acme", "password": "pw"}}}),
+            _ => json!({"tenantId": acme}),
+        }
+    };
+    // In this order, so each allowed call meets a state it can act on.
+    let tools = [
+        "rag_test_tenant_mcp_config",
+        "rag_register_tenant_mcp_config",
+        "rag_get_tenant_mcp_config",
+        "rag_list_tenant_mcp_configs",
+        "rag_update_tenant_mcp_config",
+        "rag_delete_tenant_mcp_config",
+    ];
+    // What the second allowed caller (acme's own admin) meets after the uber admin's call.
+    let second = |tool: &str| match tool {
+        "rag_register_tenant_mcp_config" => Some("AlreadyExists"),
+        "rag_delete_tenant_mcp_config" => Some("NotFound"),
+        _ => None,
+    };
+    for tool in tools {
+        let before = state(&w.client, acme).await;
+        let refused: Vec<(&str, &str, String)> = vec![
+            (
+                "globex's admin",
+                "Forbidden",
+                format!("a tenant_admin of \"{globex}\" may not act on tenant \"{acme}\""),
+            ),
+            (
+                "no role",
+                "Forbidden",
+                "neither the uber_admin nor the tenant_admin role".to_owned(),
+            ),
+        ];
+        for (who, reason, says) in refused {
+            let bearer = if who == "no role" {
+                &no_role
+            } else {
+                &globex_admin
+            };
+            let err = call(url, bearer, tool, args(tool)).await.unwrap_err();
+            assert_eq!(err.reason(), reason, "{tool} by {who}: {err}");
+            assert!(err.message.contains(&says), "{tool} by {who}: {err}");
+        }
+        for (what, bad) in &bad_tokens {
+            let err = call(url, bad, tool, args(tool)).await.unwrap_err();
+            assert!(
+                err.message.contains("Auth required"),
+                "{tool} with an {what} token: {err}"
+            );
+        }
+        assert_eq!(
+            state(&w.client, acme).await,
+            before,
+            "{tool}: a refused call changed something"
+        );
+
+        let first = call(url, &uber, tool, args(tool)).await;
+        assert!(
+            first.is_ok(),
+            "{tool} by the uber admin: {}",
+            first.unwrap_err()
+        );
+        match (call(url, &acme_admin, tool, args(tool)).await, second(tool)) {
+            (Ok(_), None) => {}
+            (Err(e), Some(reason)) => assert_eq!(e.reason(), reason, "{tool} by acme's admin: {e}"),
+            (other, expected) => panic!("{tool} by acme's admin: {other:?}, expected {expected:?}"),
+        }
+    }
+
+    // A tenant admin listing without a filter sees its own tenant only; globex's config is
+    // not among acme's admin's.
+    call(
+        url,
+        &uber,
+        "rag_register_tenant_mcp_config",
+        json!({"tenantId": globex, "servers": {"postgres": postgres("db.example.com")}, "connectionTest": false}),
+    )
+    .await
+    .unwrap();
+    let all = call(url, &uber, "rag_list_tenant_mcp_configs", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(all["configs"].as_array().unwrap().len(), 1, "{all}");
+    let own = call(url, &globex_admin, "rag_list_tenant_mcp_configs", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(own["configs"][0]["tenantId"], globex.as_str());
+    let none = call(url, &acme_admin, "rag_list_tenant_mcp_configs", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(none["configs"], json!([]));
+
+    // What a refused token hears over plain HTTP: 401 with the reason, and a challenge.
+    let http = reqwest::Client::new();
+    for (what, bad) in &bad_tokens {
+        let response = http
+            .post(url)
+            .bearer_auth(bad)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{what}");
+        assert!(
+            response.headers().contains_key("www-authenticate"),
+            "{what}"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{what}: {body}"
+        );
+    }
+}
+
+/// Calls `rag_update_tenant_mcp_config` as the uber admin; the error it must give.
+async fn refused_update(url: &str, arguments: Value) -> CallError {
+    call(
+        url,
+        &token(&["uber_admin"], None),
+        "rag_update_tenant_mcp_config",
+        arguments,
+    )
+    .await
+    .unwrap_err()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_by_field_and_nothing_stored_changes() {
+    let w = world().await;
+    let (acme, globex, url) = (&w.acme, &w.globex, &w.server.url);
+    let uber = token(&["uber_admin"], None);
+
+    // acme registers through the tool: the password lands in a Secret, never in the config.
+    let registered = call(
+        url,
+        &uber,
+        "rag_register_tenant_mcp_config",
+        json!({"tenantId": acme, "servers": {"postgres": postgres("db.example.com")},
+               "credentials": {"postgres": {"username": "acme", "password": "s3cret-pw"}},
+               "connectionTest": false}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(registered["secretsWritten"], json!(["pg"]));
+    assert!(!registered.to_string().contains("s3cret-pw"));
+    let secret = Api::<Secret>::namespaced(w.client.clone(), &ns(acme))
+        .get("pg")
+        .await
+        .unwrap();
+    let data = secret.data.unwrap();
+    assert_eq!(data["password"].0, b"s3cret-pw");
+    assert_eq!(data["username"].0, b"acme");
+    let config = Api::<TenantMcpConfig>::namespaced(w.client.clone(), &ns(acme))
+        .get("tenant-mcp")
+        .await
+        .unwrap();
+    assert!(
+        !serde_json::to_string(&config)
+            .unwrap()
+            .contains("s3cret-pw")
+    );
+    let version = config.resource_version().unwrap();
+
+    // globex's config belongs to a GitOps tool, and so does a Secret in its namespace.
+    Api::<TenantMcpConfig>::namespaced(w.client.clone(), &ns(globex))
+        .patch(
+            "gitops",
+            &PatchParams::apply("argocd"),
+            &Patch::Apply(json!({
+                "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "TenantMcpConfig",
+                "metadata": {"name": "gitops"},
+                "spec": {"tenantId": globex, "servers": {"postgres": postgres("db.example.com")}}
+            })),
+        )
+        .await
+        .unwrap();
+    Api::<Secret>::namespaced(w.client.clone(), &ns(globex))
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "pg"}, "stringData": {"username": "u", "password": "gitops-pw"}}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    let before = (state(&w.client, acme).await, state(&w.client, globex).await);
+    let cases: Vec<(&str, Value, &str, Vec<&str>)> = vec![
+        (
+            "unknown fields",
+            json!({"tenantId": acme, "tenant": acme, "servers": {"postgres": {"hostname": "x"}}}),
+            "Invalid",
+            vec!["tenant", "servers.postgres.hostname"],
+        ),
+        (
+            "a bad URL",
+            json!({"tenantId": acme, "servers": {"aiMcpServer": {"url": "ftp://ai.example.com"}}}),
+            "Invalid",
+            vec!["servers.aiMcpServer.url"],
+        ),
+        (
+            "a host the endpoint policy denies",
+            json!({"tenantId": acme, "servers": {"postgres": {"host": "169.254.169.254"}}}),
+            "Invalid",
+            vec!["servers.postgres.host"],
+        ),
+        (
+            "an inline secret in servers",
+            json!({"tenantId": acme, "servers": {"postgres": {"password": "hunter2"}}}),
+            "Invalid",
+            vec!["servers.postgres.password"],
+        ),
+        (
+            "a wrong type",
+            json!({"tenantId": acme, "servers": {"postgres": {"port": "5432x"}}}),
+            "Invalid",
+            vec!["servers.postgres.port"],
+        ),
+        (
+            "credentials for a server that is not declared",
+            json!({"tenantId": acme, "credentials": {"minio": {"accessKeyId": "a", "secretAccessKey": "b"}}}),
+            "Invalid",
+            vec!["credentials.minio"],
+        ),
+        (
+            "a stale expectedVersion",
+            json!({"tenantId": acme, "expectedVersion": "1", "servers": {"postgres": {"port": 6432}}, "connectionTest": false}),
+            "Conflict",
+            vec![],
+        ),
+        (
+            "a change to a field a GitOps tool owns",
+            json!({"tenantId": globex, "servers": {"postgres": {"host": "db2.example.com"}}, "connectionTest": false}),
+            "Conflict",
+            vec![],
+        ),
+        (
+            "removing a server a GitOps tool declared",
+            json!({"tenantId": globex, "servers": {"postgres": null}, "connectionTest": false}),
+            "Conflict",
+            vec![],
+        ),
+        (
+            "credentials into a Secret the tool did not make",
+            json!({"tenantId": globex, "credentials": {"postgres": {"username": "u", "password": "new"}}, "connectionTest": false}),
+            "Invalid",
+            vec!["credentials"],
+        ),
+    ];
+    for (what, arguments, reason, paths) in cases {
+        let err = refused_update(url, arguments).await;
+        // Argument decoding errors come from the SDK's parameter check (no data), everything
+        // later from the tool (with data): both name every field.
+        if err.data.is_null() {
+            assert!(
+                err.message.contains("failed to deserialize parameters"),
+                "{what}: {err}"
+            );
+            for path in &paths {
+                assert!(
+                    err.message.contains(&format!("{path}: ")),
+                    "{what}: no {path} in {err}"
+                );
+            }
+        } else {
+            assert_eq!(err.reason(), reason, "{what}: {err}");
+            for path in &paths {
+                assert!(
+                    err.paths().iter().any(|p| p == path),
+                    "{what}: no {path} in {err}"
+                );
+            }
+        }
+        assert!(
+            !err.to_string().contains("hunter2"),
+            "{what}: the secret is repeated: {err}"
+        );
+        if what.contains("inline") {
+            assert!(
+                err.message.contains("give the value in `credentials`"),
+                "{what}: {err}"
+            );
+        }
+        if what.contains("GitOps") {
+            assert!(err.message.contains("argocd"), "{what}: {err}");
+        }
+    }
+    // Wrong types at the top and an unknown tenant on register.
+    let err = call(
+        url,
+        &uber,
+        "rag_register_tenant_mcp_config",
+        json!({"tenantId": 5, "servers": {}}),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.message.contains("tenantId: "), "{err}");
+
+    let after = (state(&w.client, acme).await, state(&w.client, globex).await);
+    assert_eq!(after, before, "a refused call changed a config or Secret");
+    let config = Api::<TenantMcpConfig>::namespaced(w.client.clone(), &ns(acme))
+        .get("tenant-mcp")
+        .await
+        .unwrap();
+    assert_eq!(config.resource_version().unwrap(), version);
+    let gitops_secret = Api::<Secret>::namespaced(w.client.clone(), &ns(globex))
+        .get("pg")
+        .await
+        .unwrap();
+    assert_eq!(gitops_secret.data.unwrap()["password"].0, b"gitops-pw");
+
+    // An oversized request is refused before its body is read.
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"rag_get_tenant_mcp_config","arguments":{{"tenantId":"{}"}}}}}}"#,
+        "a".repeat(300 * 1024)
+    );
+    let response = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(&uber)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+
+    // A change with the current expectedVersion goes through, and moves the version on.
+    let updated = call(
+        url,
+        &uber,
+        "rag_update_tenant_mcp_config",
+        json!({"tenantId": acme, "expectedVersion": version, "servers": {"postgres": {"port": 6432}}, "connectionTest": false}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        updated["config"]["spec"]["servers"]["postgres"]["port"],
+        6432
+    );
+    assert_ne!(updated["config"]["resourceVersion"], version.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_over_its_rate_is_told_when_to_come_back() {
+    tenant_mcp_e2e::stack::install_crypto_provider();
+    let cluster = Cluster::start().await.unwrap();
+    cluster.install_crds().await.unwrap();
+    let limits = Limits {
+        requests_per_minute: 6,
+        burst: 3,
+        ..Limits::default()
+    };
+    let server = AdminServer::start(cluster.client(), limits).await.unwrap();
+    let http = reqwest::Client::new();
+    let ping = async |bearer: &str| {
+        http.post(&server.url)
+            .bearer_auth(bearer)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#)
+            .send()
+            .await
+            .unwrap()
+    };
+    let alice = token(&["uber_admin"], None);
+    for _ in 0..3 {
+        assert_eq!(ping(&alice).await.status(), 200);
+    }
+    let limited = ping(&alice).await;
+    assert_eq!(limited.status(), 429);
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=10).contains(&retry), "{retry}");
+    // Another caller is not affected.
+    assert_eq!(
+        ping(&token(&["tenant_admin"], Some("acme"))).await.status(),
+        200
+    );
+}

@@ -1,0 +1,138 @@
+//! The management server over Streamable HTTP (`/mcp`) behind bearer authentication, a request
+//! size limit and a per-caller rate, and over stdio for a local agent.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rmcp::ServiceExt as _;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::auth::{AuthError, Authenticator};
+use super::limits::{Limits, RateLimiter};
+use super::tools::ManagementTools;
+
+/// What the HTTP front checks before a request reaches the tools.
+struct Gate {
+    auth: Arc<Authenticator>,
+    rate: RateLimiter,
+    max_request_bytes: usize,
+}
+
+fn refuse(status: StatusCode, message: String) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+/// Size first (no body is read for an oversized request), then the token, then the caller's
+/// rate; the body is also cut off at the limit when no length was declared.
+async fn guard(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > gate.max_request_bytes) {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than {} bytes", gate.max_request_bytes),
+        );
+    }
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let caller = match gate.auth.authenticate(header) {
+        Ok(caller) => caller,
+        Err(e) => {
+            let mut response = refuse(StatusCode::UNAUTHORIZED, e.to_string());
+            let challenge = match e {
+                AuthError::MissingToken => "Bearer",
+                _ => "Bearer error=\"invalid_token\"",
+            };
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+            return response;
+        }
+    };
+    if let Err(wait) = gate.rate.check(&caller.subject, Instant::now()) {
+        let mut response = refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many requests from {:?}: try again in {}s",
+                caller.subject,
+                wait.as_secs() + 1
+            ),
+        );
+        if let Ok(v) = HeaderValue::from_str(&(wait.as_secs() + 1).to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return response;
+    }
+    request.extensions_mut().insert(caller);
+    let (parts, body) = request.into_parts();
+    let body = axum::body::Body::new(http_body_util::Limited::new(body, gate.max_request_bytes));
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// The HTTP routes: `/mcp` (Streamable HTTP) behind the gate. `stop` ends open sessions.
+pub fn router(
+    tools: ManagementTools,
+    auth: Arc<Authenticator>,
+    limits: &Limits,
+    stop: CancellationToken,
+) -> axum::Router {
+    let mut config = StreamableHttpServerConfig::default();
+    config.cancellation_token = stop;
+    let mcp = StreamableHttpService::new(
+        move || Ok(tools.clone()),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    let gate = Arc::new(Gate {
+        auth,
+        rate: RateLimiter::new(limits.requests_per_minute, limits.burst),
+        max_request_bytes: limits.max_request_bytes,
+    });
+    axum::Router::new()
+        .route_service("/mcp", mcp)
+        .layer(axum::middleware::from_fn_with_state(gate, guard))
+}
+
+/// Serves one session on stdin/stdout for a local agent, as the holder of `token`.
+pub async fn serve_stdio(
+    tools: ManagementTools,
+    auth: &Authenticator,
+    token: &str,
+) -> Result<(), StdioError> {
+    let caller = auth.authenticate(Some(&format!("Bearer {token}")))?;
+    tracing::info!(subject = %caller.subject, "serving the management tools on stdio");
+    let service = tools
+        .for_caller(caller)
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| StdioError::Start(e.to_string()))?;
+    service
+        .waiting()
+        .await
+        .map_err(|e| StdioError::Start(e.to_string()))?;
+    Ok(())
+}
+
+/// Why the stdio server did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum StdioError {
+    /// The token was refused.
+    #[error("the stdio token was refused: {0}")]
+    Token(#[from] AuthError),
+    /// The session could not start or ended in error.
+    #[error("stdio session: {0}")]
+    Start(String),
+}

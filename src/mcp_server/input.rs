@@ -1,0 +1,253 @@
+//! The tools' arguments: types whose JSON Schemas are generated from the CRD types, and
+//! [`Input`], which decodes untrusted arguments with an error per field.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+use crate::api::{McpServer, PostgresServer, S3Server, ServersSpec, ValidationSettings};
+use crate::config::decode::decode;
+use crate::config::inline_credentials::find_inline_credentials;
+use crate::config::{Credential, FieldErrors, FieldPath};
+
+/// Tool arguments of type `T`, decoded so that every unknown field, the first wrong type and
+/// every credential written straight into `servers` are reported by field path (serde alone
+/// names neither the field of a type error nor why a `password` field is refused).
+#[derive(Debug)]
+pub struct Input<T>(pub T);
+
+impl<'de, T: DeserializeOwned + JsonSchema> Deserialize<'de> for Input<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        let mut errors = FieldErrors::default();
+        if let Some(servers) = value.get("servers") {
+            for mut e in find_inline_credentials(servers, &FieldPath::new("servers")).0 {
+                e.message = "inline credentials are not allowed in servers: give the value in \
+                             `credentials` (the tool keeps it in the Secret the config references)"
+                    .into();
+                errors.push(e);
+            }
+        }
+        let decoded = decode::<T>(value, &FieldPath::default());
+        match decoded {
+            Ok(v) if errors.is_empty() => Ok(Self(v)),
+            Ok(_) => Err(D::Error::custom(describe(&errors))),
+            Err(more) => {
+                // An inline credential is also an unknown field; say it once, the useful way.
+                let inline: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
+                errors.extend(more.0.into_iter().filter(|e| !inline.contains(&e.path)));
+                Err(D::Error::custom(describe(&errors)))
+            }
+        }
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Input<T> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        T::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(generator)
+    }
+
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+}
+
+/// Every problem on one line each: `N problem(s): path: message; …`.
+pub fn describe(errors: &FieldErrors) -> String {
+    let listed: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    match listed.len() {
+        1 => listed.concat(),
+        n => format!("{n} problems: {}", listed.join("; ")),
+    }
+}
+
+/// Credentials to keep in Secrets, per server type. Each goes into the Secret (and under the
+/// key) that the server's reference names; the tool creates or updates that Secret.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CredentialsInput {
+    /// The Postgres login, for `servers.postgres.credentialsSecretRef`.
+    #[serde(default)]
+    pub postgres: Option<PostgresLogin>,
+    /// The S3 keys, for `servers.minio.credentialsSecretRef`.
+    #[serde(default)]
+    pub minio: Option<S3Keys>,
+    /// The AI MCP server's bearer token, for `servers.aiMcpServer.bearerTokenSecretRef`.
+    #[serde(default)]
+    pub ai_mcp_server: Option<McpToken>,
+    /// Bearer tokens of further MCP servers by name, for their `bearerTokenSecretRef`.
+    #[serde(default)]
+    pub mcp_servers: BTreeMap<String, McpToken>,
+}
+
+impl CredentialsInput {
+    /// True when no credential is given.
+    pub fn is_empty(&self) -> bool {
+        self.postgres.is_none()
+            && self.minio.is_none()
+            && self.ai_mcp_server.is_none()
+            && self.mcp_servers.is_empty()
+    }
+}
+
+/// A Postgres user name and password.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostgresLogin {
+    /// User name.
+    #[schemars(length(min = 1, max = 63))]
+    pub username: String,
+    /// Password.
+    pub password: Credential,
+}
+
+/// An S3 access key pair.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct S3Keys {
+    /// Access key id.
+    #[schemars(length(min = 1, max = 128))]
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: Credential,
+}
+
+/// An MCP server's bearer token.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct McpToken {
+    /// The token sent as `Authorization: Bearer …`.
+    pub bearer_token: Credential,
+}
+
+/// `rag_register_tenant_mcp_config`'s input.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// The tenant (a DNS label, e.g. `acme`).
+    pub tenant_id: String,
+    /// The namespace to create the config in; default: the one namespace labelled
+    /// `tenantmcp.dev/tenant=<tenantId>`.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The TenantMcpConfig's name (default `tenant-mcp`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `false` sends this tenant to the global servers (default `true`).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// The tenant's servers, exactly as in the TenantMcpConfig spec; credentials only by Secret
+    /// reference (give their values in `credentials`).
+    pub servers: ServersSpec,
+    /// Connection-test settings, as in the TenantMcpConfig spec.
+    #[serde(default)]
+    pub validation: Option<ValidationSettings>,
+    /// Credentials to store in the Secrets the servers reference.
+    #[serde(default)]
+    pub credentials: Option<CredentialsInput>,
+    /// Connection-test every server before storing (default `true`).
+    #[serde(default)]
+    pub connection_test: Option<bool>,
+}
+
+/// The shape of an update's `servers`: a JSON merge patch per server type.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServersPatch {
+    /// Merged into the Postgres entry; `null` removes it.
+    #[serde(default)]
+    pub postgres: Option<PostgresServer>,
+    /// Merged into the MinIO entry; `null` removes it.
+    #[serde(default)]
+    pub minio: Option<S3Server>,
+    /// Merged into the AI MCP server entry; `null` removes it.
+    #[serde(default)]
+    pub ai_mcp_server: Option<McpServer>,
+    /// Further MCP servers by name, each merged; `null` removes one.
+    #[serde(default)]
+    pub mcp_servers: Option<BTreeMap<String, Option<McpServer>>>,
+}
+
+/// `rag_update_tenant_mcp_config`'s input.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateRequest {
+    /// The tenant whose config to change.
+    pub tenant_id: String,
+    /// A merge patch of the server types to change: a type left out stays as it is, `null`
+    /// removes it, an object is merged into it (fields set to `null` go back to defaults).
+    #[serde(default)]
+    #[schemars(with = "Option<ServersPatch>")]
+    pub servers: Option<Value>,
+    /// New value of `enabled`.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// New connection-test settings.
+    #[serde(default)]
+    pub validation: Option<ValidationSettings>,
+    /// Credentials to store in the Secrets the servers reference.
+    #[serde(default)]
+    pub credentials: Option<CredentialsInput>,
+    /// Fail unless the config's `resourceVersion` is still this one (from a get).
+    #[serde(default)]
+    pub expected_version: Option<String>,
+    /// Connection-test the changed servers before storing (default `true`).
+    #[serde(default)]
+    pub connection_test: Option<bool>,
+}
+
+/// `rag_get_tenant_mcp_config`'s input.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GetRequest {
+    /// The tenant (its `spec.tenantId`).
+    pub tenant_id: String,
+}
+
+/// `rag_list_tenant_mcp_configs`'s input.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListRequest {
+    /// Only this tenant's configs. A tenant admin sees only its own tenant either way.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+}
+
+/// `rag_delete_tenant_mcp_config`'s input.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeleteRequest {
+    /// The tenant whose config to delete; the tenant then uses the global servers.
+    pub tenant_id: String,
+    /// Fail unless the config's `resourceVersion` is still this one.
+    #[serde(default)]
+    pub expected_version: Option<String>,
+}
+
+/// `rag_test_tenant_mcp_config`'s input: a config to validate and connection-test, nothing
+/// stored.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TestRequest {
+    /// The tenant the config is for.
+    pub tenant_id: String,
+    /// The namespace whose Secrets references without `credentials` are read from; default:
+    /// the namespace bound to the tenant.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The servers, as in the TenantMcpConfig spec.
+    pub servers: ServersSpec,
+    /// Connection-test settings.
+    #[serde(default)]
+    pub validation: Option<ValidationSettings>,
+    /// Credentials to test with (not stored).
+    #[serde(default)]
+    pub credentials: Option<CredentialsInput>,
+}

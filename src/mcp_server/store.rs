@@ -1,0 +1,339 @@
+//! The management server's reads and writes on the Kubernetes API: configs, the namespace bound
+//! to a tenant, the endpoint policy, and the Secrets it keeps credentials in. Every write is a
+//! server-side apply under [`FIELD_MANAGER`], so fields another manager owns are reported as
+//! conflicts instead of being overwritten.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::{Resource as _, ResourceExt as _};
+use serde_json::json;
+
+use super::error::ToolError;
+use super::plan::{CREDENTIALS_OF_LABEL, FIELD_MANAGER, MANAGED_BY, SecretWrite, writable};
+use crate::api::{
+    GLOBAL_CONFIG_NAME, GlobalMcpConfig, TENANT_LABEL, TenantMcpConfig, TenantMcpConfigSpec,
+};
+use crate::config::{EndpointPolicy, FieldError, FieldErrors, FieldPath};
+
+/// A Secret as it was before a write, to put back when a later step fails.
+#[derive(Debug)]
+pub struct Restore {
+    name: String,
+    before: Option<BTreeMap<String, ByteString>>,
+}
+
+/// The Kubernetes side of the tools.
+#[derive(Clone)]
+pub struct Store {
+    kube: kube::Client,
+}
+
+impl Store {
+    /// A store over `kube`.
+    pub fn new(kube: kube::Client) -> Self {
+        Self { kube }
+    }
+
+    /// Every TenantMcpConfig of `tenant` (all when `None`), oldest first: the first of a tenant
+    /// is the one the controller serves.
+    pub async fn configs(&self, tenant: Option<&str>) -> Result<Vec<TenantMcpConfig>, ToolError> {
+        let api: Api<TenantMcpConfig> = Api::all(self.kube.clone());
+        let mut all = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| ToolError::kube("listing TenantMcpConfigs", e))?
+            .items;
+        all.retain(|c| tenant.is_none_or(|t| c.spec.tenant_id == t));
+        all.sort_by_key(|c| {
+            (
+                c.meta().creation_timestamp.clone().map(|t| t.0),
+                c.namespace(),
+                c.name_any(),
+            )
+        });
+        Ok(all)
+    }
+
+    /// The config the controller serves for `tenant`.
+    pub async fn config(&self, tenant: &str) -> Result<TenantMcpConfig, ToolError> {
+        self.configs(Some(tenant)).await?.into_iter().next().ok_or_else(|| {
+            ToolError::NotFound(format!(
+                "tenant {tenant:?} has no TenantMcpConfig: register one with rag_register_tenant_mcp_config"
+            ))
+        })
+    }
+
+    /// The endpoint policy of the GlobalMcpConfig (the strict default without one), as the
+    /// controller applies it.
+    pub async fn policy(&self) -> Result<EndpointPolicy, ToolError> {
+        let api: Api<GlobalMcpConfig> = Api::all(self.kube.clone());
+        let global = api
+            .get_opt(GLOBAL_CONFIG_NAME)
+            .await
+            .map_err(|e| ToolError::kube("reading the GlobalMcpConfig", e))?;
+        Ok(global.map_or_else(EndpointPolicy::default, |g| {
+            EndpointPolicy::compile_or_strict(&g.spec.endpoint_policy)
+        }))
+    }
+
+    /// The namespace a config of `tenant` lives in: `requested` if it is bound to the tenant,
+    /// else the one namespace labelled for it. Errors name the `namespace` argument.
+    pub async fn bound_namespace(
+        &self,
+        tenant: &str,
+        requested: Option<&str>,
+    ) -> Result<String, ToolError> {
+        let api: Api<Namespace> = Api::all(self.kube.clone());
+        let field = FieldPath::new("namespace");
+        let fail = |message: String| {
+            let mut errors = FieldErrors::default();
+            errors.push(FieldError::invalid(&field, message));
+            ToolError::invalid("no namespace for the config", errors)
+        };
+        let bind = format!("kubectl label namespace <namespace> {TENANT_LABEL}={tenant}");
+        if let Some(name) = requested {
+            let ns = api
+                .get_opt(name)
+                .await
+                .map_err(|e| ToolError::kube(format!("reading namespace {name:?}"), e))?
+                .ok_or_else(|| fail(format!("namespace {name:?} does not exist")))?;
+            let bound = ns.labels().get(TENANT_LABEL).cloned();
+            return match bound {
+                Some(b) if b == tenant => Ok(name.to_owned()),
+                Some(b) => Err(fail(format!(
+                    "namespace {name:?} is bound to tenant {b:?} (label {TENANT_LABEL}), not to {tenant:?}"
+                ))),
+                None => Err(fail(format!(
+                    "namespace {name:?} is not bound to tenant {tenant:?}: bind it with `{}`",
+                    bind.replace("<namespace>", name)
+                ))),
+            };
+        }
+        let bound = api
+            .list(&ListParams::default().labels(&format!("{TENANT_LABEL}={tenant}")))
+            .await
+            .map_err(|e| ToolError::kube("listing namespaces", e))?
+            .items;
+        match bound.as_slice() {
+            [one] => Ok(one.name_any()),
+            [] => Err(fail(format!(
+                "no namespace is bound to tenant {tenant:?}: bind one with `{bind}`"
+            ))),
+            many => Err(fail(format!(
+                "{} namespaces are bound to tenant {tenant:?} ({}): name one",
+                many.len(),
+                many.iter()
+                    .map(kube::ResourceExt::name_any)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// The Secrets named `names` in `namespace` that exist.
+    pub async fn secrets(
+        &self,
+        namespace: &str,
+        names: &[String],
+    ) -> Result<HashMap<String, Secret>, ToolError> {
+        let api: Api<Secret> = Api::namespaced(self.kube.clone(), namespace);
+        let mut found = HashMap::new();
+        for name in names {
+            let name = name.as_str();
+            if found.contains_key(name) {
+                continue;
+            }
+            if let Some(secret) = api
+                .get_opt(name)
+                .await
+                .map_err(|e| ToolError::kube(format!("reading Secret {namespace}/{name}"), e))?
+            {
+                found.insert(name.to_owned(), secret);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Refuses writes into Secrets the tool did not make for config `config`.
+    pub fn check_writable(
+        writes: &[SecretWrite],
+        existing: &HashMap<String, Secret>,
+        config: &str,
+    ) -> Result<(), ToolError> {
+        let mut errors = FieldErrors::default();
+        for write in writes {
+            if let Some(secret) = existing.get(&write.name)
+                && !writable(secret, config)
+            {
+                errors.push(FieldError::forbidden(
+                    &FieldPath::new("credentials"),
+                    format!(
+                        "Secret {:?} exists and was not made by this tool for config {config:?}: \
+                         reference it without giving credentials (its values are used as they \
+                         are), or name another Secret",
+                        write.name
+                    ),
+                ));
+            }
+        }
+        errors
+            .into_result()
+            .map_err(|e| ToolError::invalid("credentials cannot be stored", e))
+    }
+
+    /// Writes `writes` (keeping the other keys of each Secret), returning how to undo them.
+    pub async fn write_secrets(
+        &self,
+        namespace: &str,
+        config: &str,
+        writes: &[SecretWrite],
+        existing: &HashMap<String, Secret>,
+    ) -> Result<Vec<Restore>, ToolError> {
+        let mut done = Vec::new();
+        for write in writes {
+            let before = existing.get(&write.name).and_then(|s| s.data.clone());
+            let mut data = before.clone().unwrap_or_default();
+            for (key, value) in &write.data {
+                data.insert(key.clone(), ByteString(value.expose().as_bytes().to_vec()));
+            }
+            if let Err(e) = self
+                .apply_secret(namespace, config, &write.name, &data)
+                .await
+            {
+                self.restore(namespace, config, done).await;
+                return Err(e);
+            }
+            done.push(Restore {
+                name: write.name.clone(),
+                before,
+            });
+        }
+        Ok(done)
+    }
+
+    /// Puts Secrets back as they were (best effort: a failure is logged, the original error is
+    /// what the caller hears).
+    pub async fn restore(&self, namespace: &str, config: &str, restores: Vec<Restore>) {
+        let api: Api<Secret> = Api::namespaced(self.kube.clone(), namespace);
+        for r in restores.into_iter().rev() {
+            let result = match &r.before {
+                Some(data) => self.apply_secret(namespace, config, &r.name, data).await,
+                None => api
+                    .delete(&r.name, &DeleteParams::default())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| ToolError::kube("deleting", e)),
+            };
+            if let Err(e) = result {
+                tracing::error!(secret = %format!("{namespace}/{}", r.name), error = %e, "could not undo a Secret write");
+            }
+        }
+    }
+
+    async fn apply_secret(
+        &self,
+        namespace: &str,
+        config: &str,
+        name: &str,
+        data: &BTreeMap<String, ByteString>,
+    ) -> Result<(), ToolError> {
+        let api: Api<Secret> = Api::namespaced(self.kube.clone(), namespace);
+        let secret = json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": name, "namespace": namespace, "labels": {
+                "app.kubernetes.io/managed-by": MANAGED_BY, CREDENTIALS_OF_LABEL: config}},
+            "data": data,
+        });
+        api.patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Apply(secret),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| conflict_or(e, &format!("writing Secret {namespace}/{name}")))
+    }
+
+    /// Applies `spec` as config `namespace/name`. With `version`, the apply fails if the
+    /// config changed since (the API server checks `metadata.resourceVersion`).
+    pub async fn apply_config(
+        &self,
+        namespace: &str,
+        name: &str,
+        spec: &TenantMcpConfigSpec,
+        version: Option<&str>,
+    ) -> Result<TenantMcpConfig, ToolError> {
+        let api: Api<TenantMcpConfig> = Api::namespaced(self.kube.clone(), namespace);
+        let mut config = json!({
+            "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "TenantMcpConfig",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        });
+        if let Some(v) = version {
+            config["metadata"]["resourceVersion"] = json!(v);
+        }
+        api.patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Apply(config),
+        )
+        .await
+        .map_err(|e| conflict_or(e, &format!("writing TenantMcpConfig {namespace}/{name}")))
+    }
+
+    /// Deletes config `namespace/name` if it still has `version`, then the Secrets the tool
+    /// made for it; the names of those Secrets.
+    pub async fn delete_config(
+        &self,
+        namespace: &str,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Vec<String>, ToolError> {
+        let api: Api<TenantMcpConfig> = Api::namespaced(self.kube.clone(), namespace);
+        let params = DeleteParams {
+            preconditions: version.map(|v| Preconditions {
+                resource_version: Some(v.to_owned()),
+                uid: None,
+            }),
+            ..DeleteParams::default()
+        };
+        api.delete(name, &params)
+            .await
+            .map_err(|e| conflict_or(e, &format!("deleting TenantMcpConfig {namespace}/{name}")))?;
+        let secrets: Api<Secret> = Api::namespaced(self.kube.clone(), namespace);
+        let selector =
+            format!("app.kubernetes.io/managed-by={MANAGED_BY},{CREDENTIALS_OF_LABEL}={name}");
+        let made = secrets
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| ToolError::kube("listing the config's Secrets", e))?;
+        let mut deleted = Vec::new();
+        for secret in made {
+            let secret_name = secret.name_any();
+            match secrets.delete(&secret_name, &DeleteParams::default()).await {
+                Ok(_) => deleted.push(secret_name),
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(ToolError::kube(format!("deleting Secret {secret_name}"), e)),
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// A 409 as [`ToolError::Conflict`] (with the API server's list of conflicting fields and
+/// managers), anything else as a Kubernetes error.
+fn conflict_or(e: kube::Error, action: &str) -> ToolError {
+    match &e {
+        kube::Error::Api(status) if status.code == 409 => ToolError::Conflict {
+            message: format!(
+                "{action}: {}. Another field manager (e.g. a GitOps tool) owns these fields: change \
+                 them there, or get the config again and retry",
+                status.message
+            ),
+        },
+        _ => ToolError::kube(action, e),
+    }
+}
