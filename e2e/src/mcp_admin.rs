@@ -156,3 +156,42 @@ pub async fn call(
         Err(e) => Err(failed(e.to_string())),
     }
 }
+
+/// Runs the official MCP Python SDK client (`e2e/python/admin_client.py`, in `.tools/python`
+/// or `$TENANT_MCP_PYTHON`) with `args` (a URL, or `stdio` and a command) and extra `env` on
+/// `steps`; its JSON report. Panics when the client fails.
+#[allow(clippy::expect_used)] // a test helper: fails loudly
+pub fn python_client(args: &[&str], env: &[(&str, &str)], steps: &Value) -> Value {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let python = std::env::var_os("TENANT_MCP_PYTHON").map_or_else(
+        || crate::stack::repo_root().join(".tools/python/bin/python"),
+        Into::into,
+    );
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/test, or `source scripts/lib.sh && ensure_python_mcp`",
+        python.display()
+    );
+    let mut child = Command::new(&python)
+        .arg(crate::stack::repo_root().join("e2e/python/admin_client.py"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the Python client");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(steps.to_string().as_bytes())
+            .expect("writing the steps");
+    }
+    let output = child.wait_with_output().expect("running the Python client");
+    assert!(
+        output.status.success(),
+        "the Python client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("the Python client's report")
+}

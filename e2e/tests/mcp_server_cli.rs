@@ -1,0 +1,200 @@
+//! `tenant-mcp mcp-server`, the binary, against the API stand-in: over Streamable HTTP it
+//! audits every call (who, tenant, tool, outcome) and never logs a credential; over stdio the
+//! official MCP Python SDK drives it as the holder of TENANT_MCP_STDIO_TOKEN.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+use tenant_mcp_e2e::harness::Cluster;
+use tenant_mcp_e2e::mcp_admin::{AUDIENCE, ISSUER, SECRET, call, python_client, token};
+use tenant_mcp_e2e::stack::tenant_mcp_binary;
+
+async fn cluster_with(tenants: &[&str]) -> Cluster {
+    tenant_mcp_e2e::stack::install_crypto_provider();
+    let cluster = Cluster::start().await.unwrap();
+    cluster.install_crds().await.unwrap();
+    for tenant in tenants {
+        Api::<Namespace>::all(cluster.client())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {
+                    "name": format!("tenant-{tenant}"), "labels": {"tenantmcp.dev/tenant": tenant}}}))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    cluster
+}
+
+/// The binary's environment: the cluster, the token settings and info logs as JSON.
+fn env(cluster: &Cluster, secret_file: &std::path::Path) -> Vec<(String, String)> {
+    [
+        ("KUBECONFIG", cluster.kubeconfig().display().to_string()),
+        (
+            "TENANT_MCP_JWT_SECRET_FILE",
+            secret_file.display().to_string(),
+        ),
+        ("TENANT_MCP_JWT_ISSUER", ISSUER.to_owned()),
+        ("TENANT_MCP_JWT_AUDIENCE", AUDIENCE.to_owned()),
+        ("TENANT_MCP_LOG", "info".to_owned()),
+        ("TENANT_MCP_LOG_FORMAT", "json".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_http_and_audits_every_call_without_secrets() {
+    let cluster = cluster_with(&["acme", "globex"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("jwt-secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = dir.path().join("stderr.log");
+    let child = Command::new(tenant_mcp_binary().unwrap())
+        .args(["mcp-server", "--listen", &format!("127.0.0.1:{port}")])
+        .envs(env(&cluster, &secret_file))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not listen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let uber = token(&["uber_admin"], None);
+    call(
+        &url,
+        &uber,
+        "rag_register_tenant_mcp_config",
+        json!({"tenantId": "acme", "connectionTest": false,
+               "servers": {"postgres": {"host": "db.example.com", "database": "rag",
+                                        "credentialsSecretRef": {"name": "pg"}}},
+               "credentials": {"postgres": {"username": "acme", "password": "audit-pw-123"}}}),
+    )
+    .await
+    .unwrap();
+    let refused = call(
+        &url,
+        &token(&["tenant_admin"], Some("globex")),
+        "rag_get_tenant_mcp_config",
+        json!({"tenantId": "acme"}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.reason(), "Forbidden");
+
+    // SIGTERM: a graceful stop.
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut child = child;
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains("audit-pw-123"),
+        "a credential reached the log:\n{text}"
+    );
+    let audit: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["target"] == "tenant_mcp::audit")
+        .map(|l| l["fields"].clone())
+        .collect();
+    let seen: Vec<(&str, &str, &str, &str)> = audit
+        .iter()
+        .map(|f| {
+            (
+                f["subject"].as_str().unwrap_or_default(),
+                f["tenant"].as_str().unwrap_or_default(),
+                f["tool"].as_str().unwrap_or_default(),
+                f["outcome"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                "uber_admin@platform",
+                "acme",
+                "rag_register_tenant_mcp_config",
+                "Ok"
+            ),
+            (
+                "tenant_admin@globex",
+                "acme",
+                "rag_get_tenant_mcp_config",
+                "Forbidden"
+            ),
+        ],
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_one_caller_on_stdio() {
+    let cluster = cluster_with(&["acme"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("jwt-secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let binary = tenant_mcp_binary().unwrap().display().to_string();
+    let mut vars = env(&cluster, &secret_file);
+    vars.push((
+        "TENANT_MCP_STDIO_TOKEN".into(),
+        token(&["tenant_admin"], Some("acme")),
+    ));
+    let steps = json!([
+        {"token": ""},
+        {"token": "", "tool": "rag_register_tenant_mcp_config", "arguments": {
+            "tenantId": "acme", "connectionTest": false,
+            "servers": {"postgres": {"host": "db.example.com", "database": "rag",
+                                     "credentialsSecretRef": {"name": "pg"}}}}},
+        {"token": "", "tool": "rag_list_tenant_mcp_configs", "arguments": {}},
+        {"token": "", "tool": "rag_get_tenant_mcp_config", "arguments": {"tenantId": "globex"}},
+    ]);
+    let report = tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        python_client(&["stdio", &binary, "mcp-server", "--stdio"], &env, &steps)
+    })
+    .await
+    .unwrap();
+    assert_eq!(report["tools"].as_array().unwrap().len(), 6, "{report}");
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results[0]["ok"], true, "{report}");
+    assert_eq!(
+        results[1]["value"]["configs"][0]["tenantId"], "acme",
+        "{report}"
+    );
+    assert_eq!(results[2]["data"]["reason"], "Forbidden", "{report}");
+}

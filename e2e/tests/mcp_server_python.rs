@@ -1,0 +1,276 @@
+//! The management MCP server driven by a client nobody here wrote: the official MCP Python
+//! SDK (`e2e/python/admin_client.py`, installed into `.tools/python` by `scripts/test`), over
+//! Streamable HTTP, against the local stack: the API stand-in, a real Postgres, a real S3
+//! server that checks credentials, and the controller. A tenant admin registers a config
+//! (after a refused attempt with a wrong password), adds MinIO, waits for the controller to
+//! promote both, fails to break MinIO with a wrong key, and deletes the config.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use tenant_mcp::api::{GlobalMcpConfig, TenantMcpConfig};
+use tenant_mcp::controller::{self, Settings};
+use tenant_mcp::mcp_server::limits::Limits;
+use tenant_mcp_e2e::harness::Cluster;
+use tenant_mcp_e2e::mcp_admin::{AdminServer, python_client, token};
+use tenant_mcp_e2e::stack::postgres::{Postgres, execute};
+use tenant_mcp_e2e::stack::s3::S3Server;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_registers_updates_reads_and_deletes_a_config_on_the_local_stack() {
+    tenant_mcp_e2e::stack::install_crypto_provider();
+    let cluster = Cluster::start().await.unwrap();
+    cluster.install_crds().await.unwrap();
+    let client = cluster.client();
+
+    let pg = Postgres::start().unwrap();
+    let db = pg.create_database("acme").await.unwrap();
+    let suffix = db[db.len() - 6..].to_owned();
+    let (tenant, user) = (format!("acme-{suffix}"), format!("acme_{suffix}"));
+    execute(
+        &pg.admin_url("postgres"),
+        &format!("CREATE ROLE {user} LOGIN PASSWORD 'acme-pass'"),
+    )
+    .await
+    .unwrap();
+    let s3 = tokio::task::spawn_blocking(|| S3Server::start("acme-access", "acme-secret-key"))
+        .await
+        .unwrap()
+        .unwrap();
+    s3.client()
+        .create_bucket()
+        .bucket("acme-docs")
+        .send()
+        .await
+        .unwrap();
+
+    // The cluster allows loopback endpoints (everything here runs on this machine).
+    let creds_ns = format!("tenant-mcp-system-{suffix}");
+    let ns = format!("tenant-{tenant}");
+    for (name, label) in [(&creds_ns, None), (&ns, Some(&tenant))] {
+        let mut namespace = json!({"metadata": {"name": name}});
+        if let Some(t) = label {
+            namespace["metadata"]["labels"] = json!({"tenantmcp.dev/tenant": t});
+        }
+        Api::<Namespace>::all(client.clone())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(namespace).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    Api::<GlobalMcpConfig>::all(client.clone())
+        .patch(
+            "default",
+            &PatchParams::apply("platform-team").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "GlobalMcpConfig",
+                "metadata": {"name": "default"},
+                "spec": {"credentialsNamespace": creds_ns, "endpointPolicy": {"allowLoopback": true}}
+            })),
+        )
+        .await
+        .unwrap();
+
+    let stop = CancellationToken::new();
+    let controller_task = tokio::spawn(controller::run(
+        client.clone(),
+        Settings {
+            identity: "mcp-python-test".into(),
+            snapshot_grace: Duration::from_secs(1),
+            ..Settings::default()
+        },
+        None,
+        stop.clone(),
+        None,
+    ));
+    let server = AdminServer::start(client.clone(), Limits::default())
+        .await
+        .unwrap();
+
+    let admin = token(&["tenant_admin"], Some(&tenant));
+    let postgres = json!({"host": "127.0.0.1", "port": pg.port(), "database": db, "sslMode": "disable",
+                          "credentialsSecretRef": {"name": "acme-postgres"}});
+    let minio = json!({"endpoint": s3.endpoint(), "bucket": "acme-docs",
+                       "credentialsSecretRef": {"name": "acme-minio"}});
+    let step = |tool: &str, arguments: Value| json!({"token": admin, "tool": tool, "arguments": arguments});
+    let mut ready = step("rag_get_tenant_mcp_config", json!({"tenantId": tenant}));
+    ready["until_ready"] = json!(true);
+    ready["timeout"] = json!(60);
+    let steps = json!([
+        {"token": admin},
+        step("rag_register_tenant_mcp_config", json!({
+            "tenantId": tenant, "servers": {"postgres": postgres},
+            "credentials": {"postgres": {"username": user, "password": "wrong-pass"}}})),
+        step("rag_register_tenant_mcp_config", json!({
+            "tenantId": tenant, "servers": {"postgres": postgres},
+            "credentials": {"postgres": {"username": user, "password": "acme-pass"}}})),
+        step("rag_update_tenant_mcp_config", json!({
+            "tenantId": tenant, "servers": {"minio": minio},
+            "credentials": {"minio": {"accessKeyId": "acme-access", "secretAccessKey": "acme-secret-key"}}})),
+        ready,
+        step("rag_update_tenant_mcp_config", json!({
+            "tenantId": tenant,
+            "credentials": {"minio": {"accessKeyId": "acme-access", "secretAccessKey": "not-the-key"}}})),
+        step("rag_get_tenant_mcp_config", json!({"tenantId": tenant})),
+        step("rag_delete_tenant_mcp_config", json!({"tenantId": tenant})),
+        step("rag_get_tenant_mcp_config", json!({"tenantId": tenant})),
+    ]);
+    let report = tokio::task::spawn_blocking({
+        let url = server.url.clone();
+        move || python_client(&[url.as_str()], &[], &steps)
+    })
+    .await
+    .unwrap();
+
+    // The tools, with input schemas from the CRD types.
+    let tools = report["tools"].as_array().unwrap();
+    let mut names: Vec<&str> = tools.iter().filter_map(|t| t["name"].as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "rag_delete_tenant_mcp_config",
+            "rag_get_tenant_mcp_config",
+            "rag_list_tenant_mcp_configs",
+            "rag_register_tenant_mcp_config",
+            "rag_test_tenant_mcp_config",
+            "rag_update_tenant_mcp_config",
+        ]
+    );
+    let register = tools
+        .iter()
+        .find(|t| t["name"] == "rag_register_tenant_mcp_config")
+        .unwrap();
+    let schema = register["input_schema"].to_string();
+    for field in [
+        "credentialsSecretRef",
+        "sslMode",
+        "bearerTokenSecretRef",
+        "secretAccessKey",
+    ] {
+        assert!(
+            schema.contains(field),
+            "register's schema lacks {field}: {schema}"
+        );
+    }
+
+    let results = report["results"].as_array().unwrap();
+    let [
+        refused,
+        registered,
+        updated,
+        ready,
+        broken,
+        after,
+        deleted,
+        gone,
+    ] = results.as_slice()
+    else {
+        panic!("{report}")
+    };
+    // A wrong password: refused by the connection test, by field, and nothing stored.
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert_eq!(refused["data"]["reason"], "Invalid", "{refused}");
+    assert_eq!(
+        refused["data"]["errors"][0]["path"], "servers.postgres",
+        "{refused}"
+    );
+    assert!(
+        refused["message"].as_str().unwrap().contains("AuthFailed"),
+        "{refused}"
+    );
+    assert!(!refused.to_string().contains("wrong-pass"));
+
+    assert_eq!(registered["ok"], true, "{registered}");
+    assert_eq!(
+        registered["value"]["secretsWritten"],
+        json!(["acme-postgres"])
+    );
+    assert_eq!(registered["value"]["connectionTests"][0]["ok"], true);
+    assert_eq!(updated["ok"], true, "{updated}");
+    let tested: Vec<&str> = updated["value"]["connectionTests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["server"].as_str())
+        .collect();
+    assert_eq!(tested, ["minio"], "only the changed server is tested");
+    assert!(updated["value"]["config"]["spec"]["servers"]["postgres"].is_object());
+
+    // The controller's verdict, as the get tool reports it.
+    let view = &ready["value"];
+    let servers: Vec<(&str, &str, bool)> = view["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["server"].as_str().unwrap(),
+                s["state"].as_str().unwrap_or_default(),
+                s["desiredIsActive"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        servers,
+        [("minio", "Healthy", true), ("postgres", "Healthy", true)],
+        "{view}"
+    );
+    let ready_condition = view["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap();
+    assert_eq!(ready_condition["status"], "True", "{view}");
+    assert_eq!(
+        view["active"]["postgres"]["spec"]["host"], "127.0.0.1",
+        "{view}"
+    );
+
+    // A wrong S3 key is refused and changes nothing.
+    assert_eq!(broken["ok"], false, "{broken}");
+    assert_eq!(
+        broken["data"]["errors"][0]["path"], "servers.minio",
+        "{broken}"
+    );
+    assert_eq!(
+        after["value"]["resourceVersion"], view["resourceVersion"],
+        "the refused update changed the config"
+    );
+
+    assert_eq!(deleted["ok"], true, "{deleted}");
+    let mut secrets_deleted: Vec<&str> = deleted["value"]["secretsDeleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    secrets_deleted.sort_unstable();
+    assert_eq!(secrets_deleted, ["acme-minio", "acme-postgres"]);
+    assert_eq!(gone["ok"], false);
+    assert_eq!(gone["data"]["reason"], "NotFound", "{gone}");
+    let configs = Api::<TenantMcpConfig>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(configs.items.is_empty());
+    let left = Api::<Secret>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=tenant-mcp-mcp-server"))
+        .await
+        .unwrap();
+    assert!(
+        left.items.is_empty(),
+        "the tool's Secrets outlived the config"
+    );
+
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), controller_task).await;
+}
