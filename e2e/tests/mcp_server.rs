@@ -372,6 +372,16 @@ async fn bad_input_is_refused_by_field_and_nothing_stored_changes() {
             vec![],
         ),
         (
+            // The new Secret is written first, then put back (deleted) when the config write
+            // meets the conflict.
+            "a GitOps conflict after new credentials were written",
+            json!({"tenantId": globex, "connectionTest": false,
+                   "servers": {"postgres": {"host": "db2.example.com", "credentialsSecretRef": {"name": "pg-new"}}},
+                   "credentials": {"postgres": {"username": "u", "password": "new-pw"}}}),
+            "Conflict",
+            vec![],
+        ),
+        (
             "removing a server a GitOps tool declared",
             json!({"tenantId": globex, "servers": {"postgres": null}, "connectionTest": false}),
             "Conflict",
@@ -517,4 +527,63 @@ async fn a_caller_over_its_rate_is_told_when_to_come_back() {
         ping(&token(&["tenant_admin"], Some("acme"))).await.status(),
         200
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_over_the_time_limit_is_cut_off_before_anything_is_stored() {
+    tenant_mcp_e2e::stack::install_crypto_provider();
+    let cluster = Cluster::start().await.unwrap();
+    cluster.install_crds().await.unwrap();
+    let client = cluster.client();
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {
+                "name": "tenant-slow", "labels": {"tenantmcp.dev/tenant": "slow"}}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<tenant_mcp::api::GlobalMcpConfig>::all(client.clone())
+        .patch(
+            "default",
+            &PatchParams::apply("platform-team").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "GlobalMcpConfig",
+                "metadata": {"name": "default"},
+                "spec": {"endpointPolicy": {"allowLoopback": true}}
+            })),
+        )
+        .await
+        .unwrap();
+    // A "Postgres" that accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let limits = Limits {
+        tool_timeout: std::time::Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let server = AdminServer::start(client.clone(), limits).await.unwrap();
+    let before = state(&client, "slow").await;
+    let err = call(
+        &server.url,
+        &token(&["uber_admin"], None),
+        "rag_register_tenant_mcp_config",
+        json!({"tenantId": "slow",
+               "servers": {"postgres": {"host": "127.0.0.1", "port": port, "database": "rag",
+                                        "sslMode": "disable", "credentialsSecretRef": {"name": "pg"}}},
+               "credentials": {"postgres": {"username": "u", "password": "p"}},
+               "validation": {"connectTimeoutSeconds": 30}}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.reason(), "Timeout", "{err}");
+    assert!(err.message.contains("did not finish within"), "{err}");
+    assert_eq!(state(&client, "slow").await, before);
 }

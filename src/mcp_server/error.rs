@@ -44,6 +44,9 @@ pub enum ToolError {
         /// The limit.
         seconds: u64,
     },
+    /// A failure of the server itself.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The Kubernetes API failed.
     #[error("{action}: {source}")]
     Kube {
@@ -79,6 +82,7 @@ impl ToolError {
             Self::Conflict { .. } => "Conflict",
             Self::Timeout { .. } => "Timeout",
             Self::Kube { .. } => "KubernetesError",
+            Self::Internal(_) => "Internal",
         }
     }
 }
@@ -91,7 +95,7 @@ impl From<ToolError> for ErrorData {
             ToolError::Forbidden(_) => ErrorCode(-32003),
             ToolError::AlreadyExists(_) | ToolError::Conflict { .. } => ErrorCode(-32009),
             ToolError::Timeout { .. } => ErrorCode(-32008),
-            ToolError::Kube { .. } => ErrorCode::INTERNAL_ERROR,
+            ToolError::Kube { .. } | ToolError::Internal(_) => ErrorCode::INTERNAL_ERROR,
         };
         let mut data = json!({ "reason": e.reason() });
         if let ToolError::Invalid { errors, .. } = &e {

@@ -11,7 +11,7 @@ use kube::ResourceExt as _;
 use rmcp::ErrorData;
 use rmcp::handler::server::wrapper::{Json, Parameters};
 use rmcp::model::Extensions;
-use rmcp::{tool, tool_router};
+use rmcp::{tool, tool_handler, tool_router};
 
 use super::audit;
 use super::auth::{Access, Caller, Role};
@@ -49,13 +49,16 @@ pub struct ManagementTools {
 /// A config checked and ready to store.
 struct Checked {
     namespace: String,
+    name: String,
+    /// The resourceVersion the write requires (updates).
+    version: Option<String>,
     spec: TenantMcpConfigSpec,
     writes: Vec<SecretWrite>,
     existing: HashMap<String, Secret>,
     tests: Vec<ConnectionTest>,
 }
 
-#[tool_router(server_handler)]
+#[tool_router]
 impl ManagementTools {
     /// Creates a tenant's config.
     #[tool(
@@ -68,12 +71,13 @@ impl ManagementTools {
         Parameters(Input(request)): Parameters<Input<RegisterRequest>>,
     ) -> Result<Json<WriteResult>, ErrorData> {
         let tenant = request.tenant_id.clone();
-        self.call(
-            &extensions,
-            "rag_register_tenant_mcp_config",
-            &tenant,
-            |caller| self.register_checked(caller, request),
-        )
+        const TOOL: &str = "rag_register_tenant_mcp_config";
+        self.call(&extensions, TOOL, &tenant, |caller| async move {
+            let checked = self
+                .bounded(TOOL, self.plan_register(caller, request))
+                .await?;
+            self.store_checked(checked).await
+        })
         .await
     }
 
@@ -88,12 +92,13 @@ impl ManagementTools {
         Parameters(Input(request)): Parameters<Input<UpdateRequest>>,
     ) -> Result<Json<WriteResult>, ErrorData> {
         let tenant = request.tenant_id.clone();
-        self.call(
-            &extensions,
-            "rag_update_tenant_mcp_config",
-            &tenant,
-            |caller| self.update_checked(caller, request),
-        )
+        const TOOL: &str = "rag_update_tenant_mcp_config";
+        self.call(&extensions, TOOL, &tenant, |caller| async move {
+            let checked = self
+                .bounded(TOOL, self.plan_update(caller, request))
+                .await?;
+            self.store_checked(checked).await
+        })
         .await
     }
 
@@ -108,16 +113,14 @@ impl ManagementTools {
         Parameters(Input(request)): Parameters<Input<GetRequest>>,
     ) -> Result<Json<ConfigView>, ErrorData> {
         let tenant = request.tenant_id.clone();
-        self.call(
-            &extensions,
-            "rag_get_tenant_mcp_config",
-            &tenant,
-            |caller| async move {
+        const TOOL: &str = "rag_get_tenant_mcp_config";
+        self.call(&extensions, TOOL, &tenant, |caller| {
+            self.bounded(TOOL, async move {
                 caller.authorize(Access::Tenant(&request.tenant_id))?;
                 let config = self.store.config(&request.tenant_id).await?;
                 Ok((view(&config), format!("read {}", id(&config))))
-            },
-        )
+            })
+        })
         .await
     }
 
@@ -131,32 +134,11 @@ impl ManagementTools {
         extensions: Extensions,
         Parameters(Input(request)): Parameters<Input<ListRequest>>,
     ) -> Result<Json<ConfigList>, ErrorData> {
+        const TOOL: &str = "rag_list_tenant_mcp_configs";
         let shown = request.tenant_id.clone().unwrap_or_else(|| "*".into());
-        self.call(
-            &extensions,
-            "rag_list_tenant_mcp_configs",
-            &shown,
-            |caller| async move {
-                let tenant = match (&request.tenant_id, caller.roles.contains(&Role::UberAdmin)) {
-                    (Some(t), _) => Some(t.clone()),
-                    (None, true) => None,
-                    // A tenant admin listing without a filter sees its own tenant.
-                    (None, false) => caller.tenant.clone(),
-                };
-                match &tenant {
-                    Some(t) => caller.authorize(Access::Tenant(t)),
-                    None => caller.authorize(Access::AllTenants),
-                }?;
-                let configs = self.store.configs(tenant.as_deref()).await?;
-                let detail = format!("listed {}", configs.len());
-                Ok((
-                    ConfigList {
-                        configs: configs.iter().map(view).collect(),
-                    },
-                    detail,
-                ))
-            },
-        )
+        self.call(&extensions, TOOL, &shown, |caller| {
+            self.bounded(TOOL, self.list_visible(caller, request))
+        })
         .await
     }
 
@@ -170,36 +152,19 @@ impl ManagementTools {
         extensions: Extensions,
         Parameters(Input(request)): Parameters<Input<DeleteRequest>>,
     ) -> Result<Json<DeleteResult>, ErrorData> {
+        const TOOL: &str = "rag_delete_tenant_mcp_config";
         let tenant = request.tenant_id.clone();
-        self.call(
-            &extensions,
-            "rag_delete_tenant_mcp_config",
-            &tenant,
-            |caller| async move {
-                caller.authorize(Access::Tenant(&request.tenant_id))?;
-                let current = self.store.config(&request.tenant_id).await?;
-                check_version(&current, request.expected_version.as_deref())?;
-                let (namespace, name) =
-                    (current.namespace().unwrap_or_default(), current.name_any());
-                let version = current.resource_version();
-                let secrets_deleted = self
-                    .store
-                    .delete_config(&namespace, &name, version.as_deref())
-                    .await?;
-                let detail = format!(
-                    "deleted {namespace}/{name} and {} Secrets",
-                    secrets_deleted.len()
-                );
-                Ok((
-                    DeleteResult {
-                        namespace,
-                        name,
-                        secrets_deleted,
-                    },
-                    detail,
-                ))
-            },
-        )
+        self.call(&extensions, TOOL, &tenant, |caller| async move {
+            let current = self
+                .bounded(TOOL, async {
+                    caller.authorize(Access::Tenant(&request.tenant_id))?;
+                    let current = self.store.config(&request.tenant_id).await?;
+                    check_version(&current, request.expected_version.as_deref())?;
+                    Ok(current)
+                })
+                .await?;
+            self.delete_unbounded(&current).await
+        })
         .await
     }
 
@@ -214,15 +179,19 @@ impl ManagementTools {
         Parameters(Input(request)): Parameters<Input<TestRequest>>,
     ) -> Result<Json<TestResult>, ErrorData> {
         let tenant = request.tenant_id.clone();
-        self.call(
-            &extensions,
-            "rag_test_tenant_mcp_config",
-            &tenant,
-            |caller| self.test_only(caller, request),
-        )
+        const TOOL: &str = "rag_test_tenant_mcp_config";
+        self.call(&extensions, TOOL, &tenant, |caller| {
+            self.bounded(TOOL, self.test_only(caller, request))
+        })
         .await
     }
 }
+
+#[tool_handler(
+    name = "tenant-mcp",
+    instructions = "Manage tenant MCP configs (each tenant's own Postgres, MinIO/S3, AI MCP and further MCP servers; tenants without one use the global servers). Read with rag_get_tenant_mcp_config / rag_list_tenant_mcp_configs; check a config with rag_test_tenant_mcp_config; store with rag_register_tenant_mcp_config (new tenant) or rag_update_tenant_mcp_config (merge patch per server type); remove with rag_delete_tenant_mcp_config. Credentials go in `credentials`, never in `servers`. A tenant_admin acts on its own tenant only."
+)]
+impl rmcp::ServerHandler for ManagementTools {}
 
 impl ManagementTools {
     /// Tools over `kube`, testing connections with `prober`, under `limits`.
@@ -241,7 +210,8 @@ impl ManagementTools {
         self
     }
 
-    /// Runs one call: finds the caller, applies the time limit, audits the outcome.
+    /// Runs one call: finds the caller, audits the outcome. The time limit applies inside the
+    /// tools, to everything before a write ([`Self::bounded`]).
     async fn call<T, F, Fut>(
         &self,
         extensions: &Extensions,
@@ -259,15 +229,7 @@ impl ManagementTools {
             .or(self.fixed_caller.as_ref())
             .cloned()
             .ok_or_else(|| ErrorData::internal_error("no authenticated caller", None))?;
-        let limit = self.limits.tool_timeout;
-        let result = match tokio::time::timeout(limit, body(caller.clone())).await {
-            Ok(result) => result,
-            Err(_) => Err(ToolError::Timeout {
-                tool,
-                seconds: limit.as_secs(),
-            }),
-        };
-        match result {
+        match body(caller.clone()).await {
             Ok((value, detail)) => {
                 audit::record(&caller, tenant, tool, "Ok", &detail);
                 Ok(Json(value))
@@ -279,11 +241,74 @@ impl ManagementTools {
         }
     }
 
-    async fn register_checked(
+    /// Runs `work` under the tool time limit. Only reads and checks run here: a write, once
+    /// started, is never cut short half-way.
+    async fn bounded<T>(
+        &self,
+        tool: &'static str,
+        work: impl Future<Output = Result<T, ToolError>>,
+    ) -> Result<T, ToolError> {
+        let limit = self.limits.tool_timeout;
+        tokio::time::timeout(limit, work)
+            .await
+            .unwrap_or(Err(ToolError::Timeout {
+                tool,
+                seconds: limit.as_secs(),
+            }))
+    }
+
+    async fn list_visible(
+        &self,
+        caller: Caller,
+        request: ListRequest,
+    ) -> Result<(ConfigList, String), ToolError> {
+        let tenant = match (&request.tenant_id, caller.roles.contains(&Role::UberAdmin)) {
+            (Some(t), _) => Some(t.clone()),
+            (None, true) => None,
+            // A tenant admin listing without a filter sees its own tenant.
+            (None, false) => caller.tenant.clone(),
+        };
+        match &tenant {
+            Some(t) => caller.authorize(Access::Tenant(t)),
+            None => caller.authorize(Access::AllTenants),
+        }?;
+        let configs = self.store.configs(tenant.as_deref()).await?;
+        let detail = format!("listed {}", configs.len());
+        let configs = configs.iter().map(view).collect();
+        Ok((ConfigList { configs }, detail))
+    }
+
+    /// Deletes `current` (if unchanged) and the Secrets made for it, in a task of its own so
+    /// the two go together even if the caller leaves.
+    async fn delete_unbounded(
+        &self,
+        current: &crate::api::TenantMcpConfig,
+    ) -> Result<(DeleteResult, String), ToolError> {
+        let (namespace, name) = (current.namespace().unwrap_or_default(), current.name_any());
+        let version = current.resource_version();
+        let store = self.store.clone();
+        let (ns, n) = (namespace.clone(), name.clone());
+        let secrets_deleted =
+            tokio::spawn(async move { store.delete_config(&ns, &n, version.as_deref()).await })
+                .await
+                .map_err(|e| ToolError::Internal(format!("the delete task failed: {e}")))??;
+        let detail = format!(
+            "deleted {namespace}/{name} and {} Secrets",
+            secrets_deleted.len()
+        );
+        let result = DeleteResult {
+            namespace,
+            name,
+            secrets_deleted,
+        };
+        Ok((result, detail))
+    }
+
+    async fn plan_register(
         &self,
         caller: Caller,
         request: RegisterRequest,
-    ) -> Result<(WriteResult, String), ToolError> {
+    ) -> Result<Checked, ToolError> {
         caller.authorize(Access::Tenant(&request.tenant_id))?;
         let name = request.name.unwrap_or_else(|| DEFAULT_CONFIG_NAME.into());
         let spec = TenantMcpConfigSpec {
@@ -320,23 +345,21 @@ impl ManagementTools {
         }
         let keys = ServerKey::declared(&spec.servers);
         let test = request.connection_test.unwrap_or(true);
-        let checked = self
-            .check(
-                namespace,
-                &name,
-                spec,
-                writes,
-                if test { &keys } else { &[] },
-            )
-            .await?;
-        self.store_checked(checked, &name, None).await
+        self.check(
+            namespace,
+            &name,
+            spec,
+            writes,
+            if test { &keys } else { &[] },
+        )
+        .await
     }
 
-    async fn update_checked(
+    async fn plan_update(
         &self,
         caller: Caller,
         request: UpdateRequest,
-    ) -> Result<(WriteResult, String), ToolError> {
+    ) -> Result<Checked, ToolError> {
         caller.authorize(Access::Tenant(&request.tenant_id))?;
         let current = self.store.config(&request.tenant_id).await?;
         check_version(&current, request.expected_version.as_deref())?;
@@ -396,7 +419,7 @@ impl ManagementTools {
         let test = request.connection_test.unwrap_or(true);
         let namespace = current.namespace().unwrap_or_default();
         let name = current.name_any();
-        let checked = self
+        let mut checked = self
             .check(
                 namespace,
                 &name,
@@ -405,8 +428,8 @@ impl ManagementTools {
                 if test { &keys } else { &[] },
             )
             .await?;
-        let version = current.resource_version();
-        self.store_checked(checked, &name, version.as_deref()).await
+        checked.version = current.resource_version();
+        Ok(checked)
     }
 
     async fn test_only(
@@ -500,6 +523,8 @@ impl ManagementTools {
         }
         Ok(Checked {
             namespace,
+            name: name.to_owned(),
+            version: None,
             spec,
             writes,
             existing,
@@ -537,51 +562,53 @@ impl ManagementTools {
     }
 
     /// Writes the Secrets, then the config; when the config cannot be written, the Secrets
-    /// are put back as they were.
-    async fn store_checked(
-        &self,
-        checked: Checked,
-        name: &str,
-        version: Option<&str>,
-    ) -> Result<(WriteResult, String), ToolError> {
-        let Checked {
-            namespace,
-            spec,
-            writes,
-            existing,
-            tests,
-        } = checked;
-        let restores = self
-            .store
-            .write_secrets(&namespace, name, &writes, &existing)
-            .await?;
-        match self
-            .store
-            .apply_config(&namespace, name, &spec, version)
+    /// are put back as they were. Runs as a task of its own, so a caller that goes away or a
+    /// cancelled request cannot stop it half-way.
+    async fn store_checked(&self, checked: Checked) -> Result<(WriteResult, String), ToolError> {
+        let store = self.store.clone();
+        let write = tokio::spawn(async move {
+            let Checked {
+                namespace,
+                name,
+                version,
+                spec,
+                writes,
+                existing,
+                tests,
+            } = checked;
+            let restores = store
+                .write_secrets(&namespace, &name, &writes, &existing)
+                .await?;
+            match store
+                .apply_config(&namespace, &name, &spec, version.as_deref())
+                .await
+            {
+                Ok(config) => {
+                    let detail = format!(
+                        "stored {} ({} servers, {} tested, {} Secrets written)",
+                        id(&config),
+                        ServerKey::declared(&spec.servers).len(),
+                        tests.len(),
+                        writes.len()
+                    );
+                    Ok((
+                        WriteResult {
+                            config: view(&config),
+                            connection_tests: tests,
+                            secrets_written: writes.into_iter().map(|w| w.name).collect(),
+                        },
+                        detail,
+                    ))
+                }
+                Err(e) => {
+                    store.restore(&namespace, &name, restores).await;
+                    Err(e)
+                }
+            }
+        });
+        write
             .await
-        {
-            Ok(config) => {
-                let detail = format!(
-                    "stored {} ({} servers, {} tested, {} Secrets written)",
-                    id(&config),
-                    ServerKey::declared(&spec.servers).len(),
-                    tests.len(),
-                    writes.len()
-                );
-                Ok((
-                    WriteResult {
-                        config: view(&config),
-                        connection_tests: tests,
-                        secrets_written: writes.into_iter().map(|w| w.name).collect(),
-                    },
-                    detail,
-                ))
-            }
-            Err(e) => {
-                self.store.restore(&namespace, name, restores).await;
-                Err(e)
-            }
-        }
+            .map_err(|e| ToolError::Internal(format!("the write task failed: {e}")))?
     }
 }
 
