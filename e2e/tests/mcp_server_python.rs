@@ -3,10 +3,13 @@
 //! Streamable HTTP, against the local stack: the API stand-in, a real Postgres, a real S3
 //! server that checks credentials, and the controller. A tenant admin registers a config
 //! (after a refused attempt with a wrong password), adds MinIO, waits for the controller to
-//! promote both, fails to break MinIO with a wrong key, and deletes the config.
+//! promote both (the controller mirrors them, sealed, into Postgres), fails to break MinIO with
+//! a wrong key (the config, its Secrets and the mirror row stay as they were), and deletes the
+//! config.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -14,9 +17,12 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tenant_mcp::api::{GlobalMcpConfig, TenantMcpConfig};
 use tenant_mcp::controller::{self, Settings};
+use tenant_mcp::crypto::Keyring;
 use tenant_mcp::mcp_server::limits::Limits;
-use tenant_mcp_e2e::harness::Cluster;
+use tenant_mcp::mirror::MirrorWriter;
+use tenant_mcp_e2e::harness::{Cluster, wait_for};
 use tenant_mcp_e2e::mcp_admin::{AdminServer, python_client, token};
+use tenant_mcp_e2e::stack::mirror_db::MirrorDatabase;
 use tenant_mcp_e2e::stack::postgres::{Postgres, execute};
 use tenant_mcp_e2e::stack::s3::S3Server;
 use tokio_util::sync::CancellationToken;
@@ -78,6 +84,32 @@ async fn the_python_sdk_registers_updates_reads_and_deletes_a_config_on_the_loca
         .await
         .unwrap();
 
+    // The controller mirrors into a migrated database, sealed with a key of this test.
+    let mirror_db = MirrorDatabase::create(&pg, "mirror").await.unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    std::fs::write(keys.path().join("k1"), tenant_mcp::crypto::generate_key()).unwrap();
+    std::fs::write(keys.path().join("active"), "k1").unwrap();
+    let keyring = Arc::new(Keyring::from_dir(keys.path()).unwrap());
+    let controller_pool = sqlx::PgPool::connect(&mirror_db.controller_url)
+        .await
+        .unwrap();
+    let writer = MirrorWriter::new(controller_pool, keyring.clone())
+        .await
+        .unwrap();
+    let uber_pool = sqlx::PgPool::connect(&mirror_db.uber_admin_url)
+        .await
+        .unwrap();
+    let reader = MirrorWriter::new(uber_pool.clone(), keyring).await.unwrap();
+    let mirrored = async || -> Option<String> {
+        sqlx::query_scalar(
+            "SELECT mcp_server_config::text FROM tenant_configs WHERE tenant_id = $1",
+        )
+        .bind(&tenant)
+        .fetch_optional(&uber_pool)
+        .await
+        .unwrap()
+    };
+
     let stop = CancellationToken::new();
     let controller_task = tokio::spawn(controller::run(
         client.clone(),
@@ -86,7 +118,7 @@ async fn the_python_sdk_registers_updates_reads_and_deletes_a_config_on_the_loca
             snapshot_grace: Duration::from_secs(1),
             ..Settings::default()
         },
-        None,
+        Some(writer),
         stop.clone(),
         None,
     ));
@@ -115,19 +147,59 @@ async fn the_python_sdk_registers_updates_reads_and_deletes_a_config_on_the_loca
             "tenantId": tenant, "servers": {"minio": minio},
             "credentials": {"minio": {"accessKeyId": "acme-access", "secretAccessKey": "acme-secret-key"}}})),
         ready,
-        step("rag_update_tenant_mcp_config", json!({
+    ]);
+    let run = async |steps: Value| {
+        let url = server.url.clone();
+        tokio::task::spawn_blocking(move || python_client(&[url.as_str()], &[], &steps))
+            .await
+            .unwrap()
+    };
+    let first = run(steps).await;
+    // What the tools stored reached the mirror, sealed: the password given to register.
+    let row = wait_for(
+        "the mirror row of both servers",
+        Duration::from_secs(30),
+        async || {
+            reader
+                .read(&tenant)
+                .await
+                .unwrap()
+                .filter(|r| r.document.servers.minio.is_some())
+        },
+    )
+    .await;
+    let pg_row = row.document.servers.postgres.clone().unwrap();
+    assert_eq!(pg_row.credentials.password.expose(), "acme-pass");
+    let sealed = mirrored().await.unwrap();
+    assert!(!sealed.contains("acme-pass") && !sealed.contains("acme-secret-key"));
+
+    let steps = json!([
+        step(
+            "rag_update_tenant_mcp_config",
+            json!({
             "tenantId": tenant,
-            "credentials": {"minio": {"accessKeyId": "acme-access", "secretAccessKey": "not-the-key"}}})),
+            "credentials": {"minio": {"accessKeyId": "acme-access", "secretAccessKey": "not-the-key"}}})
+        ),
         step("rag_get_tenant_mcp_config", json!({"tenantId": tenant})),
+    ]);
+    let second = run(steps).await;
+    // Give a wrongly promoted change time to reach the mirror before looking.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        mirrored().await.unwrap(),
+        sealed,
+        "a refused update changed the mirror"
+    );
+    let steps = json!([
         step("rag_delete_tenant_mcp_config", json!({"tenantId": tenant})),
         step("rag_get_tenant_mcp_config", json!({"tenantId": tenant})),
     ]);
-    let report = tokio::task::spawn_blocking({
-        let url = server.url.clone();
-        move || python_client(&[url.as_str()], &[], &steps)
-    })
-    .await
-    .unwrap();
+    let third = run(steps).await;
+    let all: Vec<Value> = [&first, &second, &third]
+        .iter()
+        .flat_map(|r| r["results"].as_array().unwrap().clone())
+        .collect();
+    let report = json!({"tools": first["tools"], "results": all});
 
     // The tools, with input schemas from the CRD types.
     let tools = report["tools"].as_array().unwrap();
