@@ -13,13 +13,15 @@ use tenant_mcp::api::{GlobalMcpConfig, TenantMcpConfig};
 
 #[test]
 fn crds_on_disk_are_current() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
-    for (name, yaml) in crd_files().unwrap() {
-        let on_disk = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
-        assert!(
-            on_disk == yaml,
-            "crds/{name} is stale: run `cargo run -- crdgen` and commit the result"
-        );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for dir in ["crds", "charts/tenant-mcp/crds"] {
+        for (name, yaml) in crd_files().unwrap() {
+            let on_disk = std::fs::read_to_string(root.join(dir).join(name)).unwrap_or_default();
+            assert!(
+                on_disk == yaml,
+                "{dir}/{name} is stale: run `cargo run -- crdgen` and commit the result"
+            );
+        }
     }
     let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/crd-reference.md");
     assert!(

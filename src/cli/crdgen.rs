@@ -1,5 +1,5 @@
-//! `tenant-mcp crdgen`: writes `crds/*.yaml` and the CRD reference from the Rust types, or
-//! checks that they are current.
+//! `tenant-mcp crdgen`: writes `crds/*.yaml`, the Helm chart's copy of them and the CRD
+//! reference from the Rust types, or checks that they are current.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +15,13 @@ pub struct CrdgenArgs {
     /// Directory to write the CRD files into.
     #[arg(long, env = "TENANT_MCP_CRD_DIR", default_value = "crds")]
     pub out_dir: PathBuf,
+    /// The Helm chart's CRD directory, which gets the same files.
+    #[arg(
+        long,
+        env = "TENANT_MCP_CHART_CRD_DIR",
+        default_value = "charts/tenant-mcp/crds"
+    )]
+    pub chart_crd_dir: PathBuf,
     /// Where to write the Markdown field reference.
     #[arg(
         long,
@@ -39,8 +46,12 @@ pub fn run(args: &CrdgenArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut outputs: Vec<(PathBuf, String)> = files
-        .into_iter()
-        .map(|(name, yaml)| (args.out_dir.join(name), yaml))
+        .iter()
+        .flat_map(|(name, yaml)| {
+            [&args.out_dir, &args.chart_crd_dir]
+                .into_iter()
+                .map(move |dir| (dir.join(name), yaml.clone()))
+        })
         .collect();
     outputs.push((args.reference.clone(), reference_markdown()));
     if args.check {

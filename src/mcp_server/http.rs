@@ -82,7 +82,8 @@ async fn guard(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) 
     next.run(Request::from_parts(parts, body)).await
 }
 
-/// The HTTP routes: `/mcp` (Streamable HTTP) behind the gate. `stop` ends open sessions.
+/// The HTTP routes: `/mcp` (Streamable HTTP) behind the gate, and `/healthz` (no token) for
+/// liveness and readiness probes. `stop` ends open sessions.
 pub fn router(
     tools: ManagementTools,
     auth: Arc<Authenticator>,
@@ -104,6 +105,7 @@ pub fn router(
     axum::Router::new()
         .route_service("/mcp", mcp)
         .layer(axum::middleware::from_fn_with_state(gate, guard))
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
 }
 
 /// Serves one session on stdin/stdout for a local agent, as the holder of `token`.

@@ -180,6 +180,25 @@ pub fn builtin_types() -> Vec<ResourceType> {
         R::builtin("", "v1", "Secret", "secrets", true),
         R::builtin("", "v1", "ConfigMap", "configmaps", true).short(&["cm"]),
         R::builtin("", "v1", "ServiceAccount", "serviceaccounts", true).short(&["sa"]),
+        R::builtin("", "v1", "Service", "services", true).short(&["svc"]),
+        R::builtin("apps", "v1", "Deployment", "deployments", true).short(&["deploy"]),
+        R::builtin("batch", "v1", "Job", "jobs", true),
+        R::builtin(
+            "networking.k8s.io",
+            "v1",
+            "NetworkPolicy",
+            "networkpolicies",
+            true,
+        )
+        .short(&["netpol"]),
+        R::builtin(
+            "policy",
+            "v1",
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+            true,
+        )
+        .short(&["pdb"]),
         R::builtin("", "v1", "Event", "events", true).short(&["ev"]),
         R::builtin("events.k8s.io", "v1", "Event", "events", true).short(&["ev"]),
         R::builtin("coordination.k8s.io", "v1", "Lease", "leases", true),

@@ -1,0 +1,368 @@
+//! The Helm chart (`charts/tenant-mcp`) with a real helm (installed into `.tools/bin` by
+//! `scripts/test`): it lints, renders for several value sets, refuses bad values with the
+//! field named, keeps the restricted security context everywhere, and its alert rules are
+//! valid PromQL over metrics the code exports. The RBAC it renders is exercised on the API
+//! stand-in in `chart_rbac.rs`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde::Deserialize as _;
+use serde_json::Value;
+use tenant_mcp_e2e::stack::{repo_root, tool};
+
+fn helm() -> PathBuf {
+    tool(
+        "helm",
+        "HELM",
+        "run scripts/test, which installs helm into .tools/bin",
+    )
+    .unwrap()
+}
+
+/// `helm template` of the chart with `--set` values: the objects, or helm's error.
+fn render(sets: &[&str]) -> Result<Vec<Value>, String> {
+    let mut command = Command::new(helm());
+    command
+        .args([
+            "template",
+            "t",
+            "--namespace",
+            "tenant-mcp-system",
+            "--include-crds",
+        ])
+        .arg(repo_root().join("charts/tenant-mcp"));
+    for set in sets {
+        command.args(["--set", set]);
+    }
+    let out = command.output().unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8(out.stdout).unwrap();
+    Ok(serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| serde_yaml_ng::Value::deserialize(doc).unwrap())
+        .filter(|v| !v.is_null())
+        .map(|v| serde_json::to_value(v).unwrap())
+        .collect())
+}
+
+fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name_suffix: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| {
+            o["kind"] == kind
+                && o["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with(name_suffix))
+        })
+        .unwrap_or_else(|| panic!("no {kind} *{name_suffix}"))
+}
+
+fn env<'a>(deployment: &'a Value, name: &str) -> Option<&'a Value> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+}
+
+/// Every exported series name: counters as `_total`, histograms as `_bucket`/`_sum`/`_count`.
+fn exported_series() -> BTreeSet<String> {
+    use tenant_mcp::client::metrics::{
+        ClientMetrics, ConnectionLabels, EvictionLabels, ServerTypeLabels,
+    };
+    use tenant_mcp::controller::metrics::{Metrics, TenantState};
+    // A family without a sample is not encoded: give each one.
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = ClientMetrics::default();
+    let server = ServerTypeLabels {
+        server_type: "postgres",
+    };
+    metrics.hits.get_or_create(&server).inc();
+    metrics.misses.get_or_create(&server).inc();
+    metrics.builds.get_or_create(&server).inc();
+    metrics
+        .evictions
+        .get_or_create(&EvictionLabels { cause: "idle" })
+        .inc();
+    metrics
+        .pg_connections
+        .get_or_create(&ConnectionLabels {
+            origin: "tenant",
+            state: "open",
+        })
+        .set(1);
+    metrics.register(&mut registry);
+    let mut client = String::new();
+    prometheus_client::encoding::text::encode(&mut client, &registry).unwrap();
+    let controller = Metrics::new();
+    drop(controller.reconcile());
+    controller.error("Timeout");
+    controller.probe("postgres", "Healthy", std::time::Duration::from_millis(1));
+    controller.config_state("ns/name", TenantState::Ready, vec!["postgres"]);
+    let controller = controller.encode();
+    let mut names = BTreeSet::new();
+    for line in client.lines().chain(controller.lines()) {
+        let mut parts = line.split_whitespace();
+        if parts.next() != Some("#") || parts.next() != Some("TYPE") {
+            continue;
+        }
+        let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        match kind {
+            "counter" => names.insert(format!("{name}_total")),
+            "histogram" => {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    names.insert(format!("{name}{suffix}"));
+                }
+                true
+            }
+            _ => names.insert(name.to_owned()),
+        };
+    }
+    names
+}
+
+#[test]
+fn the_chart_lints_and_renders_for_each_value_set() {
+    let out = Command::new(helm())
+        .args(["lint", "--strict"])
+        .arg(repo_root().join("charts/tenant-mcp"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // Defaults: controller and MCP server, two replicas each, a generated token secret, the
+    // GlobalMcpConfig, no mirror.
+    let defaults = render(&[]).unwrap();
+    let kinds: BTreeSet<&str> = defaults.iter().filter_map(|o| o["kind"].as_str()).collect();
+    for kind in [
+        "CustomResourceDefinition",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "GlobalMcpConfig",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "Secret",
+    ] {
+        assert!(kinds.contains(kind), "no {kind} by default: {kinds:?}");
+    }
+    assert!(
+        !kinds.contains("Job") && !kinds.contains("PrometheusRule"),
+        "{kinds:?}"
+    );
+    let controller = find(&defaults, "Deployment", "-controller");
+    assert_eq!(controller["spec"]["replicas"], 2);
+    assert_eq!(
+        env(controller, "TENANT_MCP_LEADER_ELECTION").unwrap()["value"],
+        "true"
+    );
+    assert!(env(controller, "TENANT_MCP_DATABASE_URL").is_none());
+    let mcp = find(&defaults, "Deployment", "-mcp-server");
+    assert_eq!(
+        env(mcp, "TENANT_MCP_JWT_SECRET_FILE").unwrap()["value"],
+        "/etc/tenant-mcp/auth/jwt-secret"
+    );
+    let global = find(&defaults, "GlobalMcpConfig", "default");
+    assert_eq!(global["spec"]["credentialsNamespace"], "tenant-mcp-system");
+    assert_eq!(global["spec"]["tenantConfigsEnabled"], true);
+
+    // Everything on: the mirror with its migration hook, monitoring, admins, clients, JWKS.
+    let full = render(&[
+        "database.enabled=true",
+        "database.urlSecret.name=tenant-mcp-db",
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.prometheusRule.enabled=true",
+        "mcpServer.auth.jwks.existingConfigMap=issuer-keys",
+        "mcpServer.auth.issuer=https://login.example.com",
+        "rbac.tenantAdmins[0].namespace=tenant-acme",
+        "rbac.tenantAdmins[0].subjects[0].kind=Group",
+        "rbac.tenantAdmins[0].subjects[0].name=acme-admins",
+        "rbac.uberAdmins[0].kind=Group",
+        "rbac.uberAdmins[0].name=platform-admins",
+        "rbac.clientServiceAccounts[0].namespace=rag",
+        "rbac.clientServiceAccounts[0].name=rag-api",
+    ])
+    .unwrap();
+    let job = find(&full, "Job", "-migrate");
+    assert_eq!(
+        job["metadata"]["annotations"]["helm.sh/hook"],
+        "pre-install,pre-upgrade"
+    );
+    assert_eq!(
+        job["spec"]["template"]["spec"]["containers"][0]["args"],
+        serde_json::json!(["migrate", "up"])
+    );
+    let controller = find(&full, "Deployment", "-controller");
+    assert_eq!(
+        env(controller, "TENANT_MCP_DATABASE_URL").unwrap()["valueFrom"]["secretKeyRef"]["name"],
+        "tenant-mcp-db"
+    );
+    let keys = find(&full, "Secret", "-keys");
+    assert_eq!(
+        keys["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    assert_eq!(keys["data"]["active"], "azE=", "active key id k1");
+    let mcp = find(&full, "Deployment", "-mcp-server");
+    assert!(env(mcp, "TENANT_MCP_JWKS_FILE").is_some());
+    assert!(env(mcp, "TENANT_MCP_JWT_SECRET_FILE").is_none());
+    assert!(!full.iter().any(|o| {
+        o["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("-mcp-jwt"))
+    }));
+    let binding = full
+        .iter()
+        .find(|o| o["kind"] == "RoleBinding" && o["metadata"]["namespace"] == "tenant-acme")
+        .unwrap();
+    assert_eq!(binding["roleRef"]["name"], "tenant-mcp-tenant-admin");
+
+    // The alerts are valid PromQL over series the code exports.
+    let exported = exported_series();
+    let rule = find(&full, "PrometheusRule", "");
+    let metric = regex::Regex::new(r"tenant_mcp_[a-z_]+").unwrap();
+    let mut alerts = 0;
+    for group in rule["spec"]["groups"].as_array().unwrap() {
+        for r in group["rules"].as_array().unwrap() {
+            let expr = r["expr"].as_str().unwrap();
+            promql_parser::parser::parse(expr)
+                .unwrap_or_else(|e| panic!("{}: {e}\n{expr}", r["alert"]));
+            for name in metric.find_iter(expr) {
+                assert!(
+                    exported.contains(name.as_str()),
+                    "{} uses {}, which nothing exports ({exported:?})",
+                    r["alert"],
+                    name.as_str()
+                );
+            }
+            alerts += 1;
+        }
+    }
+    assert!(alerts >= 6, "{alerts}");
+
+    // Minimal: no MCP server, one controller replica (no PDB), no policy objects, no global.
+    let minimal = render(&[
+        "mcpServer.enabled=false",
+        "controller.replicas=1",
+        "networkPolicy.enabled=false",
+        "globalConfig.create=false",
+    ])
+    .unwrap();
+    let kinds: BTreeSet<&str> = minimal.iter().filter_map(|o| o["kind"].as_str()).collect();
+    for absent in ["PodDisruptionBudget", "NetworkPolicy", "GlobalMcpConfig"] {
+        assert!(!kinds.contains(absent), "{absent} in {kinds:?}");
+    }
+    assert_eq!(of_kind(&minimal, "Deployment").len(), 1);
+
+    // The rollback switch: every tenant to global, in the controller and the GlobalMcpConfig.
+    let rollback = render(&["tenantConfigsEnabled=false"]).unwrap();
+    let controller = find(&rollback, "Deployment", "-controller");
+    assert_eq!(
+        env(controller, "TENANT_MCP_TENANT_CONFIGS_ENABLED").unwrap()["value"],
+        "false"
+    );
+    assert_eq!(
+        find(&rollback, "GlobalMcpConfig", "default")["spec"]["tenantConfigsEnabled"],
+        false
+    );
+
+    // The restricted security context on every workload of every value set.
+    for objects in [&defaults, &full, &minimal, &rollback] {
+        for workload in objects
+            .iter()
+            .filter(|o| o["kind"] == "Deployment" || o["kind"] == "Job")
+        {
+            let name = &workload["metadata"]["name"];
+            let pod = &workload["spec"]["template"]["spec"];
+            assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
+            for container in pod["containers"].as_array().unwrap() {
+                let sc = &container["securityContext"];
+                assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
+                assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
+                assert_eq!(
+                    sc["capabilities"]["drop"],
+                    serde_json::json!(["ALL"]),
+                    "{name}"
+                );
+                assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{name}");
+                assert!(
+                    container["resources"]["limits"]["memory"].is_string(),
+                    "{name}"
+                );
+            }
+            // Services and PDBs select this workload's pods only by labels it carries.
+            let labels = workload["spec"]["template"]["metadata"]["labels"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            if workload["kind"] == "Deployment" {
+                let selector = workload["spec"]["selector"]["matchLabels"]
+                    .as_object()
+                    .unwrap();
+                for (k, v) in selector {
+                    assert_eq!(labels.get(k), Some(v), "{name}: selector {k}");
+                }
+            }
+        }
+        for service in of_kind(objects, "Service") {
+            let selector = service["spec"]["selector"].as_object().unwrap();
+            let matched = of_kind(objects, "Deployment").into_iter().any(|d| {
+                let labels = d["spec"]["template"]["metadata"]["labels"]
+                    .as_object()
+                    .unwrap();
+                selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+            });
+            assert!(
+                matched,
+                "Service {} selects no pods",
+                service["metadata"]["name"]
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_values_are_refused_with_the_field_named() {
+    let cases: [(&[&str], &str); 5] = [
+        (&["controller.replicas=two"], "/controller/replicas"),
+        (&["controller.replica=2"], "replica"),
+        (
+            &["metrics.prometheusRule.probeFailureRatio=2"],
+            "/metrics/prometheusRule/probeFailureRatio",
+        ),
+        (
+            &["database.enabled=true"],
+            "database.enabled needs database.urlSecret.name",
+        ),
+        (
+            &[
+                "mcpServer.auth.jwtSecret.existingSecret=a",
+                "mcpServer.auth.jwks.existingConfigMap=b",
+            ],
+            "set at most one of jwtSecret.existingSecret",
+        ),
+    ];
+    for (sets, says) in cases {
+        let err = render(sets).unwrap_err();
+        assert!(err.contains(says), "{sets:?}: {err}");
+    }
+}
