@@ -1,0 +1,531 @@
+//! The chart's rendered manifests applied with kubectl to the API stand-in, which enforces
+//! RBAC from them: each identity can do what it needs and no more. Beyond `kubectl auth
+//! can-i`, the identities do their real jobs: the controller (as its service account) promotes
+//! a tenant config against a real Postgres, the management tools (as theirs) register and delete
+//! one, an application pod's account reads configs through the client library and cannot write,
+//! and a tenant admin is refused another tenant's namespace.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use tenant_mcp::api::TenantMcpConfig;
+use tenant_mcp::controller::{self, LeaseSettings, Settings};
+use tenant_mcp::mcp_server::auth::Caller;
+use tenant_mcp_e2e::apiserver::Config;
+use tenant_mcp_e2e::harness::{Cluster, client_for, kubectl_path, wait_for};
+use tenant_mcp_e2e::stack::postgres::{Postgres, execute};
+use tenant_mcp_e2e::stack::{repo_root, tool};
+use tokio_util::sync::CancellationToken;
+
+const NS: &str = "tenant-mcp-system";
+const CONTROLLER: &str = "system:serviceaccount:tenant-mcp-system:t-tenant-mcp-controller";
+const MCP: &str = "system:serviceaccount:tenant-mcp-system:t-tenant-mcp-mcp-server";
+const APP: &str = "system:serviceaccount:rag:rag-api";
+
+struct World {
+    cluster: Cluster,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    fn kubeconfig(&self, token: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("kubeconfig-{token}"));
+        if !path.exists() {
+            self.cluster
+                .stand_in_server()
+                .unwrap()
+                .write_kubeconfig(&path, Some(token))
+                .unwrap();
+        }
+        path
+    }
+
+    fn kubectl(&self, token: &str, args: &[&str]) -> Output {
+        Command::new(kubectl_path())
+            .env("KUBECONFIG", self.kubeconfig(token))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn apply(&self, path: &Path) {
+        let out = self.kubectl(
+            "admin-token",
+            &["apply", "--server-side", "-f", path.to_str().unwrap()],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `kubectl auth can-i` as the holder of `token`: "yes" or "no".
+    fn can(&self, token: &str, args: &[&str]) -> bool {
+        let mut all = vec!["auth", "can-i"];
+        all.extend_from_slice(args);
+        let out = self.kubectl(token, &all);
+        match String::from_utf8_lossy(&out.stdout).trim() {
+            "yes" => true,
+            "no" => false,
+            other => panic!(
+                "can-i {args:?}: {other:?} {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+
+    async fn client(&self, token: &str) -> kube::Client {
+        client_for(&self.kubeconfig(token)).await.unwrap()
+    }
+}
+
+async fn world() -> World {
+    tenant_mcp_e2e::stack::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    let sa = |user: &str, ns: &str| {
+        format!("{user},\"system:serviceaccounts,system:serviceaccounts:{ns}\"")
+    };
+    std::fs::write(
+        &tokens,
+        [
+            "admin-token,admin,1,\"system:masters\"".to_owned(),
+            format!("controller-token,{},2", sa(CONTROLLER, NS)),
+            format!("mcp-token,{},3", sa(MCP, NS)),
+            format!("app-token,{},4", sa(APP, "rag")),
+            "alice-token,alice,5,\"acme-admins\"".to_owned(),
+            "carol-token,carol,6,\"platform-admins\"".to_owned(),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let cluster = Cluster::stand_in(Config {
+        token_file: Some(tokens),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let world = World { cluster, dir };
+
+    let namespaces = world.dir.path().join("namespaces.yaml");
+    let mut docs = Vec::new();
+    for (name, tenant) in [
+        (NS, None),
+        ("rag", None),
+        ("tenant-acme", Some("acme")),
+        ("tenant-globex", Some("globex")),
+    ] {
+        let labels = tenant.map_or_else(String::new, |t| {
+            format!(", labels: {{tenantmcp.dev/tenant: {t}}}")
+        });
+        docs.push(format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}{labels}}}\n"
+        ));
+    }
+    std::fs::write(&namespaces, docs.join("---\n")).unwrap();
+    world.apply(&namespaces);
+    world.apply(&repo_root().join("charts/tenant-mcp/crds"));
+
+    let helm = tool("helm", "HELM", "run scripts/test, which installs helm").unwrap();
+    let rendered = Command::new(helm)
+        .args(["template", "t", "--namespace", NS])
+        .arg(repo_root().join("charts/tenant-mcp"))
+        .args([
+            "--set",
+            "rbac.tenantAdmins[0].namespace=tenant-acme",
+            "--set",
+            "rbac.tenantAdmins[0].subjects[0].kind=Group",
+            "--set",
+            "rbac.tenantAdmins[0].subjects[0].name=acme-admins",
+            "--set",
+            "rbac.uberAdmins[0].kind=Group",
+            "--set",
+            "rbac.uberAdmins[0].name=platform-admins",
+            "--set",
+            "rbac.clientServiceAccounts[0].namespace=rag",
+            "--set",
+            "rbac.clientServiceAccounts[0].name=rag-api",
+            "--set",
+            "globalConfig.endpointPolicy.allowLoopback=true",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let path = world.dir.path().join("chart.yaml");
+    std::fs::write(&path, &rendered.stdout).unwrap();
+    world.apply(&path);
+    world
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_identity_can_do_its_job_and_no_more() {
+    let w = world().await;
+    let all = "--all-namespaces";
+    let tmc = "tenantmcpconfigs.tenantmcp.dev";
+    let gmc = "globalmcpconfigs.tenantmcp.dev";
+    let one_tmc = format!("{tmc}/x");
+    // (token, what, allowed)
+    let matrix: Vec<(&str, Vec<&str>, bool)> = vec![
+        // The controller: what docs/controller.md lists.
+        ("controller-token", vec!["watch", tmc, all], true),
+        (
+            "controller-token",
+            vec!["patch", tmc, "-n", "tenant-acme"],
+            true,
+        ),
+        (
+            "controller-token",
+            vec![
+                "patch",
+                &one_tmc,
+                "--subresource",
+                "status",
+                "-n",
+                "tenant-acme",
+            ],
+            true,
+        ),
+        ("controller-token", vec!["watch", gmc], true),
+        ("controller-token", vec!["watch", "namespaces"], true),
+        (
+            "controller-token",
+            vec!["create", "secrets", "-n", "tenant-acme"],
+            true,
+        ),
+        (
+            "controller-token",
+            vec!["delete", "secrets", "-n", "tenant-acme"],
+            true,
+        ),
+        (
+            "controller-token",
+            vec!["create", "events.events.k8s.io", "-n", "tenant-acme"],
+            true,
+        ),
+        (
+            "controller-token",
+            vec!["update", "leases.coordination.k8s.io", "-n", NS],
+            true,
+        ),
+        // … and no more.
+        (
+            "controller-token",
+            vec!["create", tmc, "-n", "tenant-acme"],
+            false,
+        ),
+        (
+            "controller-token",
+            vec!["delete", tmc, "-n", "tenant-acme"],
+            false,
+        ),
+        ("controller-token", vec!["update", gmc], false),
+        (
+            "controller-token",
+            vec!["update", "leases.coordination.k8s.io", "-n", "tenant-acme"],
+            false,
+        ),
+        ("controller-token", vec!["create", "pods", "-n", NS], false),
+        ("controller-token", vec!["delete", "namespaces"], false),
+        (
+            "controller-token",
+            vec!["get", "configmaps", "-n", NS],
+            false,
+        ),
+        (
+            "controller-token",
+            vec!["create", "clusterrolebindings.rbac.authorization.k8s.io"],
+            false,
+        ),
+        // The management server: configs and Secrets, never status or the global config.
+        ("mcp-token", vec!["create", tmc, "-n", "tenant-acme"], true),
+        ("mcp-token", vec!["patch", tmc, "-n", "tenant-acme"], true),
+        ("mcp-token", vec!["delete", tmc, "-n", "tenant-acme"], true),
+        (
+            "mcp-token",
+            vec!["patch", "secrets", "-n", "tenant-acme"],
+            true,
+        ),
+        ("mcp-token", vec!["get", gmc], true),
+        (
+            "mcp-token",
+            vec![
+                "patch",
+                &one_tmc,
+                "--subresource",
+                "status",
+                "-n",
+                "tenant-acme",
+            ],
+            false,
+        ),
+        ("mcp-token", vec!["update", gmc], false),
+        (
+            "mcp-token",
+            vec!["create", "leases.coordination.k8s.io", "-n", NS],
+            false,
+        ),
+        ("mcp-token", vec!["create", "pods", "-n", NS], false),
+        // A tenant admin: its own namespace only.
+        (
+            "alice-token",
+            vec!["create", tmc, "-n", "tenant-acme"],
+            true,
+        ),
+        (
+            "alice-token",
+            vec!["create", "secrets", "-n", "tenant-acme"],
+            true,
+        ),
+        (
+            "alice-token",
+            vec!["create", tmc, "-n", "tenant-globex"],
+            false,
+        ),
+        (
+            "alice-token",
+            vec!["get", "secrets", "-n", "tenant-globex"],
+            false,
+        ),
+        ("alice-token", vec!["list", tmc, all], false),
+        ("alice-token", vec!["update", gmc], false),
+        (
+            "alice-token",
+            vec![
+                "patch",
+                &one_tmc,
+                "--subresource",
+                "status",
+                "-n",
+                "tenant-acme",
+            ],
+            false,
+        ),
+        // An uber admin: every tenant and the global config, not the cluster.
+        (
+            "carol-token",
+            vec!["create", tmc, "-n", "tenant-globex"],
+            true,
+        ),
+        ("carol-token", vec!["update", gmc], true),
+        (
+            "carol-token",
+            vec!["create", "secrets", "-n", "tenant-acme"],
+            true,
+        ),
+        (
+            "carol-token",
+            vec!["create", "pods", "-n", "tenant-acme"],
+            false,
+        ),
+        ("carol-token", vec!["delete", "namespaces"], false),
+        // An application pod: reads, never writes.
+        ("app-token", vec!["watch", tmc, all], true),
+        ("app-token", vec!["watch", gmc], true),
+        ("app-token", vec!["watch", "secrets", all], true),
+        ("app-token", vec!["create", tmc, "-n", "tenant-acme"], false),
+        ("app-token", vec!["patch", tmc, "-n", "tenant-acme"], false),
+        ("app-token", vec!["delete", tmc, "-n", "tenant-acme"], false),
+        (
+            "app-token",
+            vec!["create", "secrets", "-n", "tenant-acme"],
+            false,
+        ),
+        (
+            "app-token",
+            vec!["patch", "secrets", "-n", "tenant-acme"],
+            false,
+        ),
+        ("app-token", vec!["update", gmc], false),
+    ];
+    let wrong: Vec<String> = matrix
+        .iter()
+        .filter(|(token, args, allowed)| w.can(token, args) != *allowed)
+        .map(|(token, args, allowed)| format!("{token} {args:?}: expected {allowed}"))
+        .collect();
+    assert!(wrong.is_empty(), "RBAC differs:\n{}", wrong.join("\n"));
+
+    // A tenant admin's kubectl is refused in another tenant's namespace.
+    let foreign = w.dir.path().join("foreign.yaml");
+    std::fs::write(
+        &foreign,
+        "apiVersion: tenantmcp.dev/v1alpha1\nkind: TenantMcpConfig\nmetadata: {name: x, namespace: tenant-globex}\nspec: {tenantId: globex}\n",
+    )
+    .unwrap();
+    let out = w.kubectl("alice-token", &["apply", "-f", foreign.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("forbidden"),
+        "{out:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_accounts_do_their_real_jobs_with_the_charts_rbac() {
+    let w = world().await;
+    let admin = w.client("admin-token").await;
+
+    // A tenant with its own Postgres login, applied by the platform team.
+    let pg = Postgres::start().unwrap();
+    let db = pg.create_database("acme").await.unwrap();
+    let user = format!("acme_{}", &db[db.len() - 6..]);
+    execute(
+        &pg.admin_url("postgres"),
+        &format!("CREATE ROLE {user} LOGIN PASSWORD 'pw'"),
+    )
+    .await
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), "tenant-acme")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "pg"},
+                "stringData": {"username": user, "password": "pw"}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<TenantMcpConfig>::namespaced(admin.clone(), "tenant-acme")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "acme"}, "spec": {"tenantId": "acme",
+                "servers": {"postgres": {"host": "127.0.0.1", "port": pg.port(), "database": db,
+                    "sslMode": "disable", "credentialsSecretRef": {"name": "pg"}}}}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    // The controller, as its service account, with leader election in its namespace.
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(controller::run(
+        w.client("controller-token").await,
+        Settings {
+            identity: "rbac-test".into(),
+            lease: Some(LeaseSettings {
+                namespace: NS.into(),
+                name: "t-tenant-mcp-controller".into(),
+                duration: Duration::from_secs(15),
+            }),
+            ..Settings::default()
+        },
+        None,
+        stop.clone(),
+        None,
+    ));
+    let configs: Api<TenantMcpConfig> = Api::namespaced(admin.clone(), "tenant-acme");
+    wait_for(
+        "acme promoted by the controller's account",
+        Duration::from_secs(60),
+        async || {
+            let c = configs.get("acme").await.ok()?;
+            let status = c.status?;
+            let ready = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            (ready && status.active.postgres.is_some()).then_some(())
+        },
+    )
+    .await;
+
+    // The application pod's account reads configs through the client library…
+    let app = w.client("app-token").await;
+    let clients = tenant_mcp::client::TenantClients::from_kube(
+        app.clone(),
+        tenant_mcp::client::ClientSettings {
+            kube: tenant_mcp::client::KubeSource {
+                credentials_namespace: NS.into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let pool = wait_for(
+        "acme's pool for the app",
+        Duration::from_secs(30),
+        async || clients.postgres("acme").await.ok(),
+    )
+    .await;
+    let current: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(current, user);
+    // …and cannot write.
+    let refused = Api::<TenantMcpConfig>::namespaced(app, "tenant-acme")
+        .delete("acme", &Default::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, kube::Error::Api(ref s) if s.code == 403),
+        "{refused}"
+    );
+
+    // The management tools, as their account: register and delete a config with credentials.
+    let tools = tenant_mcp::mcp_server::tools::ManagementTools::new(
+        w.client("mcp-token").await,
+        tenant_mcp::probe::Prober::new(4),
+        Arc::new(tenant_mcp::mcp_server::limits::Limits::default()),
+    )
+    .for_caller(Caller {
+        subject: "carol".into(),
+        tenant: None,
+        roles: [tenant_mcp::mcp_server::auth::Role::UberAdmin].into(),
+    });
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let served = tokio::spawn(async move {
+        use rmcp::ServiceExt as _;
+        let running = tools.serve(server).await.unwrap();
+        running.waiting().await.unwrap();
+    });
+    {
+        use rmcp::ServiceExt as _;
+        let session = ().serve(client).await.unwrap();
+        let call = async |tool: &str, arguments: serde_json::Value| {
+            session
+                .call_tool(
+                    rmcp::model::CallToolRequestParams::new(tool.to_owned())
+                        .with_arguments(arguments.as_object().cloned().unwrap()),
+                )
+                .await
+                .map(|r| r.structured_content)
+        };
+        let registered = call(
+            "rag_register_tenant_mcp_config",
+            json!({"tenantId": "globex", "connectionTest": false,
+                   "servers": {"postgres": {"host": "db.example.com", "database": "rag",
+                                            "credentialsSecretRef": {"name": "globex-pg"}}},
+                   "credentials": {"postgres": {"username": "g", "password": "p"}}}),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(registered["secretsWritten"], json!(["globex-pg"]));
+        let deleted = call(
+            "rag_delete_tenant_mcp_config",
+            json!({"tenantId": "globex"}),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(deleted["secretsDeleted"], json!(["globex-pg"]));
+        session.cancel().await.unwrap();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), served).await;
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+}
