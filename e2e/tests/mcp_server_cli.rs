@@ -198,3 +198,52 @@ async fn the_binary_serves_one_caller_on_stdio() {
     );
     assert_eq!(results[2]["data"]["reason"], "Forbidden", "{report}");
 }
+
+#[test]
+fn the_token_subcommand_mints_what_the_server_accepts() {
+    use tenant_mcp::mcp_server::auth::{AuthSettings, Authenticator, Role};
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("jwt-secret");
+    std::fs::write(&secret_file, [SECRET, b"\n"].concat()).unwrap();
+    let mint = |args: &[&str]| {
+        Command::new(tenant_mcp_binary().unwrap())
+            .args(["token", "--secret-file", secret_file.to_str().unwrap()])
+            .args(["--issuer", ISSUER, "--audience", AUDIENCE])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = mint(&[
+        "--subject",
+        "alice",
+        "--role",
+        "tenant-admin",
+        "--tenant",
+        "acme",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let auth = Authenticator::hs256(
+        SECRET,
+        AuthSettings {
+            issuer: Some(ISSUER.into()),
+            audience: Some(AUDIENCE.into()),
+            ..AuthSettings::default()
+        },
+    )
+    .unwrap();
+    let caller = auth
+        .authenticate(Some(&format!("Bearer {}", token.trim())))
+        .unwrap();
+    assert_eq!(caller.subject, "alice");
+    assert_eq!(caller.tenant.as_deref(), Some("acme"));
+    assert!(caller.roles.contains(&Role::TenantAdmin));
+    // A tenant admin without a tenant is refused at the command line.
+    let out = mint(&["--subject", "bob", "--role", "tenant-admin"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tenant"));
+}

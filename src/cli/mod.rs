@@ -7,6 +7,7 @@ mod database;
 mod keys;
 mod mcp_server;
 mod migrate;
+mod token;
 mod validate;
 
 use std::process::ExitCode;
@@ -63,6 +64,8 @@ pub enum Command {
     /// Serve the management MCP tools (register, update, get, list, delete, test tenant
     /// configs) to Tenant Admins and Uber Admins.
     McpServer(mcp_server::McpServerArgs),
+    /// Mint an HS256 bearer token for the management MCP server (shared-secret setups).
+    Token(token::TokenArgs),
 }
 
 /// Sets up `tracing` on stderr.
@@ -87,6 +90,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate(args) => migrate::run(&args),
         Command::Keys(args) => keys::run(&args),
         Command::McpServer(args) => mcp_server::run(&args),
+        Command::Token(args) => token::run(&args),
     }
 }
 
