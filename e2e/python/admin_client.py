@@ -22,6 +22,7 @@ result is {"ok": true, "value": structured content} or {"ok": false, "code", "me
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -74,6 +75,8 @@ def ready(result):
 
 
 async def main():
+    # The SDK warns when a session's DELETE is answered 202 (rmcp's answer) instead of 200/204.
+    logging.getLogger("mcp").setLevel(logging.ERROR)
     target = sys.argv[2:] if sys.argv[1] == "stdio" else sys.argv[1]
     steps = json.load(sys.stdin)
     tools, results = [], []
