@@ -23,6 +23,24 @@ fn helm() -> PathBuf {
     .unwrap()
 }
 
+/// `helm template` of the chart with `--set` values, as YAML text.
+fn render_text(sets: &[&str]) -> String {
+    let mut command = Command::new(helm());
+    command
+        .args(["template", "t", "--namespace", "tenant-mcp-system"])
+        .arg(repo_root().join("charts/tenant-mcp"));
+    for set in sets {
+        command.args(["--set", set]);
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// `helm template` of the chart with `--set` values: the objects, or helm's error.
 fn render(sets: &[&str]) -> Result<Vec<Value>, String> {
     let mut command = Command::new(helm());
@@ -147,7 +165,7 @@ fn the_chart_lints_and_renders_for_each_value_set() {
 
     // Defaults: controller and MCP server, two replicas each, a generated token secret, the
     // GlobalMcpConfig, no mirror.
-    let defaults = render(&[]).unwrap();
+    let defaults = render(VALUE_SETS[0]).unwrap();
     let kinds: BTreeSet<&str> = defaults.iter().filter_map(|o| o["kind"].as_str()).collect();
     for kind in [
         "CustomResourceDefinition",
@@ -186,22 +204,7 @@ fn the_chart_lints_and_renders_for_each_value_set() {
     assert_eq!(global["spec"]["tenantConfigsEnabled"], true);
 
     // Everything on: the mirror with its migration hook, monitoring, admins, clients, JWKS.
-    let full = render(&[
-        "database.enabled=true",
-        "database.urlSecret.name=tenant-mcp-db",
-        "metrics.serviceMonitor.enabled=true",
-        "metrics.prometheusRule.enabled=true",
-        "mcpServer.auth.jwks.existingConfigMap=issuer-keys",
-        "mcpServer.auth.issuer=https://login.example.com",
-        "rbac.tenantAdmins[0].namespace=tenant-acme",
-        "rbac.tenantAdmins[0].subjects[0].kind=Group",
-        "rbac.tenantAdmins[0].subjects[0].name=acme-admins",
-        "rbac.uberAdmins[0].kind=Group",
-        "rbac.uberAdmins[0].name=platform-admins",
-        "rbac.clientServiceAccounts[0].namespace=rag",
-        "rbac.clientServiceAccounts[0].name=rag-api",
-    ])
-    .unwrap();
+    let full = render(VALUE_SETS[1]).unwrap();
     let job = find(&full, "Job", "-migrate");
     assert_eq!(
         job["metadata"]["annotations"]["helm.sh/hook"],
@@ -260,13 +263,7 @@ fn the_chart_lints_and_renders_for_each_value_set() {
     assert!(alerts >= 6, "{alerts}");
 
     // Minimal: no MCP server, one controller replica (no PDB), no policy objects, no global.
-    let minimal = render(&[
-        "mcpServer.enabled=false",
-        "controller.replicas=1",
-        "networkPolicy.enabled=false",
-        "globalConfig.create=false",
-    ])
-    .unwrap();
+    let minimal = render(VALUE_SETS[2]).unwrap();
     let kinds: BTreeSet<&str> = minimal.iter().filter_map(|o| o["kind"].as_str()).collect();
     for absent in ["PodDisruptionBudget", "NetworkPolicy", "GlobalMcpConfig"] {
         assert!(!kinds.contains(absent), "{absent} in {kinds:?}");
@@ -274,7 +271,7 @@ fn the_chart_lints_and_renders_for_each_value_set() {
     assert_eq!(of_kind(&minimal, "Deployment").len(), 1);
 
     // The rollback switch: every tenant to global, in the controller and the GlobalMcpConfig.
-    let rollback = render(&["tenantConfigsEnabled=false"]).unwrap();
+    let rollback = render(VALUE_SETS[3]).unwrap();
     let controller = find(&rollback, "Deployment", "-controller");
     assert_eq!(
         env(controller, "TENANT_MCP_TENANT_CONFIGS_ENABLED").unwrap()["value"],
@@ -365,4 +362,111 @@ fn bad_values_are_refused_with_the_field_named() {
         let err = render(sets).unwrap_err();
         assert!(err.contains(says), "{sets:?}: {err}");
     }
+}
+
+/// The value sets the tests render, each as `--set` values.
+const VALUE_SETS: &[&[&str]] = &[
+    &[],
+    &[
+        "database.enabled=true",
+        "database.urlSecret.name=tenant-mcp-db",
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.prometheusRule.enabled=true",
+        "mcpServer.auth.jwks.existingConfigMap=issuer-keys",
+        "rbac.tenantAdmins[0].namespace=tenant-acme",
+        "rbac.tenantAdmins[0].subjects[0].kind=Group",
+        "rbac.tenantAdmins[0].subjects[0].name=acme-admins",
+        "rbac.uberAdmins[0].kind=Group",
+        "rbac.uberAdmins[0].name=platform-admins",
+        "rbac.clientServiceAccounts[0].namespace=rag",
+        "rbac.clientServiceAccounts[0].name=rag-api",
+    ],
+    &[
+        "mcpServer.enabled=false",
+        "controller.replicas=1",
+        "networkPolicy.enabled=false",
+        "globalConfig.create=false",
+    ],
+    &["tenantConfigsEnabled=false"],
+];
+
+/// The prometheus-operator kinds the chart can render, as schemaless CRDs.
+const MONITORING_CRDS: &str = r"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: servicemonitors.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {kind: ServiceMonitor, plural: servicemonitors, singular: servicemonitor, listKind: ServiceMonitorList}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: prometheusrules.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {kind: PrometheusRule, plural: prometheusrules, singular: prometheusrule, listKind: PrometheusRuleList}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_value_set_applies_to_the_api_with_kubectl() {
+    let cluster = tenant_mcp_e2e::harness::Cluster::start().await.unwrap();
+    let apply = |what: &str, yaml: &str| {
+        let out = cluster.kubectl_stdin(&["apply", "--server-side", "-f", "-"], yaml);
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let crds: String = ["globalmcpconfigs.yaml", "tenantmcpconfigs.yaml"]
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(repo_root().join("charts/tenant-mcp/crds").join(f)).unwrap()
+        })
+        .collect::<Vec<_>>()
+        .join("---\n");
+    apply("the chart's CRDs", &crds);
+    apply("the monitoring CRDs", MONITORING_CRDS);
+    let namespaces = ["tenant-mcp-system", "tenant-acme", "rag"]
+        .map(|n| format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {n}}}\n"))
+        .join("---\n");
+    apply("namespaces", &namespaces);
+    for sets in VALUE_SETS {
+        let applied = apply(&format!("{sets:?}"), &render_text(sets));
+        let objects = render(sets)
+            .unwrap()
+            .iter()
+            .filter(|o| o["kind"] != "CustomResourceDefinition")
+            .count();
+        assert_eq!(
+            applied
+                .lines()
+                .filter(|l| l.contains("serverside-applied"))
+                .count(),
+            objects,
+            "{sets:?}: {applied}"
+        );
+    }
+    // The stand-in now holds what the last set rendered, e.g. the flag off in the global config.
+    let flag = cluster.kubectl_ok(&[
+        "get",
+        "gmc",
+        "default",
+        "-o",
+        "jsonpath={.spec.tenantConfigsEnabled}",
+    ]);
+    assert_eq!(flag, "false");
 }
