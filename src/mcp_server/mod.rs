@@ -7,7 +7,7 @@
 //! - [`plan`]: what a write will do, decided before anything is stored;
 //! - [`connection`]: the controller's connection tests, run before storing;
 //! - [`store`]: the Kubernetes reads and server-side-apply writes;
-//! - [`tools`]: the tools themselves; [`view`]: what they answer;
+//! - [`tools`]: the tools' MCP faces; [`workflow`]: what they do; [`view`]: what they answer;
 //! - [`http`]: the HTTP front (authentication, size and rate limits) and stdio;
 //! - [`audit`], [`limits`], [`error`].
 
@@ -22,3 +22,4 @@ pub mod plan;
 pub mod store;
 pub mod tools;
 pub mod view;
+pub mod workflow;
