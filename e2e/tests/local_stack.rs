@@ -61,6 +61,7 @@ fn local_stack_serves_until_terminated_then_cleans_up() {
         "STACK_S3_ENDPOINT",
         "STACK_ACME_S3_ENDPOINT",
         "STACK_AI_MCP_URL",
+        "STACK_ACME_AI_MCP_URL",
         "STACK_MCP_EVERYTHING_URL",
     ]
     .iter()

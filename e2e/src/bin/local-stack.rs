@@ -134,7 +134,16 @@ async fn main() -> anyhow::Result<()> {
         ],
     ))
     .context("starting the test AI MCP server")?;
-    timings.push(("test AI MCP server", start.elapsed()));
+    // The tenant's own AI MCP server: every request on it is the tenant's, none names one.
+    let tenant_ai = AiMcpServer::start(AiMcpConfig::new(
+        &format!("{}-dedicated", args.tenant),
+        vec![Token {
+            token: tenant_token.clone(),
+            tenant: None,
+        }],
+    ))
+    .context("starting the tenant's AI MCP server")?;
+    timings.push(("test AI MCP servers (shared, tenant)", start.elapsed()));
 
     let (pg, pg_time) = postgres.await?.context("starting Postgres")?;
     timings.push(("Postgres (initdb + start)", pg_time));
@@ -171,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
          export STACK_AI_MCP_BASE_URL={ai_base}\n\
          export STACK_AI_MCP_PLATFORM_TOKEN={platform_token}\n\
          export STACK_{tenant_upper}_AI_MCP_TOKEN={tenant_token}\n\
+         export STACK_{tenant_upper}_AI_MCP_URL={tenant_ai_url}\n\
          export STACK_MCP_EVERYTHING_URL={everything_url}\n",
         dir = state_dir.display(),
         kubeconfig = kubeconfig.display(),
@@ -179,6 +189,7 @@ async fn main() -> anyhow::Result<()> {
         ts3 = tenant_s3.endpoint(),
         ai_url = ai.url(),
         ai_base = ai.base_url(),
+        tenant_ai_url = tenant_ai.url(),
         everything_url = everything.url(),
     );
     let env_file = state_dir.join("env");
@@ -198,7 +209,8 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("  S3 (global)      {}", global_s3.endpoint());
     println!("  S3 ({})        {}", args.tenant, tenant_s3.endpoint());
-    println!("  AI MCP           {}", ai.url());
+    println!("  AI MCP (shared)  {}", ai.url());
+    println!("  AI MCP ({})    {}", args.tenant, tenant_ai.url());
     println!("  MCP reference    {}", everything.url());
     println!("credentials and endpoints: . {}", env_file.display());
 
@@ -213,6 +225,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&env_file);
     api.stop().await;
     ai.stop();
+    tenant_ai.stop();
     pg.stop();
     drop((global_s3, tenant_s3, everything));
     println!("local stack stopped");
