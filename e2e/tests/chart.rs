@@ -470,3 +470,53 @@ async fn every_value_set_applies_to_the_api_with_kubectl() {
     ]);
     assert_eq!(flag, "false");
 }
+
+/// A misspelt environment variable would be ignored without a word: every one the chart sets
+/// must be one the subcommand it runs reads.
+#[test]
+fn every_environment_variable_the_chart_sets_is_read_by_the_binary() {
+    let binary = tenant_mcp_e2e::stack::tenant_mcp_binary().unwrap();
+    let env_name = regex::Regex::new(r"\[env: ([A-Z0-9_]+)").unwrap();
+    let mut checked = 0;
+    for sets in VALUE_SETS {
+        for workload in render(sets)
+            .unwrap()
+            .iter()
+            .filter(|o| o["kind"] == "Deployment" || o["kind"] == "Job")
+        {
+            let container = &workload["spec"]["template"]["spec"]["containers"][0];
+            let args: Vec<&str> = container["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            // Flags of `migrate` itself show in `migrate --help`, not `migrate up --help`.
+            let help: String = (1..=args.len())
+                .map(|n| {
+                    let out = Command::new(&binary)
+                        .args(&args[..n])
+                        .arg("--help")
+                        .output()
+                        .unwrap();
+                    String::from_utf8_lossy(&out.stdout).into_owned()
+                })
+                .collect();
+            let known: BTreeSet<&str> = env_name
+                .captures_iter(&help)
+                .filter_map(|c| c.get(1).map(|m| m.as_str()))
+                .collect();
+            for var in container["env"].as_array().unwrap() {
+                let name = var["name"].as_str().unwrap();
+                assert!(
+                    known.contains(name),
+                    "{} sets {name}, which `tenant-mcp {}` does not read ({known:?})",
+                    workload["metadata"]["name"],
+                    args.join(" ")
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 30, "{checked}");
+}

@@ -82,6 +82,19 @@ async fn the_binary_serves_http_and_audits_every_call_without_secrets() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // The probes' endpoint needs no token; /mcp does.
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let anonymous = reqwest::Client::new()
+        .post(&url)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+
     let uber = token(&["uber_admin"], None);
     call(
         &url,
