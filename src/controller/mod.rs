@@ -4,7 +4,7 @@
 //! into Postgres and reports conditions, events and metrics. Several replicas are safe: only
 //! the holder of a Lease reconciles.
 //!
-//! The decisions live in pure modules ([`plan`], [`candidate`], [`snapshot`], [`active`]);
+//! The decisions live in pure modules ([`plan`], [`candidate`](crate::config::candidate), [`snapshot`], [`active`]);
 //! [`reconcile`] does the I/O around them. This module and `client` are the only ones that
 //! talk to the Kubernetes API.
 
