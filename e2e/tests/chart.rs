@@ -127,8 +127,20 @@ fn exported_series() -> BTreeSet<String> {
     controller.probe("postgres", "Healthy", std::time::Duration::from_millis(1));
     controller.config_state("ns/name", TenantState::Ready, vec!["postgres"]);
     let controller = controller.encode();
+    let management = tenant_mcp::mcp_server::metrics::ServerMetrics::new();
+    management.call(
+        "rag_get_tenant_mcp_config",
+        "Ok",
+        std::time::Duration::from_millis(1),
+    );
+    management.refused("rate_limited");
+    let management = management.encode();
     let mut names = BTreeSet::new();
-    for line in client.lines().chain(controller.lines()) {
+    for line in client
+        .lines()
+        .chain(controller.lines())
+        .chain(management.lines())
+    {
         let mut parts = line.split_whitespace();
         if parts.next() != Some("#") || parts.next() != Some("TYPE") {
             continue;

@@ -117,6 +117,25 @@ async fn the_binary_serves_http_and_audits_every_call_without_secrets() {
     .unwrap_err();
     assert_eq!(refused.reason(), "Forbidden");
 
+    // The calls and the refusal, as Prometheus sees them (no tenant or caller in a label).
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"tenant_mcp_management_calls_total{tool="rag_register_tenant_mcp_config",outcome="Ok"} 1"#,
+        r#"tenant_mcp_management_calls_total{tool="rag_get_tenant_mcp_config",outcome="Forbidden"} 1"#,
+        r#"tenant_mcp_management_refused_requests_total{reason="unauthenticated"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "no {line} in\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("acme") && !metrics.contains("globex"),
+        "{metrics}"
+    );
+
     // SIGTERM: a graceful stop.
     let pid = child.id().to_string();
     assert!(

@@ -16,11 +16,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::auth::{AuthError, Authenticator};
 use super::limits::{Limits, RateLimiter};
+use super::metrics::ServerMetrics;
 use super::tools::ManagementTools;
 
 /// What the HTTP front checks before a request reaches the tools.
 struct Gate {
     auth: Arc<Authenticator>,
+    metrics: Arc<ServerMetrics>,
     rate: RateLimiter,
     max_request_bytes: usize,
 }
@@ -38,6 +40,7 @@ async fn guard(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > gate.max_request_bytes) {
+        gate.metrics.refused("too_large");
         return refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body larger than {} bytes", gate.max_request_bytes),
@@ -50,6 +53,7 @@ async fn guard(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) 
     let caller = match gate.auth.authenticate(header) {
         Ok(caller) => caller,
         Err(e) => {
+            gate.metrics.refused("unauthenticated");
             let mut response = refuse(StatusCode::UNAUTHORIZED, e.to_string());
             let challenge = match e {
                 AuthError::MissingToken => "Bearer",
@@ -63,6 +67,7 @@ async fn guard(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) 
         }
     };
     if let Err(wait) = gate.rate.check(&caller.subject, Instant::now()) {
+        gate.metrics.refused("rate_limited");
         let mut response = refuse(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
@@ -82,14 +87,15 @@ async fn guard(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) 
     next.run(Request::from_parts(parts, body)).await
 }
 
-/// The HTTP routes: `/mcp` (Streamable HTTP) behind the gate, and `/healthz` (no token) for
-/// liveness and readiness probes. `stop` ends open sessions.
+/// The HTTP routes: `/mcp` (Streamable HTTP) behind the gate; `/healthz` (for probes) and
+/// `/metrics` (OpenMetrics) without a token. `stop` ends open sessions.
 pub fn router(
     tools: ManagementTools,
     auth: Arc<Authenticator>,
     limits: &Limits,
     stop: CancellationToken,
 ) -> axum::Router {
+    let metrics = tools.metrics();
     let mut config = StreamableHttpServerConfig::default();
     config.cancellation_token = stop;
     let mcp = StreamableHttpService::new(
@@ -99,6 +105,7 @@ pub fn router(
     );
     let gate = Arc::new(Gate {
         auth,
+        metrics: metrics.clone(),
         rate: RateLimiter::new(limits.requests_per_minute, limits.burst),
         max_request_bytes: limits.max_request_bytes,
     });
@@ -106,6 +113,21 @@ pub fn router(
         .route_service("/mcp", mcp)
         .layer(axum::middleware::from_fn_with_state(gate, guard))
         .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let text = metrics.encode();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        )
 }
 
 /// Serves one session on stdin/stdout for a local agent, as the holder of `token`.

@@ -9,7 +9,7 @@
 //! - [`store`]: the Kubernetes reads and server-side-apply writes;
 //! - [`tools`]: the tools' MCP faces; [`workflow`]: what they do; [`view`]: what they answer;
 //! - [`http`]: the HTTP front (authentication, size and rate limits) and stdio;
-//! - [`audit`], [`limits`], [`error`].
+//! - [`audit`], [`metrics`], [`limits`], [`error`].
 
 pub mod audit;
 pub mod auth;
@@ -18,6 +18,7 @@ pub mod error;
 pub mod http;
 pub mod input;
 pub mod limits;
+pub mod metrics;
 pub mod plan;
 pub mod store;
 pub mod tools;

@@ -15,6 +15,7 @@ use super::input::{
     DeleteRequest, GetRequest, Input, ListRequest, RegisterRequest, TestRequest, UpdateRequest,
 };
 use super::limits::Limits;
+use super::metrics::ServerMetrics;
 use super::store::Store;
 use super::view::{ConfigList, ConfigView, DeleteResult, TestResult, WriteResult, view};
 use super::workflow::{check_version, id};
@@ -31,6 +32,7 @@ pub struct ManagementTools {
     pub(super) limits: Arc<Limits>,
     /// The caller of a session without HTTP (stdio), authenticated once at start.
     pub(super) fixed_caller: Option<Caller>,
+    pub(super) metrics: Arc<ServerMetrics>,
 }
 
 #[tool_router]
@@ -176,7 +178,13 @@ impl ManagementTools {
             prober,
             limits,
             fixed_caller: None,
+            metrics: Arc::new(ServerMetrics::new()),
         }
+    }
+
+    /// The metrics of these tools' calls.
+    pub fn metrics(&self) -> Arc<ServerMetrics> {
+        self.metrics.clone()
     }
 
     /// The same tools for one caller known in advance (a stdio session has no HTTP headers).
@@ -204,13 +212,16 @@ impl ManagementTools {
             .or(self.fixed_caller.as_ref())
             .cloned()
             .ok_or_else(|| ErrorData::internal_error("no authenticated caller", None))?;
+        let started = std::time::Instant::now();
         match body(caller.clone()).await {
             Ok((value, detail)) => {
                 audit::record(&caller, tenant, tool, "Ok", &detail);
+                self.metrics.call(tool, "Ok", started.elapsed());
                 Ok(Json(value))
             }
             Err(e) => {
                 audit::record(&caller, tenant, tool, e.reason(), &e.to_string());
+                self.metrics.call(tool, e.reason(), started.elapsed());
                 Err(e.into())
             }
         }
