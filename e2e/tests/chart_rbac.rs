@@ -27,6 +27,8 @@ const NS: &str = "tenant-mcp-system";
 const CONTROLLER: &str = "system:serviceaccount:tenant-mcp-system:t-tenant-mcp-controller";
 const MCP: &str = "system:serviceaccount:tenant-mcp-system:t-tenant-mcp-mcp-server";
 const APP: &str = "system:serviceaccount:rag:rag-api";
+/// An application account whose client watches tenant-acme only.
+const WORKER: &str = "system:serviceaccount:rag:acme-worker";
 
 struct World {
     cluster: Cluster,
@@ -100,6 +102,7 @@ async fn world() -> World {
             format!("controller-token,{},2", sa(CONTROLLER, NS)),
             format!("mcp-token,{},3", sa(MCP, NS)),
             format!("app-token,{},4", sa(APP, "rag")),
+            format!("worker-token,{},7", sa(WORKER, "rag")),
             "alice-token,alice,5,\"acme-admins\"".to_owned(),
             "carol-token,carol,6,\"platform-admins\"".to_owned(),
         ]
@@ -152,6 +155,12 @@ async fn world() -> World {
             "rbac.clientServiceAccounts[0].namespace=rag",
             "--set",
             "rbac.clientServiceAccounts[0].name=rag-api",
+            "--set",
+            "rbac.clientServiceAccounts[1].namespace=rag",
+            "--set",
+            "rbac.clientServiceAccounts[1].name=acme-worker",
+            "--set",
+            "rbac.clientServiceAccounts[1].watchNamespace=tenant-acme",
             "--set",
             "globalConfig.endpointPolicy.allowLoopback=true",
         ])
@@ -347,6 +356,37 @@ async fn each_identity_can_do_its_job_and_no_more() {
             false,
         ),
         ("app-token", vec!["update", gmc], false),
+        // An application pod whose client watches one namespace: Secrets there and in the
+        // credentials namespace only.
+        (
+            "worker-token",
+            vec!["watch", tmc, "-n", "tenant-acme"],
+            true,
+        ),
+        (
+            "worker-token",
+            vec!["watch", "secrets", "-n", "tenant-acme"],
+            true,
+        ),
+        ("worker-token", vec!["watch", "secrets", "-n", NS], true),
+        ("worker-token", vec!["watch", gmc], true),
+        (
+            "worker-token",
+            vec!["watch", "secrets", "-n", "tenant-globex"],
+            false,
+        ),
+        ("worker-token", vec!["watch", "secrets", all], false),
+        ("worker-token", vec!["watch", tmc, all], false),
+        (
+            "worker-token",
+            vec!["create", tmc, "-n", "tenant-acme"],
+            false,
+        ),
+        (
+            "worker-token",
+            vec!["patch", "secrets", "-n", "tenant-acme"],
+            false,
+        ),
     ];
     let wrong: Vec<String> = matrix
         .iter()
@@ -465,7 +505,32 @@ async fn the_service_accounts_do_their_real_jobs_with_the_charts_rbac() {
         .await
         .unwrap();
     assert_eq!(current, user);
-    // …and cannot write.
+    // An account scoped to tenant-acme does the same with a client that watches that namespace.
+    let scoped = tenant_mcp::client::TenantClients::from_kube(
+        w.client("worker-token").await,
+        tenant_mcp::client::ClientSettings {
+            kube: tenant_mcp::client::KubeSource {
+                namespace: Some("tenant-acme".into()),
+                credentials_namespace: NS.into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let pool = wait_for(
+        "acme's pool for the scoped app",
+        Duration::from_secs(30),
+        async || scoped.postgres("acme").await.ok(),
+    )
+    .await;
+    let current: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(current, user);
+    // …and neither can write.
     let refused = Api::<TenantMcpConfig>::namespaced(app, "tenant-acme")
         .delete("acme", &Default::default())
         .await
