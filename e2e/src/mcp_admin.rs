@@ -67,7 +67,7 @@ impl AdminServer {
         let limits = Arc::new(limits);
         let tools = ManagementTools::new(kube, Prober::new(8), limits.clone());
         let stop = CancellationToken::new();
-        let app = router(tools, Arc::new(auth), &limits, stop.clone());
+        let app = router(tools, Arc::new(auth), &limits, &[], stop.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/mcp", listener.local_addr()?);
         let until = stop.clone();

@@ -211,6 +211,13 @@ fn the_chart_lints_and_renders_for_each_value_set() {
         env(mcp, "TENANT_MCP_JWT_SECRET_FILE").unwrap()["value"],
         "/etc/tenant-mcp/auth/jwt-secret"
     );
+    let hosts = env(mcp, "TENANT_MCP_MCP_ALLOWED_HOSTS").unwrap()["value"]
+        .as_str()
+        .unwrap();
+    assert!(
+        hosts.contains("t-tenant-mcp-mcp-server.tenant-mcp-system.svc.cluster.local"),
+        "{hosts}"
+    );
     let global = find(&defaults, "GlobalMcpConfig", "default");
     assert_eq!(global["spec"]["credentialsNamespace"], "tenant-mcp-system");
     assert_eq!(global["spec"]["tenantConfigsEnabled"], true);

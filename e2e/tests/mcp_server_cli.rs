@@ -64,6 +64,7 @@ async fn the_binary_serves_http_and_audits_every_call_without_secrets() {
     let log = dir.path().join("stderr.log");
     let child = Command::new(tenant_mcp_binary().unwrap())
         .args(["mcp-server", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--allowed-host", "tenant-mcp.example,127.0.0.1"])
         .envs(env(&cluster, &secret_file))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -136,6 +137,28 @@ async fn the_binary_serves_http_and_audits_every_call_without_secrets() {
         "{metrics}"
     );
 
+    // Stateless: a call needs no session from an earlier request, so any replica behind a
+    // Service can answer it; and only the allowed Host names are answered (DNS rebinding).
+    let raw = async |host: &str| {
+        reqwest::Client::new()
+            .post(&url)
+            .header("host", host)
+            .bearer_auth(&uber)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .body(r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"rag_get_tenant_mcp_config","arguments":{"tenantId":"acme"}}}"#)
+            .send()
+            .await
+            .unwrap()
+    };
+    let answered = raw("tenant-mcp.example").await;
+    assert_eq!(answered.status(), 200);
+    let body = answered.text().await.unwrap();
+    assert!(body.contains(r#""tenantId":"acme""#), "{body}");
+    let rebound = raw("evil.example").await;
+    assert!(rebound.status().is_client_error(), "{}", rebound.status());
+
     // SIGTERM: a graceful stop.
     let pid = child.id().to_string();
     assert!(
@@ -188,6 +211,12 @@ async fn the_binary_serves_http_and_audits_every_call_without_secrets() {
                 "acme",
                 "rag_get_tenant_mcp_config",
                 "Forbidden"
+            ),
+            (
+                "uber_admin@platform",
+                "acme",
+                "rag_get_tenant_mcp_config",
+                "Ok"
             ),
         ],
         "{text}"

@@ -60,6 +60,14 @@ pub struct McpServerArgs {
     /// Seconds one tool call may take, connection tests included.
     #[arg(long, env = "TENANT_MCP_TOOL_TIMEOUT_SECONDS", default_value_t = 60)]
     pub tool_timeout_seconds: u64,
+    /// `Host` values `/mcp` answers (the Service's DNS names, an ingress host), comma-separated;
+    /// others are refused against DNS rebinding. Default: loopback names only.
+    #[arg(
+        long = "allowed-host",
+        env = "TENANT_MCP_MCP_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
     /// Most connection tests at once.
     #[arg(long, env = "TENANT_MCP_PROBE_CONCURRENCY", default_value_t = 16)]
     pub probe_concurrency: usize,
@@ -108,7 +116,13 @@ pub fn run(args: &McpServerArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         let stop = CancellationToken::new();
-        let app = router(tools, Arc::new(auth), &limits, stop.clone());
+        let app = router(
+            tools,
+            Arc::new(auth),
+            &limits,
+            &args.allowed_hosts,
+            stop.clone(),
+        );
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;

@@ -89,15 +89,25 @@ async fn guard(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) 
 
 /// The HTTP routes: `/mcp` (Streamable HTTP) behind the gate; `/healthz` (for probes) and
 /// `/metrics` (OpenMetrics) without a token. `stop` ends open sessions.
+///
+/// `allowed_hosts` are the `Host` values `/mcp` answers (names, or `name:port`), against DNS
+/// rebinding; empty allows loopback names only. Requests are served statelessly (no session
+/// kept between them), so any replica behind a Service can answer any request.
 pub fn router(
     tools: ManagementTools,
     auth: Arc<Authenticator>,
     limits: &Limits,
+    allowed_hosts: &[String],
     stop: CancellationToken,
 ) -> axum::Router {
     let metrics = tools.metrics();
-    let mut config = StreamableHttpServerConfig::default();
-    config.cancellation_token = stop;
+    let mut config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(false)
+        .with_max_request_body_bytes(limits.max_request_bytes)
+        .with_cancellation_token(stop);
+    if !allowed_hosts.is_empty() {
+        config = config.with_allowed_hosts(allowed_hosts.iter().cloned());
+    }
     let mcp = StreamableHttpService::new(
         move || Ok(tools.clone()),
         Arc::new(LocalSessionManager::default()),
