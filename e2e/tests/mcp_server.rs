@@ -591,3 +591,88 @@ async fn a_call_over_the_time_limit_is_cut_off_before_anything_is_stored() {
     assert!(err.message.contains("did not finish within"), "{err}");
     assert_eq!(state(&client, "slow").await, before);
 }
+
+/// Regression: the controller writes status between a tool's read and its write (it does so
+/// right after every change), which moves resourceVersion. Without `expectedVersion` that must
+/// not fail an update or a delete; with a stale one it must. The status writes run in a tight
+/// loop during the calls, so the old behaviour (the read version as an implicit precondition)
+/// failed here most runs; the fixed one cannot fail for this reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_writes_do_not_get_in_the_way_of_updates_and_deletes() {
+    let w = world().await;
+    let (acme, url) = (&w.acme, &w.server.url);
+    let uber = token(&["uber_admin"], None);
+    call(
+        url,
+        &uber,
+        "rag_register_tenant_mcp_config",
+        json!({"tenantId": acme, "servers": {"postgres": postgres("db.example.com")}, "connectionTest": false}),
+    )
+    .await
+    .unwrap();
+    let configs = Api::<TenantMcpConfig>::namespaced(w.client.clone(), &ns(acme));
+    let read = configs
+        .get("tenant-mcp")
+        .await
+        .unwrap()
+        .resource_version()
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writer = tokio::spawn({
+        let (configs, stop) = (configs.clone(), stop.clone());
+        async move {
+            let mut n = 0_u32;
+            while !stop.is_cancelled() {
+                n += 1;
+                let _ = configs
+                    .patch_status(
+                        "tenant-mcp",
+                        &PatchParams::apply("controller-stand-in").force(),
+                        &Patch::Apply(json!({
+                            "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "TenantMcpConfig",
+                            "status": {"observedGeneration": n}
+                        })),
+                    )
+                    .await;
+            }
+            n
+        }
+    });
+    for port in [6432, 6433, 6434] {
+        let updated = call(
+            url,
+            &uber,
+            "rag_update_tenant_mcp_config",
+            json!({"tenantId": acme, "servers": {"postgres": {"port": port}}, "connectionTest": false}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            updated["config"]["spec"]["servers"]["postgres"]["port"],
+            port
+        );
+    }
+    // The version read before the status writes is stale now.
+    let stale = call(
+        url,
+        &uber,
+        "rag_delete_tenant_mcp_config",
+        json!({"tenantId": acme, "expectedVersion": read}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(stale.reason(), "Conflict", "{stale}");
+    assert!(stale.message.contains("get it again"), "{stale}");
+    call(
+        url,
+        &uber,
+        "rag_delete_tenant_mcp_config",
+        json!({"tenantId": acme}),
+    )
+    .await
+    .unwrap();
+    stop.cancel();
+    let writes = writer.await.unwrap();
+    assert!(writes > 10, "only {writes} status writes raced the calls");
+    assert!(configs.get_opt("tenant-mcp").await.unwrap().is_none());
+}

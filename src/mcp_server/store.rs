@@ -284,20 +284,29 @@ impl Store {
         .map_err(|e| conflict_or(e, &format!("writing TenantMcpConfig {namespace}/{name}")))
     }
 
-    /// Deletes config `namespace/name` if it still has `version`, then the Secrets the tool
-    /// made for it; the names of those Secrets.
+    /// Config `namespace/name`, if it exists.
+    pub async fn get_config(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<TenantMcpConfig>, ToolError> {
+        Api::<TenantMcpConfig>::namespaced(self.kube.clone(), namespace)
+            .get_opt(name)
+            .await
+            .map_err(|e| ToolError::kube(format!("reading TenantMcpConfig {namespace}/{name}"), e))
+    }
+
+    /// Deletes config `namespace/name` if it meets `preconditions` (its uid, or the version a
+    /// caller expects), then the Secrets the tool made for it; the names of those Secrets.
     pub async fn delete_config(
         &self,
         namespace: &str,
         name: &str,
-        version: Option<&str>,
+        preconditions: Preconditions,
     ) -> Result<Vec<String>, ToolError> {
         let api: Api<TenantMcpConfig> = Api::namespaced(self.kube.clone(), namespace);
         let params = DeleteParams {
-            preconditions: version.map(|v| Preconditions {
-                resource_version: Some(v.to_owned()),
-                uid: None,
-            }),
+            preconditions: Some(preconditions),
             ..DeleteParams::default()
         };
         api.delete(name, &params)
@@ -327,10 +336,20 @@ impl Store {
 /// managers), anything else as a Kubernetes error.
 fn conflict_or(e: kube::Error, action: &str) -> ToolError {
     match &e {
+        kube::Error::Api(status)
+            if status.code == 409 && status.message.contains("Apply failed") =>
+        {
+            ToolError::Conflict {
+                message: format!(
+                    "{action}: {}. Another field manager (e.g. a GitOps tool) owns these fields: \
+                     change them there",
+                    status.message
+                ),
+            }
+        }
         kube::Error::Api(status) if status.code == 409 => ToolError::Conflict {
             message: format!(
-                "{action}: {}. Another field manager (e.g. a GitOps tool) owns these fields: change \
-                 them there, or get the config again and retry",
+                "{action}: {}. It changed since it was read: get it again and retry",
                 status.message
             ),
         },

@@ -140,7 +140,8 @@ impl ManagementTools {
                     Ok(current)
                 })
                 .await?;
-            self.delete_unbounded(&current).await
+            self.delete_unbounded(&current, request.expected_version.clone())
+                .await
         })
         .await
     }

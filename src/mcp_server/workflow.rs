@@ -27,8 +27,11 @@ use crate::config::{
 pub(super) struct Checked {
     namespace: String,
     name: String,
-    /// The resourceVersion the write requires (updates).
+    /// The resourceVersion the caller expects (`expectedVersion`), checked by the API server.
     version: Option<String>,
+    /// For an update, the spec it was merged from: the write is refused if the spec changed
+    /// meanwhile (a status write by the controller alone does not count).
+    base: Option<TenantMcpConfigSpec>,
     spec: TenantMcpConfigSpec,
     writes: Vec<SecretWrite>,
     existing: HashMap<String, Secret>,
@@ -62,13 +65,19 @@ impl ManagementTools {
     pub(super) async fn delete_unbounded(
         &self,
         current: &crate::api::TenantMcpConfig,
+        expected_version: Option<String>,
     ) -> Result<(DeleteResult, String), ToolError> {
         let (namespace, name) = (current.namespace().unwrap_or_default(), current.name_any());
-        let version = current.resource_version();
+        // The object that was read (not one re-created since), at the version the caller
+        // expects if it said one; status writes by the controller do not get in the way.
+        let preconditions = kube::api::Preconditions {
+            uid: current.uid(),
+            resource_version: expected_version,
+        };
         let store = self.store.clone();
         let (ns, n) = (namespace.clone(), name.clone());
         let secrets_deleted =
-            tokio::spawn(async move { store.delete_config(&ns, &n, version.as_deref()).await })
+            tokio::spawn(async move { store.delete_config(&ns, &n, preconditions).await })
                 .await
                 .map_err(|e| ToolError::Internal(format!("the delete task failed: {e}")))??;
         let detail = format!(
@@ -207,7 +216,8 @@ impl ManagementTools {
                 if test { &keys } else { &[] },
             )
             .await?;
-        checked.version = current.resource_version();
+        checked.version = request.expected_version.clone();
+        checked.base = Some(current.spec.clone());
         Ok(checked)
     }
 
@@ -304,6 +314,7 @@ impl ManagementTools {
             namespace,
             name: name.to_owned(),
             version: None,
+            base: None,
             spec,
             writes,
             existing,
@@ -353,11 +364,30 @@ impl ManagementTools {
                 namespace,
                 name,
                 version,
+                base,
                 spec,
                 writes,
                 existing,
                 tests,
             } = checked;
+            if let Some(base) = base {
+                match store.get_config(&namespace, &name).await? {
+                    Some(now) if now.spec == base => {}
+                    Some(_) => {
+                        return Err(ToolError::Conflict {
+                            message: format!(
+                                "TenantMcpConfig {namespace}/{name} changed while this update was \
+                                 checked: get it again and retry"
+                            ),
+                        });
+                    }
+                    None => {
+                        return Err(ToolError::NotFound(format!(
+                            "TenantMcpConfig {namespace}/{name} was deleted while this update was checked"
+                        )));
+                    }
+                }
+            }
             let restores = store
                 .write_secrets(&namespace, &name, &writes, &existing)
                 .await?;
