@@ -421,7 +421,7 @@ pub fn directory_routes(manifests: &Manifests, routes: &Routes) {
 }
 
 /// A cheap fingerprint of a directory: every manifest file's path, length and mtime.
-pub fn directory_stamp(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+pub fn directory_stamp(dir: &Path) -> DirectoryStamp {
     manifest_files(dir)
         .unwrap_or_default()
         .into_iter()
@@ -434,33 +434,107 @@ pub fn directory_stamp(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
         .collect()
 }
 
-/// Reloads `dir` into `routes` whenever its files differ from `stamp` (checked every `every`)
-/// until `stop`. `stamp` must be taken before the first load, so an edit made while the task
-/// starts is not mistaken for the loaded state. A reload that fails keeps the previous routes
-/// and logs why.
+/// A directory's [`directory_stamp`].
+pub type DirectoryStamp = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
+/// When to reload a polled directory: a change is loaded only once it has held still for one
+/// poll, so a file caught while it is written (truncated, half written) is never loaded — an
+/// empty file read mid-write would otherwise drop every tenant's config.
+#[derive(Debug)]
+pub struct Settle {
+    loaded: DirectoryStamp,
+    pending: Option<DirectoryStamp>,
+}
+
+impl Settle {
+    /// Starts from the stamp of what is loaded.
+    pub fn new(loaded: DirectoryStamp) -> Self {
+        Self {
+            loaded,
+            pending: None,
+        }
+    }
+
+    /// Takes the stamp seen at a poll: `true` when the directory should be loaded now.
+    pub fn observe(&mut self, now: &DirectoryStamp) -> bool {
+        if *now == self.loaded {
+            self.pending = None;
+            return false;
+        }
+        if self.pending.as_ref() == Some(now) {
+            return true;
+        }
+        self.pending = Some(now.clone());
+        false
+    }
+
+    /// Records that the directory was loaded (or found broken) at `stamp`.
+    pub fn loaded(&mut self, stamp: DirectoryStamp) {
+        self.loaded = stamp;
+        self.pending = None;
+    }
+}
+
+/// Reloads `dir` into `routes` whenever its files change and then hold still for one poll
+/// ([`Settle`]), checked every `every`, until `stop`. `stamp` must be taken before the first
+/// load, so an edit made while the task starts is not mistaken for the loaded state. A reload
+/// that fails keeps the previous routes and logs why.
 pub async fn watch_directory(
     dir: PathBuf,
-    mut stamp: Vec<(PathBuf, u64, Option<SystemTime>)>,
+    stamp: DirectoryStamp,
     routes: Arc<Routes>,
     every: Duration,
     stop: CancellationToken,
 ) {
+    let mut settle = Settle::new(stamp);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
         let now = directory_stamp(&dir);
-        if now == stamp {
+        if !settle.observe(&now) {
             continue;
         }
-        stamp = now;
-        match load_directory(&dir) {
+        let loaded = load_directory(&dir);
+        // Changed again while it was read: look again at the next poll.
+        if directory_stamp(&dir) != now {
+            continue;
+        }
+        settle.loaded(now);
+        match loaded {
             Ok(m) => directory_routes(&m, &routes),
             Err(e) => warn!(
                 "reloading {}: {e}; keeping the previous configs",
                 dir.display()
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(len: u64) -> DirectoryStamp {
+        vec![(PathBuf::from("acme.yaml"), len, None)]
+    }
+
+    #[test]
+    fn a_change_is_loaded_only_after_it_held_still_for_a_poll() {
+        let mut settle = Settle::new(stamp(100));
+        assert!(!settle.observe(&stamp(100)), "nothing changed");
+        // A writer truncated the file and is still writing: seen once, then different.
+        assert!(!settle.observe(&stamp(0)));
+        assert!(!settle.observe(&stamp(60)));
+        assert!(!settle.observe(&stamp(120)));
+        // The finished file, seen twice in a row: load it.
+        assert!(settle.observe(&stamp(120)));
+        settle.loaded(stamp(120));
+        assert!(!settle.observe(&stamp(120)));
+        // A change that goes back to what is loaded needs nothing.
+        assert!(!settle.observe(&stamp(5)));
+        assert!(!settle.observe(&stamp(120)));
+        assert!(!settle.observe(&stamp(120)));
     }
 }

@@ -462,6 +462,17 @@ async fn server_side_apply(
         Ok(_) => {
             let mut warnings = Vec::new();
             let updated = store.update(rt, ns, name, status_only, |old| {
+                // As the real API server: a resourceVersion in the applied object is a
+                // precondition (optimistic concurrency), never a value to store.
+                if let Some(expected) = patch.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+                    && old.pointer("/metadata/resourceVersion").and_then(Value::as_str) != Some(expected)
+                {
+                    return Err(ApiError::conflict(
+                        rt,
+                        name,
+                        "the object has been modified; please apply your changes to the latest version and try again",
+                    ));
+                }
                 let mut new =
                     apply::apply(rt, name, Some(old), &patch, manager, force, subresource)?;
                 if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
