@@ -106,6 +106,32 @@ async fn stale_resource_version_conflicts() {
         "{}",
         stale.message
     );
+    // A resourceVersion in a server-side-applied object is a precondition too.
+    let apply = |version: &str, value: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "c", "resourceVersion": version}, "data": {"k": value}})
+    };
+    let stale_version = first.metadata.resource_version.clone().unwrap();
+    let stale = api_error(
+        api.patch(
+            "c",
+            &PatchParams::apply("t"),
+            &Patch::Apply(apply(&stale_version, "3")),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(stale.code, 409, "{}", stale.message);
+    let current = newer.metadata.resource_version.clone().unwrap();
+    let applied = api
+        .patch(
+            "c",
+            &PatchParams::apply("t").force(),
+            &Patch::Apply(apply(&current, "3")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.data.unwrap()["k"], "3");
     cluster.delete_namespace(&ns).await;
 }
 
