@@ -235,6 +235,12 @@ impl Keyring {
         &self.active
     }
 
+    /// Whether `other` has the same key ids and active key (key ids are never reused for
+    /// other key material, so this tells a changed keys Secret).
+    pub fn same_keys(&self, other: &Keyring) -> bool {
+        self.active == other.active && self.keys.keys().eq(other.keys.keys())
+    }
+
     /// Every key id, in order.
     pub fn key_ids(&self) -> impl Iterator<Item = &str> {
         self.keys.keys().map(String::as_str)

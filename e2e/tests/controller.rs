@@ -61,7 +61,8 @@ impl ControllerProcess {
             .stderr(std::fs::File::create(&log).unwrap());
         if let Some((url, keys)) = mirror {
             cmd.env("TENANT_MCP_DATABASE_URL", url)
-                .env("TENANT_MCP_KEYS_DIR", keys);
+                .env("TENANT_MCP_KEYS_DIR", keys)
+                .env("TENANT_MCP_KEYS_RELOAD_SECONDS", "1");
         }
         Self {
             child: cmd.spawn().unwrap(),
@@ -348,6 +349,21 @@ spec:
         "{events}"
     );
 
+    // A key rotation while it runs: k2 becomes active (`active` first, so the state in between
+    // is broken rather than another keyring) and the controller loads it without a restart.
+    std::fs::write(keys.join("active"), "k2").unwrap();
+    std::fs::write(keys.join("k2"), tenant_mcp::crypto::generate_key()).unwrap();
+    wait_for("the controller to load k2", Duration::from_secs(30), async || {
+        std::fs::read_to_string(&controller.log)
+            .unwrap_or_default()
+            .contains("loaded keys")
+            .then_some(())
+    })
+    .await;
+    reader.set_keyring(std::sync::Arc::new(
+        tenant_mcp::crypto::Keyring::from_dir(&keys).unwrap(),
+    ));
+
     // Fixed: the database takes a new password and the Secret says it. Promoted to a new
     // snapshot; the old one goes after its grace period.
     execute(
@@ -408,6 +424,13 @@ spec:
     )
     .await;
     assert!(row.version > 0);
+    let raw: String = sqlx::query_scalar(
+        "SELECT mcp_server_config::text FROM tenant_configs WHERE tenant_id = 'acme'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(raw.contains(r#""kid": "k2""#), "the new write is sealed with k2: {raw}");
     let metrics = controller.metrics();
     assert!(
         metrics.contains("tenant_mcp_probes_total{server_type=\"postgres\",result=\"AuthFailed\"}"),

@@ -28,6 +28,10 @@ pub struct ControllerArgs {
     /// with a database.
     #[arg(long, env = "TENANT_MCP_KEYS_DIR")]
     pub keys_dir: Option<PathBuf>,
+    /// Seconds between looks at `--keys-dir` for a changed keys Secret (a rotation needs no
+    /// restart).
+    #[arg(long, env = "TENANT_MCP_KEYS_RELOAD_SECONDS", default_value_t = 30)]
+    pub keys_reload_seconds: u64,
     /// Most connections to the mirror database.
     #[arg(long, env = "TENANT_MCP_DATABASE_MAX_CONNECTIONS", default_value_t = 4)]
     pub database_max_connections: u32,
@@ -124,6 +128,16 @@ pub fn run(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
             identity,
         };
         let shutdown = CancellationToken::new();
+        if let (Some(writer), Some(dir)) = (&mirror, &args.keys_dir) {
+            let writer = writer.clone();
+            tokio::spawn(tenant_mcp::mirror::reload::watch_keys(
+                dir.clone(),
+                writer.keyring(),
+                Duration::from_secs(args.keys_reload_seconds.max(1)),
+                shutdown.clone(),
+                move |keyring| writer.set_keyring(keyring),
+            ));
+        }
         let on_signal = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;

@@ -11,6 +11,7 @@
 
 pub mod document;
 pub mod migrate;
+pub mod reload;
 pub mod rotate;
 pub mod writer;
 

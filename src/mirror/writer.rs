@@ -18,6 +18,8 @@ use sqlx::{PgPool, Row as _};
 use super::MirrorError;
 use super::document::{MirrorDocument, SealedDocument};
 use crate::config::Credential;
+use arc_swap::ArcSwap;
+
 use crate::crypto::Keyring;
 
 /// What a write or removal did.
@@ -55,7 +57,8 @@ pub struct MirrorRow {
 #[derive(Clone, Debug)]
 pub struct MirrorWriter {
     pool: PgPool,
-    keyring: Arc<Keyring>,
+    /// Swapped when the keys directory changes ([`super::reload`]); shared by clones.
+    keyring: Arc<ArcSwap<Keyring>>,
     /// `$1` as the `tenant_id` column's type, so lookups use its unique index.
     tenant_param: &'static str,
 }
@@ -92,14 +95,19 @@ impl MirrorWriter {
             .any(|(name, ty)| name == "tenant_id" && ty == "uuid");
         Ok(Self {
             pool,
-            keyring,
+            keyring: Arc::new(ArcSwap::new(keyring)),
             tenant_param: if uuid { "$1::uuid" } else { "$1" },
         })
     }
 
-    /// The keyring this writer seals with.
-    pub fn keyring(&self) -> &Keyring {
-        &self.keyring
+    /// The keyring this writer seals with now.
+    pub fn keyring(&self) -> Arc<Keyring> {
+        self.keyring.load_full()
+    }
+
+    /// Seals with `keyring` from now on (this writer and its clones).
+    pub fn set_keyring(&self, keyring: Arc<Keyring>) {
+        self.keyring.store(keyring);
     }
 
     /// Stores `document` as its tenant's config at `version`, unless the row holds a newer
@@ -110,7 +118,7 @@ impl MirrorWriter {
         version: i64,
     ) -> Result<WriteOutcome, MirrorError> {
         let tenant = document.tenant_id.as_str();
-        let sealed = document.seal(&self.keyring);
+        let sealed = document.seal(&self.keyring.load());
         let json = serde_json::to_value(&sealed).map_err(|e| MirrorError::Corrupt {
             tenant: tenant.to_owned(),
             problem: e.to_string(),
@@ -280,7 +288,7 @@ impl MirrorWriter {
         Ok(Some(MirrorRow {
             version: version.ok_or_else(|| corrupt("mcp_config_version is missing".into()))?,
             updated_at,
-            document: sealed.open(tenant, &self.keyring)?,
+            document: sealed.open(tenant, &self.keyring.load())?,
         }))
     }
 
