@@ -353,12 +353,16 @@ spec:
     // is broken rather than another keyring) and the controller loads it without a restart.
     std::fs::write(keys.join("active"), "k2").unwrap();
     std::fs::write(keys.join("k2"), tenant_mcp::crypto::generate_key()).unwrap();
-    wait_for("the controller to load k2", Duration::from_secs(30), async || {
-        std::fs::read_to_string(&controller.log)
-            .unwrap_or_default()
-            .contains("loaded keys")
-            .then_some(())
-    })
+    wait_for(
+        "the controller to load k2",
+        Duration::from_secs(30),
+        async || {
+            std::fs::read_to_string(&controller.log)
+                .unwrap_or_default()
+                .contains("loaded keys")
+                .then_some(())
+        },
+    )
     .await;
     reader.set_keyring(std::sync::Arc::new(
         tenant_mcp::crypto::Keyring::from_dir(&keys).unwrap(),
@@ -430,7 +434,10 @@ spec:
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert!(raw.contains(r#""kid": "k2""#), "the new write is sealed with k2: {raw}");
+    assert!(
+        raw.contains(r#""kid": "k2""#),
+        "the new write is sealed with k2: {raw}"
+    );
     let metrics = controller.metrics();
     assert!(
         metrics.contains("tenant_mcp_probes_total{server_type=\"postgres\",result=\"AuthFailed\"}"),
