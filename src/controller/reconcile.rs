@@ -563,38 +563,11 @@ async fn probe(
     candidate: &Candidate,
     timeout: Duration,
 ) -> Result<Duration, Failure> {
-    use crate::probe::{mcp, postgres, s3};
     let started = Instant::now();
-    let what = key.as_string();
-    let result = match candidate {
-        Candidate::Postgres {
-            spec,
-            credentials,
-            ca_pem,
-        } => ctx
-            .prober
-            .run(
-                &what,
-                timeout,
-                postgres::probe_postgres(policy, spec, credentials, ca_pem.as_deref()),
-            )
-            .await
-            .map(|r| r.latency),
-        Candidate::Minio { spec, credentials } => ctx
-            .prober
-            .run(&what, timeout, s3::probe_s3(policy, spec, credentials))
-            .await
-            .map(|r| r.latency),
-        Candidate::Mcp { spec, credentials } => ctx
-            .prober
-            .run(
-                &what,
-                timeout,
-                mcp::probe_mcp(policy, spec, Some(tenant), credentials),
-            )
-            .await
-            .map(|r| r.latency),
-    };
+    let result = ctx
+        .prober
+        .test(policy, tenant, &key.as_string(), candidate, timeout)
+        .await;
     let label = match &result {
         Ok(_) => "Healthy",
         Err(e) => e.reason(),

@@ -10,9 +10,9 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::api::ServersSpec;
-use crate::config::candidate::{Candidate, ServerKey, resolve};
+use crate::config::candidate::{ServerKey, resolve};
 use crate::config::{EndpointPolicy, FieldError, FieldErrors, FieldPath};
-use crate::probe::{Prober, mcp, postgres, s3};
+use crate::probe::Prober;
 
 /// One server's connection test.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -47,32 +47,9 @@ pub async fn run(
         let result = match resolve(servers, key, &lookup) {
             Err(failure) => Err((failure.reason, failure.message)),
             Ok(candidate) => {
-                let probed = match &candidate {
-                    Candidate::Postgres {
-                        spec,
-                        credentials,
-                        ca_pem,
-                    } => prober
-                        .run(
-                            &what,
-                            timeout,
-                            postgres::probe_postgres(policy, spec, credentials, ca_pem.as_deref()),
-                        )
-                        .await
-                        .map(|r| r.latency),
-                    Candidate::Minio { spec, credentials } => prober
-                        .run(&what, timeout, s3::probe_s3(policy, spec, credentials))
-                        .await
-                        .map(|r| r.latency),
-                    Candidate::Mcp { spec, credentials } => prober
-                        .run(
-                            &what,
-                            timeout,
-                            mcp::probe_mcp(policy, spec, Some(tenant), credentials),
-                        )
-                        .await
-                        .map(|r| r.latency),
-                };
+                let probed = prober
+                    .test(policy, tenant, &what, &candidate, timeout)
+                    .await;
                 probed.map_err(|e| (e.reason().to_owned(), e.to_string()))
             }
         };

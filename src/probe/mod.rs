@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use url::Host;
 
+use crate::config::candidate::Candidate;
 use crate::config::{EndpointPolicy, PolicyViolation};
 
 /// The reasons a probe reports: part of the one condition vocabulary in
@@ -103,6 +104,46 @@ impl Prober {
                 reason::TIMEOUT,
                 format!("{what} did not answer within {}s", timeout.as_secs_f32()),
             )),
+        }
+    }
+}
+
+impl Prober {
+    /// Connection-tests `candidate` (server `what` of `tenant`) under `policy`, within
+    /// `timeout`: how long it took to answer.
+    pub async fn test(
+        &self,
+        policy: &EndpointPolicy,
+        tenant: &str,
+        what: &str,
+        candidate: &Candidate,
+        timeout: Duration,
+    ) -> Result<Duration, ProbeError> {
+        match candidate {
+            Candidate::Postgres {
+                spec,
+                credentials,
+                ca_pem,
+            } => self
+                .run(
+                    what,
+                    timeout,
+                    postgres::probe_postgres(policy, spec, credentials, ca_pem.as_deref()),
+                )
+                .await
+                .map(|r| r.latency),
+            Candidate::Minio { spec, credentials } => self
+                .run(what, timeout, s3::probe_s3(policy, spec, credentials))
+                .await
+                .map(|r| r.latency),
+            Candidate::Mcp { spec, credentials } => self
+                .run(
+                    what,
+                    timeout,
+                    mcp::probe_mcp(policy, spec, Some(tenant), credentials),
+                )
+                .await
+                .map(|r| r.latency),
         }
     }
 }
