@@ -151,6 +151,11 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("kubectl did not finish: {e}"))
     }
 
+    /// Creates namespace `name`, bound to `tenant` (label `tenantmcp.dev/tenant`) when given.
+    pub async fn create_namespace(&self, name: &str, tenant: Option<&str>) -> anyhow::Result<()> {
+        create_namespace(&self.client(), name, tenant).await
+    }
+
     /// Creates a namespace with a random suffix for one scenario.
     pub async fn namespace(&self, prefix: &str) -> anyhow::Result<String> {
         let name = format!(
@@ -206,6 +211,25 @@ pub async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("waiting for the CRD {name} to be established"))??;
     }
+    Ok(())
+}
+
+/// Creates namespace `name` through `client`, bound to `tenant` (label
+/// `tenantmcp.dev/tenant`) when given.
+pub async fn create_namespace(
+    client: &kube::Client,
+    name: &str,
+    tenant: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut namespace = serde_json::json!({"metadata": {"name": name}});
+    if let Some(tenant) = tenant {
+        namespace["metadata"]["labels"] =
+            serde_json::json!({ tenant_mcp::api::TENANT_LABEL: tenant });
+    }
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &serde_json::from_value(namespace)?)
+        .await
+        .with_context(|| format!("creating namespace {name}"))?;
     Ok(())
 }
 

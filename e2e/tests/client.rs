@@ -8,14 +8,14 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use sqlx::Connection as _;
 use tenant_mcp::api::TenantMcpConfig;
 use tenant_mcp::client::{ClientError, ClientSettings, KubeSource, Origin, TenantClients};
 use tenant_mcp::config::candidate::ServerKey;
 use tenant_mcp::controller::{self, Settings};
-use tenant_mcp_e2e::harness::{Cluster, wait_for};
+use tenant_mcp_e2e::harness::{Cluster, create_namespace, wait_for};
 use tenant_mcp_e2e::stack::postgres::{Postgres, execute};
 use tokio_util::sync::CancellationToken;
 
@@ -56,23 +56,6 @@ async fn apply_secret(client: &kube::Client, ns: &str, name: &str, pairs: &[(&st
     .unwrap();
 }
 
-async fn namespace(client: &kube::Client, name: &str, tenant: Option<&str>) {
-    let labels = tenant.map_or_else(
-        || serde_json::json!({}),
-        |t| serde_json::json!({ "tenantmcp.dev/tenant": t }),
-    );
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({
-                "metadata": {"name": name, "labels": labels}
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_get_their_own_pool_others_the_global_one_and_changes_and_evictions_close_pools() {
     tenant_mcp_e2e::stack::install_crypto_provider();
@@ -103,7 +86,7 @@ async fn tenants_get_their_own_pool_others_the_global_one_and_changes_and_evicti
 
     // The global server, with its credentials in the credentials namespace.
     let creds_ns = format!("tenant-mcp-system-{suffix}");
-    namespace(&client, &creds_ns, None).await;
+    create_namespace(&client, &creds_ns, None).await.unwrap();
     apply_secret(
         &client,
         &creds_ns,
@@ -135,7 +118,7 @@ async fn tenants_get_their_own_pool_others_the_global_one_and_changes_and_evicti
     // Tenant acme brings its own Postgres login.
     let ns = format!("acme-{suffix}");
     let tenant = format!("acme-{suffix}");
-    namespace(&client, &ns, Some(&tenant)).await;
+    create_namespace(&client, &ns, Some(&tenant)).await.unwrap();
     apply_secret(
         &client,
         &ns,

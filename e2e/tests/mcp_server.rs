@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt as _;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -35,13 +35,8 @@ async fn world() -> World {
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
     let (acme, globex) = (format!("acme{suffix}"), format!("globex{suffix}"));
     for tenant in [&acme, &globex] {
-        Api::<Namespace>::all(client.clone())
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {
-                    "name": ns(tenant), "labels": {"tenantmcp.dev/tenant": tenant}}}))
-                .unwrap(),
-            )
+        cluster
+            .create_namespace(&ns(tenant), Some(tenant))
             .await
             .unwrap();
     }
@@ -539,13 +534,8 @@ async fn a_call_over_the_time_limit_is_cut_off_before_anything_is_stored() {
     let cluster = Cluster::start().await.unwrap();
     cluster.install_crds().await.unwrap();
     let client = cluster.client();
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {
-                "name": "tenant-slow", "labels": {"tenantmcp.dev/tenant": "slow"}}}))
-            .unwrap(),
-        )
+    cluster
+        .create_namespace("tenant-slow", Some("slow"))
         .await
         .unwrap();
     Api::<tenant_mcp::api::GlobalMcpConfig>::all(client.clone())

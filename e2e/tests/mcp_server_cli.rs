@@ -7,8 +7,6 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use tenant_mcp_e2e::harness::Cluster;
 use tenant_mcp_e2e::mcp_admin::{AUDIENCE, ISSUER, SECRET, call, python_client, token};
@@ -19,13 +17,8 @@ async fn cluster_with(tenants: &[&str]) -> Cluster {
     let cluster = Cluster::start().await.unwrap();
     cluster.install_crds().await.unwrap();
     for tenant in tenants {
-        Api::<Namespace>::all(cluster.client())
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {
-                    "name": format!("tenant-{tenant}"), "labels": {"tenantmcp.dev/tenant": tenant}}}))
-                .unwrap(),
-            )
+        cluster
+            .create_namespace(&format!("tenant-{tenant}"), Some(tenant))
             .await
             .unwrap();
     }

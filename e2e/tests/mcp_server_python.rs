@@ -12,8 +12,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use tenant_mcp::api::{GlobalMcpConfig, TenantMcpConfig};
 use tenant_mcp::controller::{self, Settings};
@@ -58,19 +58,8 @@ async fn the_python_sdk_registers_updates_reads_and_deletes_a_config_on_the_loca
     // The cluster allows loopback endpoints (everything here runs on this machine).
     let creds_ns = format!("tenant-mcp-system-{suffix}");
     let ns = format!("tenant-{tenant}");
-    for (name, label) in [(&creds_ns, None), (&ns, Some(&tenant))] {
-        let mut namespace = json!({"metadata": {"name": name}});
-        if let Some(t) = label {
-            namespace["metadata"]["labels"] = json!({"tenantmcp.dev/tenant": t});
-        }
-        Api::<Namespace>::all(client.clone())
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(namespace).unwrap(),
-            )
-            .await
-            .unwrap();
-    }
+    cluster.create_namespace(&creds_ns, None).await.unwrap();
+    cluster.create_namespace(&ns, Some(&tenant)).await.unwrap();
     Api::<GlobalMcpConfig>::all(client.clone())
         .patch(
             "default",
