@@ -1,7 +1,7 @@
 //! What a write will do, decided before anything is stored (pure): which Secrets get which
 //! credentials, which server types a change touches, which field managers own what it removes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -165,6 +165,21 @@ pub fn overlay(existing: Option<&Secret>, write: &SecretWrite) -> Secret {
         data.insert(key.clone(), ByteString(value.expose().as_bytes().to_vec()));
     }
     secret
+}
+
+/// `existing` Secrets by name with `writes` laid over them: what the Secrets will hold.
+pub fn with_writes(
+    existing: &HashMap<String, Secret>,
+    writes: &[SecretWrite],
+) -> HashMap<String, Secret> {
+    let mut planned = existing.clone();
+    for write in writes {
+        planned.insert(
+            write.name.clone(),
+            overlay(existing.get(&write.name), write),
+        );
+    }
+    planned
 }
 
 /// Whether the tool may write `secret`: only Secrets it made for config `config`.

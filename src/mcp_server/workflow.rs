@@ -12,7 +12,7 @@ use super::auth::{Access, Caller, Role};
 use super::connection::{self, ConnectionTest};
 use super::error::ToolError;
 use super::input::{CredentialsInput, ListRequest, RegisterRequest, TestRequest, UpdateRequest};
-use super::plan::{SecretWrite, as_arguments, other_owners, overlay, secret_writes, touched};
+use super::plan::{SecretWrite, as_arguments, other_owners, secret_writes, touched, with_writes};
 use super::store::Store;
 use super::tools::{DEFAULT_CONFIG_NAME, ManagementTools};
 use super::view::{ConfigList, DeleteResult, TestResult, WriteResult, view};
@@ -20,7 +20,8 @@ use crate::api::{TenantMcpConfigSpec, ValidationSettings};
 use crate::config::candidate::ServerKey;
 use crate::config::validate::is_dns_subdomain;
 use crate::config::{
-    FieldError, FieldErrors, FieldPath, merge_servers, validate_tenant_spec, validate_tenant_update,
+    EndpointPolicy, FieldError, FieldErrors, FieldPath, merge_servers, validate_tenant_spec,
+    validate_tenant_update,
 };
 
 /// A config checked and ready to store.
@@ -134,6 +135,7 @@ impl ManagementTools {
         let keys = ServerKey::declared(&spec.servers);
         let test = request.connection_test.unwrap_or(true);
         self.check(
+            &policy,
             namespace,
             &name,
             spec,
@@ -209,6 +211,7 @@ impl ManagementTools {
         let name = current.name_any();
         let mut checked = self
             .check(
+                &policy,
                 namespace,
                 &name,
                 spec,
@@ -244,7 +247,7 @@ impl ManagementTools {
                 .secret_uses()
                 .iter()
                 .any(|u| !writes.iter().any(|w| w.name == u.name));
-            let mut secrets = HashMap::new();
+            let mut existing = HashMap::new();
             if needs_namespace {
                 let namespace = self
                     .store
@@ -256,13 +259,11 @@ impl ManagementTools {
                     .iter()
                     .map(|u| u.name.to_owned())
                     .collect();
-                secrets = self.store.secrets(&namespace, &names).await?;
+                existing = self.store.secrets(&namespace, &names).await?;
             }
-            for write in &writes {
-                secrets.insert(write.name.clone(), overlay(secrets.get(&write.name), write));
-            }
+            let secrets = with_writes(&existing, &writes);
             let keys = ServerKey::declared(&spec.servers);
-            let (results, failures) = self.run_tests(&spec, &keys, &secrets).await;
+            let (results, failures) = self.run_tests(&policy, &spec, &keys, &secrets).await;
             tests = results;
             errors.extend(failures);
         }
@@ -281,6 +282,7 @@ impl ManagementTools {
     /// and connection-tests `keys` with the credentials as they will be.
     pub(super) async fn check(
         &self,
+        policy: &EndpointPolicy,
         namespace: String,
         name: &str,
         spec: TenantMcpConfigSpec,
@@ -296,14 +298,8 @@ impl ManagementTools {
             .collect();
         let existing = self.store.secrets(&namespace, &names).await?;
         Store::check_writable(&writes, &existing, name)?;
-        let mut planned = existing.clone();
-        for write in &writes {
-            planned.insert(
-                write.name.clone(),
-                overlay(existing.get(&write.name), write),
-            );
-        }
-        let (tests, failures) = self.run_tests(&spec, keys, &planned).await;
+        let planned = with_writes(&existing, &writes);
+        let (tests, failures) = self.run_tests(policy, &spec, keys, &planned).await;
         if !failures.is_empty() {
             return Err(ToolError::invalid(
                 "connection test failed, nothing stored",
@@ -322,26 +318,18 @@ impl ManagementTools {
         })
     }
 
+    /// Connection-tests `keys` of `spec` under `policy` (the one the spec was validated
+    /// against), with `secrets` by name.
     pub(super) async fn run_tests(
         &self,
+        policy: &EndpointPolicy,
         spec: &TenantMcpConfigSpec,
         keys: &[ServerKey],
         secrets: &HashMap<String, Secret>,
     ) -> (Vec<ConnectionTest>, FieldErrors) {
-        let policy = match self.store.policy().await {
-            Ok(p) => p,
-            Err(e) => {
-                let mut errors = FieldErrors::default();
-                errors.push(FieldError::invalid(
-                    &FieldPath::new("servers"),
-                    e.to_string(),
-                ));
-                return (Vec::new(), errors);
-            }
-        };
         connection::run(
             &self.prober,
-            &policy,
+            policy,
             &spec.tenant_id,
             &spec.servers,
             keys,
