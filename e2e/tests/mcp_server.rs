@@ -470,6 +470,30 @@ async fn bad_input_is_refused_by_field_and_nothing_stored_changes() {
         .await
         .unwrap();
     assert_eq!(response.status(), 413);
+    // So is one without a declared length (chunked), cut off while it is read.
+    {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let address = url.trim_start_matches("http://").trim_end_matches("/mcp");
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"pad":"{}"}}}}"#,
+            "a".repeat(300 * 1024)
+        );
+        let head = format!(
+            "POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {uber}\r\n\
+             content-type: application/json\r\naccept: application/json, text/event-stream\r\n\
+             transfer-encoding: chunked\r\n\r\n{:x}\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        // The server may answer and close before it has read everything.
+        let _ = stream.write_all(body.as_bytes()).await;
+        let _ = stream.write_all(b"\r\n0\r\n\r\n").await;
+        let mut answer = vec![0; 64];
+        let n = stream.read(&mut answer).await.unwrap();
+        let status = String::from_utf8_lossy(&answer[..n]);
+        assert!(status.starts_with("HTTP/1.1 413"), "{status}");
+    }
 
     // A change with the current expectedVersion goes through, and moves the version on.
     let updated = call(

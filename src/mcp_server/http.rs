@@ -32,7 +32,8 @@ fn refuse(status: StatusCode, message: String) -> Response {
 }
 
 /// Size first (no body is read for an oversized request), then the token, then the caller's
-/// rate; the body is also cut off at the limit when no length was declared.
+/// rate. A body without a declared length is cut off at the same limit by rmcp itself
+/// (`max_request_body_bytes`, set in [`router`]).
 async fn guard(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) -> Response {
     let declared = request
         .headers()
@@ -82,9 +83,7 @@ async fn guard(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) 
         return response;
     }
     request.extensions_mut().insert(caller);
-    let (parts, body) = request.into_parts();
-    let body = axum::body::Body::new(http_body_util::Limited::new(body, gate.max_request_bytes));
-    next.run(Request::from_parts(parts, body)).await
+    next.run(request).await
 }
 
 /// The HTTP routes: `/mcp` (Streamable HTTP) behind the gate; `/healthz` (for probes) and
