@@ -87,16 +87,6 @@ pub struct CredentialsInput {
     pub mcp_servers: BTreeMap<String, McpToken>,
 }
 
-impl CredentialsInput {
-    /// True when no credential is given.
-    pub fn is_empty(&self) -> bool {
-        self.postgres.is_none()
-            && self.minio.is_none()
-            && self.ai_mcp_server.is_none()
-            && self.mcp_servers.is_empty()
-    }
-}
-
 /// A Postgres user name and password.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

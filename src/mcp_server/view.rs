@@ -8,6 +8,8 @@ use serde::Serialize;
 use super::connection::ConnectionTest;
 use crate::api::TenantMcpConfig;
 use crate::config::FieldError;
+use crate::config::candidate::ServerKey;
+use crate::controller::active::entry;
 
 /// One server type: what is declared, what serves, and its health.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -97,7 +99,9 @@ pub fn view(config: &TenantMcpConfig) -> ConfigView {
         .servers
         .iter()
         .map(|(server, health)| {
-            let active_hash = active_hash(&active, server);
+            let active_hash = ServerKey::parse(server)
+                .and_then(|key| entry(&status.active, &key))
+                .map(|(hash, _)| hash);
             ServerView {
                 server: server.clone(),
                 state: serde_json::to_value(health.state)
@@ -118,13 +122,4 @@ pub fn view(config: &TenantMcpConfig) -> ConfigView {
         servers,
         conditions: serde_json::to_value(&status.conditions).unwrap_or_default(),
     }
-}
-
-/// The `specHash` of server `key` (`postgres`, `mcpServers.search`…) in `status.active`.
-fn active_hash(active: &serde_json::Value, key: &str) -> Option<String> {
-    let entry = match key.strip_prefix("mcpServers.") {
-        Some(name) => &active["mcpServers"][name],
-        None => &active[key],
-    };
-    entry["specHash"].as_str().map(str::to_owned)
 }
