@@ -233,6 +233,29 @@ pub async fn create_namespace(
     Ok(())
 }
 
+/// `helm template` of the project's chart as release `t` in namespace `tenant-mcp-system`, with
+/// `--set` values (and the CRDs with `include_crds`): the YAML, or helm's error. helm is the
+/// project's pinned copy (`scripts/test` installs it) or `$HELM`.
+pub fn helm_template(sets: &[&str], include_crds: bool) -> Result<String, String> {
+    let helm = crate::stack::tool("helm", "HELM", "run scripts/test, which installs helm")
+        .map_err(|e| e.to_string())?;
+    let mut command = std::process::Command::new(helm);
+    command
+        .args(["template", "t", "--namespace", "tenant-mcp-system"])
+        .arg(crate::stack::repo_root().join("charts/tenant-mcp"));
+    if include_crds {
+        command.arg("--include-crds");
+    }
+    for set in sets {
+        command.args(["--set", set]);
+    }
+    let out = command.output().map_err(|e| format!("running helm: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    String::from_utf8(out.stdout).map_err(|e| e.to_string())
+}
+
 /// Polls `check` every 50 ms until it gives a value; panics naming `what` after `timeout`.
 pub async fn wait_for<T>(
     what: &str,

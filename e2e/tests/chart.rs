@@ -12,6 +12,7 @@ use std::process::Command;
 
 use serde::Deserialize as _;
 use serde_json::Value;
+use tenant_mcp_e2e::harness::helm_template;
 use tenant_mcp_e2e::stack::{repo_root, tool};
 
 fn helm() -> PathBuf {
@@ -23,44 +24,14 @@ fn helm() -> PathBuf {
     .unwrap()
 }
 
-/// `helm template` of the chart with `--set` values, as YAML text.
+/// The chart's YAML for `sets`, without the CRDs.
 fn render_text(sets: &[&str]) -> String {
-    let mut command = Command::new(helm());
-    command
-        .args(["template", "t", "--namespace", "tenant-mcp-system"])
-        .arg(repo_root().join("charts/tenant-mcp"));
-    for set in sets {
-        command.args(["--set", set]);
-    }
-    let out = command.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    helm_template(sets, false).unwrap_or_else(|e| panic!("{sets:?}: {e}"))
 }
 
 /// `helm template` of the chart with `--set` values: the objects, or helm's error.
 fn render(sets: &[&str]) -> Result<Vec<Value>, String> {
-    let mut command = Command::new(helm());
-    command
-        .args([
-            "template",
-            "t",
-            "--namespace",
-            "tenant-mcp-system",
-            "--include-crds",
-        ])
-        .arg(repo_root().join("charts/tenant-mcp"));
-    for set in sets {
-        command.args(["--set", set]);
-    }
-    let out = command.output().unwrap();
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = helm_template(sets, true)?;
     Ok(serde_yaml_ng::Deserializer::from_str(&text)
         .map(|doc| serde_yaml_ng::Value::deserialize(doc).unwrap())
         .filter(|v| !v.is_null())

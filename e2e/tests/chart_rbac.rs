@@ -18,9 +18,9 @@ use tenant_mcp::api::TenantMcpConfig;
 use tenant_mcp::controller::{self, LeaseSettings, Settings};
 use tenant_mcp::mcp_server::auth::Caller;
 use tenant_mcp_e2e::apiserver::Config;
-use tenant_mcp_e2e::harness::{Cluster, client_for, kubectl_path, wait_for};
+use tenant_mcp_e2e::harness::{Cluster, client_for, helm_template, kubectl_path, wait_for};
 use tenant_mcp_e2e::stack::postgres::{Postgres, execute};
-use tenant_mcp_e2e::stack::{repo_root, tool};
+use tenant_mcp_e2e::stack::repo_root;
 use tokio_util::sync::CancellationToken;
 
 const NS: &str = "tenant-mcp-system";
@@ -136,43 +136,25 @@ async fn world() -> World {
     world.apply(&namespaces);
     world.apply(&repo_root().join("charts/tenant-mcp/crds"));
 
-    let helm = tool("helm", "HELM", "run scripts/test, which installs helm").unwrap();
-    let rendered = Command::new(helm)
-        .args(["template", "t", "--namespace", NS])
-        .arg(repo_root().join("charts/tenant-mcp"))
-        .args([
-            "--set",
+    let rendered = helm_template(
+        &[
             "rbac.tenantAdmins[0].namespace=tenant-acme",
-            "--set",
             "rbac.tenantAdmins[0].subjects[0].kind=Group",
-            "--set",
             "rbac.tenantAdmins[0].subjects[0].name=acme-admins",
-            "--set",
             "rbac.uberAdmins[0].kind=Group",
-            "--set",
             "rbac.uberAdmins[0].name=platform-admins",
-            "--set",
             "rbac.clientServiceAccounts[0].namespace=rag",
-            "--set",
             "rbac.clientServiceAccounts[0].name=rag-api",
-            "--set",
             "rbac.clientServiceAccounts[1].namespace=rag",
-            "--set",
             "rbac.clientServiceAccounts[1].name=acme-worker",
-            "--set",
             "rbac.clientServiceAccounts[1].watchNamespace=tenant-acme",
-            "--set",
             "globalConfig.endpointPolicy.allowLoopback=true",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        rendered.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rendered.stderr)
-    );
+        ],
+        false,
+    )
+    .unwrap();
     let path = world.dir.path().join("chart.yaml");
-    std::fs::write(&path, &rendered.stdout).unwrap();
+    std::fs::write(&path, rendered).unwrap();
     world.apply(&path);
     world
 }
