@@ -7,4 +7,5 @@
 pub mod apiserver;
 pub mod harness;
 pub mod mcp_admin;
+pub mod rbac;
 pub mod stack;

@@ -7,8 +7,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,146 +15,13 @@ use serde_json::json;
 use tenant_mcp::api::TenantMcpConfig;
 use tenant_mcp::controller::{self, LeaseSettings, Settings};
 use tenant_mcp::mcp_server::auth::Caller;
-use tenant_mcp_e2e::apiserver::Config;
-use tenant_mcp_e2e::harness::{Cluster, client_for, helm_template, kubectl_path, wait_for};
+use tenant_mcp_e2e::harness::wait_for;
+use tenant_mcp_e2e::rbac::{self, CREDENTIALS_NS, NS, RbacWorld};
 use tenant_mcp_e2e::stack::postgres::{Postgres, execute};
-use tenant_mcp_e2e::stack::repo_root;
 use tokio_util::sync::CancellationToken;
 
-const NS: &str = "tenant-mcp-system";
-const CONTROLLER: &str = "system:serviceaccount:tenant-mcp-system:t-tenant-mcp-controller";
-const MCP: &str = "system:serviceaccount:tenant-mcp-system:t-tenant-mcp-mcp-server";
-const APP: &str = "system:serviceaccount:rag:rag-api";
-/// An application account whose client watches tenant-acme only.
-const WORKER: &str = "system:serviceaccount:rag:acme-worker";
-
-struct World {
-    cluster: Cluster,
-    dir: tempfile::TempDir,
-}
-
-impl World {
-    fn kubeconfig(&self, token: &str) -> PathBuf {
-        let path = self.dir.path().join(format!("kubeconfig-{token}"));
-        if !path.exists() {
-            self.cluster
-                .stand_in_server()
-                .unwrap()
-                .write_kubeconfig(&path, Some(token))
-                .unwrap();
-        }
-        path
-    }
-
-    fn kubectl(&self, token: &str, args: &[&str]) -> Output {
-        Command::new(kubectl_path())
-            .env("KUBECONFIG", self.kubeconfig(token))
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn apply(&self, path: &Path) {
-        let out = self.kubectl(
-            "admin-token",
-            &["apply", "--server-side", "-f", path.to_str().unwrap()],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// `kubectl auth can-i` as the holder of `token`: "yes" or "no".
-    fn can(&self, token: &str, args: &[&str]) -> bool {
-        let mut all = vec!["auth", "can-i"];
-        all.extend_from_slice(args);
-        let out = self.kubectl(token, &all);
-        match String::from_utf8_lossy(&out.stdout).trim() {
-            "yes" => true,
-            "no" => false,
-            other => panic!(
-                "can-i {args:?}: {other:?} {}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        }
-    }
-
-    async fn client(&self, token: &str) -> kube::Client {
-        client_for(&self.kubeconfig(token)).await.unwrap()
-    }
-}
-
-async fn world() -> World {
-    tenant_mcp_e2e::stack::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens.csv");
-    let sa = |user: &str, ns: &str| {
-        format!("{user},\"system:serviceaccounts,system:serviceaccounts:{ns}\"")
-    };
-    std::fs::write(
-        &tokens,
-        [
-            "admin-token,admin,1,\"system:masters\"".to_owned(),
-            format!("controller-token,{},2", sa(CONTROLLER, NS)),
-            format!("mcp-token,{},3", sa(MCP, NS)),
-            format!("app-token,{},4", sa(APP, "rag")),
-            format!("worker-token,{},7", sa(WORKER, "rag")),
-            "alice-token,alice,5,\"acme-admins\"".to_owned(),
-            "carol-token,carol,6,\"platform-admins\"".to_owned(),
-        ]
-        .join("\n"),
-    )
-    .unwrap();
-    let cluster = Cluster::stand_in(Config {
-        token_file: Some(tokens),
-        ..Config::default()
-    })
-    .await
-    .unwrap();
-    let world = World { cluster, dir };
-
-    let namespaces = world.dir.path().join("namespaces.yaml");
-    let mut docs = Vec::new();
-    for (name, tenant) in [
-        (NS, None),
-        ("rag", None),
-        ("tenant-acme", Some("acme")),
-        ("tenant-globex", Some("globex")),
-    ] {
-        let labels = tenant.map_or_else(String::new, |t| {
-            format!(", labels: {{tenantmcp.dev/tenant: {t}}}")
-        });
-        docs.push(format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}{labels}}}\n"
-        ));
-    }
-    std::fs::write(&namespaces, docs.join("---\n")).unwrap();
-    world.apply(&namespaces);
-    world.apply(&repo_root().join("charts/tenant-mcp/crds"));
-
-    let rendered = helm_template(
-        &[
-            "rbac.tenantAdmins[0].namespace=tenant-acme",
-            "rbac.tenantAdmins[0].subjects[0].kind=Group",
-            "rbac.tenantAdmins[0].subjects[0].name=acme-admins",
-            "rbac.uberAdmins[0].kind=Group",
-            "rbac.uberAdmins[0].name=platform-admins",
-            "rbac.clientServiceAccounts[0].namespace=rag",
-            "rbac.clientServiceAccounts[0].name=rag-api",
-            "rbac.clientServiceAccounts[1].namespace=rag",
-            "rbac.clientServiceAccounts[1].name=acme-worker",
-            "rbac.clientServiceAccounts[1].watchNamespace=tenant-acme",
-            "globalConfig.endpointPolicy.allowLoopback=true",
-        ],
-        false,
-    )
-    .unwrap();
-    let path = world.dir.path().join("chart.yaml");
-    std::fs::write(&path, rendered).unwrap();
-    world.apply(&path);
-    world
+async fn world() -> RbacWorld {
+    rbac::start(&[]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,10 +185,12 @@ async fn each_identity_can_do_its_job_and_no_more() {
             false,
         ),
         ("carol-token", vec!["delete", "namespaces"], false),
-        // An application pod: reads, never writes.
+        // An application pod: reads configs and namespaces, never writes; Secrets only by
+        // name: the global credentials it uses (and, through Roles the controller keeps per
+        // config, the snapshots it serves). Nothing of the control plane.
         ("app-token", vec!["watch", tmc, all], true),
         ("app-token", vec!["watch", gmc], true),
-        ("app-token", vec!["watch", "secrets", all], true),
+        ("app-token", vec!["watch", "namespaces"], true),
         ("app-token", vec!["create", tmc, "-n", "tenant-acme"], false),
         ("app-token", vec!["patch", tmc, "-n", "tenant-acme"], false),
         ("app-token", vec!["delete", tmc, "-n", "tenant-acme"], false),
@@ -338,8 +205,62 @@ async fn each_identity_can_do_its_job_and_no_more() {
             false,
         ),
         ("app-token", vec!["update", gmc], false),
-        // An application pod whose client watches one namespace: Secrets there and in the
-        // credentials namespace only.
+        (
+            "app-token",
+            vec!["get", "secrets/global-postgres", "-n", CREDENTIALS_NS],
+            true,
+        ),
+        (
+            "app-token",
+            vec!["watch", "secrets/global-postgres", "-n", CREDENTIALS_NS],
+            true,
+        ),
+        (
+            "app-token",
+            vec![
+                "get",
+                "secrets/not-a-global-credential",
+                "-n",
+                CREDENTIALS_NS,
+            ],
+            false,
+        ),
+        (
+            "app-token",
+            vec!["list", "secrets", "-n", CREDENTIALS_NS],
+            false,
+        ),
+        ("app-token", vec!["watch", "secrets", all], false),
+        (
+            "app-token",
+            vec!["list", "secrets", "-n", "tenant-acme"],
+            false,
+        ),
+        ("app-token", vec!["list", "secrets", "-n", NS], false),
+        // The control plane's own Secrets: mirror keys, the JWT signing secret, the
+        // controller's database URL, Helm's release records.
+        (
+            "app-token",
+            vec!["get", "secrets/t-tenant-mcp-keys", "-n", NS],
+            false,
+        ),
+        (
+            "app-token",
+            vec!["get", "secrets/t-tenant-mcp-mcp-jwt", "-n", NS],
+            false,
+        ),
+        (
+            "app-token",
+            vec!["get", "secrets/controller-database", "-n", NS],
+            false,
+        ),
+        (
+            "app-token",
+            vec!["get", "secrets/sh.helm.release.v1.t.v1", "-n", NS],
+            false,
+        ),
+        // An application pod whose client watches one namespace: configs there, Secrets there
+        // by name, the global credentials it uses; nothing else.
         (
             "worker-token",
             vec!["watch", tmc, "-n", "tenant-acme"],
@@ -347,14 +268,33 @@ async fn each_identity_can_do_its_job_and_no_more() {
         ),
         (
             "worker-token",
-            vec!["watch", "secrets", "-n", "tenant-acme"],
+            vec!["get", "secrets/acme-snapshot", "-n", "tenant-acme"],
             true,
         ),
-        ("worker-token", vec!["watch", "secrets", "-n", NS], true),
+        (
+            "worker-token",
+            vec!["list", "secrets", "-n", "tenant-acme"],
+            false,
+        ),
+        (
+            "worker-token",
+            vec!["get", "secrets/global-postgres", "-n", CREDENTIALS_NS],
+            true,
+        ),
         ("worker-token", vec!["watch", gmc], true),
         (
             "worker-token",
-            vec!["watch", "secrets", "-n", "tenant-globex"],
+            vec!["watch", "namespaces/tenant-acme"],
+            true,
+        ),
+        (
+            "worker-token",
+            vec!["get", "namespaces/tenant-globex"],
+            false,
+        ),
+        (
+            "worker-token",
+            vec!["get", "secrets/x", "-n", "tenant-globex"],
             false,
         ),
         ("worker-token", vec!["watch", "secrets", all], false),
@@ -367,6 +307,26 @@ async fn each_identity_can_do_its_job_and_no_more() {
         (
             "worker-token",
             vec!["patch", "secrets", "-n", "tenant-acme"],
+            false,
+        ),
+        (
+            "worker-token",
+            vec!["get", "secrets/t-tenant-mcp-keys", "-n", NS],
+            false,
+        ),
+        (
+            "worker-token",
+            vec!["get", "secrets/t-tenant-mcp-mcp-jwt", "-n", NS],
+            false,
+        ),
+        (
+            "worker-token",
+            vec!["get", "secrets/controller-database", "-n", NS],
+            false,
+        ),
+        (
+            "worker-token",
+            vec!["get", "secrets/sh.helm.release.v1.t.v1", "-n", NS],
             false,
         ),
     ];

@@ -538,3 +538,28 @@ mod tests {
         assert!(!settle.observe(&stamp(120)));
     }
 }
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    /// A directory's Secrets are credentials: the loaded manifests print names and keys only.
+    #[test]
+    fn loaded_manifests_never_print_secret_values() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(
+            dir.path().join("s.yaml"),
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: pg, namespace: creds}\n\
+             stringData: {username: platform, password: hunter2-in-a-file}\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let manifests = load_directory(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let dump = format!("{manifests:?} {manifests:#?}");
+        assert!(!dump.contains("hunter2"), "{dump}");
+        assert!(!dump.contains("104, 117"), "bytes of the value: {dump}");
+        assert!(
+            dump.contains("creds/pg") && dump.contains("password"),
+            "{dump}"
+        );
+    }
+}

@@ -264,4 +264,40 @@ mod tests {
             "{found:?}"
         );
     }
+
+    /// A value in the wrong place may be a credential typed into the wrong field: errors under
+    /// credential-bearing fields say what was expected, never what was given.
+    #[test]
+    fn errors_under_credential_fields_do_not_repeat_the_value() {
+        #[derive(Debug, serde::Deserialize, JsonSchema)]
+        #[serde(rename_all = "camelCase")]
+        #[allow(dead_code)]
+        struct Login {
+            username: String,
+            password: String,
+        }
+        #[derive(Debug, serde::Deserialize, JsonSchema)]
+        #[allow(dead_code)]
+        struct Arguments {
+            credentials: Login,
+            port: u16,
+        }
+        let text = |v: Value| -> String {
+            decode::<Arguments>(v, &FieldPath::default())
+                .unwrap_err()
+                .to_string()
+        };
+        let wrong_type =
+            text(json!({"credentials": {"username": "u", "password": 918273645}, "port": 1}));
+        assert!(
+            wrong_type.starts_with("credentials.password: must be a string"),
+            "{wrong_type}"
+        );
+        assert!(!wrong_type.contains("918273645"), "{wrong_type}");
+        let under = text(json!({"credentials": {"username": 5551234, "password": "p"}, "port": 1}));
+        assert!(!under.contains("5551234"), "{under}");
+        // Elsewhere the given value still helps.
+        let port = text(json!({"credentials": {"username": "u", "password": "p"}, "port": "x"}));
+        assert!(port.contains("\"x\""), "{port}");
+    }
 }

@@ -231,3 +231,83 @@ fn a_jwks_with_an_hmac_or_unknown_key_is_refused_at_startup() {
         .to_string();
     assert!(err.starts_with("JWKS /nonexistent/jwks.json: "), "{err}");
 }
+
+/// With a JWKS (an identity provider that signs tokens for many services), a token is
+/// accepted only for this server's issuer and audience: one minted by the same provider for
+/// another service, or with no audience at all, is refused.
+#[test]
+fn a_jwks_token_for_another_audience_or_issuer_is_refused() {
+    let (key, jwk) = es256("idp");
+    let jwks = json!({"keys": [jwk]}).to_string();
+    let auth = Authenticator::from_jwks(&jwks, settings()).unwrap();
+    let sign = |claims: &Value| {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("idp".into());
+        format!(
+            "Bearer {}",
+            jsonwebtoken::encode(&header, claims, &key).unwrap()
+        )
+    };
+    let good = claims(json!(["uber_admin"]), None);
+    assert_eq!(outcome(&auth, Some(&sign(&good)), Access::AllTenants), "ok");
+    let mut other_audience = good.clone();
+    other_audience["aud"] = json!("billing-service");
+    let mut other_issuer = good.clone();
+    other_issuer["iss"] = json!("https://another-idp.example");
+    let mut no_audience = good.clone();
+    no_audience.as_object_mut().unwrap().remove("aud");
+    let mut no_issuer = good.clone();
+    no_issuer.as_object_mut().unwrap().remove("iss");
+    for (what, claims) in [
+        ("another audience", other_audience),
+        ("another issuer", other_issuer),
+        ("no audience", no_audience),
+        ("no issuer", no_issuer),
+    ] {
+        assert_eq!(
+            outcome(&auth, Some(&sign(&claims)), Access::AllTenants),
+            "invalid",
+            "{what}"
+        );
+    }
+}
+
+/// A JWKS server without an issuer and an audience would accept any token its identity
+/// provider ever minted, for any service: it refuses to start.
+#[test]
+fn a_jwks_without_issuer_or_audience_is_refused_at_startup() {
+    let (_, jwk) = es256("idp");
+    let jwks = json!({"keys": [jwk]}).to_string();
+    for (issuer, audience, missing) in [
+        (None, Some("tenant-mcp"), "issuer"),
+        (Some("https://issuer.example"), None, "audience"),
+        (None, None, "issuer"),
+    ] {
+        let settings = AuthSettings {
+            issuer: issuer.map(str::to_owned),
+            audience: audience.map(str::to_owned),
+            ..AuthSettings::default()
+        };
+        let err = Authenticator::from_jwks(&jwks, settings)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(missing), "{err}");
+        assert!(err.contains("required with a JWKS"), "{err}");
+    }
+}
+
+/// HS256 keeps checking issuer and audience whenever they are set.
+#[test]
+fn hs256_checks_issuer_and_audience_when_set() {
+    let auth = Authenticator::hs256(SECRET, settings()).unwrap();
+    let mut other_audience = claims(json!(["uber_admin"]), None);
+    other_audience["aud"] = json!("billing-service");
+    let mut no_audience = claims(json!(["uber_admin"]), None);
+    no_audience.as_object_mut().unwrap().remove("aud");
+    for claims in [other_audience, no_audience] {
+        assert_eq!(
+            outcome(&auth, Some(&hs(&claims)), Access::AllTenants),
+            "invalid"
+        );
+    }
+}

@@ -356,3 +356,31 @@ fn conflict_or(e: kube::Error, action: &str) -> ToolError {
         _ => ToolError::kube(action, e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a Secret held before a write is credentials: a debug dump of the undo record
+    /// names the Secret and its keys, never a value.
+    #[test]
+    fn a_restore_record_never_prints_the_values_it_keeps() {
+        let restore = Restore {
+            name: "acme-pg".into(),
+            before: Some(
+                [(
+                    "password".to_owned(),
+                    ByteString(b"hunter2-old-password".to_vec()),
+                )]
+                .into(),
+            ),
+        };
+        let dump = format!("{restore:?} {restore:#?}");
+        assert!(!dump.contains("hunter2"), "{dump}");
+        assert!(!dump.contains("104, 117"), "bytes of the value: {dump}");
+        assert!(
+            dump.contains("acme-pg") && dump.contains("password"),
+            "{dump}"
+        );
+    }
+}
