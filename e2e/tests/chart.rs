@@ -190,7 +190,15 @@ fn the_chart_lints_and_renders_for_each_value_set() {
         "{hosts}"
     );
     let global = find(&defaults, "GlobalMcpConfig", "default");
-    assert_eq!(global["spec"]["credentialsNamespace"], "tenant-mcp-system");
+    assert_eq!(
+        global["spec"]["credentialsNamespace"],
+        "tenant-mcp-credentials"
+    );
+    let credentials_ns = find(&defaults, "Namespace", "tenant-mcp-credentials");
+    assert_eq!(
+        credentials_ns["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
     assert_eq!(global["spec"]["tenantConfigsEnabled"], true);
 
     // Everything on: the mirror with its migration hook, monitoring, admins, clients, JWKS.
@@ -225,9 +233,52 @@ fn the_chart_lints_and_renders_for_each_value_set() {
     }));
     let binding = full
         .iter()
-        .find(|o| o["kind"] == "RoleBinding" && o["metadata"]["namespace"] == "tenant-acme")
+        .find(|o| {
+            o["kind"] == "RoleBinding"
+                && o["metadata"]["namespace"] == "tenant-acme"
+                && o["roleRef"]["name"] == "tenant-mcp-tenant-admin"
+        })
         .unwrap();
-    assert_eq!(binding["roleRef"]["name"], "tenant-mcp-tenant-admin");
+    assert_eq!(binding["subjects"][0]["name"], "acme-admins");
+    // Client accounts read the global credentials by name, in their own namespace, and the
+    // controller grants the cluster-wide one its snapshots.
+    let credentials = full
+        .iter()
+        .find(|o| o["kind"] == "Role" && o["metadata"]["name"] == "tenant-mcp-client-credentials")
+        .unwrap();
+    assert_eq!(
+        credentials["metadata"]["namespace"],
+        "tenant-mcp-credentials"
+    );
+    assert_eq!(
+        credentials["rules"][0]["resourceNames"],
+        serde_json::json!(["extra-credential", "global-ai", "global-pg"])
+    );
+    let controller_env = find(&full, "Deployment", "-controller");
+    assert_eq!(
+        env(controller_env, "TENANT_MCP_SNAPSHOT_READERS").unwrap()["value"],
+        "rag/rag-api",
+        "only the cluster-wide client account"
+    );
+    // No client role of any value set reads Secrets by list or outside its namespaces.
+    for objects in [&defaults, &full] {
+        for role in objects.iter().filter(|o| {
+            o["kind"] == "ClusterRole"
+                && o["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("tenant-mcp-client"))
+        }) {
+            for rule in role["rules"].as_array().unwrap() {
+                let secrets = rule["resources"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&serde_json::json!("secrets"));
+                if secrets {
+                    assert_eq!(rule["verbs"], serde_json::json!(["get"]), "{role}");
+                }
+            }
+        }
+    }
 
     // The alerts are valid PromQL over series the code exports.
     let exported = exported_series();
@@ -329,7 +380,7 @@ fn the_chart_lints_and_renders_for_each_value_set() {
 
 #[test]
 fn bad_values_are_refused_with_the_field_named() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["controller.replicas=two"], "/controller/replicas"),
         (&["controller.replica=2"], "replica"),
         (
@@ -344,8 +395,30 @@ fn bad_values_are_refused_with_the_field_named() {
             &[
                 "mcpServer.auth.jwtSecret.existingSecret=a",
                 "mcpServer.auth.jwks.existingConfigMap=b",
+                "mcpServer.auth.issuer=https://issuer.example",
+                "mcpServer.auth.audience=tenant-mcp",
             ],
             "set at most one of jwtSecret.existingSecret",
+        ),
+        // A JWKS pins tokens to this server only with an issuer and an audience.
+        (
+            &[
+                "mcpServer.auth.jwks.existingConfigMap=b",
+                "mcpServer.auth.issuer=https://issuer.example",
+            ],
+            "/mcpServer/auth/audience",
+        ),
+        (
+            &[
+                "mcpServer.auth.jwks.existingConfigMap=b",
+                "mcpServer.auth.audience=tenant-mcp",
+            ],
+            "/mcpServer/auth/issuer",
+        ),
+        // The global credentials never share the control plane's namespace.
+        (
+            &["globalConfig.credentialsNamespace=tenant-mcp-system"],
+            "must not be the release namespace",
         ),
     ];
     for (sets, says) in cases {
@@ -363,6 +436,15 @@ const VALUE_SETS: &[&[&str]] = &[
         "metrics.serviceMonitor.enabled=true",
         "metrics.prometheusRule.enabled=true",
         "mcpServer.auth.jwks.existingConfigMap=issuer-keys",
+        "mcpServer.auth.issuer=https://issuer.example",
+        "mcpServer.auth.audience=tenant-mcp",
+        "globalConfig.servers.postgres.host=db.example.com",
+        "globalConfig.servers.postgres.database=rag",
+        "globalConfig.servers.postgres.credentialsSecretRef.name=global-pg",
+        "globalConfig.servers.aiMcpServer.url=https://ai.example.com/mcp",
+        "globalConfig.servers.aiMcpServer.bearerTokenSecretRef.name=global-ai",
+        "globalConfig.servers.aiMcpServer.bearerTokenSecretRef.key=token",
+        "globalConfig.credentialSecretNames[0]=extra-credential",
         "rbac.tenantAdmins[0].namespace=tenant-acme",
         "rbac.tenantAdmins[0].subjects[0].kind=Group",
         "rbac.tenantAdmins[0].subjects[0].name=acme-admins",
@@ -370,6 +452,9 @@ const VALUE_SETS: &[&[&str]] = &[
         "rbac.uberAdmins[0].name=platform-admins",
         "rbac.clientServiceAccounts[0].namespace=rag",
         "rbac.clientServiceAccounts[0].name=rag-api",
+        "rbac.clientServiceAccounts[1].namespace=rag",
+        "rbac.clientServiceAccounts[1].name=acme-worker",
+        "rbac.clientServiceAccounts[1].watchNamespace=tenant-acme",
     ],
     &[
         "mcpServer.enabled=false",
@@ -430,11 +515,20 @@ async fn every_value_set_applies_to_the_api_with_kubectl() {
         .join("---\n");
     apply("the chart's CRDs", &crds);
     apply("the monitoring CRDs", MONITORING_CRDS);
-    let namespaces = ["tenant-mcp-system", "tenant-acme", "rag"]
-        .map(|n| format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {n}}}\n"))
-        .join("---\n");
+    let namespaces = [
+        "tenant-mcp-system",
+        "tenant-acme",
+        "rag",
+        "tenant-mcp-credentials",
+    ]
+    .map(|n| format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {n}}}\n"))
+    .join("---\n");
     apply("namespaces", &namespaces);
     for sets in VALUE_SETS {
+        // Each value set is an install of its own, not an upgrade of the one before: the
+        // GlobalMcpConfig of one set would otherwise keep server-defaulted fields of servers
+        // another set declared.
+        cluster.kubectl(&["delete", "gmc", "default", "--ignore-not-found"]);
         let applied = apply(&format!("{sets:?}"), &render_text(sets));
         let objects = render(sets)
             .unwrap()

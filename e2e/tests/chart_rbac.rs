@@ -103,6 +103,32 @@ async fn each_identity_can_do_its_job_and_no_more() {
             vec!["create", "clusterrolebindings.rbac.authorization.k8s.io"],
             false,
         ),
+        // The per-config snapshot reader Roles.
+        (
+            "controller-token",
+            vec![
+                "patch",
+                "roles.rbac.authorization.k8s.io",
+                "-n",
+                "tenant-acme",
+            ],
+            true,
+        ),
+        (
+            "controller-token",
+            vec![
+                "patch",
+                "rolebindings.rbac.authorization.k8s.io",
+                "-n",
+                "tenant-acme",
+            ],
+            true,
+        ),
+        (
+            "controller-token",
+            vec!["create", "clusterroles.rbac.authorization.k8s.io"],
+            false,
+        ),
         // The management server: configs and Secrets, never status or the global config.
         ("mcp-token", vec!["create", tmc, "-n", "tenant-acme"], true),
         ("mcp-token", vec!["patch", tmc, "-n", "tenant-acme"], true),
@@ -395,6 +421,8 @@ async fn the_service_accounts_do_their_real_jobs_with_the_charts_rbac() {
         w.client("controller-token").await,
         Settings {
             identity: "rbac-test".into(),
+            // As the chart sets it from rbac.clientServiceAccounts.
+            snapshot_readers: vec!["rag/rag-api".parse().unwrap()],
             lease: Some(LeaseSettings {
                 namespace: NS.into(),
                 name: "t-tenant-mcp-controller".into(),
@@ -428,7 +456,6 @@ async fn the_service_accounts_do_their_real_jobs_with_the_charts_rbac() {
         app.clone(),
         tenant_mcp::client::ClientSettings {
             kube: tenant_mcp::client::KubeSource {
-                credentials_namespace: NS.into(),
                 ..Default::default()
             },
             ..Default::default()
@@ -453,7 +480,6 @@ async fn the_service_accounts_do_their_real_jobs_with_the_charts_rbac() {
         tenant_mcp::client::ClientSettings {
             kube: tenant_mcp::client::KubeSource {
                 namespace: Some("tenant-acme".into()),
-                credentials_namespace: NS.into(),
                 ..Default::default()
             },
             ..Default::default()

@@ -158,7 +158,6 @@ async fn tenants_get_their_own_pool_others_the_global_one_and_changes_and_evicti
 
     let settings = ClientSettings {
         kube: KubeSource {
-            credentials_namespace: creds_ns.clone(),
             ..KubeSource::default()
         },
         ..ClientSettings::default()
@@ -254,7 +253,6 @@ async fn tenants_get_their_own_pool_others_the_global_one_and_changes_and_evicti
         ClientSettings {
             idle_ttl: Duration::from_millis(300),
             kube: KubeSource {
-                credentials_namespace: creds_ns.clone(),
                 ..KubeSource::default()
             },
             ..ClientSettings::default()
@@ -300,7 +298,8 @@ async fn a_directory_source_reloads_edits_and_keeps_the_last_good_configs() {
     let file = dir.path().join("acme.yaml");
     let manifest = |password: &str| {
         format!(
-            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: pg\n  namespace: acme\nstringData:\n  username: acme\n  password: {password}\n\
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: acme\n  labels: {{tenantmcp.dev/tenant: acme}}\n\
+---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: pg\n  namespace: acme\nstringData:\n  username: acme\n  password: {password}\n\
 ---\napiVersion: tenantmcp.dev/v1alpha1\nkind: GlobalMcpConfig\nmetadata:\n  name: default\nspec:\n  endpointPolicy:\n    allowLoopback: true\n\
 ---\napiVersion: tenantmcp.dev/v1alpha1\nkind: TenantMcpConfig\nmetadata:\n  name: config\n  namespace: acme\nspec:\n  tenantId: acme\n  servers:\n    postgres:\n      host: 127.0.0.1\n      database: acme\n      credentialsSecretRef:\n        name: pg\n"
         )

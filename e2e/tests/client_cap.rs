@@ -42,6 +42,10 @@ async fn the_connection_cap_holds_with_300_active_tenants_and_every_transaction_
         text.push_str(&format!(
             "---
 apiVersion: v1
+kind: Namespace
+metadata: {{name: t{i}, labels: {{tenantmcp.dev/tenant: t{i}}}}}
+---
+apiVersion: v1
 kind: Secret
 metadata: {{name: pg, namespace: t{i}}}
 stringData: {{username: {user}, password: cap-pass}}

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use serde_json::json;
 use tenant_mcp::api::TenantMcpConfig;
-use tenant_mcp::client::{ClientSettings, KubeSource, Origin, TenantClients};
+use tenant_mcp::client::{ClientError, ClientSettings, KubeSource, Origin, TenantClients};
 use tenant_mcp::config::candidate::ServerKey;
 use tenant_mcp::controller::{self, Settings};
 use tenant_mcp::mcp_server::limits::Limits;
@@ -192,8 +192,8 @@ async fn an_impostor_config_never_receives_a_tenants_credentials_through_the_too
     .await
     .unwrap();
     assert_eq!(
-        (got["namespace"].as_str(), got["name"].as_str()),
-        (Some("tenant-acme"), Some("default")),
+        (&got["namespace"], &got["name"]),
+        (&json!("tenant-acme"), &registered["config"]["name"]),
         "{got}"
     );
     let listed = call(url, &acme, "rag_list_tenant_mcp_configs", json!({}))
@@ -214,11 +214,12 @@ async fn an_impostor_config_never_receives_a_tenants_credentials_through_the_too
     assert_eq!(listed["configs"], json!([]), "{listed}");
 
     // The controller serves acme's config and refuses the impostor.
+    let own_name = registered["config"]["name"].as_str().unwrap();
     wait_for(
         "acme Ready and the impostor TenantNotBound",
         Duration::from_secs(60),
         async || {
-            let own = ready_reason(&admin, "tenant-acme", "default").await?;
+            let own = ready_reason(&admin, "tenant-acme", own_name).await?;
             let impostor = ready_reason(&admin, "tenant-evil", "default").await?;
             (own == "AllServersHealthy" && impostor == "TenantNotBound").then_some(())
         },
@@ -352,7 +353,6 @@ async fn an_impostor_config_never_changes_a_tenants_routes() {
         client.clone(),
         ClientSettings {
             kube: KubeSource {
-                credentials_namespace: "tenant-mcp-credentials".into(),
                 ..KubeSource::default()
             },
             ..ClientSettings::default()
@@ -442,9 +442,30 @@ async fn an_impostor_config_never_changes_a_tenants_routes() {
         "the unbound config serving acme",
         Duration::from_secs(30),
         async || {
-            (origin(&clients, "acme", &ServerKey::Minio).is_err()
-                || origin(&clients, "acme", &ServerKey::Minio) == Ok(Origin::Tenant))
+            // Its MinIO references a Secret that does not exist: unavailable, not global.
+            let minio = clients.endpoint("acme", &ServerKey::Minio);
+            matches!(
+                minio,
+                Err(ClientError::Unavailable {
+                    origin: Origin::Tenant,
+                    ..
+                })
+            )
             .then_some(())
+        },
+    )
+    .await;
+    // A bound config that appears takes over from the unbound one, which the controller then
+    // refuses (only the new config was changed: the controller must look at the other too).
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], &own);
+    assert!(out.status.success(), "{out:?}");
+    wait_for(
+        "the bound config back, the unbound one refused",
+        Duration::from_secs(30),
+        async || {
+            let refused = ready_reason(&client, "shared", "acme").await? == "TenantNotBound";
+            let global_minio = origin(&clients, "acme", &ServerKey::Minio) == Ok(Origin::Global);
+            (refused && global_minio).then_some(())
         },
     )
     .await;

@@ -98,7 +98,7 @@ async fn world() -> World {
 kind: GlobalMcpConfig
 metadata: {{name: default}}
 spec:
-  credentialsNamespace: tenant-mcp-system
+  credentialsNamespace: tenant-mcp-credentials
   endpointPolicy: {{allowLoopback: true}}
   servers:
     postgres:
@@ -118,17 +118,17 @@ spec:
 ---
 apiVersion: v1
 kind: Secret
-metadata: {{name: global-pg, namespace: tenant-mcp-system}}
+metadata: {{name: global-pg, namespace: tenant-mcp-credentials}}
 stringData: {{username: {platform_user}, password: platform-pass}}
 ---
 apiVersion: v1
 kind: Secret
-metadata: {{name: global-s3, namespace: tenant-mcp-system}}
+metadata: {{name: global-s3, namespace: tenant-mcp-credentials}}
 stringData: {{accessKeyId: stack-access, secretAccessKey: stack-secret-key}}
 ---
 apiVersion: v1
 kind: Secret
-metadata: {{name: global-ai, namespace: tenant-mcp-system}}
+metadata: {{name: global-ai, namespace: tenant-mcp-credentials}}
 stringData: {{token: platform-token}}
 ",
             ai_global = ai_global.url(),
@@ -138,7 +138,11 @@ stringData: {{token: platform-token}}
     std::fs::write(
         dir.path().join("acme.yaml"),
         format!(
-            r"apiVersion: tenantmcp.dev/v1alpha1
+            r"apiVersion: v1
+kind: Namespace
+metadata: {{name: tenant-acme, labels: {{tenantmcp.dev/tenant: acme}}}}
+---
+apiVersion: tenantmcp.dev/v1alpha1
 kind: TenantMcpConfig
 metadata: {{name: acme, namespace: tenant-acme}}
 spec:

@@ -60,8 +60,13 @@ pub struct GlobalMcpConfigSpec {
 fn default_true() -> bool {
     true
 }
+/// Where the global servers' credentials live unless the GlobalMcpConfig says otherwise: a
+/// namespace of their own, never the one the controller and its keys run in, so application
+/// pods can be given read access to exactly these Secrets and nothing of the control plane.
+pub const DEFAULT_CREDENTIALS_NAMESPACE: &str = "tenant-mcp-credentials";
+
 fn default_credentials_namespace() -> String {
-    "tenant-mcp-system".into()
+    DEFAULT_CREDENTIALS_NAMESPACE.into()
 }
 
 /// Rules for the hosts, addresses, schemes and ports a config may point at: the guard against

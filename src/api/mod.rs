@@ -14,7 +14,9 @@ pub mod servers;
 pub mod status;
 pub mod tenant;
 
-pub use global::{EndpointPolicySpec, GlobalMcpConfig, GlobalMcpConfigSpec};
+pub use global::{
+    DEFAULT_CREDENTIALS_NAMESPACE, EndpointPolicySpec, GlobalMcpConfig, GlobalMcpConfigSpec,
+};
 pub use secret_ref::{PostgresCredentialsRef, S3CredentialsRef, SecretKeyRef};
 pub use servers::{
     HttpHeader, McpServer, NamedMcpServer, PoolSettings, PostgresServer, RoutingMode, S3Server,
@@ -33,3 +35,5 @@ pub const API_VERSION: &str = "tenantmcp.dev/v1alpha1";
 pub const GLOBAL_CONFIG_NAME: &str = "default";
 /// The namespace label that binds a namespace to the tenant it serves.
 pub const TENANT_LABEL: &str = "tenantmcp.dev/tenant";
+/// The Secret `type` of the controller's snapshot Secrets.
+pub const SNAPSHOT_TYPE: &str = "tenantmcp.dev/snapshot";

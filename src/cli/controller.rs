@@ -77,6 +77,15 @@ pub struct ControllerArgs {
     /// (nothing is deleted).
     #[arg(long, env = "TENANT_MCP_TENANT_CONFIGS_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
     pub tenant_configs_enabled: bool,
+    /// Application service accounts (`namespace/name`, comma-separated) whose client library
+    /// reads snapshots in every namespace: each config gets a Role granting them `get` on
+    /// exactly its snapshot Secrets. Empty: no such Roles are made.
+    #[arg(
+        long = "snapshot-reader",
+        env = "TENANT_MCP_SNAPSHOT_READERS",
+        value_delimiter = ','
+    )]
+    pub snapshot_readers: Vec<tenant_mcp::controller::readers::ServiceAccount>,
 }
 
 /// Runs `controller`.
@@ -117,6 +126,7 @@ pub fn run(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
             snapshot_grace: Duration::from_secs(args.snapshot_grace_seconds),
             retry_interval: Duration::from_secs(args.retry_seconds.max(1)),
             tenant_configs_enabled: args.tenant_configs_enabled,
+            snapshot_readers: args.snapshot_readers.clone(),
             probe_concurrency: args.probe_concurrency,
             reconcile_concurrency: args.reconcile_concurrency,
             lease: args.leader_election.then(|| LeaseSettings {

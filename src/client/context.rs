@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use super::error::ClientError;
+use crate::config::validate::check_tenant_id;
 
 tokio::task_local! {
     static TENANT: Arc<str>;
@@ -20,9 +21,12 @@ pub fn current_tenant() -> Option<Arc<str>> {
     TENANT.try_with(Arc::clone).ok()
 }
 
-/// The tenant in scope, or [`ClientError::NoTenant`].
+/// The tenant in scope: [`ClientError::NoTenant`] without one, [`ClientError::InvalidTenant`]
+/// when it is not a DNS label.
 pub fn require_tenant() -> Result<Arc<str>, ClientError> {
-    current_tenant().ok_or(ClientError::NoTenant)
+    let tenant = current_tenant().ok_or(ClientError::NoTenant)?;
+    check_tenant_id(&tenant).map_err(ClientError::InvalidTenant)?;
+    Ok(tenant)
 }
 
 #[cfg(test)]

@@ -54,6 +54,9 @@ pub enum ClientError {
         "no tenant in scope: wrap the call in tenant_mcp::client::with_tenant or pass the tenant explicitly"
     )]
     NoTenant,
+    /// The tenant id is not a DNS label; nothing was looked up or built for it.
+    #[error("{0}")]
+    InvalidTenant(String),
     /// The config source failed to start or sync.
     #[error("config source: {0}")]
     Source(String),

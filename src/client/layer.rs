@@ -19,7 +19,7 @@ use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use jsonwebtoken::{DecodingKey, Validation};
 
 use super::context::with_tenant;
-use crate::config::validate::is_dns_label;
+use crate::config::validate::check_tenant_id;
 
 /// The tenant of the request, as a request extension.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,14 +129,7 @@ impl TenantLayer {
                 }
             }
         };
-        if !is_dns_label(&tenant) {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "tenant {tenant:?}: expected a DNS label (lowercase letters, digits, `-`, at most 63)"
-                ),
-            ));
-        }
+        check_tenant_id(&tenant).map_err(|e| (StatusCode::BAD_REQUEST, e))?;
         Ok(tenant.into())
     }
 }
@@ -251,7 +244,7 @@ mod tests {
         assert!(body.contains("header x-tenant-id: missing"), "{body}");
         let (status, body) = answer(&layer, get(&[("x-tenant-id", "Acme_Corp")])).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
-        assert!(body.contains("expected a DNS label"), "{body}");
+        assert!(body.contains("is not a DNS label"), "{body}");
     }
 
     #[tokio::test]

@@ -45,6 +45,7 @@ pub use routes::{Endpoint, Origin};
 pub use source::KubeSource;
 
 use crate::config::candidate::{Candidate, ServerKey};
+use crate::config::validate::check_tenant_id;
 
 /// How the client library behaves.
 #[derive(Clone, Debug)]
@@ -93,7 +94,7 @@ struct Inner {
     shared: build::Shared,
     metrics: Arc<metrics::ClientMetrics>,
     stop: CancellationToken,
-    synced: watch::Receiver<bool>,
+    synced: watch::Receiver<source::SyncState>,
 }
 
 impl Drop for Inner {
@@ -108,7 +109,7 @@ impl TenantClients {
         client: kube::Client,
         settings: ClientSettings,
     ) -> Result<Self, ClientError> {
-        let (tx, rx) = watch::channel(false);
+        let (tx, rx) = watch::channel(Err("the first list of every watch".to_owned()));
         let this = Self::new(&settings, rx)?;
         tokio::spawn(source::run_kube(
             client,
@@ -118,16 +119,19 @@ impl TenantClients {
             this.inner.stop.clone(),
         ));
         let mut synced = this.inner.synced.clone();
-        tokio::time::timeout(settings.sync_timeout, synced.wait_for(|s| *s))
-            .await
-            .map_err(|_| {
-                ClientError::Source(format!(
-                    "the watches of TenantMcpConfig, GlobalMcpConfig and Secrets did not list within {:?}: check the API server and the pod's Role",
+        let waited =
+            tokio::time::timeout(settings.sync_timeout, synced.wait_for(Result::is_ok)).await;
+        match waited.map(|r| r.map(|_| ())) {
+            Ok(Ok(())) => Ok(this),
+            Ok(Err(_)) => Err(ClientError::Source("the watch task ended".into())),
+            Err(_) => {
+                let waiting = this.inner.synced.borrow().clone().err().unwrap_or_default();
+                Err(ClientError::Source(format!(
+                    "not in sync with the API after {:?}: still waiting for {waiting}; check the API server and the pod's RBAC (docs/security.md)",
                     settings.sync_timeout
-                ))
-            })?
-            .map_err(|_| ClientError::Source("the watch task ended".into()))?;
-        Ok(this)
+                )))
+            }
+        }
     }
 
     /// Clients fed by a directory of manifests (TenantMcpConfig, GlobalMcpConfig and Secret
@@ -139,7 +143,7 @@ impl TenantClients {
         let dir = dir.into();
         let stamp = source::directory_stamp(&dir);
         let manifests = source::load_directory(&dir)?;
-        let (_, rx) = watch::channel(true);
+        let (_, rx) = watch::channel(Ok(()));
         let this = Self::new(&settings, rx)?;
         source::directory_routes(&manifests, &this.inner.routes);
         tokio::spawn(source::watch_directory(
@@ -152,7 +156,10 @@ impl TenantClients {
         Ok(this)
     }
 
-    fn new(settings: &ClientSettings, synced: watch::Receiver<bool>) -> Result<Self, ClientError> {
+    fn new(
+        settings: &ClientSettings,
+        synced: watch::Receiver<source::SyncState>,
+    ) -> Result<Self, ClientError> {
         let metrics = Arc::new(metrics::ClientMetrics::default());
         let shared =
             build::Shared::new(settings.max_postgres_connections).map_err(ClientError::Source)?;
@@ -216,6 +223,7 @@ impl TenantClients {
 
     /// Where server `key` of `tenant` leads now (origin and endpoint), without building.
     pub fn endpoint(&self, tenant: &str, key: &ServerKey) -> Result<Arc<Endpoint>, ClientError> {
+        check_tenant_id(tenant).map_err(ClientError::InvalidTenant)?;
         self.inner.routes.resolve(tenant, key)
     }
 
@@ -287,7 +295,10 @@ impl TenantClients {
         }
     }
 
+    /// Every entry point comes through here (or [`Self::endpoint`]): a tenant id that is not a
+    /// DNS label never reaches the routes, a cache slot, an S3 prefix or an MCP path.
     async fn client(&self, tenant: &str, key: &ServerKey) -> Result<(Built, Origin), ClientError> {
+        check_tenant_id(tenant).map_err(ClientError::InvalidTenant)?;
         let generation = self.inner.routes.generation();
         if routes::Routes::is_settled(generation)
             && let Some(hit) = self.inner.cache.confirmed(tenant, key, generation)

@@ -20,6 +20,7 @@ use super::error::ClientError;
 use super::sharded::ShardedMap;
 use crate::api::conditions::{self, reason};
 use crate::api::{ActiveConfig, ActiveServer, GlobalMcpConfigSpec, TenantMcpConfig};
+use crate::config::binding::{self, Claim};
 use crate::config::candidate::{self, Candidate, ServerKey, snapshot_keys};
 use crate::config::failure::{SplitErrors, split_errors};
 use crate::config::{EndpointPolicy, validate_global_spec, validate_tenant_spec};
@@ -252,29 +253,22 @@ impl Routes {
     }
 }
 
-/// The config that serves `tenant` among `configs` (all claiming it): the controller clears
-/// `status.active` of a config it does not serve (`Conflict`, `TenantNotBound`), so prefer one
-/// without those reasons, then the oldest, as the controller does.
-pub fn serving_config<'a>(configs: &[&'a TenantMcpConfig]) -> Option<&'a TenantMcpConfig> {
-    let refused = |c: &TenantMcpConfig| {
-        c.status.as_ref().is_some_and(|s| {
-            s.conditions.iter().any(|c| {
-                c.type_ == conditions::READY
-                    && (c.reason == reason::CONFLICT || c.reason == reason::TENANT_NOT_BOUND)
-            })
-        })
-    };
-    configs
-        .iter()
-        .filter(|c| c.metadata.deletion_timestamp.is_none())
-        .min_by_key(|c| {
-            (
-                refused(c),
-                c.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                c.metadata.namespace.clone(),
-            )
-        })
-        .copied()
+/// A config that claims a tenant, with its namespace's labels (`None`: unknown or none).
+pub type Claimed<'a, 'l> = (&'a TenantMcpConfig, Option<&'l BTreeMap<String, String>>);
+
+/// The config that serves `tenant` among `claims` (every config claiming it, each with its
+/// namespace's labels), by the binding rule the controller and the management tools apply
+/// ([`binding::decide`]). `None` when none serves: the tenant then uses the global servers,
+/// exactly as if the configs that claim it without serving did not exist.
+pub fn serving_config<'a>(
+    tenant: &str,
+    claims: &[Claimed<'a, '_>],
+    allow_unbound: bool,
+) -> Option<&'a TenantMcpConfig> {
+    let rule: Vec<Claim<'_>> = claims.iter().map(|(c, l)| Claim::of(c, *l)).collect();
+    binding::decide(tenant, &rule, allow_unbound)
+        .serving
+        .map(|i| claims[i].0)
 }
 
 /// The routes of a config the controller manages: each declared server type from
@@ -728,11 +722,11 @@ mod tests {
     }
 
     #[test]
-    fn of_two_configs_claiming_a_tenant_the_one_not_in_conflict_serves() {
+    fn the_serving_config_follows_the_binding_rule_not_the_status() {
         let make = |ns: &str, created: &str, reason: Option<&str>| -> TenantMcpConfig {
             let conditions = reason.map_or_else(Vec::new, |r| {
                 vec![
-                    serde_json::json!({"type": "Ready", "status": "False", "reason": r,
+                    serde_json::json!({"type": "Ready", "status": "True", "reason": r,
                     "message": "", "lastTransitionTime": created}),
                 ]
             });
@@ -744,12 +738,37 @@ mod tests {
             }))
             .unwrap()
         };
-        let older_in_conflict = make("a", "2026-01-01T00:00:00Z", Some("Conflict"));
-        let newer = make("b", "2026-02-01T00:00:00Z", None);
-        let oldest = make("c", "2025-01-01T00:00:00Z", None);
-        let pick =
-            |cs: &[&TenantMcpConfig]| serving_config(cs).and_then(|c| c.metadata.namespace.clone());
-        assert_eq!(pick(&[&older_in_conflict, &newer]), Some("b".into()));
-        assert_eq!(pick(&[&newer, &oldest]), Some("c".into()));
+        let bound = |t: &str| BTreeMap::from([(crate::api::TENANT_LABEL.to_owned(), t.to_owned())]);
+        let (acme, evil) = (bound("acme"), bound("evil"));
+        // The impostor is older and its status even claims health: it still never serves.
+        let impostor = make(
+            "tenant-evil",
+            "2025-01-01T00:00:00Z",
+            Some("AllServersHealthy"),
+        );
+        let own = make("tenant-acme", "2026-02-01T00:00:00Z", None);
+        let pick = |cs: &[(&TenantMcpConfig, Option<&BTreeMap<String, String>>)], unbound| {
+            serving_config("acme", cs, unbound).and_then(|c| c.metadata.namespace.clone())
+        };
+        assert_eq!(pick(&[(&impostor, Some(&evil))], false), None);
+        assert_eq!(pick(&[(&impostor, Some(&evil))], true), None);
+        assert_eq!(
+            pick(&[(&impostor, Some(&evil)), (&own, Some(&acme))], false),
+            Some("tenant-acme".into())
+        );
+        // Two bound configs: the oldest, as the controller decides.
+        let older = make("tenant-acme-2", "2026-01-01T00:00:00Z", None);
+        assert_eq!(
+            pick(&[(&own, Some(&acme)), (&older, Some(&acme))], false),
+            Some("tenant-acme-2".into())
+        );
+        // Unbound: only when allowed, and never over a bound one.
+        let unbound = make("shared", "2024-01-01T00:00:00Z", None);
+        assert_eq!(pick(&[(&unbound, None)], false), None);
+        assert_eq!(pick(&[(&unbound, None)], true), Some("shared".into()));
+        assert_eq!(
+            pick(&[(&unbound, None), (&own, Some(&acme))], true),
+            Some("tenant-acme".into())
+        );
     }
 }

@@ -37,18 +37,13 @@ pub struct Claim<'a> {
 
 impl<'a> Claim<'a> {
     /// The claim of `config`, whose namespace has `labels` (`None`: not known).
-    pub fn of(
-        config: &'a TenantMcpConfig,
-        labels: Option<&'a BTreeMap<String, String>>,
-    ) -> Self {
+    pub fn of(config: &'a TenantMcpConfig, labels: Option<&'a BTreeMap<String, String>>) -> Self {
         Self {
             namespace: config.metadata.namespace.as_deref().unwrap_or_default(),
             name: config.metadata.name.as_deref().unwrap_or_default(),
             created: config.metadata.creation_timestamp.as_ref().map(|t| t.0),
             deleting: config.metadata.deletion_timestamp.is_some(),
-            namespace_tenant: labels
-                .and_then(|l| l.get(TENANT_LABEL))
-                .map(String::as_str),
+            namespace_tenant: labels.and_then(|l| l.get(TENANT_LABEL)).map(String::as_str),
         }
     }
 
@@ -173,11 +168,9 @@ pub fn decide(tenant: &str, claims: &[Claim<'_>], allow_unbound: bool) -> Decisi
             }
             match namespace_allows(c.namespace, c.namespace_tenant, tenant, allow_unbound) {
                 Err(e) => Verdict::NotBound(e),
-                Ok(()) if any_bound && !bound(c) => {
-                    Verdict::NotBound(NotBound::ShadowedByBound {
-                        namespace: c.namespace.to_owned(),
-                    })
-                }
+                Ok(()) if any_bound && !bound(c) => Verdict::NotBound(NotBound::ShadowedByBound {
+                    namespace: c.namespace.to_owned(),
+                }),
                 Ok(()) => Verdict::Serves,
             }
         })
@@ -281,7 +274,11 @@ mod tests {
                 winner: "tenant-acme-2/default".into()
             }
         );
-        assert!(d.verdicts[0].message("acme").contains("tenant-acme-2/default"));
+        assert!(
+            d.verdicts[0]
+                .message("acme")
+                .contains("tenant-acme-2/default")
+        );
         // Same creation time: namespace, then name decide, so every caller agrees.
         let tie = [
             claim("tenant-b", 1, Some("acme")),
@@ -312,7 +309,8 @@ mod tests {
             "spec": {"tenantId": "acme"}
         }))
         .unwrap();
-        let labels: BTreeMap<String, String> = [(TENANT_LABEL.to_owned(), "acme".to_owned())].into();
+        let labels: BTreeMap<String, String> =
+            [(TENANT_LABEL.to_owned(), "acme".to_owned())].into();
         let c = Claim::of(&config, Some(&labels));
         assert_eq!(
             (c.namespace, c.name, c.namespace_tenant, c.deleting),

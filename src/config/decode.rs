@@ -6,6 +6,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::field::{ErrorKind, FieldError, FieldErrors, FieldPath};
+use super::redact::is_credential_name;
 
 /// Decodes `value` into `T`, reporting unknown fields and type errors by field path (paths are
 /// prefixed with `path`).
@@ -47,7 +48,16 @@ pub fn decode<T: DeserializeOwned + JsonSchema>(
             {
                 parts.push(Part::Field(name.to_owned()));
             }
-            let message = serde_message(&raw);
+            let mut message = serde_message(&raw);
+            // A value in a credential field, or under `credentials`, may be a secret typed into
+            // the wrong place: say what was expected, never what was given.
+            if parts
+                .iter()
+                .any(|p| matches!(p, Part::Field(f) if f == "credentials" || is_credential_name(f)))
+                && let Some((expected, _given)) = message.split_once(", got ")
+            {
+                message = format!("{expected} (the value given is not repeated)");
+            }
             let kind = if message.starts_with("is required") {
                 ErrorKind::Required
             } else {

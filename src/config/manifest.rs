@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::binding::namespace_allows;
 use super::decode::decode;
 use super::field::{ErrorKind, FieldError, FieldErrors, FieldPath};
 use super::inline_credentials::find_inline_credentials;
@@ -17,7 +18,8 @@ use super::policy::EndpointPolicy;
 use super::validate::{is_dns_label, is_dns_subdomain, validate_global_spec, validate_tenant_spec};
 use crate::api::servers::SecretUse;
 use crate::api::{
-    API_VERSION, GLOBAL_CONFIG_NAME, GROUP, GlobalMcpConfig, ServersSpec, TenantMcpConfig,
+    API_VERSION, GLOBAL_CONFIG_NAME, GROUP, GlobalMcpConfig, ServersSpec, TENANT_LABEL,
+    TenantMcpConfig,
 };
 
 /// One YAML or JSON document of an input file.
@@ -160,9 +162,11 @@ pub fn check_documents(documents: &[SourceDocument]) -> Report {
     let mut reports = Vec::with_capacity(documents.len());
     let mut parsed = Vec::with_capacity(documents.len());
     let mut secrets: HashMap<(Option<String>, String), BTreeSet<String>> = HashMap::new();
+    // Namespaces declared in the input, with the tenant each is bound to.
+    let mut namespaces: HashMap<String, Option<String>> = HashMap::new();
 
     for doc in documents {
-        let (report, object) = check_one(doc, &mut secrets);
+        let (report, object) = check_one(doc, &mut secrets, &mut namespaces);
         reports.push(report);
         parsed.push(object);
     }
@@ -217,6 +221,12 @@ pub fn check_documents(documents: &[SourceDocument]) -> Report {
         );
     }
 
+    let allow_unbound = global_seen
+        .and_then(|i| match &parsed[i] {
+            Parsed::Global(g) => Some(g.spec.allow_unbound_namespaces),
+            _ => None,
+        })
+        .unwrap_or(false);
     let mut tenants: BTreeMap<String, usize> = BTreeMap::new();
     for (i, object) in parsed.iter().enumerate() {
         let Parsed::Tenant(tenant) = object else {
@@ -227,6 +237,21 @@ pub fn check_documents(documents: &[SourceDocument]) -> Report {
         cel_errors(tenant.validate_cel(), &mut reports[i].errors);
         let namespace = tenant.metadata.namespace.clone();
         check_secret_refs(&tenant.spec.servers, &namespace, &secrets, &mut reports[i]);
+        // The binding rule, where the input declares the config's namespace: a config its
+        // namespace may not serve would be refused by the controller and ignored by clients.
+        if let Some(ns) = &namespace
+            && let Some(bound) = namespaces.get(ns)
+            && let Err(not_bound) =
+                namespace_allows(ns, bound.as_deref(), &tenant.spec.tenant_id, allow_unbound)
+        {
+            reports[i].errors.push(FieldError::invalid(
+                &FieldPath::new("metadata.namespace"),
+                format!(
+                    "{}: this config would never serve the tenant",
+                    not_bound.message(&tenant.spec.tenant_id)
+                ),
+            ));
+        }
         match tenants.get(&tenant.spec.tenant_id) {
             Some(&first) => {
                 let message = format!(
@@ -263,6 +288,7 @@ fn location(report: &ObjectReport) -> String {
 fn check_one(
     doc: &SourceDocument,
     secrets: &mut HashMap<(Option<String>, String), BTreeSet<String>>,
+    namespaces: &mut HashMap<String, Option<String>>,
 ) -> (ObjectReport, Parsed) {
     let mut report = ObjectReport {
         source: doc.source.clone(),
@@ -290,6 +316,16 @@ fn check_one(
     report.namespace = text(value.pointer("/metadata/namespace"));
     report.name = text(value.pointer("/metadata/name"));
 
+    if api_version == "v1" && report.kind == "Namespace" {
+        if let Some(name) = &report.name {
+            let bound = text(value.pointer(&format!(
+                "/metadata/labels/{}",
+                TENANT_LABEL.replace('/', "~1")
+            )));
+            namespaces.insert(name.clone(), bound);
+        }
+        return (report, Parsed::Other);
+    }
     if api_version == "v1" && report.kind == "Secret" {
         let mut keys = BTreeSet::new();
         for field in ["data", "stringData"] {

@@ -20,6 +20,7 @@
 //! # Ok::<(), serde_json::Error>(())
 //! ```
 
+pub mod binding;
 pub mod candidate;
 pub mod decode;
 pub mod failure;

@@ -557,6 +557,25 @@ fn check_dns_label(value: &str, path: &FieldPath, errors: &mut FieldErrors) {
     }
 }
 
+/// Checks a tenant id as every entry point takes it: a DNS label, since it ends up in label
+/// values, S3 prefixes, MCP paths and `app.tenant_id`. The error quotes at most 64 characters
+/// of what was given.
+pub fn check_tenant_id(tenant: &str) -> Result<(), String> {
+    if is_dns_label(tenant) {
+        return Ok(());
+    }
+    let shown: String = tenant.chars().take(64).collect();
+    let more = if tenant.chars().count() > 64 {
+        "…"
+    } else {
+        ""
+    };
+    Err(format!(
+        "tenant id {shown:?}{more} is not a DNS label: expected 1 to 63 lowercase letters, digits \
+         or '-', starting and ending with a letter or digit"
+    ))
+}
+
 /// True for a DNS-1123 label.
 pub fn is_dns_label(value: &str) -> bool {
     !value.is_empty()

@@ -13,6 +13,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod plan;
+pub mod readers;
 pub mod reconcile;
 pub mod secret_index;
 pub mod snapshot;
@@ -62,6 +63,10 @@ pub struct Settings {
     pub listen: Option<SocketAddr>,
     /// This replica's name, for events and the Lease.
     pub identity: String,
+    /// The application service accounts that may read the snapshots of every config: each
+    /// config gets a Role granting them `get` on exactly its snapshots ([`readers`]). Empty:
+    /// the controller manages no such Roles.
+    pub snapshot_readers: Vec<readers::ServiceAccount>,
 }
 
 impl Default for Settings {
@@ -75,6 +80,7 @@ impl Default for Settings {
             lease: None,
             listen: None,
             identity: "tenant-mcp-controller".into(),
+            snapshot_readers: Vec::new(),
         }
     }
 }
@@ -258,6 +264,7 @@ pub async fn run(
         secret_index: secret_index::SecretIndex::default(),
         requeue: requeue_tx,
         failures: Default::default(),
+        readers_granted: Default::default(),
         timings,
         settings: settings.clone(),
     });

@@ -9,7 +9,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::api::conditions::{self, TENANT_LABEL, reason};
+use crate::api::conditions::{self, reason};
 use crate::api::{McpConfigStatus, ServerHealth, ServerState};
 use crate::config::candidate::ServerKey;
 use crate::config::failure::Failure;
@@ -42,58 +42,6 @@ impl Gate {
     /// Whether the config must not be served by clients (its `status.active` is cleared).
     pub fn clears_active(&self) -> bool {
         matches!(self, Self::Conflict(_) | Self::NotBound(_))
-    }
-}
-
-/// Why a namespace may or may not serve a tenant.
-pub fn binding(
-    namespace: &str,
-    labels: Option<&BTreeMap<String, String>>,
-    tenant: &str,
-    allow_unbound: bool,
-) -> Result<(), String> {
-    match labels.and_then(|l| l.get(TENANT_LABEL)) {
-        Some(bound) if bound == tenant => Ok(()),
-        Some(bound) => Err(format!(
-            "namespace {namespace:?} is bound to tenant {bound:?} (label {TENANT_LABEL}), not to {tenant:?}"
-        )),
-        None if allow_unbound => Ok(()),
-        None => Err(format!(
-            "namespace {namespace:?} has no {TENANT_LABEL} label: bind it with `kubectl label namespace {namespace} {TENANT_LABEL}={tenant}` (or set allowUnboundNamespaces in the GlobalMcpConfig)"
-        )),
-    }
-}
-
-/// A config that competes for a tenant: the oldest bound one wins.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Contender {
-    /// Its namespace.
-    pub namespace: String,
-    /// Its name.
-    pub name: String,
-    /// Its creation time.
-    pub created: Option<Timestamp>,
-}
-
-impl Contender {
-    fn rank(&self) -> (Option<Timestamp>, &str, &str) {
-        (self.created, &self.namespace, &self.name)
-    }
-}
-
-/// `Err` with a message naming the winner when `me` is not the oldest of the bound configs of
-/// its tenant (`contenders`, which may include `me`).
-pub fn conflict(me: &Contender, contenders: &[Contender]) -> Result<(), String> {
-    let winner = contenders
-        .iter()
-        .chain(std::iter::once(me))
-        .min_by(|a, b| a.rank().cmp(&b.rank()));
-    match winner {
-        Some(w) if w != me => Err(format!(
-            "TenantMcpConfig {}/{} already serves this tenant (the oldest config wins); delete one of them",
-            w.namespace, w.name
-        )),
-        _ => Ok(()),
     }
 }
 

@@ -56,37 +56,6 @@ fn now() -> Timestamp {
 }
 
 #[test]
-fn a_namespace_serves_only_the_tenant_its_label_names() {
-    let labels = |t: &str| BTreeMap::from([("tenantmcp.dev/tenant".to_owned(), t.to_owned())]);
-    assert!(binding("team-acme", Some(&labels("acme")), "acme", false).is_ok());
-    let err = binding("team-acme", Some(&labels("globex")), "acme", true).unwrap_err();
-    assert!(err.contains("bound to tenant \"globex\""), "{err}");
-    let err = binding("team-acme", None, "acme", false).unwrap_err();
-    assert!(
-        err.contains("kubectl label namespace team-acme tenantmcp.dev/tenant=acme"),
-        "{err}"
-    );
-    assert!(binding("team-acme", None, "acme", true).is_ok());
-}
-
-#[test]
-fn the_oldest_config_of_a_tenant_wins_and_the_other_is_told_which() {
-    let c = |ns: &str, at: &str| Contender {
-        namespace: ns.into(),
-        name: "cfg".into(),
-        created: Some(at.parse().unwrap()),
-    };
-    let old = c("a", "2026-01-01T00:00:00Z");
-    let new = c("b", "2026-02-01T00:00:00Z");
-    assert!(conflict(&old, &[old.clone(), new.clone()]).is_ok());
-    let err = conflict(&new, &[old.clone(), new.clone()]).unwrap_err();
-    assert!(err.contains("a/cfg already serves this tenant"), "{err}");
-    // Same creation second: namespace order decides, the same way on every replica.
-    let twin = c("0-first", "2026-01-01T00:00:00Z");
-    assert!(conflict(&old, &[twin.clone(), old.clone()]).is_err());
-}
-
-#[test]
 fn validation_errors_block_only_their_own_server_type() {
     let cfg = config(ACME);
     let errors = validate_tenant_spec(&cfg.spec, &private_policy());

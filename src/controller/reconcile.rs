@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use aes_gcm::aead::Generate as _;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
@@ -22,15 +23,16 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::metrics::{Metrics, TenantState};
-use super::plan::{self, ConditionInputs, Contender, Due, Gate, Intervals};
+use super::plan::{self, ConditionInputs, Due, Gate, Intervals};
 use super::secret_index::SecretIndex;
 use super::snapshot::{self, Cleanup};
-use super::{Error, Settings, active};
+use super::{Error, Settings, active, readers};
 use crate::api::conditions::{self, reason};
 use crate::api::{
     GlobalMcpConfig, GlobalMcpConfigSpec, McpConfigStatus, ServerHealth, ServerState,
     TenantMcpConfig,
 };
+use crate::config::binding::{self, Claim, Verdict};
 use crate::config::candidate::{self, Candidate, ServerKey};
 use crate::config::failure::Failure;
 use crate::config::{Credential, EndpointPolicy, validate_tenant_spec};
@@ -87,6 +89,8 @@ pub struct Context {
     pub requeue: mpsc::UnboundedSender<ObjectRef<TenantMcpConfig>>,
     /// Consecutive failures per config, for the retry backoff.
     pub failures: Mutex<HashMap<String, u32>>,
+    /// The snapshot names each config's reader Role grants (by config uid), as last written.
+    pub readers_granted: Mutex<HashMap<String, BTreeSet<String>>>,
     /// Per-reconcile timings, collected only when set (benchmarks).
     pub timings: Option<super::Timings>,
 }
@@ -171,42 +175,67 @@ fn globals(ctx: &Context) -> Globals {
     }
 }
 
-/// Whether `config` may be served, given bindings, the other configs and the flags.
-fn gate(config: &TenantMcpConfig, ctx: &Context, global: &Globals) -> Gate {
+/// The binding rule's verdict on `config` and on every other config that claims its tenant,
+/// from the controller's caches. `config` counts as it is given (its cached copy may be
+/// older); with `as_live`, a config being deleted is judged as if it were not, which tells its
+/// cleanup whether it was the one serving.
+fn binding(
+    config: &TenantMcpConfig,
+    ctx: &Context,
+    global: &Globals,
+    as_live: bool,
+) -> (Verdict, Vec<(Arc<TenantMcpConfig>, Verdict)>) {
     let allow_unbound = global
         .spec
         .as_ref()
         .is_some_and(|g| g.allow_unbound_namespaces);
     let tenant = &config.spec.tenant_id;
-    let bound = |c: &TenantMcpConfig| {
-        let ns = c.namespace().unwrap_or_default();
-        let labels = ctx
-            .namespaces
-            .get(&ObjectRef::new(&ns))
-            .and_then(|n| n.metadata.labels.clone());
-        plan::binding(&ns, labels.as_ref(), &c.spec.tenant_id, allow_unbound)
-    };
-    if let Err(message) = bound(config) {
-        return Gate::NotBound(message);
-    }
-    let contender = |c: &TenantMcpConfig| Contender {
-        namespace: c.namespace().unwrap_or_default(),
-        name: c.name_any(),
-        created: c.metadata.creation_timestamp.as_ref().map(|t| t.0),
-    };
-    let rivals: Vec<Contender> = ctx
+    let others: Vec<Arc<TenantMcpConfig>> = ctx
         .configs
         .state()
-        .iter()
-        .filter(|c| {
-            &c.spec.tenant_id == tenant
-                && c.metadata.deletion_timestamp.is_none()
-                && bound(c).is_ok()
-        })
-        .map(|c| contender(c))
+        .into_iter()
+        .filter(|c| &c.spec.tenant_id == tenant && c.uid() != config.uid())
         .collect();
-    if let Err(message) = plan::conflict(&contender(config), &rivals) {
-        return Gate::Conflict(message);
+    let namespace = |c: &TenantMcpConfig| {
+        ctx.namespaces
+            .get(&ObjectRef::new(&c.namespace().unwrap_or_default()))
+    };
+    let own_namespace = namespace(config);
+    let namespaces: Vec<_> = others.iter().map(|c| namespace(c)).collect();
+    let mut me = Claim::of(config, labels_of(&own_namespace));
+    if as_live {
+        me.deleting = false;
+    }
+    let claims: Vec<Claim<'_>> = std::iter::once(me)
+        .chain(
+            others
+                .iter()
+                .zip(&namespaces)
+                .map(|(c, n)| Claim::of(c, labels_of(n))),
+        )
+        .collect();
+    let mut verdicts = binding::decide(tenant, &claims, allow_unbound)
+        .verdicts
+        .into_iter();
+    let mine = verdicts.next().unwrap_or(Verdict::Deleting);
+    (mine, others.into_iter().zip(verdicts).collect())
+}
+
+fn labels_of(
+    namespace: &Option<Arc<PartialObjectMeta<Namespace>>>,
+) -> Option<&BTreeMap<String, String>> {
+    namespace.as_ref().and_then(|n| n.metadata.labels.as_ref())
+}
+
+/// Whether `config` may be served, given the binding rule's `verdict` and the flags.
+fn gate(config: &TenantMcpConfig, verdict: &Verdict, ctx: &Context, global: &Globals) -> Gate {
+    let tenant = &config.spec.tenant_id;
+    match verdict {
+        Verdict::NotBound(_) | Verdict::Deleting => {
+            return Gate::NotBound(verdict.message(tenant));
+        }
+        Verdict::Conflict { .. } => return Gate::Conflict(verdict.message(tenant)),
+        Verdict::Serves => {}
     }
     if !config.spec.enabled {
         return Gate::Disabled(
@@ -231,6 +260,24 @@ fn gate(config: &TenantMcpConfig, ctx: &Context, global: &Globals) -> Gate {
     Gate::Served
 }
 
+/// Asks for a reconcile of every other claim of the tenant whose status no longer matches
+/// what the binding rule now says of it: a config that appears, goes or moves can change who
+/// serves, and only the changed one would be reconciled otherwise.
+fn requeue_stale_claims(ctx: &Context, others: &[(Arc<TenantMcpConfig>, Verdict)]) {
+    for (other, verdict) in others {
+        let refused_now = !verdict.serves();
+        let refused_before = other.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == conditions::READY
+                    && (c.reason == reason::CONFLICT || c.reason == reason::TENANT_NOT_BOUND)
+            })
+        });
+        if refused_now != refused_before && !matches!(verdict, Verdict::Deleting) {
+            let _ = ctx.requeue.send(ObjectRef::from_obj(other.as_ref()));
+        }
+    }
+}
+
 /// A server ready to be checked: its candidate, the Secret versions it was read from, and
 /// whether it is already the active entry.
 struct Resolved {
@@ -250,7 +297,9 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
     let previous = config.status.clone().unwrap_or_default();
     let mut status = previous.clone();
     let global = globals(ctx);
-    let gate = gate(config, ctx, &global);
+    let (verdict, others) = binding(config, ctx, &global, false);
+    requeue_stale_claims(ctx, &others);
+    let gate = gate(config, &verdict, ctx, &global);
     let declared = ServerKey::declared(&spec.servers);
     let secrets_api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
 
@@ -503,6 +552,7 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
         },
     );
 
+    grant_readers(ctx, config, &previous, &status).await?;
     if status != previous {
         write_status(ctx, config, &status).await?;
     }
@@ -669,6 +719,54 @@ fn mirror_document(
     })
 }
 
+/// Lets the snapshot readers get the snapshots `status` is about to point at (and those
+/// `previous` pointed at, which clients may still be reading): writes the config's reader Role
+/// when that set differs from what it last granted.
+async fn grant_readers(
+    ctx: &Context,
+    config: &TenantMcpConfig,
+    previous: &McpConfigStatus,
+    status: &McpConfigStatus,
+) -> Result<(), Error> {
+    if ctx.settings.snapshot_readers.is_empty() {
+        return Ok(());
+    }
+    let names: BTreeSet<String> = active::snapshots(&status.active)
+        .into_iter()
+        .chain(active::snapshots(&previous.active))
+        .collect();
+    let uid = config.uid().unwrap_or_default();
+    let granted = ctx
+        .readers_granted
+        .lock()
+        .ok()
+        .and_then(|g| g.get(&uid).cloned());
+    if granted.as_ref() == Some(&names) {
+        return Ok(());
+    }
+    let ns = config.namespace().unwrap_or_default();
+    let (role, binding) = readers::objects(config, &names, &ctx.settings.snapshot_readers);
+    let name = role.metadata.name.clone().unwrap_or_default();
+    let params = PatchParams::apply(MANAGER).force();
+    Api::<Role>::namespaced(ctx.client.clone(), &ns)
+        .patch(&name, &params, &Patch::Apply(&role))
+        .await
+        .map_err(|e| Error::kube(format!("writing the snapshot reader Role {ns}/{name}"), e))?;
+    Api::<RoleBinding>::namespaced(ctx.client.clone(), &ns)
+        .patch(&name, &params, &Patch::Apply(&binding))
+        .await
+        .map_err(|e| {
+            Error::kube(
+                format!("writing the snapshot reader RoleBinding {ns}/{name}"),
+                e,
+            )
+        })?;
+    if let Ok(mut g) = ctx.readers_granted.lock() {
+        g.insert(uid, names);
+    }
+    Ok(())
+}
+
 /// Marks snapshots `status.active` left behind and deletes those past their grace period;
 /// when to look again.
 async fn collect_snapshots(
@@ -766,10 +864,7 @@ async fn cleanup(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Erro
     let ns = config.namespace().unwrap_or_default();
     let name = config.name_any();
     let global = globals(ctx);
-    let served = !matches!(
-        gate(config, ctx, &global),
-        Gate::Conflict(_) | Gate::NotBound(_)
-    );
+    let served = binding(config, ctx, &global, true).0.serves();
     if let (Some(writer), true) = (&ctx.mirror, served) {
         let version = resource_version(config).unwrap_or(0);
         if let Err(e) = writer.remove(&config.spec.tenant_id, version).await {
@@ -813,6 +908,29 @@ async fn cleanup(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Erro
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     for secret in list_snapshots(&api, config).await? {
         delete_snapshot(&api, &secret.name_any()).await?;
+    }
+    if !ctx.settings.snapshot_readers.is_empty() {
+        let object = readers::object_name(&name);
+        let params = DeleteParams::default();
+        for result in [
+            Api::<Role>::namespaced(ctx.client.clone(), &ns)
+                .delete(&object, &params)
+                .await
+                .map(|_| ()),
+            Api::<RoleBinding>::namespaced(ctx.client.clone(), &ns)
+                .delete(&object, &params)
+                .await
+                .map(|_| ()),
+        ] {
+            match result {
+                Ok(()) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(Error::kube(format!("deleting {ns}/{object}"), e)),
+            }
+        }
+        if let Ok(mut g) = ctx.readers_granted.lock() {
+            g.remove(&config.uid().unwrap_or_default());
+        }
     }
     ctx.secret_index.remove(&ns, &name);
     ctx.metrics.config_gone(&format!("{ns}/{name}"));

@@ -15,8 +15,7 @@ use kube::api::ObjectMeta;
 use crate::api::TenantMcpConfig;
 use crate::config::candidate::{Candidate, ServerKey};
 
-/// The Secret `type` of snapshots.
-pub const SNAPSHOT_TYPE: &str = "tenantmcp.dev/snapshot";
+pub use crate::api::SNAPSHOT_TYPE;
 /// Label: which config (by uid) a snapshot belongs to.
 pub const CONFIG_UID_LABEL: &str = "tenantmcp.dev/config-uid";
 /// Label: the server type of a snapshot (`postgres`, `minio`, `aiMcpServer`, `mcpServer`).

@@ -1,7 +1,9 @@
 //! Who is calling the management server and what they may do.
 //!
 //! Callers present a bearer JWT: HS256 with a shared secret, or RS256/ES256 verified against a
-//! JWKS file. The issuer and audience are checked when configured; expiry always. The tenant
+//! JWKS file. With a JWKS the issuer and audience are required settings (the identity provider
+//! signs tokens for other services too); with HS256 they are checked whenever set. A checked
+//! claim must be present in the token. Expiry is always required. The tenant
 //! comes from a configurable claim (default `tenant`), the roles from another (default
 //! `roles`: an array, or a space-separated string). `uber_admin` may act on every tenant,
 //! `tenant_admin` only on its own; anyone else is refused.
@@ -118,6 +120,12 @@ pub enum AuthConfigError {
         /// Its length.
         got: usize,
     },
+    /// A JWKS (an identity provider that signs for many services) without the issuer and
+    /// audience that pin tokens to this server.
+    #[error(
+        "--{0} is required with a JWKS: without it, any token the identity provider signed (for any service) would be accepted"
+    )]
+    MissingClaimCheck(&'static str),
     /// The JWKS file could not be read or parsed.
     #[error("JWKS {path}: {message}")]
     Jwks {
@@ -183,6 +191,12 @@ impl Authenticator {
     /// algorithms (HMAC in particular) are refused: a public key must never verify a token
     /// that claims to be HMAC-signed with it.
     pub fn from_jwks(json: &str, settings: AuthSettings) -> Result<Self, AuthConfigError> {
+        if settings.issuer.is_none() {
+            return Err(AuthConfigError::MissingClaimCheck("issuer"));
+        }
+        if settings.audience.is_none() {
+            return Err(AuthConfigError::MissingClaimCheck("audience"));
+        }
         let err = |message: String| AuthConfigError::Jwks {
             path: "(inline)".into(),
             message,
@@ -225,14 +239,21 @@ impl Authenticator {
         let mut validation = Validation::new(key.algorithm);
         validation.leeway = self.settings.leeway_seconds;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
+        // A configured issuer or audience must be present in the token, not merely equal
+        // when present: jsonwebtoken checks only the claims it is told are required.
+        let mut required = vec!["exp"];
         if let Some(issuer) = &self.settings.issuer {
             validation.set_issuer(&[issuer]);
+            required.push("iss");
         }
         match &self.settings.audience {
-            Some(audience) => validation.set_audience(&[audience]),
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
+        validation.set_required_spec_claims(&required);
         let data =
             jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key.key, &validation)
                 .map_err(|e| invalid(e.to_string()))?;

@@ -16,13 +16,46 @@ use super::plan::{CREDENTIALS_OF_LABEL, FIELD_MANAGER, MANAGED_BY, SecretWrite, 
 use crate::api::{
     GLOBAL_CONFIG_NAME, GlobalMcpConfig, TENANT_LABEL, TenantMcpConfig, TenantMcpConfigSpec,
 };
+use crate::config::binding::{self, Claim, Verdict};
 use crate::config::{EndpointPolicy, FieldError, FieldErrors, FieldPath};
 
 /// A Secret as it was before a write, to put back when a later step fails.
-#[derive(Debug)]
 pub struct Restore {
     name: String,
     before: Option<BTreeMap<String, ByteString>>,
+}
+
+// The values are credentials: print the Secret and its keys only.
+impl std::fmt::Debug for Restore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Restore")
+            .field("name", &self.name)
+            .field(
+                "keys",
+                &self.before.as_ref().map(|d| d.keys().collect::<Vec<_>>()),
+            )
+            .finish()
+    }
+}
+
+/// A config that claims a tenant, with what the binding rule says of it.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    /// The config.
+    pub config: TenantMcpConfig,
+    /// Whether it serves its tenant, and why not.
+    pub verdict: Verdict,
+    /// The tenant its namespace is bound to, if any.
+    pub namespace_tenant: Option<String>,
+}
+
+/// What the tools take from the GlobalMcpConfig.
+#[derive(Clone, Debug, Default)]
+pub struct GlobalSettings {
+    /// The endpoint policy.
+    pub policy: EndpointPolicy,
+    /// `allowUnboundNamespaces`.
+    pub allow_unbound: bool,
 }
 
 /// The Kubernetes side of the tools.
@@ -37,9 +70,13 @@ impl Store {
         Self { kube }
     }
 
-    /// Every TenantMcpConfig of `tenant` (all when `None`), oldest first: the first of a tenant
-    /// is the one the controller serves.
-    pub async fn configs(&self, tenant: Option<&str>) -> Result<Vec<TenantMcpConfig>, ToolError> {
+    /// Every TenantMcpConfig that claims `tenant` (every config when `None`), each with the
+    /// binding rule's verdict and the tenant its namespace is bound to; oldest first.
+    pub async fn claims(
+        &self,
+        tenant: Option<&str>,
+        global: &GlobalSettings,
+    ) -> Result<Vec<Claimed>, ToolError> {
         let api: Api<TenantMcpConfig> = Api::all(self.kube.clone());
         let mut all = api
             .list(&ListParams::default())
@@ -54,29 +91,104 @@ impl Store {
                 c.name_any(),
             )
         });
-        Ok(all)
+        let bindings = self.namespace_bindings(&all).await?;
+        let bound_to = |c: &TenantMcpConfig| {
+            bindings
+                .get(&c.namespace().unwrap_or_default())
+                .cloned()
+                .flatten()
+        };
+        let mut by_tenant: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, c) in all.iter().enumerate() {
+            by_tenant
+                .entry(c.spec.tenant_id.clone())
+                .or_default()
+                .push(i);
+        }
+        let labels: Vec<Option<String>> = all.iter().map(bound_to).collect();
+        let mut verdicts: Vec<Verdict> = vec![Verdict::Deleting; all.len()];
+        for (tenant, indices) in &by_tenant {
+            let claims: Vec<Claim<'_>> = indices
+                .iter()
+                .map(|&i| {
+                    let mut claim = Claim::of(&all[i], None);
+                    claim.namespace_tenant = labels[i].as_deref();
+                    claim
+                })
+                .collect();
+            let decision = binding::decide(tenant, &claims, global.allow_unbound);
+            for (&i, verdict) in indices.iter().zip(decision.verdicts) {
+                verdicts[i] = verdict;
+            }
+        }
+        Ok(all
+            .into_iter()
+            .zip(verdicts)
+            .zip(labels)
+            .map(|((config, verdict), namespace_tenant)| Claimed {
+                config,
+                verdict,
+                namespace_tenant,
+            })
+            .collect())
     }
 
-    /// The config the controller serves for `tenant`.
-    pub async fn config(&self, tenant: &str) -> Result<TenantMcpConfig, ToolError> {
-        self.configs(Some(tenant)).await?.into_iter().next().ok_or_else(|| {
-            ToolError::NotFound(format!(
-                "tenant {tenant:?} has no TenantMcpConfig: register one with rag_register_tenant_mcp_config"
-            ))
-        })
+    /// The tenant each namespace of `configs` is bound to (its label), by namespace name.
+    async fn namespace_bindings(
+        &self,
+        configs: &[TenantMcpConfig],
+    ) -> Result<HashMap<String, Option<String>>, ToolError> {
+        let api: Api<Namespace> = Api::all(self.kube.clone());
+        let wanted: std::collections::BTreeSet<String> = configs
+            .iter()
+            .filter_map(kube::ResourceExt::namespace)
+            .collect();
+        let mut found = HashMap::new();
+        for name in wanted {
+            let ns = api
+                .get_metadata_opt(&name)
+                .await
+                .map_err(|e| ToolError::kube(format!("reading namespace {name:?}"), e))?;
+            let bound = ns.and_then(|n| n.labels().get(TENANT_LABEL).cloned());
+            found.insert(name, bound);
+        }
+        Ok(found)
     }
 
-    /// The endpoint policy of the GlobalMcpConfig (the strict default without one), as the
-    /// controller applies it.
-    pub async fn policy(&self) -> Result<EndpointPolicy, ToolError> {
+    /// The config that serves `tenant` under the binding rule. A config that claims the
+    /// tenant without serving it (from another tenant's namespace, or in conflict) is never
+    /// returned: the tools must not read, write or delete it on the tenant's behalf.
+    pub async fn config(
+        &self,
+        tenant: &str,
+        global: &GlobalSettings,
+    ) -> Result<TenantMcpConfig, ToolError> {
+        self.claims(Some(tenant), global)
+            .await?
+            .into_iter()
+            .find(|c| c.verdict.serves())
+            .map(|c| c.config)
+            .ok_or_else(|| {
+                ToolError::NotFound(format!(
+                    "tenant {tenant:?} has no TenantMcpConfig that serves it: register one with rag_register_tenant_mcp_config"
+                ))
+            })
+    }
+
+    /// What the tools take from the GlobalMcpConfig: its endpoint policy (the strict default
+    /// without one) and whether unbound namespaces may serve, as the controller applies them.
+    pub async fn global(&self) -> Result<GlobalSettings, ToolError> {
         let api: Api<GlobalMcpConfig> = Api::all(self.kube.clone());
         let global = api
             .get_opt(GLOBAL_CONFIG_NAME)
             .await
             .map_err(|e| ToolError::kube("reading the GlobalMcpConfig", e))?;
-        Ok(global.map_or_else(EndpointPolicy::default, |g| {
-            EndpointPolicy::compile_or_strict(&g.spec.endpoint_policy)
-        }))
+        Ok(GlobalSettings {
+            policy: global.as_ref().map_or_else(EndpointPolicy::default, |g| {
+                EndpointPolicy::compile_or_strict(&g.spec.endpoint_policy)
+            }),
+            allow_unbound: global.is_some_and(|g| g.spec.allow_unbound_namespaces),
+        })
     }
 
     /// The namespace a config of `tenant` lives in: `requested` if it is bound to the tenant,
@@ -100,17 +212,12 @@ impl Store {
                 .await
                 .map_err(|e| ToolError::kube(format!("reading namespace {name:?}"), e))?
                 .ok_or_else(|| fail(format!("namespace {name:?} does not exist")))?;
+            // The tools place configs in bound namespaces only, even where the cluster allows
+            // unbound ones.
             let bound = ns.labels().get(TENANT_LABEL).cloned();
-            return match bound {
-                Some(b) if b == tenant => Ok(name.to_owned()),
-                Some(b) => Err(fail(format!(
-                    "namespace {name:?} is bound to tenant {b:?} (label {TENANT_LABEL}), not to {tenant:?}"
-                ))),
-                None => Err(fail(format!(
-                    "namespace {name:?} is not bound to tenant {tenant:?}: bind it with `{}`",
-                    bind.replace("<namespace>", name)
-                ))),
-            };
+            return binding::namespace_allows(name, bound.as_deref(), tenant, false)
+                .map(|()| name.to_owned())
+                .map_err(|e| fail(e.message(tenant)));
         }
         let bound = api
             .list(&ListParams::default().labels(&format!("{TENANT_LABEL}={tenant}")))

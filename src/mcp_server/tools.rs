@@ -94,7 +94,8 @@ impl ManagementTools {
         self.call(&extensions, TOOL, &tenant, |caller| {
             self.bounded(TOOL, async move {
                 caller.authorize(Access::Tenant(&request.tenant_id))?;
-                let config = self.store.config(&request.tenant_id).await?;
+                let global = self.store.global().await?;
+                let config = self.store.config(&request.tenant_id, &global).await?;
                 Ok((view(&config), format!("read {}", id(&config))))
             })
         })
@@ -135,7 +136,8 @@ impl ManagementTools {
             let current = self
                 .bounded(TOOL, async {
                     caller.authorize(Access::Tenant(&request.tenant_id))?;
-                    let current = self.store.config(&request.tenant_id).await?;
+                    let global = self.store.global().await?;
+                    let current = self.store.config(&request.tenant_id, &global).await?;
                     check_version(&current, request.expected_version.as_deref())?;
                     Ok(current)
                 })

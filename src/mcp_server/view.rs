@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::connection::ConnectionTest;
 use crate::api::TenantMcpConfig;
 use crate::config::FieldError;
+use crate::config::binding::Verdict;
 use crate::config::candidate::ServerKey;
 use crate::controller::active::entry;
 
@@ -46,6 +47,12 @@ pub struct ConfigView {
     pub servers: Vec<ServerView>,
     /// `status.conditions`.
     pub conditions: serde_json::Value,
+    /// Whether this config serves its tenant under the binding rule (a config in another
+    /// tenant's namespace, or in conflict with an older one, does not).
+    pub serving: bool,
+    /// Why it does not serve, when it does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_serving_because: Option<String>,
 }
 
 /// `rag_list_tenant_mcp_configs`'s output.
@@ -91,8 +98,13 @@ pub struct TestResult {
     pub connection_tests: Vec<ConnectionTest>,
 }
 
-/// The view of `config`.
+/// The view of `config`, which serves its tenant (the tools act on no other).
 pub fn view(config: &TenantMcpConfig) -> ConfigView {
+    view_claimed(config, &Verdict::Serves)
+}
+
+/// The view of `config` with the binding rule's `verdict` on it.
+pub fn view_claimed(config: &TenantMcpConfig, verdict: &Verdict) -> ConfigView {
     let status = config.status.clone().unwrap_or_default();
     let active = serde_json::to_value(&status.active).unwrap_or_default();
     let servers = status
@@ -121,5 +133,7 @@ pub fn view(config: &TenantMcpConfig) -> ConfigView {
         active,
         servers,
         conditions: serde_json::to_value(&status.conditions).unwrap_or_default(),
+        serving: verdict.serves(),
+        not_serving_because: (!verdict.serves()).then(|| verdict.message(&config.spec.tenant_id)),
     }
 }

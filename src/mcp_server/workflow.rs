@@ -15,7 +15,7 @@ use super::input::{CredentialsInput, ListRequest, RegisterRequest, TestRequest, 
 use super::plan::{SecretWrite, as_arguments, other_owners, secret_writes, touched, with_writes};
 use super::store::Store;
 use super::tools::{DEFAULT_CONFIG_NAME, ManagementTools};
-use super::view::{ConfigList, DeleteResult, TestResult, WriteResult, view};
+use super::view::{ConfigList, DeleteResult, TestResult, WriteResult, view, view_claimed};
 use crate::api::{TenantMcpConfigSpec, ValidationSettings};
 use crate::config::candidate::ServerKey;
 use crate::config::validate::is_dns_subdomain;
@@ -55,9 +55,25 @@ impl ManagementTools {
             Some(t) => caller.authorize(Access::Tenant(t)),
             None => caller.authorize(Access::AllTenants),
         }?;
-        let configs = self.store.configs(tenant.as_deref()).await?;
+        let global = self.store.global().await?;
+        let uber = caller.roles.contains(&Role::UberAdmin);
+        // A tenant admin sees the configs of its tenant in namespaces bound to it: a config
+        // that claims its tenant from elsewhere holds someone else's endpoints, and one in its
+        // namespace that claims another tenant is not its to see either.
+        let configs: Vec<_> = self
+            .store
+            .claims(tenant.as_deref(), &global)
+            .await?
+            .into_iter()
+            .filter(|c| {
+                uber || (c.namespace_tenant.is_some() && c.namespace_tenant == caller.tenant)
+            })
+            .collect();
         let detail = format!("listed {}", configs.len());
-        let configs = configs.iter().map(view).collect();
+        let configs = configs
+            .iter()
+            .map(|c| view_claimed(&c.config, &c.verdict))
+            .collect();
         Ok((ConfigList { configs }, detail))
     }
 
@@ -106,7 +122,8 @@ impl ManagementTools {
             servers: request.servers,
             validation: request.validation.unwrap_or_default(),
         };
-        let policy = self.store.policy().await?;
+        let global = self.store.global().await?;
+        let policy = global.policy.clone();
         let mut errors = as_arguments(validate_tenant_spec(&spec, &policy));
         if !is_dns_subdomain(&name) {
             errors.push(FieldError::invalid(
@@ -126,10 +143,20 @@ impl ManagementTools {
             .store
             .bound_namespace(&tenant, request.namespace.as_deref())
             .await?;
-        if let Some(existing) = self.store.configs(Some(&tenant)).await?.first() {
+        // Only a config that serves the tenant counts: one that claims it from another
+        // tenant's namespace must not be able to block its registration.
+        let claims = self.store.claims(Some(&tenant), &global).await?;
+        if let Some(existing) = claims.iter().find(|c| c.verdict.serves()) {
             return Err(ToolError::AlreadyExists(format!(
                 "tenant {tenant:?} already has TenantMcpConfig {}: change it with rag_update_tenant_mcp_config",
-                id(existing)
+                id(&existing.config)
+            )));
+        }
+        if let Some(taken) = self.store.get_config(&namespace, &name).await? {
+            return Err(ToolError::AlreadyExists(format!(
+                "TenantMcpConfig {} exists (for tenant {:?}): choose another name",
+                id(&taken),
+                taken.spec.tenant_id
             )));
         }
         let keys = ServerKey::declared(&spec.servers);
@@ -151,7 +178,8 @@ impl ManagementTools {
         request: UpdateRequest,
     ) -> Result<Checked, ToolError> {
         caller.authorize(Access::Tenant(&request.tenant_id))?;
-        let current = self.store.config(&request.tenant_id).await?;
+        let global = self.store.global().await?;
+        let current = self.store.config(&request.tenant_id, &global).await?;
         check_version(&current, request.expected_version.as_deref())?;
         let mut errors = FieldErrors::default();
         let servers = match &request.servers {
@@ -170,7 +198,7 @@ impl ManagementTools {
                 .validation
                 .unwrap_or_else(|| current.spec.validation.clone()),
         };
-        let policy = self.store.policy().await?;
+        let policy = global.policy.clone();
         errors.extend(as_arguments(validate_tenant_update(
             &current.spec,
             &spec,
@@ -236,7 +264,7 @@ impl ManagementTools {
             servers: request.servers,
             validation: request.validation.unwrap_or_default(),
         };
-        let policy = self.store.policy().await?;
+        let policy = self.store.global().await?.policy;
         let mut errors = as_arguments(validate_tenant_spec(&spec, &policy));
         let credentials = request.credentials.unwrap_or_default();
         let writes = planned_writes(&spec, &credentials, &mut errors);

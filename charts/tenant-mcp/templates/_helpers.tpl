@@ -58,3 +58,38 @@ seccompProfile:
 {{- define "tenant-mcp.mcpServerServiceAccount" -}}
 {{- printf "%s-mcp-server" (include "tenant-mcp.fullname" .) -}}
 {{- end -}}
+
+{{/* Where the global servers' credentials live: a namespace of their own, never the release's
+     (the control plane's keys, JWT secret and database URL live there, and client accounts
+     must be able to read the global credentials without any of those). */}}
+{{- define "tenant-mcp.credentialsNamespace" -}}
+{{- $ns := .Values.globalConfig.credentialsNamespace | default "tenant-mcp-credentials" -}}
+{{- if eq $ns .Release.Namespace -}}
+{{- fail (printf "globalConfig.credentialsNamespace must not be the release namespace %q: it holds the mirror keys, the JWT signing secret and the database URL, which application pods must not read; keep the global credentials in a namespace of their own (default tenant-mcp-credentials)" .Release.Namespace) -}}
+{{- end -}}
+{{- $ns -}}
+{{- end -}}
+
+{{/* The names of the Secrets the global servers reference (globalConfig.servers), plus
+     globalConfig.credentialSecretNames, as a JSON array: what client accounts may read. */}}
+{{- define "tenant-mcp.globalSecretNames" -}}
+{{- $names := list -}}
+{{- $servers := .Values.globalConfig.servers | default dict -}}
+{{- range $kind := list "postgres" "minio" -}}
+{{- with (get $servers $kind) -}}
+{{- with .credentialsSecretRef }}{{ $names = append $names .name }}{{ end -}}
+{{- with .caCertSecretRef }}{{ $names = append $names .name }}{{ end -}}
+{{- end -}}
+{{- end -}}
+{{- $mcp := list -}}
+{{- with $servers.aiMcpServer }}{{ $mcp = append $mcp . }}{{ end -}}
+{{- range ($servers.mcpServers | default list) }}{{ $mcp = append $mcp . }}{{ end -}}
+{{- range $mcp -}}
+{{- with .bearerTokenSecretRef }}{{ $names = append $names .name }}{{ end -}}
+{{- range (.headers | default list) -}}
+{{- with .valueFrom }}{{ $names = append $names .name }}{{ end -}}
+{{- end -}}
+{{- end -}}
+{{- $names = concat $names (.Values.globalConfig.credentialSecretNames | default list) -}}
+{{- $names | uniq | sortAlpha | toJson -}}
+{{- end -}}

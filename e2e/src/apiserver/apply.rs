@@ -167,6 +167,14 @@ fn remove_at(obj: &mut Value, path: &[String]) {
         (last.strip_prefix("f:"), get_mut_at(obj, parents))
     {
         map.remove(field);
+        // As structured-merge-diff does, a map left empty by the removal goes too (the
+        // applier owned everything in it), so no `{}` missing its required fields remains.
+        if map.is_empty()
+            && parents.len() > 1
+            && parents.last().is_some_and(|p| p.starts_with("f:"))
+        {
+            remove_at(obj, parents);
+        }
     }
 }
 

@@ -234,7 +234,17 @@ async fn resource(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let verb = verb(method, &target, query);
-    app.auth.authorize(&app.store, user, verb, &target)?;
+    // As kube-apiserver's RequestInfo does: a list or watch that selects one object by
+    // `metadata.name` is authorized as a request for that name, so RBAC `resourceNames` can
+    // grant watching exactly one object.
+    let mut named = target.clone();
+    if matches!(verb, "list" | "watch")
+        && let Ok(fields) = FieldSelector::parse(query.get("fieldSelector").unwrap_or_default())
+        && let Some(name) = fields.requires_exact("metadata.name")
+    {
+        named.name = Some(name.to_owned());
+    }
+    app.auth.authorize(&app.store, user, verb, &named)?;
     let store = &app.store;
     let rt = &target.rt;
     let ns = target.namespace.as_str();

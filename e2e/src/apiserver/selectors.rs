@@ -118,6 +118,15 @@ impl LabelSelector {
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
 impl FieldSelector {
+    /// The value `field` must equal, when the selector requires an exact match on it (as
+    /// `metadata.name=x` does).
+    pub fn requires_exact(&self, field: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(path, equal, _)| *equal && path == field)
+            .map(|(_, _, value)| value.as_str())
+    }
+
     /// Parses a field selector.
     pub fn parse(text: &str) -> Result<Self, ApiError> {
         let mut reqs = Vec::new();

@@ -20,13 +20,6 @@ struct Args {
     /// Read tenant configs from this directory of manifests instead of the Kubernetes API.
     #[arg(long, env = "SAMPLE_APP_MANIFESTS")]
     manifests: Option<PathBuf>,
-    /// The namespace of the global servers' credentials.
-    #[arg(
-        long,
-        env = "SAMPLE_APP_CREDENTIALS_NAMESPACE",
-        default_value = "tenant-mcp-system"
-    )]
-    credentials_namespace: String,
     /// The AI MCP tool asked for summaries (takes `{"prompt": …}`).
     #[arg(long, env = "SAMPLE_APP_SUMMARY_TOOL", default_value = "generate")]
     summary_tool: String,
@@ -42,8 +35,8 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
-    let mut settings = ClientSettings::default();
-    settings.kube.credentials_namespace = args.credentials_namespace;
+    // The global credentials' namespace comes from the GlobalMcpConfig itself.
+    let settings = ClientSettings::default();
     let clients = match &args.manifests {
         Some(dir) => TenantClients::from_directory(dir, settings)
             .with_context(|| format!("loading manifests from {}", dir.display()))?,

@@ -1,0 +1,414 @@
+//! Where the client library learns the configs: the Kubernetes API, or a directory of the same
+//! YAML manifests for runs without a cluster ([`directory`]).
+//!
+//! The Kubernetes source watches `TenantMcpConfig`s, the namespaces' labels (which bind them
+//! to tenants) and the `GlobalMcpConfig`, and reads only the Secrets it uses, by name: the
+//! snapshot Secrets that `status.active` points at ([`snapshots`], fetched once each: they are
+//! immutable) and the global servers' credential Secrets ([`global_secrets`], one watch per
+//! name). It never lists or watches a namespace's Secrets, so an application account needs no
+//! right to read any Secret it does not use. An event recomputes only the tenants it touches.
+//!
+//! Which config serves a tenant is the binding rule's answer ([`crate::config::binding`]),
+//! computed here from the namespaces' labels — the same rule the controller and the management
+//! tools apply — not taken from the config's status.
+
+pub mod directory;
+mod global_secrets;
+mod snapshots;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Client, ResourceExt as _};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+pub use directory::{
+    DirectoryStamp, Manifests, Settle, directory_routes, directory_stamp, load_directory,
+    watch_directory,
+};
+
+use super::routes::{self, Routes, TenantRoutes};
+use crate::api::{GLOBAL_CONFIG_NAME, GlobalMcpConfig, TenantMcpConfig};
+use global_secrets::GlobalSecrets;
+use snapshots::Snapshots;
+
+/// The label every snapshot Secret carries.
+pub const SNAPSHOT_SELECTOR: &str = "app.kubernetes.io/managed-by=tenant-mcp";
+
+/// What the Kubernetes source watches.
+#[derive(Clone, Debug, Default)]
+pub struct KubeSource {
+    /// Only configs (and snapshots) of this namespace; all namespaces when `None`.
+    pub namespace: Option<String>,
+    /// Only configs with these labels (`team=search`), when set.
+    pub label_selector: Option<String>,
+}
+
+/// How far the first sync has come: `Ok(())` once every watch listed and every snapshot in
+/// use was fetched once; before that, what is still awaited (and the last error seen).
+pub type SyncState = Result<(), String>;
+
+/// Updates from the tasks the source runs besides its watches.
+enum Internal {
+    Snapshot(snapshots::Fetched),
+    GlobalSecret(global_secrets::Update),
+}
+
+enum Change {
+    Config(watcher::Event<TenantMcpConfig>),
+    Namespace(watcher::Event<PartialObjectMeta<Namespace>>),
+    Global(watcher::Event<GlobalMcpConfig>),
+    Internal(Internal),
+}
+
+const CONFIGS: u8 = 1;
+const NAMESPACES: u8 = 2;
+const GLOBAL: u8 = 4;
+const ALL: u8 = CONFIGS | NAMESPACES | GLOBAL;
+
+/// Watches the API until `stop`, keeping `routes` current; `synced` turns `Ok` once every watch
+/// has listed and the Secrets in use were read.
+pub async fn run_kube(
+    client: Client,
+    source: KubeSource,
+    routes: Arc<Routes>,
+    synced: watch::Sender<SyncState>,
+    stop: CancellationToken,
+) {
+    let (configs, configs_writer) = reflector::store::<TenantMcpConfig>();
+    let (namespaces, namespaces_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+    let (globals, globals_writer) = reflector::store::<GlobalMcpConfig>();
+    let (internal_tx, mut internal_rx) = mpsc::unbounded_channel::<Internal>();
+
+    let mut config_watch = watcher::Config::default();
+    if let Some(selector) = &source.label_selector {
+        config_watch = config_watch.labels(selector);
+    }
+    let config_api: Api<TenantMcpConfig> = match &source.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let config_stream = watcher(config_api, config_watch)
+        .default_backoff()
+        .reflect(configs_writer)
+        .map(|e| e.map(Change::Config));
+    // A client of one namespace reads that namespace's labels only (RBAC can grant exactly it).
+    let mut namespace_watch = watcher::Config::default();
+    if let Some(ns) = &source.namespace {
+        namespace_watch = namespace_watch.fields(&format!("metadata.name={ns}"));
+    }
+    let namespace_stream = watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        namespace_watch,
+    )
+    .default_backoff()
+    .reflect(namespaces_writer)
+    .map(|e| e.map(Change::Namespace));
+    let global_stream = watcher(
+        Api::<GlobalMcpConfig>::all(client.clone()),
+        watcher::Config::default().fields(&format!("metadata.name={GLOBAL_CONFIG_NAME}")),
+    )
+    .default_backoff()
+    .reflect(globals_writer)
+    .map(|e| e.map(Change::Global));
+    let internal_stream = futures::stream::poll_fn(move |cx| internal_rx.poll_recv(cx))
+        .map(|i| Ok(Change::Internal(i)));
+    let mut changes = futures::stream::select_all([
+        config_stream.boxed(),
+        namespace_stream.boxed(),
+        global_stream.boxed(),
+        internal_stream.boxed(),
+    ]);
+    let mut state = KubeState {
+        configs,
+        namespaces,
+        globals,
+        snapshots: Snapshots::new(client.clone(), internal_tx.clone(), stop.clone()),
+        global_secrets: GlobalSecrets::new(client, internal_tx, stop.clone()),
+        by_tenant: HashMap::new(),
+        tenant_of: HashMap::new(),
+        allow_unbound: false,
+        routes,
+        listed: 0,
+        last_error: None,
+    };
+    let _ = synced.send_replace(Err(state.waiting_for()));
+    loop {
+        let change = tokio::select! {
+            () = stop.cancelled() => return,
+            next = changes.next() => next,
+        };
+        match change {
+            None => return,
+            Some(Err(e)) => {
+                warn!("watching tenant configs: {e}");
+                state.last_error = Some(e.to_string());
+            }
+            Some(Ok(change)) => state.apply(change),
+        }
+        if synced.borrow().is_err() {
+            let now = if state.is_synced() {
+                Ok(())
+            } else {
+                Err(state.waiting_for())
+            };
+            let _ = synced.send_replace(now);
+        }
+    }
+}
+
+struct KubeState {
+    configs: Store<TenantMcpConfig>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    globals: Store<GlobalMcpConfig>,
+    snapshots: Snapshots,
+    global_secrets: GlobalSecrets,
+    /// The configs claiming each tenant.
+    by_tenant: HashMap<String, HashSet<ObjectRef<TenantMcpConfig>>>,
+    /// The tenant each config claimed when last seen (a changed `tenantId` leaves the old one).
+    tenant_of: HashMap<ObjectRef<TenantMcpConfig>, String>,
+    /// The GlobalMcpConfig's `allowUnboundNamespaces`.
+    allow_unbound: bool,
+    routes: Arc<Routes>,
+    listed: u8,
+    last_error: Option<String>,
+}
+
+impl KubeState {
+    fn apply(&mut self, change: Change) {
+        use watcher::Event::{Apply, Delete, InitDone};
+        match change {
+            Change::Config(Apply(c)) => {
+                let tenants = self.index(&c, true);
+                self.recompute(tenants);
+            }
+            Change::Config(Delete(c)) => {
+                let tenants = self.index(&c, false);
+                self.recompute(tenants);
+            }
+            Change::Config(InitDone) => {
+                self.listed |= CONFIGS;
+                self.reindex();
+                self.recompute_all();
+            }
+            Change::Namespace(Apply(n) | Delete(n)) => {
+                // Its label may bind or unbind it: every tenant with a config there may change.
+                let ns = n.name_any();
+                let tenants = self
+                    .tenant_of
+                    .iter()
+                    .filter(|(r, _)| r.namespace.as_deref() == Some(ns.as_str()))
+                    .map(|(_, t)| t.clone())
+                    .collect();
+                self.recompute(tenants);
+            }
+            Change::Namespace(InitDone) => {
+                self.listed |= NAMESPACES;
+                self.recompute_all();
+            }
+            Change::Global(InitDone) => {
+                self.listed |= GLOBAL;
+                self.global_changed();
+            }
+            Change::Global(Apply(_) | Delete(_)) => self.global_changed(),
+            Change::Internal(Internal::Snapshot(fetched)) => {
+                let tenants = self.snapshots.fetched(fetched);
+                self.recompute(tenants);
+            }
+            Change::Internal(Internal::GlobalSecret(update)) => {
+                let changed = self.global_secrets.update(update);
+                if changed {
+                    self.recompute_global();
+                }
+            }
+            // The reflector buffers a re-list; InitDone acts on the whole result.
+            _ => {}
+        }
+    }
+
+    fn is_synced(&self) -> bool {
+        self.listed == ALL && self.global_secrets.listed() && self.snapshots.settled()
+    }
+
+    /// What the first sync still waits for, for the error `from_kube` gives when it times out.
+    fn waiting_for(&self) -> String {
+        let mut waiting: Vec<String> = [
+            (CONFIGS, "the TenantMcpConfig watch"),
+            (NAMESPACES, "the Namespace watch"),
+            (GLOBAL, "the GlobalMcpConfig watch"),
+        ]
+        .iter()
+        .filter(|(bit, _)| self.listed & bit == 0)
+        .map(|(_, what)| (*what).to_owned())
+        .collect();
+        waiting.extend(self.global_secrets.waiting_for());
+        waiting.extend(self.snapshots.waiting_for());
+        let mut text = waiting.join(", ");
+        if let Some(e) = &self.last_error {
+            text.push_str(&format!(" (last error: {e})"));
+        }
+        text
+    }
+
+    fn global_spec(&self) -> Option<crate::api::GlobalMcpConfigSpec> {
+        self.globals
+            .get(&ObjectRef::new(GLOBAL_CONFIG_NAME))
+            .map(|g| g.spec.clone())
+    }
+
+    /// The GlobalMcpConfig changed: watch the Secrets it now names, recompute the global
+    /// routes, and every tenant's when the binding rule's `allowUnboundNamespaces` flipped.
+    fn global_changed(&mut self) {
+        let spec = self.global_spec();
+        let (namespace, names) = match &spec {
+            Some(s) => (
+                s.credentials_namespace.clone(),
+                s.servers
+                    .secret_uses()
+                    .iter()
+                    .map(|u| u.name.to_owned())
+                    .collect::<BTreeSet<_>>(),
+            ),
+            None => (String::new(), BTreeSet::new()),
+        };
+        self.global_secrets.want(&namespace, names);
+        self.recompute_global();
+        let allow = spec.is_some_and(|s| s.allow_unbound_namespaces);
+        if allow != self.allow_unbound {
+            self.allow_unbound = allow;
+            self.recompute_all();
+        }
+    }
+
+    /// Updates the tenant index for `config`; returns the tenants whose routes may change.
+    fn index(&mut self, config: &TenantMcpConfig, present: bool) -> BTreeSet<String> {
+        let key = ObjectRef::from_obj(config);
+        let mut touched = BTreeSet::new();
+        if let Some(old) = self.tenant_of.remove(&key) {
+            if let Some(set) = self.by_tenant.get_mut(&old) {
+                set.remove(&key);
+                if set.is_empty() {
+                    self.by_tenant.remove(&old);
+                }
+            }
+            touched.insert(old);
+        }
+        if present {
+            let tenant = config.spec.tenant_id.clone();
+            self.by_tenant
+                .entry(tenant.clone())
+                .or_default()
+                .insert(key.clone());
+            self.tenant_of.insert(key, tenant.clone());
+            touched.insert(tenant);
+        }
+        touched
+    }
+
+    fn reindex(&mut self) {
+        self.by_tenant.clear();
+        self.tenant_of.clear();
+        for c in self.configs.state() {
+            self.index(&c, true);
+        }
+    }
+
+    /// The routes of `tenant`: its serving config's active entries, with the snapshots it
+    /// points at (asked for when not read yet). `None` when no config serves the tenant.
+    fn tenant_routes(&mut self, tenant: &str) -> Option<TenantRoutes> {
+        let configs: Vec<Arc<TenantMcpConfig>> = self
+            .by_tenant
+            .get(tenant)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| self.configs.get(r))
+            .collect();
+        let namespaces: Vec<Option<Arc<PartialObjectMeta<Namespace>>>> = configs
+            .iter()
+            .map(|c| {
+                self.namespaces
+                    .get(&ObjectRef::new(&c.namespace().unwrap_or_default()))
+            })
+            .collect();
+        let claims: Vec<_> = configs
+            .iter()
+            .zip(&namespaces)
+            .map(|(c, n)| {
+                (
+                    c.as_ref(),
+                    n.as_ref().and_then(|n| n.metadata.labels.as_ref()),
+                )
+            })
+            .collect();
+        let Some(config) = routes::serving_config(tenant, &claims, self.allow_unbound) else {
+            if !configs.is_empty() {
+                debug!(%tenant, claims = configs.len(), "no config serves this tenant: global fallback");
+            }
+            self.snapshots.need(tenant, Vec::new());
+            return None;
+        };
+        let ns = config.namespace().unwrap_or_default();
+        let owner = config.uid().unwrap_or_default();
+        let wanted = std::cell::RefCell::new(Vec::new());
+        let snapshots = &self.snapshots;
+        let lookup = |name: &str| {
+            wanted.borrow_mut().push(name.to_owned());
+            snapshots.get(&ns, name, &owner)
+        };
+        let routes = routes::from_status(config, &lookup);
+        let keys = wanted
+            .into_inner()
+            .into_iter()
+            .map(|name| (ns.clone(), name))
+            .collect();
+        self.snapshots.need(tenant, keys);
+        Some(routes)
+    }
+
+    fn recompute(&mut self, tenants: BTreeSet<String>) {
+        for tenant in tenants {
+            let routes = self.tenant_routes(&tenant);
+            debug!(%tenant, present = routes.is_some(), "tenant routes changed");
+            self.routes.set_tenant(&tenant, routes);
+        }
+    }
+
+    fn recompute_all(&mut self) {
+        let tenants: Vec<String> = self.by_tenant.keys().cloned().collect();
+        self.snapshots.retain_tenants(&self.by_tenant);
+        let all = tenants
+            .into_iter()
+            .filter_map(|t| {
+                let routes = self.tenant_routes(&t)?;
+                Some((t, routes))
+            })
+            .collect();
+        self.routes.set_all_tenants(all);
+    }
+
+    fn recompute_global(&self) {
+        let global = self.global_spec();
+        let lookup = |name: &str| self.global_secrets.get(name);
+        self.routes
+            .set_global(routes::global_routes(global.as_ref(), &lookup));
+    }
+}
+
+/// Whether `secret` is a snapshot the controller made for the config with uid `owner`: the
+/// client takes credentials only from those, never from another Secret that happens to carry
+/// the name.
+fn is_snapshot_of(secret: &Secret, owner: &str) -> bool {
+    secret.type_.as_deref() == Some(crate::api::SNAPSHOT_TYPE)
+        && secret
+            .owner_references()
+            .iter()
+            .any(|o| o.uid == owner && o.kind == "TenantMcpConfig")
+}
