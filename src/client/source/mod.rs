@@ -40,9 +40,6 @@ use crate::api::{GLOBAL_CONFIG_NAME, GlobalMcpConfig, TenantMcpConfig};
 use global_secrets::GlobalSecrets;
 use snapshots::Snapshots;
 
-/// The label every snapshot Secret carries.
-pub const SNAPSHOT_SELECTOR: &str = "app.kubernetes.io/managed-by=tenant-mcp";
-
 /// What the Kubernetes source watches.
 #[derive(Clone, Debug, Default)]
 pub struct KubeSource {
