@@ -365,7 +365,7 @@ rules:
 - apiGroups: [""]
   resources: [secrets]
   resourceNames: [acme-postgres]
-  verbs: [get, update]
+  verbs: [get, update, list, watch]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
@@ -441,6 +441,32 @@ subjects:
     assert!(!denied.status.success());
     let stderr = String::from_utf8_lossy(&denied.stderr);
     assert!(stderr.contains("Error from server (Forbidden): secrets is forbidden: User \"alice\" cannot list resource \"secrets\" in API group \"\" in the namespace \"team-a\""), "{stderr}");
+    // A list that selects one object by name is authorized as a request for that name, as
+    // kube-apiserver does: resourceNames can grant listing and watching exactly one Secret.
+    let by_name = |name: &str| {
+        kubectl(&[
+            "get",
+            "secrets",
+            "-n",
+            "team-a",
+            "--field-selector",
+            &format!("metadata.name={name}"),
+            "--token",
+            "alice-token",
+        ])
+    };
+    let allowed = by_name("acme-postgres");
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    let other = by_name("other");
+    assert!(!other.status.success());
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("forbidden"),
+        "{other:?}"
+    );
     let unauthenticated = kubectl(&["get", "ns", "--token", "wrong"]);
     assert!(String::from_utf8_lossy(&unauthenticated.stderr).contains("Unauthorized"));
     // Impersonation, as an administrator.
