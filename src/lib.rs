@@ -6,6 +6,7 @@
 //! - [`config`]: pure validation, endpoint policy, partial-update merge, redaction and hashing.
 //! - [`controller`]: the operator: reconcile, snapshots, status, leader election, metrics.
 //! - [`crypto`]: AES-256-GCM envelopes for credentials at rest, and the keyring.
+//! - [`egress`]: every connection to a configured endpoint, under the endpoint policy.
 //! - [`mcp_server`]: the management MCP server (in progress: authentication and authorization).
 //! - [`mirror`]: the Postgres mirror of active configs (migrations, writer, key rotation).
 //! - [`probe`]: connection tests of the declared servers, under the endpoint policy.
@@ -16,6 +17,7 @@ pub mod client;
 pub mod config;
 pub mod controller;
 pub mod crypto;
+pub mod egress;
 pub mod mcp_server;
 pub mod mirror;
 pub mod probe;

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use std::time::Duration;
+use tenant_mcp_e2e::stack::egress;
 
 use serde_json::json;
 use tenant_mcp::api::McpServer;
@@ -36,7 +37,7 @@ async fn probe(
         .run(
             "mcp",
             Duration::from_secs(10),
-            probe_mcp(&loopback_policy(), server, tenant, creds),
+            probe_mcp(&egress(loopback_policy()), server, tenant, creds),
         )
         .await
 }
@@ -145,7 +146,12 @@ async fn a_server_that_hangs_times_out() {
         .run(
             "mcp",
             Duration::from_millis(500),
-            probe_mcp(&loopback_policy(), &hanging, Some("acme"), &token("t")),
+            probe_mcp(
+                &egress(loopback_policy()),
+                &hanging,
+                Some("acme"),
+                &token("t"),
+            ),
         )
         .await
         .unwrap_err();
@@ -160,7 +166,7 @@ async fn a_policy_denied_address_is_never_connected_to() {
     let port = listener.local_addr().unwrap().port();
     let denied = server(&format!("http://127.0.0.1:{port}/mcp"), json!({}));
     let err = probe_mcp(
-        &EndpointPolicy::default(),
+        &egress(EndpointPolicy::default()),
         &denied,
         Some("acme"),
         &token("t"),

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use std::time::Duration;
+use tenant_mcp_e2e::stack::egress;
 
 use serde_json::json;
 use tenant_mcp::api::PostgresServer;
@@ -43,7 +44,7 @@ async fn each_failure_has_its_own_reason_and_no_password() {
                 .run(
                     "postgres",
                     limit,
-                    probe_postgres(&policy, &server, &creds, None),
+                    probe_postgres(&egress(policy.clone()), &server, &creds, None),
                 )
                 .await
         }
@@ -111,7 +112,7 @@ async fn a_server_that_never_answers_times_out() {
             "postgres",
             Duration::from_millis(500),
             probe_postgres(
-                &loopback_policy(),
+                &egress(loopback_policy()),
                 &server(port, "db", "disable"),
                 &creds("pw"),
                 None,
@@ -130,7 +131,7 @@ async fn a_policy_denied_address_is_never_connected_to() {
     let port = listener.local_addr().unwrap().port();
     // The default policy: public addresses only.
     let err = probe_postgres(
-        &EndpointPolicy::default(),
+        &egress(EndpointPolicy::default()),
         &server(port, "db", "disable"),
         &creds("pw"),
         None,

@@ -8,6 +8,7 @@ use serde_json::json;
 use tenant_mcp::api::S3Server as S3Spec;
 use tenant_mcp::config::{Credential, EndpointPolicy, S3Credentials};
 use tenant_mcp::probe::s3::probe_s3;
+use tenant_mcp_e2e::stack::egress;
 use tenant_mcp_e2e::stack::loopback_policy;
 use tenant_mcp_e2e::stack::process::free_port;
 use tenant_mcp_e2e::stack::s3::S3Server;
@@ -38,9 +39,13 @@ async fn each_failure_has_its_own_reason_and_no_secret() {
     let policy = loopback_policy();
     let good = creds(s3.access_key(), s3.secret_key());
 
-    probe_s3(&policy, &spec(&s3.endpoint(), "tenant-docs"), &good)
-        .await
-        .unwrap();
+    probe_s3(
+        &egress(policy.clone()),
+        &spec(&s3.endpoint(), "tenant-docs"),
+        &good,
+    )
+    .await
+    .unwrap();
 
     let https = s3.endpoint().replacen("http://", "https://", 1);
     let closed = format!("http://127.0.0.1:{}", free_port().unwrap());
@@ -77,7 +82,9 @@ async fn each_failure_has_its_own_reason_and_no_secret() {
         ),
     ];
     for (server, creds, reason, text) in cases {
-        let err = probe_s3(&policy, &server, &creds).await.unwrap_err();
+        let err = probe_s3(&egress(policy.clone()), &server, &creds)
+            .await
+            .unwrap_err();
         let message = err.to_string();
         assert_eq!(err.reason(), reason, "{message}");
         assert!(message.contains(text), "{reason}: {message}");
@@ -91,7 +98,7 @@ async fn each_failure_has_its_own_reason_and_no_secret() {
 
     // The default policy allows public addresses only.
     let err = probe_s3(
-        &EndpointPolicy::default(),
+        &egress(EndpointPolicy::default()),
         &spec(&s3.endpoint(), "tenant-docs"),
         &good,
     )

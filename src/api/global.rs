@@ -112,6 +112,11 @@ pub struct EndpointPolicySpec {
     /// Almost never what you want.
     #[serde(default)]
     pub allow_cloud_metadata: bool,
+    /// Require verified TLS to every endpoint: `https` for S3 and MCP servers, and Postgres
+    /// `sslMode` `verify-ca` or `verify-full`. Configs that fall short are refused, and active
+    /// ones are taken out of service (their tenants get `PolicyDenied`, never another server).
+    #[serde(default)]
+    pub require_tls: bool,
 }
 
 fn default_schemes() -> Vec<UrlScheme> {
@@ -131,6 +136,7 @@ impl Default for EndpointPolicySpec {
             allow_loopback: false,
             allow_link_local: false,
             allow_cloud_metadata: false,
+            require_tls: false,
         }
     }
 }

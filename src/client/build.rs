@@ -1,11 +1,12 @@
-//! Building the clients of one endpoint without network I/O: a lazily connecting sqlx pool, an
-//! aws-sdk-s3 client on the shared HTTP connector, and an MCP client whose session opens on
-//! first use.
+//! Building the clients of one endpoint without network I/O: a lazily connecting sqlx pool
+//! behind an egress relay, an aws-sdk-s3 client on the checked HTTP connector, and an MCP
+//! client on the checked HTTP client whose session opens on first use. Every connection any of
+//! them opens resolves the endpoint's name and checks every address against the endpoint
+//! policy first ([`crate::egress`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_s3::config::SharedHttpClient;
 use rmcp::ServiceExt as _;
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation, Tool,
@@ -16,25 +17,31 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::Mutex;
 
 use super::routes::Endpoint;
-use crate::api::{PostgresServer, S3Server};
+use crate::api::PostgresServer;
 use crate::config::candidate::Candidate;
-use crate::config::{McpCredentials, McpTarget, PostgresCredentials, S3Credentials, mcp_target};
+use crate::config::{McpCredentials, McpTarget, PostgresCredentials, mcp_target};
+use crate::egress::{Egress, EgressCache, Lookup};
 
 /// What every client shares: the parent pool whose size caps the connections of all tenant
-/// pools together, one S3 HTTP connector, one HTTP client for MCP.
+/// pools together, and the connectors of the current endpoint policy.
 #[derive(Clone, Debug)]
 pub struct Shared {
     /// Never connects itself; child pools take their connection permits from it.
     pg_parent: PgPool,
     /// The cap on open Postgres connections across all pools.
     pg_cap: u32,
-    s3_http: SharedHttpClient,
-    mcp_http: reqwest::Client,
+    egress: Arc<EgressCache>,
 }
 
 impl Shared {
-    /// Shared parts for at most `pg_cap` open Postgres connections in all.
+    /// Shared parts for at most `pg_cap` open Postgres connections in all, resolving names
+    /// with the system resolver.
     pub fn new(pg_cap: u32) -> Result<Self, String> {
+        Self::with_lookup(pg_cap, Arc::new(crate::egress::SystemLookup))
+    }
+
+    /// As [`Self::new`], resolving names with `lookup`.
+    pub fn with_lookup(pg_cap: u32, lookup: Arc<dyn Lookup>) -> Result<Self, String> {
         crate::probe::install_crypto_provider();
         let pg_cap = pg_cap.max(1);
         // sqlx's parent pool: children "steal" permits from it, so the sum of open connections
@@ -45,21 +52,10 @@ impl Shared {
         let pg_parent = PgPoolOptions::new()
             .max_connections(pg_cap)
             .connect_lazy_with(PgConnectOptions::new().host("127.0.0.1"));
-        let s3_http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let mcp_http = reqwest::Client::builder()
-            // A redirect could lead anywhere, including past the endpoint policy.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("HTTP client for MCP: {e}"))?;
         Ok(Self {
             pg_parent,
             pg_cap,
-            s3_http,
-            mcp_http,
+            egress: Arc::new(EgressCache::new(lookup)),
         })
     }
 
@@ -105,8 +101,10 @@ pub struct S3Handle {
     pub prefix: String,
 }
 
-/// Builds the client of `endpoint`; `tenant` is applied as MCP tenant routing.
+/// Builds the client of `endpoint` under its policy; `tenant` is applied as MCP tenant
+/// routing.
 pub fn build(shared: &Shared, endpoint: &Endpoint, tenant: Option<&str>) -> Result<Built, String> {
+    let egress = shared.egress.get(&endpoint.policy)?;
     match &endpoint.server {
         Candidate::Postgres {
             spec,
@@ -114,24 +112,28 @@ pub fn build(shared: &Shared, endpoint: &Endpoint, tenant: Option<&str>) -> Resu
             ca_pem,
         } => Ok(Built::Postgres(postgres_pool(
             shared,
+            &egress,
             spec,
             credentials,
             ca_pem.as_deref(),
-        ))),
+        )?)),
         Candidate::Minio { spec, credentials } => Ok(Built::S3(S3Handle {
-            client: s3_client(shared, spec, credentials),
+            client: egress
+                .s3_client(spec, credentials, true)
+                .map_err(|e| e.to_string())?,
             bucket: spec.bucket.clone(),
             prefix: String::new(),
         })),
         Candidate::Mcp { spec, credentials } => {
             let target = mcp_target(spec, tenant).map_err(|e| e.to_string())?;
+            egress.check_url(&target.url).map_err(|e| e.to_string())?;
             // Header errors show now, not on the first call.
             crate::probe::mcp::transport_config(&target, credentials)?;
             Ok(Built::Mcp(Arc::new(McpClient {
                 target,
                 credentials: credentials.clone(),
                 timeout: Duration::from_secs(u64::from(spec.timeout_seconds.unsigned_abs())),
-                http: shared.mcp_http.clone(),
+                http: egress.mcp_http(),
                 session: Mutex::new(None),
             })))
         }
@@ -140,32 +142,42 @@ pub fn build(shared: &Shared, endpoint: &Endpoint, tenant: Option<&str>) -> Resu
 
 fn postgres_pool(
     shared: &Shared,
+    egress: &Egress,
     spec: &PostgresServer,
     credentials: &PostgresCredentials,
     ca_pem: Option<&[u8]>,
-) -> PgPool {
-    let mut options = PgConnectOptions::new()
-        .host(&spec.host)
-        .port(u16::try_from(spec.port).unwrap_or(5432))
-        .database(&spec.database)
-        .username(&credentials.username)
-        .password(credentials.password.expose())
-        .ssl_mode(crate::probe::postgres::ssl_mode(spec.ssl_mode))
-        .application_name("tenant-mcp-client");
-    if let Some(pem) = ca_pem {
-        options = options.ssl_root_cert_from_pem(pem.to_vec());
-    }
+) -> Result<PgPool, String> {
     let secs = |s: i32| Duration::from_secs(u64::from(s.unsigned_abs()));
     let pool = &spec.pool;
+    egress
+        .policy()
+        .check_ssl_mode(spec.ssl_mode)
+        .map_err(|e| e.to_string())?;
+    let relay = egress.postgres_relay(spec, ca_pem, secs(pool.acquire_timeout_seconds))?;
+    let options = relay.connect_options(
+        PgConnectOptions::new()
+            .host(&spec.host)
+            .port(u16::try_from(spec.port).unwrap_or(5432))
+            .database(&spec.database)
+            .username(&credentials.username)
+            .password(credentials.password.expose())
+            .application_name("tenant-mcp-client"),
+    );
     let max = pg_max_connections(shared, spec);
-    PgPoolOptions::new()
+    // The relay lives exactly as long as the pool: the pool's hook holds it.
+    let relay = Arc::new(relay);
+    Ok(PgPoolOptions::new()
+        .after_connect(move |_, _| {
+            let _relay = &relay;
+            Box::pin(async { Ok(()) })
+        })
         .max_connections(max)
         .min_connections(u32::try_from(pool.min_connections).unwrap_or(0).min(max))
         .acquire_timeout(secs(pool.acquire_timeout_seconds))
         .idle_timeout(secs(pool.idle_timeout_seconds))
         .max_lifetime(secs(pool.max_lifetime_seconds))
         .parent(shared.pg_parent.clone())
-        .connect_lazy_with(options)
+        .connect_lazy_with(options))
 }
 
 /// The most connections the pool of `spec` opens.
@@ -174,23 +186,6 @@ pub fn pg_max_connections(shared: &Shared, spec: &PostgresServer) -> u32 {
     u32::try_from(spec.pool.max_connections)
         .unwrap_or(1)
         .clamp(1, shared.pg_cap)
-}
-
-fn s3_client(shared: &Shared, spec: &S3Server, credentials: &S3Credentials) -> aws_sdk_s3::Client {
-    let keys = aws_credential_types::Credentials::from_keys(
-        credentials.access_key_id.clone(),
-        credentials.secret_access_key.expose().to_owned(),
-        None,
-    );
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .endpoint_url(&spec.endpoint)
-        .region(aws_sdk_s3::config::Region::new(spec.region.clone()))
-        .credentials_provider(keys)
-        .force_path_style(spec.force_path_style)
-        .http_client(shared.s3_http.clone())
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
 }
 
 type Session = RunningService<RoleClient, ClientConfig>;
@@ -221,6 +216,9 @@ pub struct McpCallError {
     pub url: String,
     /// What happened.
     pub message: String,
+    /// `PolicyDenied` when the endpoint policy refused the connection (`Unreachable` when the
+    /// name did not resolve); `None` for anything else.
+    pub reason: Option<&'static str>,
 }
 
 impl McpClient {
@@ -264,7 +262,7 @@ impl McpClient {
             Ok(Err(e)) => {
                 // The session may be dead (server restarted): open a new one next time.
                 self.close().await;
-                Err(self.error(e.to_string()))
+                Err(self.refused(&e))
             }
             Err(_) => Err(self.error(format!("no answer within {:?}", self.timeout))),
         }
@@ -274,6 +272,18 @@ impl McpClient {
         McpCallError {
             url: self.target.url.to_string(),
             message: crate::probe::mcp::scrub(message, &self.credentials),
+            reason: None,
+        }
+    }
+
+    /// The error of a failed call, with the egress refusal behind it if that is what failed.
+    fn refused(&self, error: &(dyn std::error::Error + 'static)) -> McpCallError {
+        match crate::probe::mcp::egress_cause(error) {
+            Some(denied) => McpCallError {
+                reason: Some(denied.reason()),
+                ..self.error(denied.to_string())
+            },
+            None => self.error(error.to_string()),
         }
     }
 
@@ -294,7 +304,13 @@ impl McpClient {
         let session = tokio::time::timeout(self.timeout, info.serve(transport))
             .await
             .map_err(|_| self.error(format!("initialize: no answer within {:?}", self.timeout)))?
-            .map_err(|e| self.error(format!("initialize: {e}")))?;
+            .map_err(|e| {
+                let mut refused = self.refused(&e);
+                if refused.reason.is_none() {
+                    refused.message = format!("initialize: {}", refused.message);
+                }
+                refused
+            })?;
         let session = Arc::new(session);
         *slot = Some(session.clone());
         Ok(session)

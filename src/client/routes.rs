@@ -23,7 +23,7 @@ use crate::api::{ActiveConfig, ActiveServer, GlobalMcpConfigSpec, TenantMcpConfi
 use crate::config::binding::{self, Claim};
 use crate::config::candidate::{self, Candidate, ServerKey, snapshot_keys};
 use crate::config::failure::{SplitErrors, split_errors};
-use crate::config::{EndpointPolicy, validate_global_spec, validate_tenant_spec};
+use crate::config::{EndpointPolicy, FieldPath, validate_global_spec, validate_tenant_spec};
 
 /// Whose server a route leads to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -44,21 +44,23 @@ impl Origin {
     }
 }
 
-/// A server with the exact credentials to use, and a fingerprint that changes whenever
-/// either does (clients are cached under it).
+/// A server with the exact credentials to use, the endpoint policy its connections obey, and
+/// a fingerprint that changes whenever any of them does (clients are cached under it).
 #[derive(Debug)]
 pub struct Endpoint {
     /// Tenant or global.
     pub origin: Origin,
     /// The server spec and its credentials.
     pub server: Candidate,
-    /// Hash of origin, spec and credentials; equal fingerprints build equal clients.
+    /// The endpoint policy every connection to it is checked against.
+    pub policy: Arc<EndpointPolicy>,
+    /// Hash of origin, spec, credentials and policy; equal fingerprints build equal clients.
     pub fingerprint: u64,
 }
 
 impl Endpoint {
-    /// An endpoint of `origin` for `server`.
-    pub fn new(origin: Origin, server: Candidate) -> Self {
+    /// An endpoint of `origin` for `server`, connected to under `policy`.
+    pub fn new(origin: Origin, server: Candidate, policy: Arc<EndpointPolicy>) -> Self {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         origin.hash(&mut h);
         server.spec_json().to_string().hash(&mut h);
@@ -66,9 +68,11 @@ impl Endpoint {
             k.hash(&mut h);
             v.0.hash(&mut h);
         }
+        format!("{policy:?}").hash(&mut h);
         Self {
             origin,
             server,
+            policy,
             fingerprint: h.finish(),
         }
     }
@@ -273,19 +277,53 @@ pub fn serving_config<'a>(
 
 /// The routes of a config the controller manages: each declared server type from
 /// `status.active` and its snapshot Secret (found by `snapshot`, by name in the config's
-/// namespace).
+/// namespace). An active entry the current `policy` denies (it was tightened, or
+/// `requireTls` set, after promotion) is unavailable with `PolicyDenied` at once, before the
+/// controller demotes it.
 pub fn from_status(
     config: &TenantMcpConfig,
     snapshot: &dyn Fn(&str) -> Option<Secret>,
+    policy: &Arc<EndpointPolicy>,
 ) -> TenantRoutes {
     let ns = config.metadata.namespace.clone().unwrap_or_default();
     let status = config.status.clone().unwrap_or_default();
     tenant_routes(config, |key| {
         match active_candidate(&status.active, key, &ns, snapshot) {
-            Some(found) => found.map(|c| Arc::new(Endpoint::new(Origin::Tenant, c))),
+            Some(found) => found.and_then(|c| {
+                recheck(&c, key, policy)?;
+                Ok(Arc::new(Endpoint::new(Origin::Tenant, c, policy.clone())))
+            }),
             None => Err(not_active(&status, key)),
         }
     })
+}
+
+/// Checks an active server against the current policy, statically (scheme, port, host name,
+/// literal address, `requireTls`); its resolved addresses are checked on every connect.
+fn recheck(
+    candidate: &Candidate,
+    key: &ServerKey,
+    policy: &EndpointPolicy,
+) -> Result<(), Unavailable> {
+    let mut servers = crate::api::ServersSpec::default();
+    match candidate {
+        Candidate::Postgres { spec, .. } => servers.postgres = Some(spec.clone()),
+        Candidate::Minio { spec, .. } => servers.minio = Some(spec.clone()),
+        Candidate::Mcp { spec, .. } => servers.ai_mcp_server = Some(spec.clone()),
+    }
+    let errors = crate::config::validate_servers(&servers, &FieldPath::new("spec.servers"), policy);
+    let split = split_errors(&errors, &servers);
+    match split.per_server.into_values().next() {
+        Some(f) => Err(Unavailable {
+            reason: f.reason,
+            message: format!(
+                "the active {} is refused by the current endpoint policy: {}",
+                key.field(),
+                f.message
+            ),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The routes of a config without a controller (a directory of manifests): the spec itself,
@@ -293,7 +331,7 @@ pub fn from_status(
 /// in the config's namespace.
 pub fn from_spec(
     config: &TenantMcpConfig,
-    policy: &EndpointPolicy,
+    policy: &Arc<EndpointPolicy>,
     lookup: &dyn Fn(&str) -> Option<Secret>,
 ) -> TenantRoutes {
     let errors = split_errors(
@@ -301,7 +339,14 @@ pub fn from_spec(
         &config.spec.servers,
     );
     tenant_routes(config, |key| {
-        route_from_spec(&config.spec.servers, key, &errors, lookup, Origin::Tenant)
+        route_from_spec(
+            &config.spec.servers,
+            key,
+            &errors,
+            lookup,
+            Origin::Tenant,
+            policy,
+        )
     })
 }
 
@@ -343,10 +388,11 @@ pub fn global_routes(
         };
     };
     // The global servers are checked against the global policy, as the controller would.
-    let (errors, _) = validate_global_spec(spec);
+    let (errors, policy) = validate_global_spec(spec);
+    let policy = Arc::new(policy.unwrap_or_default());
     let errors = split_errors(&errors, &spec.servers);
     let servers = declared_routes(&spec.servers, |key| {
-        route_from_spec(&spec.servers, key, &errors, lookup, Origin::Global)
+        route_from_spec(&spec.servers, key, &errors, lookup, Origin::Global, &policy)
     });
     GlobalRoutes {
         tenant_configs_enabled: spec.tenant_configs_enabled,
@@ -360,6 +406,7 @@ fn route_from_spec(
     errors: &SplitErrors,
     lookup: &dyn Fn(&str) -> Option<Secret>,
     origin: Origin,
+    policy: &Arc<EndpointPolicy>,
 ) -> Route {
     if let Some(line) = errors.config_wide.first() {
         return Err(Unavailable {
@@ -374,7 +421,7 @@ fn route_from_spec(
         });
     }
     candidate::resolve(servers, key, lookup)
-        .map(|c| Arc::new(Endpoint::new(origin, c)))
+        .map(|c| Arc::new(Endpoint::new(origin, c, policy.clone())))
         .map_err(|f| Unavailable {
             reason: f.reason,
             message: f.message,
@@ -562,7 +609,11 @@ mod tests {
             "config-postgres-1",
             &[("username", "acme"), ("password", "pw-a")],
         );
-        from_status(&c, &|n| (n == "config-postgres-1").then(|| snap.clone()))
+        from_status(
+            &c,
+            &|n| (n == "config-postgres-1").then(|| snap.clone()),
+            &Arc::new(EndpointPolicy::default()),
+        )
     }
 
     #[derive(Debug, PartialEq)]
@@ -680,7 +731,7 @@ mod tests {
                 "snapshotSecret": "gone", "specHash": "h", "promotedAt": "2026-11-24T00:00:00Z"}}}
         }))
         .unwrap();
-        let r = from_status(&c, &|_| None);
+        let r = from_status(&c, &|_| None, &Arc::new(EndpointPolicy::default()));
         let Some(Err(u)) = r.servers.get(&ServerKey::Postgres) else {
             panic!("{r:?}");
         };
@@ -709,16 +760,80 @@ mod tests {
         else {
             panic!()
         };
-        credentials.password = crate::config::Credential::new("rotated");
-        let rotated = Endpoint::new(
-            Origin::Tenant,
-            Candidate::Postgres {
-                spec,
-                credentials,
-                ca_pem,
-            },
+        let same = |credentials, policy| {
+            Endpoint::new(
+                Origin::Tenant,
+                Candidate::Postgres {
+                    spec: spec.clone(),
+                    credentials,
+                    ca_pem: ca_pem.clone(),
+                },
+                policy,
+            )
+        };
+        assert_eq!(
+            same(credentials.clone(), Arc::new(EndpointPolicy::default())).fingerprint,
+            fp(&a)
         );
+        // Another policy: the clients are built anew, on connectors that obey it.
+        let strict = crate::api::EndpointPolicySpec {
+            allowed_ports: vec!["5432".into()],
+            ..Default::default()
+        };
+        let strict = Arc::new(EndpointPolicy::compile_or_strict(&strict));
+        assert_ne!(same(credentials.clone(), strict).fingerprint, fp(&a));
+        credentials.password = crate::config::Credential::new("rotated");
+        let rotated = same(credentials, Arc::new(EndpointPolicy::default()));
         assert_ne!(rotated.fingerprint, fp(&a));
+    }
+
+    /// A policy tightened after promotion takes the active entry out of service in the client
+    /// at once: `PolicyDenied`, not the old server, and not the global one.
+    #[test]
+    fn an_active_entry_the_current_policy_denies_is_unavailable() {
+        let promoted = |policy: crate::api::EndpointPolicySpec| {
+            let c: TenantMcpConfig = serde_json::from_value(serde_json::json!({
+                "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "TenantMcpConfig",
+                "metadata": {"name": "config", "namespace": "acme"},
+                "spec": {"tenantId": "acme", "servers": {"postgres": {
+                    "host": "db.acme.example.com", "database": "d", "sslMode": "prefer",
+                    "credentialsSecretRef": {"name": "acme-pg"}}}},
+                "status": {"active": {"postgres": {
+                    "spec": {"host": "db.acme.example.com", "database": "d", "sslMode": "prefer",
+                             "credentialsSecretRef": {"name": "acme-pg"}},
+                    "snapshotSecret": "snap", "specHash": "h",
+                    "promotedAt": "2026-11-24T00:00:00Z"}}}
+            }))
+            .unwrap();
+            let snap = secret("snap", &[("username", "acme"), ("password", "pw")]);
+            let policy = Arc::new(EndpointPolicy::compile_or_strict(&policy));
+            from_status(&c, &|_| Some(snap.clone()), &policy)
+        };
+        let route = |r: &TenantRoutes| r.servers[&ServerKey::Postgres].clone();
+        assert!(route(&promoted(Default::default())).is_ok());
+        for (what, policy) in [
+            (
+                "a denied host",
+                crate::api::EndpointPolicySpec {
+                    denied_hosts: vec!["*.acme.example.com".into()],
+                    ..Default::default()
+                },
+            ),
+            (
+                "requireTls with sslMode prefer",
+                crate::api::EndpointPolicySpec {
+                    require_tls: true,
+                    ..Default::default()
+                },
+            ),
+        ] {
+            let err = route(&promoted(policy)).unwrap_err();
+            assert_eq!(err.reason, "PolicyDenied", "{what}: {err:?}");
+            assert!(
+                err.message.contains("current endpoint policy"),
+                "{what}: {err:?}"
+            );
+        }
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub fn split_errors(errors: &FieldErrors, servers: &ServersSpec) -> SplitErrors 
                 let entry = messages.entry(key).or_default();
                 entry.0.push(line);
                 // A denied endpoint is named so, whatever else is wrong.
-                let endpoint = ["host", "endpoint", "url", "port"]
+                let endpoint = ["host", "endpoint", "url", "port", "sslMode", "bucket"]
                     .iter()
                     .any(|f| error.path.ends_with(&format!(".{f}")));
                 entry.1 |= error.kind == ErrorKind::Forbidden && endpoint;

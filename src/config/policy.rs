@@ -39,6 +39,7 @@ pub struct EndpointPolicy {
     allow_loopback: bool,
     allow_link_local: bool,
     allow_cloud_metadata: bool,
+    require_tls: bool,
 }
 
 impl Default for EndpointPolicy {
@@ -104,6 +105,12 @@ pub enum PolicyViolation {
         /// How to allow it, if it can be.
         hint: &'static str,
     },
+    /// `requireTls` is set and the endpoint would connect without verified TLS.
+    #[error("the endpoint policy requires verified TLS (requireTls): {what}")]
+    TlsRequired {
+        /// What falls short and what is expected.
+        what: String,
+    },
     /// The address is in `deniedCidrs`.
     #[error("address {ip} is in the endpoint policy's deniedCidrs ({cidr})")]
     AddressInDeniedRange {
@@ -168,7 +175,11 @@ pub fn classify(ip: IpAddr) -> AddressClass {
 
 fn classify_v4(ip: Ipv4Addr) -> AddressClass {
     let [a, b, ..] = ip.octets();
-    if ip == Ipv4Addr::new(169, 254, 169, 254) || ip == Ipv4Addr::new(169, 254, 170, 2) {
+    // AWS, GCP, Azure and OpenStack; ECS task metadata; Alibaba Cloud.
+    if ip == Ipv4Addr::new(169, 254, 169, 254)
+        || ip == Ipv4Addr::new(169, 254, 170, 2)
+        || ip == Ipv4Addr::new(100, 100, 100, 200)
+    {
         AddressClass::CloudMetadata
     } else if ip.is_unspecified() || a == 0 {
         AddressClass::Unspecified
@@ -346,12 +357,37 @@ impl EndpointPolicy {
             allow_loopback: spec.allow_loopback,
             allow_link_local: spec.allow_link_local,
             allow_cloud_metadata: spec.allow_cloud_metadata,
+            require_tls: spec.require_tls,
         };
         (policy, errors)
     }
 
+    /// Whether `requireTls` is set.
+    pub fn requires_tls(&self) -> bool {
+        self.require_tls
+    }
+
+    /// Checks a Postgres `sslMode` against `requireTls` (`verify-ca` or `verify-full`).
+    pub fn check_ssl_mode(&self, mode: crate::api::SslMode) -> Result<(), PolicyViolation> {
+        use crate::api::SslMode;
+        if !self.require_tls || matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) {
+            return Ok(());
+        }
+        Err(PolicyViolation::TlsRequired {
+            what: format!(
+                "sslMode {} does not verify the server; use verify-full (or verify-ca)",
+                mode.as_str()
+            ),
+        })
+    }
+
     /// Checks a URL scheme (`http`, `https`).
     pub fn check_scheme(&self, scheme: &str) -> Result<(), PolicyViolation> {
+        if self.require_tls && scheme != "https" {
+            return Err(PolicyViolation::TlsRequired {
+                what: format!("scheme {scheme:?}; expected https"),
+            });
+        }
         if self.schemes.iter().any(|s| s.as_str() == scheme) {
             return Ok(());
         }

@@ -152,6 +152,9 @@ fn validate_postgres(
     {
         errors.push(FieldError::forbidden(&path.child("port"), v.to_string()));
     }
+    if let Err(v) = policy.check_ssl_mode(pg.ssl_mode) {
+        errors.push(FieldError::forbidden(&path.child("sslMode"), v.to_string()));
+    }
     let db = &pg.database;
     if db.is_empty() || db.len() > 63 || db.chars().any(char::is_control) {
         errors.push(FieldError::invalid(
@@ -223,7 +226,8 @@ fn validate_postgres(
 
 fn validate_s3(s3: &S3Server, path: &FieldPath, policy: &EndpointPolicy, errors: &mut FieldErrors) {
     let endpoint_path = path.child("endpoint");
-    if let Some(url) = check_url(&s3.endpoint, &endpoint_path, policy, errors)
+    let url = check_url(&s3.endpoint, &endpoint_path, policy, errors);
+    if let Some(url) = &url
         && (!matches!(url.path(), "" | "/") || url.query().is_some())
     {
         errors.push(FieldError::invalid(
@@ -234,6 +238,29 @@ fn validate_s3(s3: &S3Server, path: &FieldPath, policy: &EndpointPolicy, errors:
                 s3.endpoint
             ),
         ));
+    }
+    // Virtual-host addressing connects to `<bucket>.<endpoint host>`: a name no other field
+    // shows, checked here as any host is (and again, resolved, on every connect).
+    if !s3.force_path_style
+        && let Some(host) = url.as_ref().and_then(Url::host)
+    {
+        match host {
+            Host::Domain(domain) => {
+                let name = format!("{}.{domain}", s3.bucket);
+                if let Ok(vhost) = Host::parse(&name)
+                    && let Err(v) = policy.check_host(&vhost)
+                {
+                    errors.push(FieldError::forbidden(
+                        &path.child("bucket"),
+                        format!("virtual-host name {name:?}: {v}"),
+                    ));
+                }
+            }
+            Host::Ipv4(_) | Host::Ipv6(_) => errors.push(FieldError::invalid(
+                &path.child("forcePathStyle"),
+                "must be true with an IP address endpoint: virtual-host addressing needs a host name",
+            )),
+        }
     }
     let region = &s3.region;
     if region.is_empty()

@@ -13,9 +13,10 @@ use rmcp::transport::streamable_http_client::{
     StreamableHttpClientTransportConfig, StreamableHttpError,
 };
 
-use super::{ProbeError, reason, resolve_checked};
+use super::{ProbeError, reason};
 use crate::api::McpServer;
-use crate::config::{EndpointPolicy, McpCredentials, mcp_target};
+use crate::config::{McpCredentials, mcp_target};
+use crate::egress::Egress;
 
 /// What a passing MCP probe saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,9 +32,11 @@ pub struct McpReport {
 }
 
 /// Initializes an MCP session with `server` as `tenant` would reach it (its routing applied;
-/// `None` for a check of a global server itself) and lists its tools.
+/// `None` for a check of a global server itself) and lists its tools, on the checked HTTP
+/// client the client library uses (the name resolved and checked on connect, no redirect, no
+/// proxy).
 pub async fn probe_mcp(
-    policy: &EndpointPolicy,
+    egress: &Egress,
     server: &McpServer,
     tenant: Option<&str>,
     credentials: &McpCredentials,
@@ -42,27 +45,8 @@ pub async fn probe_mcp(
         .map_err(|e| ProbeError::new(reason::UNREACHABLE, e.to_string()))?;
     let url = &target.url;
     let what = format!("MCP server {url}");
-    policy.check_scheme(url.scheme())?;
-    let host = url.host_str().unwrap_or_default();
-    let port = url.port_or_known_default().unwrap_or(443);
-    let addrs = resolve_checked(policy, host, port).await?;
-    super::install_crypto_provider();
-    let mut builder = reqwest::Client::builder()
-        // A redirect could lead anywhere, including past the endpoint policy.
-        .redirect(reqwest::redirect::Policy::none())
-        // The policy checked these addresses, not a proxy's.
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(u64::from(
-            server.timeout_seconds.unsigned_abs(),
-        )));
-    if url.domain().is_some() {
-        // Connect to the addresses that were checked, so the name cannot resolve elsewhere in
-        // between.
-        builder = builder.resolve_to_addrs(host, &addrs);
-    }
-    let http = builder.build().map_err(|e| {
-        ProbeError::new(reason::PROTOCOL_ERROR, format!("{what}: HTTP client: {e}"))
-    })?;
+    egress.check_url(url)?;
+    let http = egress.mcp_http();
     let config = transport_config(&target, credentials)
         .map_err(|message| ProbeError::new(reason::PROTOCOL_ERROR, format!("{what}: {message}")))?;
     let transport = StreamableHttpClientTransport::with_client(http, config);
@@ -142,6 +126,10 @@ fn classify(
     error: &(dyn std::error::Error + 'static),
     scrub: impl Fn(String) -> String,
 ) -> ProbeError {
+    if let Some(refused) = egress_cause(error) {
+        let reason = refused.reason();
+        return ProbeError::new(reason, format!("{what}: {refused}"));
+    }
     let mut chain = Vec::new();
     let mut next = Some(error);
     while let Some(e) = next {
@@ -212,6 +200,21 @@ fn classify(
     } else {
         ProbeError::new(reason::PROTOCOL_ERROR, format!("{what}: {detail}"))
     }
+}
+
+/// The checked resolver's refusal behind an rmcp error, if that is what failed (rmcp keeps
+/// transport errors in fields that are not marked as sources, so the chain is walked here).
+pub(crate) fn egress_cause<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a crate::egress::EgressError> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<crate::egress::EgressError>() {
+            return Some(found);
+        }
+        next = source_of(e);
+    }
+    None
 }
 
 /// The next error down the chain, including where rmcp keeps it in a field that is not marked

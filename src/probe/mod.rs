@@ -2,11 +2,12 @@
 //! and does it answer as expected. Used by the controller before promoting a config and by the
 //! management MCP server before storing one.
 //!
-//! Every probe first resolves the endpoint's host and checks each address against the
-//! [`EndpointPolicy`] (a name may resolve to a denied address however harmless it looks), runs
-//! under a time limit and under a global cap on concurrent probes, and fails with a
-//! [`ProbeError`] whose [`reason`](ProbeError::reason) a person can act on and whose message
-//! never contains a credential.
+//! Every probe connects through [`crate::egress`] exactly as the client library will: the
+//! endpoint's name and every address it resolves to are checked against the
+//! [`EndpointPolicy`] on the connection itself (a name may resolve to a denied address however
+//! harmless it looks). Each runs under a time limit and under a global cap on concurrent
+//! probes, and fails with a [`ProbeError`] whose [`reason`](ProbeError::reason) a person can act
+//! on and whose message never contains a credential.
 //!
 //! Probes know endpoints, not Kubernetes: credentials come in already resolved.
 
@@ -14,15 +15,14 @@ pub mod mcp;
 pub mod postgres;
 pub mod s3;
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use url::Host;
 
 use crate::config::candidate::Candidate;
 use crate::config::{EndpointPolicy, PolicyViolation};
+use crate::egress::{EgressCache, EgressError, Lookup};
 
 /// The reasons a probe reports: part of the one condition vocabulary in
 /// [`crate::api::conditions::reason`].
@@ -68,23 +68,41 @@ impl ProbeError {
     }
 }
 
+impl From<EgressError> for ProbeError {
+    fn from(e: EgressError) -> Self {
+        match e {
+            EgressError::PolicyDenied(v) => Self::PolicyDenied(v),
+            other => Self::new(reason::UNREACHABLE, other.to_string()),
+        }
+    }
+}
+
 impl From<ProbeError> for crate::config::failure::Failure {
     fn from(e: ProbeError) -> Self {
         Self::new(e.reason(), e.to_string(), e.is_retryable())
     }
 }
 
-/// The global cap on concurrent probes and the time limit of each.
+/// The global cap on concurrent probes, the time limit of each, and the connectors of the
+/// policy probes run under (shared between probes while the policy stays the same).
 #[derive(Clone, Debug)]
 pub struct Prober {
     permits: Arc<Semaphore>,
+    egress: Arc<EgressCache>,
 }
 
 impl Prober {
-    /// At most `max_concurrent` probes run at once, across all tenants.
+    /// At most `max_concurrent` probes run at once, across all tenants; names resolve with the
+    /// system resolver.
     pub fn new(max_concurrent: usize) -> Self {
+        Self::with_lookup(max_concurrent, Arc::new(crate::egress::SystemLookup))
+    }
+
+    /// As [`Self::new`], resolving names with `lookup`.
+    pub fn with_lookup(max_concurrent: usize, lookup: Arc<dyn Lookup>) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            egress: Arc::new(EgressCache::new(lookup)),
         }
     }
 
@@ -119,6 +137,10 @@ impl Prober {
         candidate: &Candidate,
         timeout: Duration,
     ) -> Result<Duration, ProbeError> {
+        let egress = self
+            .egress
+            .get(policy)
+            .map_err(|e| ProbeError::new(reason::PROTOCOL_ERROR, format!("{what}: {e}")))?;
         match candidate {
             Candidate::Postgres {
                 spec,
@@ -128,19 +150,19 @@ impl Prober {
                 .run(
                     what,
                     timeout,
-                    postgres::probe_postgres(policy, spec, credentials, ca_pem.as_deref()),
+                    postgres::probe_postgres(&egress, spec, credentials, ca_pem.as_deref()),
                 )
                 .await
                 .map(|r| r.latency),
             Candidate::Minio { spec, credentials } => self
-                .run(what, timeout, s3::probe_s3(policy, spec, credentials))
+                .run(what, timeout, s3::probe_s3(&egress, spec, credentials))
                 .await
                 .map(|r| r.latency),
             Candidate::Mcp { spec, credentials } => self
                 .run(
                     what,
                     timeout,
-                    mcp::probe_mcp(policy, spec, Some(tenant), credentials),
+                    mcp::probe_mcp(&egress, spec, Some(tenant), credentials),
                 )
                 .await
                 .map(|r| r.latency),
@@ -155,100 +177,9 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Resolves `host` and checks it and every address it resolves to against `policy`; the
-/// addresses to connect to, in resolver order.
-pub async fn resolve_checked(
-    policy: &EndpointPolicy,
-    host: &str,
-    port: u16,
-) -> Result<Vec<SocketAddr>, ProbeError> {
-    let parsed = Host::parse(host)
-        .map_err(|e| ProbeError::new(reason::UNREACHABLE, format!("host {host:?}: {e}")))?;
-    policy.check_host(&parsed)?;
-    policy.check_port(port)?;
-    let addrs: Vec<SocketAddr> = match parsed {
-        Host::Ipv4(ip) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
-        Host::Ipv6(ip) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
-        Host::Domain(name) => tokio::net::lookup_host((name.as_str(), port))
-            .await
-            .map_err(|e| {
-                ProbeError::new(
-                    reason::UNREACHABLE,
-                    format!("host {name:?} does not resolve: {e}"),
-                )
-            })?
-            .collect(),
-    };
-    if addrs.is_empty() {
-        return Err(ProbeError::new(
-            reason::UNREACHABLE,
-            format!("host {host:?} resolves to no address"),
-        ));
-    }
-    for addr in &addrs {
-        policy.check_ip(addr.ip())?;
-    }
-    Ok(addrs)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::EndpointPolicySpec;
-    use crate::config::field::FieldPath;
-
-    fn policy(loopback: bool) -> EndpointPolicy {
-        let spec = EndpointPolicySpec {
-            allow_loopback: loopback,
-            ..EndpointPolicySpec::default()
-        };
-        EndpointPolicy::compile(&spec, &FieldPath::default()).0
-    }
-
-    #[tokio::test]
-    async fn names_are_checked_by_name_and_again_after_resolution() {
-        let err = resolve_checked(&policy(false), "localhost", 5432)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                ProbeError::PolicyDenied(PolicyViolation::HostClassDenied { .. })
-            ),
-            "{err}"
-        );
-        // The machine's own name is not special by name, but resolves to a loopback or private
-        // address, which only the check after resolution catches.
-        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let hostname = hostname.trim();
-        let resolved: Vec<SocketAddr> = tokio::net::lookup_host((hostname, 5432))
-            .await
-            .map(Iterator::collect)
-            .unwrap_or_default();
-        let special = |a: &SocketAddr| {
-            crate::config::policy::classify(a.ip()) != crate::config::policy::AddressClass::Public
-        };
-        if !resolved.is_empty() && resolved.iter().all(special) {
-            let err = resolve_checked(&policy(false), hostname, 5432)
-                .await
-                .unwrap_err();
-            assert!(
-                matches!(
-                    err,
-                    ProbeError::PolicyDenied(PolicyViolation::AddressDenied { .. })
-                ),
-                "{hostname}: {err}"
-            );
-        }
-        let ok = resolve_checked(&policy(true), "localhost", 5432)
-            .await
-            .unwrap();
-        assert!(ok.iter().all(|a| a.ip().is_loopback()));
-        let err = resolve_checked(&policy(true), "no-such-host.invalid", 5432)
-            .await
-            .unwrap_err();
-        assert_eq!(err.reason(), "Unreachable");
-    }
 
     #[tokio::test]
     async fn slow_probes_time_out_and_the_cap_holds() {

@@ -3,12 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::{PgConnectOptions, PgSslMode};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions as _, Connection as _};
 
-use super::{ProbeError, reason, resolve_checked};
+use super::{ProbeError, reason};
 use crate::api::{PostgresServer, SslMode};
-use crate::config::{EndpointPolicy, PostgresCredentials};
+use crate::config::PostgresCredentials;
+use crate::egress::Egress;
+use crate::egress::postgres::reason_of_sqlstate;
 
 /// What a passing Postgres probe saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,37 +21,33 @@ pub struct PostgresReport {
     pub latency: Duration,
 }
 
-/// Connects to `server` as `credentials` and runs `SELECT 1`. `ca_pem` is the CA bundle of
-/// `caCertSecretRef`, if any. Time limits and the concurrency cap come from
+/// Connects to `server` as `credentials` and runs `SELECT 1`, through the egress relay exactly
+/// as the client library's pools do (the name resolved and every address checked on connect,
+/// TLS as `sslMode` says, the certificate checked against the name). `ca_pem` is the CA bundle
+/// of `caCertSecretRef`, if any. Time limits and the concurrency cap come from
 /// [`super::Prober::run`].
 pub async fn probe_postgres(
-    policy: &EndpointPolicy,
+    egress: &Egress,
     server: &PostgresServer,
     credentials: &PostgresCredentials,
     ca_pem: Option<&[u8]>,
 ) -> Result<PostgresReport, ProbeError> {
     let port = u16::try_from(server.port).unwrap_or(0);
     let endpoint = format!("postgres {}:{port}/{}", server.host, server.database);
-    let addrs = resolve_checked(policy, &server.host, port).await?;
-    // Connect to the address that was checked, so the name cannot resolve elsewhere in
-    // between; verify-full needs the name itself for the certificate check, and keeps it.
-    let connect_host = if server.ssl_mode == SslMode::VerifyFull {
-        server.host.clone()
-    } else {
-        addrs[0].ip().to_string()
-    };
-    let mut options = PgConnectOptions::new()
-        .host(&connect_host)
-        .port(port)
-        .database(&server.database)
-        .username(&credentials.username)
-        .password(credentials.password.expose())
-        .ssl_mode(ssl_mode(server.ssl_mode))
-        .application_name("tenant-mcp-probe")
-        .disable_statement_logging();
-    if let Some(pem) = ca_pem {
-        options = options.ssl_root_cert_from_pem(pem.to_vec());
-    }
+    egress.policy().check_ssl_mode(server.ssl_mode)?;
+    let relay = egress
+        .postgres_relay(server, ca_pem, Duration::from_secs(30))
+        .map_err(|e| ProbeError::new(reason::PROTOCOL_ERROR, format!("{endpoint}: {e}")))?;
+    let options = relay.connect_options(
+        PgConnectOptions::new()
+            .host(&server.host)
+            .port(port)
+            .database(&server.database)
+            .username(&credentials.username)
+            .password(credentials.password.expose())
+            .application_name("tenant-mcp-probe")
+            .disable_statement_logging(),
+    );
     let started = Instant::now();
     let mut conn = sqlx::PgConnection::connect_with(&options)
         .await
@@ -76,21 +74,30 @@ pub async fn probe_postgres(
     })
 }
 
-pub(crate) fn ssl_mode(mode: SslMode) -> PgSslMode {
-    match mode {
-        SslMode::Disable => PgSslMode::Disable,
-        SslMode::Allow => PgSslMode::Allow,
-        SslMode::Prefer => PgSslMode::Prefer,
-        SslMode::Require => PgSslMode::Require,
-        SslMode::VerifyCa => PgSslMode::VerifyCa,
-        SslMode::VerifyFull => PgSslMode::VerifyFull,
-    }
-}
-
 /// A probe error a person can act on. The server's own messages name users and databases,
 /// never passwords, so they are passed on.
 fn classify(error: sqlx::Error, endpoint: &str, user: &str, mode: SslMode) -> ProbeError {
     match &error {
+        sqlx::Error::Database(db)
+            if db.code().is_some_and(|c| reason_of_sqlstate(&c).is_some()) =>
+        {
+            // The relay refused: the policy, an unreachable server, or TLS.
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            let reason = reason_of_sqlstate(&code).unwrap_or(reason::PROTOCOL_ERROR);
+            let message = db.message().trim_start_matches("tenant-mcp: ");
+            if reason == reason::POLICY_DENIED {
+                return ProbeError::Failed {
+                    reason,
+                    message: format!("{endpoint}: {message}"),
+                };
+            }
+            let hint = if reason == reason::TLS_FAILED {
+                format!(" (sslMode {})", mode.as_str())
+            } else {
+                String::new()
+            };
+            ProbeError::new(reason, format!("{endpoint}: {message}{hint}"))
+        }
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             let message = db.message();

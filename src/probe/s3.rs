@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 
-use super::{ProbeError, reason, resolve_checked};
+use super::{ProbeError, reason};
 use crate::api::S3Server;
-use crate::config::{EndpointPolicy, S3Credentials};
+use crate::config::S3Credentials;
+use crate::egress::Egress;
 
 /// What a passing S3 probe saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,50 +18,17 @@ pub struct S3Report {
     pub latency: Duration,
 }
 
-/// An aws-sdk-s3 client configuration for `server` with `credentials` (path-style as
-/// configured, rustls with *ring*).
-pub fn s3_config(server: &S3Server, credentials: &S3Credentials) -> aws_sdk_s3::config::Builder {
-    let keys = aws_credential_types::Credentials::from_keys(
-        credentials.access_key_id.clone(),
-        credentials.secret_access_key.expose().to_owned(),
-        None,
-    );
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
-    aws_sdk_s3::Config::builder()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .endpoint_url(&server.endpoint)
-        .region(aws_sdk_s3::config::Region::new(server.region.clone()))
-        .credentials_provider(keys)
-        .force_path_style(server.force_path_style)
-        .http_client(http)
-}
-
-/// Checks that `server.bucket` exists and that `credentials` may use it.
+/// Checks that `server.bucket` exists and that `credentials` may use it, on the checked
+/// connector the client library uses (every host it connects to, virtual-host names included,
+/// resolved and checked on connect).
 pub async fn probe_s3(
-    policy: &EndpointPolicy,
+    egress: &Egress,
     server: &S3Server,
     credentials: &S3Credentials,
 ) -> Result<S3Report, ProbeError> {
-    let url = url::Url::parse(&server.endpoint).map_err(|e| {
-        ProbeError::new(
-            reason::UNREACHABLE,
-            format!("endpoint {:?}: {e}", server.endpoint),
-        )
-    })?;
-    policy.check_scheme(url.scheme())?;
-    let host = url.host_str().unwrap_or_default();
-    let port = url.port_or_known_default().unwrap_or(443);
-    resolve_checked(policy, host, port).await?;
     let what = format!("S3 {} bucket {:?}", server.endpoint, server.bucket);
     // One attempt: the caller decides when to try again, and a probe must answer quickly.
-    let config = s3_config(server, credentials)
-        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
-        .build();
-    let client = aws_sdk_s3::Client::from_conf(config);
+    let client = egress.s3_client(server, credentials, false)?;
     let started = Instant::now();
     match client.head_bucket().bucket(&server.bucket).send().await {
         Ok(_) => Ok(S3Report {
@@ -127,8 +95,17 @@ fn classify_code(what: &str, status: u16, code: &str, access_key_id: &str) -> Pr
 fn dispatch_error<E, R>(what: &str, error: &SdkError<E, R>) -> ProbeError
 where
     E: std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
+    if let Some(denied) = crate::egress::cause(error) {
+        return match denied.clone().into() {
+            ProbeError::PolicyDenied(v) => ProbeError::Failed {
+                reason: reason::POLICY_DENIED,
+                message: format!("{what}: {v}"),
+            },
+            other => ProbeError::new(other.reason(), format!("{what}: {other}")),
+        };
+    }
     let detail = DisplayErrorContext(error).to_string();
     let lower = detail.to_ascii_lowercase();
     match error {

@@ -24,10 +24,7 @@ impl TenantAi {
         client
             .list_tools()
             .await
-            .map_err(|source| ServiceError::Mcp {
-                tenant: tenant.to_owned(),
-                source,
-            })
+            .map_err(|source| mcp_error(tenant, source))
     }
 
     /// Calls tool `name` of `tenant`'s AI MCP server.
@@ -41,10 +38,7 @@ impl TenantAi {
         client
             .call_tool(name, arguments)
             .await
-            .map_err(|source| ServiceError::Mcp {
-                tenant: tenant.to_owned(),
-                source,
-            })
+            .map_err(|source| mcp_error(tenant, source))
     }
 
     /// [`Self::call_tool`] for the tenant in scope.
@@ -54,5 +48,21 @@ impl TenantAi {
         arguments: serde_json::Map<String, serde_json::Value>,
     ) -> Result<CallToolResult, ServiceError> {
         self.call_tool(&require_tenant()?, name, arguments).await
+    }
+}
+
+/// The error of an MCP call for `tenant`: a connection the endpoint policy refused becomes
+/// [`ServiceError::PolicyDenied`].
+fn mcp_error(tenant: &str, source: crate::client::McpCallError) -> ServiceError {
+    if source.reason == Some(crate::api::conditions::reason::POLICY_DENIED) {
+        return ServiceError::PolicyDenied {
+            tenant: tenant.to_owned(),
+            server: "mcp",
+            message: source.message,
+        };
+    }
+    ServiceError::Mcp {
+        tenant: tenant.to_owned(),
+        source,
     }
 }

@@ -50,6 +50,20 @@ pub enum ServiceError {
         /// A time-out, a connection failure, throttling or a server error (not a refusal).
         retryable: bool,
     },
+    /// The endpoint policy refused a connection the request needed: the server's name resolves
+    /// to an address the policy denies (its DNS changed after the config was promoted, or the
+    /// policy was tightened). Nothing was sent there, and no other server was tried.
+    #[error(
+        "tenant {tenant:?}: the {server} connection was refused by the endpoint policy (PolicyDenied): {message}"
+    )]
+    PolicyDenied {
+        /// The tenant.
+        tenant: String,
+        /// `postgres`, `minio` or `mcp`.
+        server: &'static str,
+        /// What was denied.
+        message: String,
+    },
     /// The MCP server refused or failed.
     #[error("tenant {tenant:?}: {source}")]
     Mcp {
@@ -72,7 +86,43 @@ impl ServiceError {
             ),
             Self::S3 { retryable, .. } => *retryable,
             Self::Mcp { .. } => true,
-            Self::InvalidKey { .. } | Self::NotFound { .. } => false,
+            Self::InvalidKey { .. } | Self::NotFound { .. } | Self::PolicyDenied { .. } => false,
+        }
+    }
+
+    /// A PascalCase reason for responses and metrics: the client error's condition reason,
+    /// `PolicyDenied`, or what kind of failure it was.
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::Client(ClientError::Unavailable { reason, .. }) => reason,
+            Self::Client(ClientError::NotConfigured { .. }) => "NotConfigured",
+            Self::Client(ClientError::InvalidTenant(_)) => "InvalidTenant",
+            Self::Client(ClientError::NoTenant) => "NoTenant",
+            Self::Client(_) => "ClientError",
+            Self::PolicyDenied { .. } => crate::api::conditions::reason::POLICY_DENIED,
+            Self::Postgres { .. } => "PostgresError",
+            Self::S3 { .. } => "S3Error",
+            Self::Mcp { .. } => "McpError",
+            Self::InvalidKey { .. } => "InvalidKey",
+            Self::NotFound { .. } => "NotFound",
+        }
+    }
+
+    /// The error of a Postgres call for `tenant`: a connection the egress relay refused on the
+    /// endpoint policy becomes [`Self::PolicyDenied`].
+    pub fn postgres(tenant: &str, source: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &source
+            && db.code().as_deref() == Some(crate::egress::postgres::SQLSTATE_POLICY_DENIED)
+        {
+            return Self::PolicyDenied {
+                tenant: tenant.to_owned(),
+                server: "postgres",
+                message: db.message().trim_start_matches("tenant-mcp: ").to_owned(),
+            };
+        }
+        Self::Postgres {
+            tenant: tenant.to_owned(),
+            source,
         }
     }
 }

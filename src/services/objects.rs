@@ -246,6 +246,13 @@ fn s3_error<E: std::error::Error + 'static>(
     key: &str,
     e: &SdkError<E, HttpResponse>,
 ) -> ServiceError {
+    if let Some(crate::egress::EgressError::PolicyDenied(v)) = crate::egress::cause(e) {
+        return ServiceError::PolicyDenied {
+            tenant: tenant.to_owned(),
+            server: "minio",
+            message: v.to_string(),
+        };
+    }
     // Throttling and server errors pass; a refusal (403, 404, 400…) stays until something
     // changes.
     let retryable = match e {

@@ -34,10 +34,7 @@ impl TenantPostgres {
     /// Begins a transaction for `tenant`.
     pub async fn begin(&self, tenant: &str) -> Result<TenantTransaction, ServiceError> {
         let (pool, origin) = self.clients.postgres_with_origin(tenant).await?;
-        let err = |source| ServiceError::Postgres {
-            tenant: tenant.to_owned(),
-            source,
-        };
+        let err = |source| ServiceError::postgres(tenant, source);
         let mut tx = pool.begin().await.map_err(err)?;
         sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
             .bind(tenant)

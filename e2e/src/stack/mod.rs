@@ -148,6 +148,16 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
     })
 }
 
+/// The connectors of `policy`, resolving with the system resolver (what probes and clients
+/// use).
+pub fn egress(policy: tenant_mcp::config::EndpointPolicy) -> tenant_mcp::egress::Egress {
+    tenant_mcp::egress::Egress::new(
+        policy,
+        std::sync::Arc::new(tenant_mcp::egress::SystemLookup),
+    )
+    .unwrap_or_else(|e| panic!("egress: {e}"))
+}
+
 /// Makes rustls use *ring* for clients that do not pick a provider themselves (the MCP
 /// client's reqwest); the workspace builds no other provider.
 pub fn install_crypto_provider() {

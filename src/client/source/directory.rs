@@ -145,9 +145,11 @@ fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, ClientError> {
 /// and against the global endpoint policy, since no controller tests it.
 pub fn directory_routes(manifests: &Manifests, routes: &Routes) {
     let global_spec = manifests.global.as_ref().map(|g| &g.spec);
-    let policy = global_spec
-        .map(|g| EndpointPolicy::compile_or_strict(&g.endpoint_policy))
-        .unwrap_or_default();
+    let policy = Arc::new(
+        global_spec
+            .map(|g| EndpointPolicy::compile_or_strict(&g.endpoint_policy))
+            .unwrap_or_default(),
+    );
     let credentials_ns =
         global_spec.map_or(DEFAULT_CREDENTIALS_NAMESPACE, |g| &g.credentials_namespace);
     let secret_in = |ns: &str, name: &str| {
@@ -191,7 +193,7 @@ pub fn directory_routes(manifests: &Manifests, routes: &Routes) {
                 .as_ref()
                 .is_some_and(|s| s.active != Default::default());
             let r = if has_active {
-                routes::from_status(config, &lookup)
+                routes::from_status(config, &lookup, &policy)
             } else {
                 routes::from_spec(config, &policy, &lookup)
             };

@@ -3,8 +3,8 @@
 //!
 //! The Kubernetes source watches `TenantMcpConfig`s, the namespaces' labels (which bind them
 //! to tenants) and the `GlobalMcpConfig`, and reads only the Secrets it uses, by name: the
-//! snapshot Secrets that `status.active` points at ([`snapshots`], fetched once each: they are
-//! immutable) and the global servers' credential Secrets ([`global_secrets`], one watch per
+//! snapshot Secrets that `status.active` points at (`snapshots`, fetched once each: they are
+//! immutable) and the global servers' credential Secrets (`global_secrets`, one watch per
 //! name). It never lists or watches a namespace's Secrets, so an application account needs no
 //! right to read any Secret it does not use. An event recomputes only the tenants it touches.
 //!
@@ -37,6 +37,7 @@ pub use directory::{
 
 use super::routes::{self, Routes, TenantRoutes};
 use crate::api::{GLOBAL_CONFIG_NAME, GlobalMcpConfig, TenantMcpConfig};
+use crate::config::EndpointPolicy;
 use global_secrets::GlobalSecrets;
 use snapshots::Snapshots;
 
@@ -133,6 +134,7 @@ pub async fn run_kube(
         by_tenant: HashMap::new(),
         tenant_of: HashMap::new(),
         allow_unbound: false,
+        policy: Arc::new(EndpointPolicy::default()),
         routes,
         listed: 0,
         last_error: None,
@@ -174,6 +176,8 @@ struct KubeState {
     tenant_of: HashMap<ObjectRef<TenantMcpConfig>, String>,
     /// The GlobalMcpConfig's `allowUnboundNamespaces`.
     allow_unbound: bool,
+    /// The GlobalMcpConfig's endpoint policy (the strict default without one).
+    policy: Arc<EndpointPolicy>,
     routes: Arc<Routes>,
     listed: u8,
     last_error: Option<String>,
@@ -278,9 +282,15 @@ impl KubeState {
         };
         self.global_secrets.want(&namespace, names);
         self.recompute_global();
+        let policy = spec
+            .as_ref()
+            .map(|s| EndpointPolicy::compile_or_strict(&s.endpoint_policy))
+            .unwrap_or_default();
         let allow = spec.is_some_and(|s| s.allow_unbound_namespaces);
-        if allow != self.allow_unbound {
+        // Either changes what serves (the binding rule) or what may be connected to.
+        if allow != self.allow_unbound || policy != *self.policy {
             self.allow_unbound = allow;
+            self.policy = Arc::new(policy);
             self.recompute_all();
         }
     }
@@ -360,7 +370,7 @@ impl KubeState {
             wanted.borrow_mut().push(name.to_owned());
             snapshots.get(&ns, name, &owner)
         };
-        let routes = routes::from_status(config, &lookup);
+        let routes = routes::from_status(config, &lookup, &self.policy);
         let keys = wanted
             .into_inner()
             .into_iter()
