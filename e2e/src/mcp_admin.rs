@@ -58,6 +58,15 @@ pub struct AdminServer {
 impl AdminServer {
     /// Serves the tools over `kube` with `limits`, verifying tokens as [`token`] makes them.
     pub async fn start(kube: kube::Client, limits: Limits) -> std::io::Result<Self> {
+        Self::start_with(kube, limits, Prober::new(8)).await
+    }
+
+    /// As [`Self::start`], with connection tests by `prober` (e.g. one with a test resolver).
+    pub async fn start_with(
+        kube: kube::Client,
+        limits: Limits,
+        prober: Prober,
+    ) -> std::io::Result<Self> {
         let settings = AuthSettings {
             issuer: Some(ISSUER.into()),
             audience: Some(AUDIENCE.into()),
@@ -65,7 +74,7 @@ impl AdminServer {
         };
         let auth = Authenticator::hs256(SECRET, settings).map_err(std::io::Error::other)?;
         let limits = Arc::new(limits);
-        let tools = ManagementTools::new(kube, Prober::new(8), limits.clone());
+        let tools = ManagementTools::new(kube, prober, limits.clone());
         let stop = CancellationToken::new();
         let app = router(tools, Arc::new(auth), &limits, &[], stop.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -570,3 +570,41 @@ async fn leases_hold_leader_election_state() {
     assert_eq!(now.spec.unwrap().holder_identity.as_deref(), Some("pod-b"));
     cluster.delete_namespace(&ns).await;
 }
+
+/// A status written with server-side apply is owned by its manager like any other field: the
+/// next apply that leaves an entry out removes it (how the controller takes an active entry
+/// out of service).
+#[tokio::test]
+async fn a_status_apply_that_leaves_a_field_out_removes_it() {
+    let cluster = Cluster::start().await.unwrap();
+    cluster.install_crds().await.unwrap();
+    let ns = cluster.namespace("status-apply").await.unwrap();
+    let api: Api<TenantMcpConfig> = Api::namespaced(cluster.client(), &ns);
+    api.create(&PostParams::default(), &tenant("c", "acme"))
+        .await
+        .unwrap();
+    // Every field written out, as the controller writes it (a field left to server-side
+    // defaulting would not be the manager's, and would stay).
+    let spec = serde_json::to_value(&tenant("c", "acme").spec.servers.postgres).unwrap();
+    let active = json!({"postgres": {"spec": spec, "specHash": "h", "snapshotSecret": "s",
+        "promotedAt": "2026-11-29T00:00:00Z"}});
+    let status = |active: serde_json::Value| {
+        json!({"apiVersion": "tenantmcp.dev/v1alpha1", "kind": "TenantMcpConfig",
+               "status": {"active": active, "observedGeneration": 1}})
+    };
+    let params = PatchParams::apply("controller").force();
+    let first = api
+        .patch_status("c", &params, &Patch::Apply(status(active)))
+        .await
+        .unwrap();
+    assert!(first.status.unwrap().active.postgres.is_some());
+    let second = api
+        .patch_status("c", &params, &Patch::Apply(status(json!({}))))
+        .await
+        .unwrap();
+    assert!(
+        second.status.unwrap().active.postgres.is_none(),
+        "the entry the manager no longer applies stays"
+    );
+    cluster.delete_namespace(&ns).await;
+}

@@ -56,6 +56,10 @@ pub struct ServerHealth {
     /// any of them means the check is out of date.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_versions: BTreeMap<String, String>,
+    /// Hash of the endpoint policy the last check ran under: a changed policy means the check
+    /// is out of date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_hash: Option<String>,
 }
 
 /// The state of one declared server.

@@ -136,6 +136,7 @@ pub fn run(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
             }),
             listen: Some(args.metrics_address),
             identity,
+            ..Settings::default()
         };
         let shutdown = CancellationToken::new();
         if let (Some(writer), Some(dir)) = (&mirror, &args.keys_dir) {

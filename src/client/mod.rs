@@ -64,6 +64,9 @@ pub struct ClientSettings {
     pub kube: KubeSource,
     /// How often a directory source looks for changed files.
     pub directory_poll: Duration,
+    /// How endpoint names are resolved (the system resolver; tests put in a table). Every
+    /// address is checked against the endpoint policy whatever answers.
+    pub lookup: Arc<dyn crate::egress::Lookup>,
 }
 
 impl Default for ClientSettings {
@@ -76,6 +79,7 @@ impl Default for ClientSettings {
             sync_timeout: Duration::from_secs(60),
             kube: KubeSource::default(),
             directory_poll: Duration::from_secs(2),
+            lookup: Arc::new(crate::egress::SystemLookup),
         }
     }
 }
@@ -162,7 +166,8 @@ impl TenantClients {
     ) -> Result<Self, ClientError> {
         let metrics = Arc::new(metrics::ClientMetrics::default());
         let shared =
-            build::Shared::new(settings.max_postgres_connections).map_err(ClientError::Source)?;
+            build::Shared::with_lookup(settings.max_postgres_connections, settings.lookup.clone())
+                .map_err(ClientError::Source)?;
         let inner = Arc::new(Inner {
             routes: Arc::new(routes::Routes::new(settings.tenant_configs_enabled)),
             cache: cache::ClientCache::new(

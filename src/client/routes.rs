@@ -23,7 +23,8 @@ use crate::api::{ActiveConfig, ActiveServer, GlobalMcpConfigSpec, TenantMcpConfi
 use crate::config::binding::{self, Claim};
 use crate::config::candidate::{self, Candidate, ServerKey, snapshot_keys};
 use crate::config::failure::{SplitErrors, split_errors};
-use crate::config::{EndpointPolicy, FieldPath, validate_global_spec, validate_tenant_spec};
+use crate::config::validate::{ServerSpecRef, policy_failure};
+use crate::config::{EndpointPolicy, validate_global_spec, validate_tenant_spec};
 
 /// Whose server a route leads to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -298,22 +299,19 @@ pub fn from_status(
     })
 }
 
-/// Checks an active server against the current policy, statically (scheme, port, host name,
-/// literal address, `requireTls`); its resolved addresses are checked on every connect.
+/// Checks an active server against the current policy, statically (the rule the controller
+/// demotes by); its resolved addresses are checked on every connect.
 fn recheck(
     candidate: &Candidate,
     key: &ServerKey,
     policy: &EndpointPolicy,
 ) -> Result<(), Unavailable> {
-    let mut servers = crate::api::ServersSpec::default();
-    match candidate {
-        Candidate::Postgres { spec, .. } => servers.postgres = Some(spec.clone()),
-        Candidate::Minio { spec, .. } => servers.minio = Some(spec.clone()),
-        Candidate::Mcp { spec, .. } => servers.ai_mcp_server = Some(spec.clone()),
-    }
-    let errors = crate::config::validate_servers(&servers, &FieldPath::new("spec.servers"), policy);
-    let split = split_errors(&errors, &servers);
-    match split.per_server.into_values().next() {
+    let server = match candidate {
+        Candidate::Postgres { spec, .. } => ServerSpecRef::Postgres(spec),
+        Candidate::Minio { spec, .. } => ServerSpecRef::Minio(spec),
+        Candidate::Mcp { spec, .. } => ServerSpecRef::Mcp(spec),
+    };
+    match policy_failure(server, policy) {
         Some(f) => Err(Unavailable {
             reason: f.reason,
             message: format!(

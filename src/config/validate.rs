@@ -6,6 +6,7 @@ use std::net::Ipv6Addr;
 
 use url::{Host, Url};
 
+use super::failure::Failure;
 use super::field::{ErrorKind, FieldError, FieldErrors, FieldPath};
 use super::policy::EndpointPolicy;
 use super::redact::is_credential_name;
@@ -87,6 +88,35 @@ pub fn validate_global_spec(spec: &GlobalMcpConfigSpec) -> (FieldErrors, Option<
     ));
     validate_settings(&spec.validation, &path.child("validation"), &mut errors);
     (errors, policy_ok.then_some(policy))
+}
+
+/// One server's spec, whatever its type.
+#[derive(Clone, Copy, Debug)]
+pub enum ServerSpecRef<'a> {
+    /// A Postgres server.
+    Postgres(&'a PostgresServer),
+    /// An S3 server.
+    Minio(&'a S3Server),
+    /// An MCP server (the AI MCP server or a named one).
+    Mcp(&'a McpServer),
+}
+
+/// Whether `policy` still allows `server` as far as it can tell without resolving it (scheme,
+/// port, host name, IP literal, virtual-host name, `requireTls`): `None`, or the failure. The
+/// controller demotes an active entry it fails, and the client library refuses it; its
+/// resolved addresses are checked on every connect.
+pub fn policy_failure(server: ServerSpecRef<'_>, policy: &EndpointPolicy) -> Option<Failure> {
+    let mut servers = ServersSpec::default();
+    match server {
+        ServerSpecRef::Postgres(s) => servers.postgres = Some(s.clone()),
+        ServerSpecRef::Minio(s) => servers.minio = Some(s.clone()),
+        ServerSpecRef::Mcp(s) => servers.ai_mcp_server = Some(s.clone()),
+    }
+    let errors = validate_servers(&servers, &FieldPath::new("spec.servers"), policy);
+    super::failure::split_errors(&errors, &servers)
+        .per_server
+        .into_values()
+        .next()
 }
 
 /// Validates a set of servers (tenant or global) at `path`.

@@ -6,6 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{ActiveConfig, ActiveServer};
 use crate::config::candidate::{Candidate, ServerKey};
+use crate::config::validate::ServerSpecRef;
 
 /// The spec hash and snapshot Secret of the active entry of `key`, if any.
 pub fn entry(active: &ActiveConfig, key: &ServerKey) -> Option<(String, Option<String>)> {
@@ -17,6 +18,36 @@ pub fn entry(active: &ActiveConfig, key: &ServerKey) -> Option<(String, Option<S
         ServerKey::Minio => active.minio.as_ref().map(pick),
         ServerKey::AiMcp => active.ai_mcp_server.as_ref().map(pick),
         ServerKey::Mcp(name) => active.mcp_servers.get(name).map(pick),
+    }
+}
+
+/// The spec of the active entry of `key`, if any.
+pub fn spec<'a>(active: &'a ActiveConfig, key: &ServerKey) -> Option<ServerSpecRef<'a>> {
+    match key {
+        ServerKey::Postgres => active
+            .postgres
+            .as_ref()
+            .map(|a| ServerSpecRef::Postgres(&a.spec)),
+        ServerKey::Minio => active.minio.as_ref().map(|a| ServerSpecRef::Minio(&a.spec)),
+        ServerKey::AiMcp => active
+            .ai_mcp_server
+            .as_ref()
+            .map(|a| ServerSpecRef::Mcp(&a.spec)),
+        ServerKey::Mcp(name) => active
+            .mcp_servers
+            .get(name)
+            .map(|a| ServerSpecRef::Mcp(&a.spec)),
+    }
+}
+
+/// Takes the active entry of `key` out of service (its snapshot is then released by the
+/// usual grace rule); whether there was one.
+pub fn demote(active: &mut ActiveConfig, key: &ServerKey) -> bool {
+    match key {
+        ServerKey::Postgres => active.postgres.take().is_some(),
+        ServerKey::Minio => active.minio.take().is_some(),
+        ServerKey::AiMcp => active.ai_mcp_server.take().is_some(),
+        ServerKey::Mcp(name) => active.mcp_servers.remove(name).is_some(),
     }
 }
 

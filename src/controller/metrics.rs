@@ -65,6 +65,7 @@ pub struct Metrics {
     probe_duration: Family<ServerTypeLabels, Histogram>,
     tenants: Family<StateLabels, Gauge>,
     configs_using: Family<ServerTypeLabels, Gauge>,
+    demotions: Family<ServerTypeLabels, Counter>,
     /// Per config: its state and declared server types, so gauges move incrementally.
     known: Mutex<HashMap<String, (TenantState, Vec<&'static str>)>>,
 }
@@ -88,6 +89,12 @@ impl Metrics {
         );
         let tenants = Family::<StateLabels, Gauge>::default();
         let configs_using = Family::<ServerTypeLabels, Gauge>::default();
+        let demotions = Family::<ServerTypeLabels, Counter>::default();
+        registry.register(
+            "demotions",
+            "Active server entries taken out of service because the endpoint policy now denies them, by server type",
+            demotions.clone(),
+        );
         registry.register(
             "reconciles",
             "Reconciles of TenantMcpConfigs",
@@ -128,6 +135,7 @@ impl Metrics {
             probe_duration,
             tenants,
             configs_using,
+            demotions,
             known: Mutex::new(HashMap::new()),
         }
     }
@@ -172,6 +180,15 @@ impl Metrics {
         };
         let previous = known.insert(id.to_owned(), (state, declared.clone()));
         self.shift(previous, Some((state, declared)));
+    }
+
+    /// Counts an active entry of `server_type` demoted by the endpoint policy.
+    pub fn demoted(&self, server_type: &str) {
+        self.demotions
+            .get_or_create(&ServerTypeLabels {
+                server_type: server_type.to_owned(),
+            })
+            .inc();
     }
 
     /// Forgets config `id` (deleted).

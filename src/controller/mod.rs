@@ -67,6 +67,8 @@ pub struct Settings {
     /// config gets a Role granting them `get` on exactly its snapshots ([`readers`]). Empty:
     /// the controller manages no such Roles.
     pub snapshot_readers: Vec<readers::ServiceAccount>,
+    /// How probes resolve endpoint names (the system resolver; tests put in a table).
+    pub lookup: Arc<dyn crate::egress::Lookup>,
 }
 
 impl Default for Settings {
@@ -81,6 +83,7 @@ impl Default for Settings {
             listen: None,
             identity: "tenant-mcp-controller".into(),
             snapshot_readers: Vec::new(),
+            lookup: Arc::new(crate::egress::SystemLookup),
         }
     }
 }
@@ -255,7 +258,7 @@ pub async fn run(
             },
         ),
         metrics,
-        prober: Prober::new(settings.probe_concurrency),
+        prober: Prober::with_lookup(settings.probe_concurrency, settings.lookup.clone()),
         mirror,
         configs: configs.clone(),
         globals,

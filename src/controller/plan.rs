@@ -67,18 +67,21 @@ pub enum Due {
     OnChange,
 }
 
-/// Whether the server with `spec_hash` and Secret `versions` needs a check now, given its
-/// last check `last`.
+/// Whether the server with `spec_hash` and Secret `versions` needs a check now under the
+/// endpoint policy with `policy_hash`, given its last check `last`. A changed policy is a
+/// changed input: every server is checked again at once.
 pub fn due(
     last: Option<&ServerHealth>,
     spec_hash: &str,
     versions: &BTreeMap<String, String>,
+    policy_hash: &str,
     now: Timestamp,
     intervals: Intervals,
 ) -> Due {
     let Some(last) = last else { return Due::Now };
-    let same_input =
-        last.spec_hash.as_deref() == Some(spec_hash) && &last.secret_versions == versions;
+    let same_input = last.spec_hash.as_deref() == Some(spec_hash)
+        && &last.secret_versions == versions
+        && last.policy_hash.as_deref() == Some(policy_hash);
     let Some(checked) = last.last_checked_at.as_ref().map(|t| t.0) else {
         return Due::Now;
     };

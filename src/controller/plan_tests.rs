@@ -184,6 +184,7 @@ fn health(state: ServerState, reason: Option<&str>, checked: &str) -> ServerHeal
         latency_ms: None,
         spec_hash: Some("h1".into()),
         secret_versions: BTreeMap::from([("pg".into(), "7".into())]),
+        policy_hash: Some("p1".into()),
     }
 }
 
@@ -196,18 +197,18 @@ fn checks_repeat_on_change_on_retry_and_on_revalidation_only() {
     let v7 = BTreeMap::from([("pg".to_owned(), "7".to_owned())]);
     let v8 = BTreeMap::from([("pg".to_owned(), "8".to_owned())]);
     let healthy = health(ServerState::Healthy, None, "2026-11-24T09:58:00Z");
-    assert_eq!(due(None, "h1", &v7, now(), intervals), Due::Now);
+    assert_eq!(due(None, "h1", &v7, "p1", now(), intervals), Due::Now);
     assert_eq!(
-        due(Some(&healthy), "h1", &v7, now(), intervals),
+        due(Some(&healthy), "h1", &v7, "p1", now(), intervals),
         Due::In(Duration::from_secs(180))
     );
     assert_eq!(
-        due(Some(&healthy), "h2", &v7, now(), intervals),
+        due(Some(&healthy), "h2", &v7, "p1", now(), intervals),
         Due::Now,
         "spec changed"
     );
     assert_eq!(
-        due(Some(&healthy), "h1", &v8, now(), intervals),
+        due(Some(&healthy), "h1", &v8, "p1", now(), intervals),
         Due::Now,
         "Secret changed"
     );
@@ -218,7 +219,7 @@ fn checks_repeat_on_change_on_retry_and_on_revalidation_only() {
         "2026-11-24T09:59:50Z",
     );
     assert_eq!(
-        due(Some(&down), "h1", &v7, now(), intervals),
+        due(Some(&down), "h1", &v7, "p1", now(), intervals),
         Due::In(Duration::from_secs(20))
     );
     let auth = health(
@@ -227,14 +228,21 @@ fn checks_repeat_on_change_on_retry_and_on_revalidation_only() {
         "2026-11-24T09:59:50Z",
     );
     assert_eq!(
-        due(Some(&auth), "h1", &v7, now(), intervals),
+        due(Some(&auth), "h1", &v7, "p1", now(), intervals),
         Due::In(Duration::from_secs(290))
     );
     let off = Intervals {
         revalidate: None,
         ..intervals
     };
-    assert_eq!(due(Some(&auth), "h1", &v7, now(), off), Due::OnChange);
+    assert_eq!(due(Some(&auth), "h1", &v7, "p1", now(), off), Due::OnChange);
+    // A changed endpoint policy re-checks at once, even with re-validation off.
+    assert_eq!(
+        due(Some(&healthy), "h1", &v7, "p2", now(), intervals),
+        Due::Now,
+        "policy changed"
+    );
+    assert_eq!(due(Some(&auth), "h1", &v7, "p2", now(), off), Due::Now);
 }
 
 #[test]

@@ -35,6 +35,7 @@ use crate::api::{
 use crate::config::binding::{self, Claim, Verdict};
 use crate::config::candidate::{self, Candidate, ServerKey};
 use crate::config::failure::Failure;
+use crate::config::validate::policy_failure;
 use crate::config::{Credential, EndpointPolicy, validate_tenant_spec};
 use crate::mirror::{
     ConfigSource, McpSecrets, MirrorDocument, MirrorServers, MirrorState, MirrorWriter,
@@ -158,6 +159,8 @@ pub fn jitter(d: Duration) -> Duration {
 struct Globals {
     spec: Option<GlobalMcpConfigSpec>,
     policy: EndpointPolicy,
+    /// A stable hash of the policy in force, recorded with every check.
+    policy_hash: String,
     resource_version: Option<i64>,
 }
 
@@ -168,9 +171,13 @@ fn globals(ctx: &Context) -> Globals {
         .as_ref()
         .map(|s| EndpointPolicy::compile_or_strict(&s.endpoint_policy))
         .unwrap_or_default();
+    // The compiled policy (what is enforced), so an edit that changes nothing enforced (or a
+    // malformed one replaced by the strict default) hashes as what it does.
+    let policy_hash = crate::config::spec_hash(&format!("{policy:?}")).unwrap_or_default();
     Globals {
         spec,
         policy,
+        policy_hash,
         resource_version: global.as_ref().and_then(|g| resource_version(g.as_ref())),
     }
 }
@@ -322,12 +329,26 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
     let mut probing = Duration::ZERO;
     let mut snapshots: HashMap<String, Secret> = HashMap::new();
     let mut promoted: Vec<String> = Vec::new();
+    // Server types taken out of status.active, with why.
+    let mut demoted: Vec<(String, String)> = Vec::new();
 
     if gate.clears_active() {
         status.active = Default::default();
     }
     if gate == Gate::Served {
         split = plan::split_errors(&validate_tenant_spec(spec, &global.policy), &spec.servers);
+        // An active entry the policy in force denies leaves service now (a policy tightened,
+        // `requireTls` set): its tenant gets PolicyDenied, never the old server.
+        for key in &declared {
+            let denied = active::spec(&status.active, key)
+                .and_then(|server| policy_failure(server, &global.policy))
+                .filter(|f| f.reason == reason::POLICY_DENIED);
+            if let Some(f) = denied
+                && active::demote(&mut status.active, key)
+            {
+                demoted.push((key.as_string(), f.message));
+            }
+        }
         let mut fetched: HashMap<String, Option<Secret>> = HashMap::new();
         for secret in &reads {
             let found = secrets_api
@@ -358,9 +379,10 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
                 split.per_server.get(key).cloned()
             };
             if let Some(failure) = failure {
-                status
-                    .servers
-                    .insert(key_name, failing(&failure, None, BTreeMap::new(), now));
+                status.servers.insert(
+                    key_name,
+                    failing(&failure, None, BTreeMap::new(), &global.policy_hash, now),
+                );
                 continue;
             }
             let versions: BTreeMap<String, String> = uses
@@ -377,9 +399,10 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
             let candidate = match candidate::resolve(&spec.servers, key, &lookup) {
                 Ok(c) => c,
                 Err(failure) => {
-                    status
-                        .servers
-                        .insert(key_name, failing(&failure, None, versions, now));
+                    status.servers.insert(
+                        key_name,
+                        failing(&failure, None, versions, &global.policy_hash, now),
+                    );
                     continue;
                 }
             };
@@ -399,7 +422,14 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
             let last = status.servers.get(&key_name);
             let due = if synced || last.is_some_and(|h| h.spec_hash.as_deref() == Some(&spec_hash))
             {
-                plan::due(last, &spec_hash, &versions, now, intervals)
+                plan::due(
+                    last,
+                    &spec_hash,
+                    &versions,
+                    &global.policy_hash,
+                    now,
+                    intervals,
+                )
             } else {
                 Due::Now
             };
@@ -483,13 +513,30 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
                             latency_ms: i64::try_from(latency.as_millis()).ok(),
                             spec_hash: Some(spec_hash),
                             secret_versions: resolved.versions,
+                            policy_hash: Some(global.policy_hash.clone()),
                         },
                     );
                 }
                 Err(failure) => {
+                    // The active entry itself now connects somewhere the policy denies (its
+                    // name resolves elsewhere since promotion): out of service. A server that
+                    // is merely down keeps serving as last-known-good.
+                    if resolved.in_sync
+                        && failure.reason == reason::POLICY_DENIED
+                        && active::demote(&mut status.active, &key)
+                    {
+                        in_sync.remove(&key);
+                        demoted.push((key_name.clone(), failure.message.clone()));
+                    }
                     status.servers.insert(
                         key_name,
-                        failing(&failure, Some(spec_hash), resolved.versions, now),
+                        failing(
+                            &failure,
+                            Some(spec_hash),
+                            resolved.versions,
+                            &global.policy_hash,
+                            now,
+                        ),
                     );
                 }
             }
@@ -498,6 +545,7 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
                     Some(h),
                     h.spec_hash.as_deref().unwrap_or_default(),
                     &h.secret_versions,
+                    &global.policy_hash,
                     now,
                     intervals,
                 );
@@ -558,6 +606,24 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
     }
 
     publish_transitions(ctx, config, &previous, &status, &promoted).await;
+    for (key, why) in &demoted {
+        warn!(config = %id, server = %key, "demoted: {why}");
+        ctx.metrics.demoted(
+            ServerKey::parse(key)
+                .as_ref()
+                .map_or("unknown", ServerKey::server_type),
+        );
+        event(
+            ctx,
+            config,
+            EventType::Warning,
+            "Demoted",
+            &format!(
+                "{key} was taken out of service: the endpoint policy now denies it ({why}); its tenant gets PolicyDenied until it is fixed"
+            ),
+        )
+        .await;
+    }
     let state = tenant_state(&gate, &status);
     ctx.metrics.config_state(
         &id,
@@ -592,6 +658,7 @@ fn failing(
     failure: &Failure,
     spec_hash: Option<String>,
     versions: BTreeMap<String, String>,
+    policy_hash: &str,
     now: Timestamp,
 ) -> ServerHealth {
     ServerHealth {
@@ -602,6 +669,7 @@ fn failing(
         latency_ms: None,
         spec_hash,
         secret_versions: versions,
+        policy_hash: Some(policy_hash.to_owned()),
     }
 }
 

@@ -522,6 +522,35 @@ mod tests {
         assert_eq!(managers(&second), ["gitops:Apply"]);
     }
 
+    /// A whole sub-object the applier owned and no longer applies goes, and so does the map it
+    /// leaves empty; an applied empty map stays.
+    #[test]
+    fn dropping_a_whole_sub_object_removes_it() {
+        let t = rt();
+        let first = apply(
+            &t,
+            "x",
+            None,
+            &json!({"status": {"active": {"postgres": {"host": "h", "port": 1}}, "n": 1}}),
+            "controller",
+            true,
+            "status",
+        )
+        .unwrap();
+        let second = apply(
+            &t,
+            "x",
+            Some(&first),
+            &json!({"status": {"active": {}, "n": 2}}),
+            "controller",
+            true,
+            "status",
+        )
+        .unwrap();
+        assert_eq!(second["status"]["active"], json!({}), "{second}");
+        assert_eq!(second["status"]["n"], 2);
+    }
+
     #[test]
     fn another_managers_field_conflicts_unless_forced() {
         let t = rt();

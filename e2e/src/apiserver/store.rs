@@ -389,6 +389,7 @@ impl Store {
                 meta(&new, "name").unwrap_or_default()
             )));
         }
+        let managed_fields = new.pointer("/metadata/managedFields").cloned();
         if status_only {
             let status = new.get("status").cloned();
             new = old.clone();
@@ -428,16 +429,14 @@ impl Store {
                 };
             }
             if status_only {
-                m.insert(
-                    "managedFields".into(),
-                    old_meta
-                        .get("managedFields")
-                        .cloned()
-                        .unwrap_or(Value::Null),
-                );
-                if m.get("managedFields").is_some_and(Value::is_null) {
-                    m.remove("managedFields");
-                }
+                // Everything but the status comes from the stored object, except the field
+                // ownership the write itself recorded (its `status` subresource entry): without
+                // it, the next apply would not know which status fields its manager owns, and
+                // could never remove one.
+                match managed_fields {
+                    Some(fields) => m.insert("managedFields".into(), fields),
+                    None => m.remove("managedFields"),
+                };
             }
         }
         if rt.has_generation {

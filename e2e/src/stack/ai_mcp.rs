@@ -260,6 +260,9 @@ impl AiMcpServer {
                     let mut config = StreamableHttpServerConfig::default();
                     let cancel = config.cancellation_token.clone();
                     config.sse_keep_alive = None;
+                    // Tenants reach their servers by name (tests give them names that resolve
+                    // to loopback); this test server answers any Host.
+                    config.allowed_hosts.clear();
                     let tools = AiTools {
                         shared: shared.clone(),
                     };

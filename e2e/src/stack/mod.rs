@@ -116,16 +116,22 @@ pub fn tenant_mcp_binary() -> Result<PathBuf, StackError> {
     if let Some(path) = std::env::var_os("TENANT_MCP_BIN") {
         return Ok(PathBuf::from(path));
     }
+    workspace_binary("tenant-mcp")
+}
+
+/// A binary of the workspace, built next to the running test or binary (`cargo build` /
+/// `cargo nextest run --workspace` build them all).
+pub fn workspace_binary(name: &str) -> Result<PathBuf, StackError> {
     let exe = std::env::current_exe().unwrap_or_default();
     // Tests run from target/<profile>/deps/, binaries from target/<profile>/.
     exe.ancestors()
         .skip(1)
         .take(2)
-        .map(|dir| dir.join("tenant-mcp"))
+        .map(|dir| dir.join(name))
         .find(|p| p.is_file())
         .ok_or_else(|| StackError::Missing {
-            program: "tenant-mcp".into(),
-            hint: "build it with `cargo build` or set TENANT_MCP_BIN".into(),
+            program: name.into(),
+            hint: format!("build it with `cargo build --workspace` (the binary {name})"),
         })
 }
 

@@ -85,7 +85,11 @@ impl App {
             return Ok(());
         }
         let pool = self.clients.postgres(tenant).await?;
-        let mut tx = pool.begin().await.map_err(AppError::schema)?;
+        // Getting a connection may be refused by the endpoint policy: say so, with the reason.
+        let mut tx = pool
+            .begin()
+            .await
+            .map_err(|e| AppError::Service(ServiceError::postgres(tenant, e)))?;
         for statement in SCHEMA {
             sqlx::query(*statement)
                 .execute(&mut *tx)
@@ -296,6 +300,8 @@ impl AppError {
             Self::Service(ServiceError::Client(ClientError::NotConfigured { .. })) => {
                 StatusCode::NOT_IMPLEMENTED
             }
+            // The tenant's server cannot be used now; no other server was tried.
+            Self::Service(ServiceError::PolicyDenied { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Service(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotText => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -309,9 +315,14 @@ impl IntoResponse for AppError {
         if status.is_server_error() {
             tracing::warn!(error = %self, "request failed");
         }
+        let reason = match &self {
+            Self::Service(e) => e.reason().to_owned(),
+            Self::Schema(_) => "PostgresError".to_owned(),
+            Self::NotText => "NotText".to_owned(),
+        };
         (
             status,
-            Json(serde_json::json!({ "error": self.to_string() })),
+            Json(serde_json::json!({ "error": self.to_string(), "reason": reason })),
         )
             .into_response()
     }
