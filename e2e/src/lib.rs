@@ -5,6 +5,7 @@
 //! every scenario also runs against a real cluster when `E2E_KUBECONFIG` is set.
 
 pub mod apiserver;
+pub mod bench;
 pub mod harness;
 pub mod mcp_admin;
 pub mod rbac;

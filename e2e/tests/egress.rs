@@ -730,3 +730,73 @@ async fn a_hosts_file_change_is_caught_by_the_sample_app_on_its_next_connection(
     assert_eq!(decoy.connections(), 0, "a connection reached 127.0.0.2");
     let _ = app.kill().await;
 }
+
+/// A tenant's server that answers with a redirect to an address the policy denies: neither
+/// the MCP client nor the S3 client follows it, so nothing reaches the denied address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redirect_to_a_denied_address_is_not_followed() {
+    tenant_mcp_e2e::stack::install_crypto_provider();
+    let decoy_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let decoy = Decoy::start(decoy_port).await;
+    let target = format!("http://127.0.0.2:{decoy_port}/internal");
+    let redirect = axum::Router::new().fallback(move || {
+        let target = target.clone();
+        async move {
+            (
+                axum::http::StatusCode::TEMPORARY_REDIRECT,
+                [(axum::http::header::LOCATION, target)],
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, redirect).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("acme.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: tenant-acme, labels: {{tenantmcp.dev/tenant: acme}}}}\n---\n\
+             apiVersion: tenantmcp.dev/v1alpha1\nkind: GlobalMcpConfig\nmetadata: {{name: default}}\n\
+             spec: {{endpointPolicy: {{allowLoopback: true, deniedCidrs: [127.0.0.2/32]}}}}\n---\n\
+             apiVersion: v1\nkind: Secret\nmetadata: {{name: s3, namespace: tenant-acme}}\n\
+             stringData: {{accessKeyId: a, secretAccessKey: s}}\n---\n\
+             apiVersion: tenantmcp.dev/v1alpha1\nkind: TenantMcpConfig\nmetadata: {{name: acme, namespace: tenant-acme}}\n\
+             spec:\n  tenantId: acme\n  servers:\n\
+             \x20   minio: {{endpoint: 'http://127.0.0.1:{port}', bucket: docs, credentialsSecretRef: {{name: s3}}}}\n\
+             \x20   aiMcpServer: {{url: 'http://127.0.0.1:{port}/mcp'}}\n"
+        ),
+    )
+    .unwrap();
+    let clients = TenantClients::from_directory(dir.path(), ClientSettings::default()).unwrap();
+    let services = TenantServices::new(clients.clone());
+    let mcp = services.ai.list_tools("acme").await.unwrap_err();
+    assert!(matches!(mcp, ServiceError::Mcp { .. }), "{mcp}");
+    let s3 = services.objects.get("acme", "k").await.unwrap_err();
+    assert!(matches!(s3, ServiceError::S3 { .. }), "{s3}");
+    // The probe (the controller's and the tools' connection test) does not follow it either.
+    let server: tenant_mcp::api::McpServer =
+        serde_json::from_value(json!({"url": format!("http://127.0.0.1:{port}/mcp")})).unwrap();
+    let egress =
+        tenant_mcp_e2e::stack::egress(tenant_mcp::config::EndpointPolicy::compile_or_strict(
+            &serde_json::from_value(
+                json!({"allowLoopback": true, "deniedCidrs": ["127.0.0.2/32"]}),
+            )
+            .unwrap(),
+        ));
+    let probed =
+        tenant_mcp::probe::mcp::probe_mcp(&egress, &server, Some("acme"), &Default::default())
+            .await
+            .unwrap_err();
+    assert_ne!(probed.reason(), "", "{probed}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        decoy.connections(),
+        0,
+        "a redirect was followed to 127.0.0.2"
+    );
+    clients.shutdown().await;
+}

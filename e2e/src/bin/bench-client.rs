@@ -18,6 +18,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use futures::FutureExt as _;
 use tenant_mcp::client::{ClientSettings, TenantClients};
+use tenant_mcp_e2e::bench::{self, measured_line, quantile, us};
 
 /// Options.
 #[derive(Debug, Parser)]
@@ -402,18 +403,6 @@ fn hot_lookups(
     Ok(out)
 }
 
-fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn us(d: Duration) -> String {
-    format!("{:.2} µs", d.as_secs_f64() * 1e6)
-}
-
 fn render(tenants: usize, hot: &[Duration], cold: &[Duration], uncached: &[Duration]) -> String {
     let row = |label: &str, n: usize, s: &[Duration]| {
         format!(
@@ -448,27 +437,21 @@ fn render(tenants: usize, hot: &[Duration], cold: &[Duration], uncached: &[Durat
     out
 }
 
-const BEGIN: &str = "<!-- bench-client:begin -->";
-const END: &str = "<!-- bench-client:end -->";
-
 fn write_section(path: &std::path::Path, table: &str) -> anyhow::Result<()> {
-    let existing = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
-    let section = format!(
-        "{BEGIN}\n## Client library: lookups and builds\n\nMeasured {} on {} CPUs, \
-`cargo run --release -p tenant-mcp-e2e --bin bench-client`.\n\n\
+    let body = format!(
+        "{}\n\n\
 Method: a directory source with N tenants, each declaring its own Postgres, S3 and AI MCP server \
 (loopback addresses; nothing connects: pools are lazy, MCP sessions open on first call). \
 Memory, churn and propagation run first, then the lookups. Hot: every tenant's pool is built first, then two OS threads each run 1,000,000 `postgres(tenant)` \
 lookups of pseudo-random tenants, timing each call (timer overhead included, ~20–40 ns). Cold: the \
 three clients of a tenant not cached yet (routing, cache insert, building). Baseline: resolving and \
-building the three clients (and their HTTP connectors and pool) on every request with no cache, as code without this library would, in the same run.\n\n{table}\n{END}",
-        jiff::Zoned::now().strftime("%Y-%m-%d"),
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+building the three clients (and their HTTP connectors and pool) on every request with no cache, as code without this library would, in the same run.\n\n{table}",
+        measured_line("cargo run --release -p tenant-mcp-e2e --bin bench-client")
     );
-    let updated = match (existing.find(BEGIN), existing.find(END)) {
-        (Some(b), Some(e)) => format!("{}{section}{}", &existing[..b], &existing[e + END.len()..]),
-        _ => format!("{}\n\n{section}\n", existing.trim_end()),
-    };
-    std::fs::write(path, updated)?;
-    Ok(())
+    Ok(bench::write_section(
+        path,
+        "bench-client",
+        "Client library: lookups and builds",
+        &body,
+    )?)
 }

@@ -13,6 +13,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tenant_mcp_e2e::bench::{self, measured_line, ms, quantile};
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -258,18 +259,6 @@ fn reasons(configs: &[&TenantMcpConfig]) -> std::collections::BTreeMap<String, u
     counts
 }
 
-fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
 fn render(results: &[RunResult]) -> String {
     let mut out = String::from(
         "| run | tenants | until all Ready | configs/s | reconciles | p50 reconcile (excl. probes) | p99 reconcile (excl. probes) | p50 probe wall time |\n|---|---|---|---|---|---|---|---|\n",
@@ -302,17 +291,9 @@ fn render(results: &[RunResult]) -> String {
     out
 }
 
-const BEGIN: &str = "<!-- bench-controller:begin -->";
-const END: &str = "<!-- bench-controller:end -->";
-
 fn write_section(path: &std::path::Path, table: &str) -> anyhow::Result<()> {
-    let existing = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
-    let machine = format!(
-        "{} CPUs, `cargo run --release -p tenant-mcp-e2e --bin bench-controller`",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-    let section = format!(
-        "{BEGIN}\n## Controller: reconciling many tenants\n\nMeasured {} on {machine}.\n\n\
+    let body = format!(
+        "{}\n\n\
 Method: one process starts the API stand-in, a real Postgres (the tenants' database and the mirror) and \
 the controller in-process (reconcile concurrency 16, probe cap 32). Per run, N labelled namespaces with \
 a TenantMcpConfig each (and, in the full run, a Secret and a Postgres server) exist before the \
@@ -320,13 +301,13 @@ controller starts; the clock runs from controller start until a list shows all N
 Reconcile times are every reconcile the controller ran (adding the finalizer, the promoting one, and the \
 one its own status write triggers), each minus the wall time of its probes; the full run also \
 creates a snapshot Secret and writes an encrypted mirror row per tenant. The baseline run, in the same \
-process and minute, is the controller's fixed cost per tenant; ratios compare the two.\n\n{table}\n{END}",
-        jiff::Zoned::now().strftime("%Y-%m-%d"),
+process and minute, is the controller's fixed cost per tenant; ratios compare the two.\n\n{table}",
+        measured_line("cargo run --release -p tenant-mcp-e2e --bin bench-controller")
     );
-    let updated = match (existing.find(BEGIN), existing.find(END)) {
-        (Some(b), Some(e)) => format!("{}{section}{}", &existing[..b], &existing[e + END.len()..]),
-        _ => format!("{}\n{section}\n", existing.trim_end()),
-    };
-    std::fs::write(path, updated)?;
-    Ok(())
+    Ok(bench::write_section(
+        path,
+        "bench-controller",
+        "Controller: reconciling many tenants",
+        &body,
+    )?)
 }
