@@ -4,6 +4,7 @@
 mod controller;
 mod crdgen;
 mod database;
+mod inspect;
 mod keys;
 mod mcp_server;
 mod migrate;
@@ -66,6 +67,13 @@ pub enum Command {
     McpServer(mcp_server::McpServerArgs),
     /// Mint an HS256 bearer token for the management MCP server (shared-secret setups).
     Token(token::TokenArgs),
+    /// What serves every tenant now: per server type, where requests go and why, desired
+    /// against active, the last check. Exit 0 when every tenant is served as declared, 1 when
+    /// any needs attention.
+    Status(inspect::StatusArgs),
+    /// Where a tenant's requests go right now for each server type, and why (the client
+    /// library's own routing): exit 0 when served, 1 when unavailable.
+    Route(inspect::RouteArgs),
 }
 
 /// Sets up `tracing` on stderr.
@@ -91,6 +99,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(args) => keys::run(&args),
         Command::McpServer(args) => mcp_server::run(&args),
         Command::Token(args) => token::run(&args),
+        Command::Status(args) => inspect::run_status(&args),
+        Command::Route(args) => inspect::run_route(&args),
     }
 }
 

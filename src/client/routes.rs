@@ -91,6 +91,69 @@ impl Endpoint {
     }
 }
 
+/// What serves a (tenant, server type) and why: [`Routes::explain`].
+#[derive(Debug)]
+pub struct Explanation {
+    /// What a request gets: the endpoint, or the error.
+    pub outcome: Result<Arc<Endpoint>, ClientError>,
+    /// Which branch of the rule decided it.
+    pub because: Because,
+}
+
+/// Which branch of the routing rule decided where a server type is served from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Because {
+    /// Tenant configs are switched off: everyone is on the global servers.
+    FlagOff {
+        /// Which switch.
+        by: &'static str,
+    },
+    /// No config serves the tenant (none claims it, or the binding rule refuses every claim).
+    NoConfig,
+    /// The tenant's config has `spec.enabled: false`.
+    TenantDisabled {
+        /// `namespace/name` of the config.
+        config: String,
+    },
+    /// The tenant's config does not declare this server type: the global fallback.
+    NotDeclared {
+        /// `namespace/name` of the config.
+        config: String,
+    },
+    /// The tenant's active entry.
+    TenantActive {
+        /// `namespace/name` of the config.
+        config: String,
+    },
+    /// The tenant declares the type but has no usable entry: never the global server.
+    TenantUnavailable {
+        /// `namespace/name` of the config.
+        config: String,
+        /// The condition reason.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for Because {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::FlagOff { by } => write!(f, "tenant configs are switched off ({by})"),
+            Self::NoConfig => f.write_str("no TenantMcpConfig serves this tenant"),
+            Self::TenantDisabled { config } => write!(f, "{config} has spec.enabled: false"),
+            Self::NotDeclared { config } => {
+                write!(f, "{config} does not declare this server type")
+            }
+            Self::TenantActive { config } => write!(f, "the active entry of {config}"),
+            Self::TenantUnavailable { config, reason } => {
+                write!(
+                    f,
+                    "{config} declares it but it cannot be used now ({reason})"
+                )
+            }
+        }
+    }
+}
+
 /// Why a declared server type cannot be used right now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unavailable {
@@ -232,6 +295,43 @@ impl Routes {
         }
     }
 
+    /// What [`Self::resolve`] answers for server `key` of `tenant`, and which branch of its
+    /// rule decided it (for `tenant-mcp route` and `status`: "why is my tenant on the global
+    /// database?"). Not for the request path: it allocates.
+    pub fn explain(&self, tenant: &str, key: &ServerKey) -> Explanation {
+        let outcome = self.resolve(tenant, key);
+        let global = self.global.load();
+        let because = if !global.tenant_configs_enabled {
+            Because::FlagOff {
+                by: "the GlobalMcpConfig's spec.tenantConfigsEnabled",
+            }
+        } else if !self.tenant_configs_enabled {
+            Because::FlagOff {
+                by: "this process's tenant_configs_enabled setting",
+            }
+        } else {
+            self.tenants.with(tenant, |own| match own {
+                None => Because::NoConfig,
+                Some(own) if !own.enabled => Because::TenantDisabled {
+                    config: own.config.clone(),
+                },
+                Some(own) => match own.servers.get(key) {
+                    None => Because::NotDeclared {
+                        config: own.config.clone(),
+                    },
+                    Some(Ok(_)) => Because::TenantActive {
+                        config: own.config.clone(),
+                    },
+                    Some(Err(u)) => Because::TenantUnavailable {
+                        config: own.config.clone(),
+                        reason: u.reason.clone(),
+                    },
+                },
+            })
+        };
+        Explanation { outcome, because }
+    }
+
     /// Replaces the routes of `tenant` (`None`: it has no config any more).
     pub fn set_tenant(&self, tenant: &str, routes: Option<TenantRoutes>) {
         self.change(|| match routes {
@@ -274,6 +374,21 @@ pub fn serving_config<'a>(
     binding::decide(tenant, &rule, allow_unbound)
         .serving
         .map(|i| claims[i].0)
+}
+
+/// The routes of `tenant` from every config that claims it (with its namespace's labels): the
+/// config the binding rule says serves it, from its `status.active`, with `snapshot` finding
+/// a snapshot Secret by (config, name); `None` when no config serves the tenant. The client
+/// library's Kubernetes source and the `status` / `route` commands build routes this way.
+pub fn tenant_routes_of(
+    tenant: &str,
+    claims: &[Claimed<'_, '_>],
+    allow_unbound: bool,
+    policy: &Arc<EndpointPolicy>,
+    snapshot: &dyn Fn(&TenantMcpConfig, &str) -> Option<Secret>,
+) -> Option<TenantRoutes> {
+    let config = serving_config(tenant, claims, allow_unbound)?;
+    Some(from_status(config, &|name| snapshot(config, name), policy))
 }
 
 /// The routes of a config the controller manages: each declared server type from

@@ -393,3 +393,19 @@ impl Reader<'_> {
         })
     }
 }
+
+/// The spec hash and snapshot Secret of the active entry of `key` in `active`, if any.
+pub fn active_entry(
+    active: &crate::api::ActiveConfig,
+    key: &ServerKey,
+) -> Option<(String, Option<String>)> {
+    fn pick<T>(a: &crate::api::ActiveServer<T>) -> (String, Option<String>) {
+        (a.spec_hash.clone(), a.snapshot_secret.clone())
+    }
+    match key {
+        ServerKey::Postgres => active.postgres.as_ref().map(pick),
+        ServerKey::Minio => active.minio.as_ref().map(pick),
+        ServerKey::AiMcp => active.ai_mcp_server.as_ref().map(pick),
+        ServerKey::Mcp(name) => active.mcp_servers.get(name).map(pick),
+    }
+}

@@ -362,6 +362,53 @@ impl EndpointPolicy {
         (policy, errors)
     }
 
+    /// The policy in one line, for `tenant-mcp status`.
+    pub fn summary(&self) -> String {
+        let schemes: Vec<&str> = self.schemes.iter().map(|s| s.as_str()).collect();
+        let mut allowed = Vec::new();
+        for (on, what) in [
+            (self.allow_private, "private"),
+            (self.allow_loopback, "loopback"),
+            (self.allow_link_local, "link-local"),
+            (self.allow_cloud_metadata, "cloud metadata"),
+        ] {
+            if on {
+                allowed.push(what);
+            }
+        }
+        let mut parts = vec![format!("schemes {}", schemes.join("/"))];
+        parts.push(if self.ports.is_empty() {
+            "any port".to_owned()
+        } else {
+            format!("{} port ranges", self.ports.len())
+        });
+        parts.push(if allowed.is_empty() {
+            "public addresses only".to_owned()
+        } else {
+            format!("public and {} addresses", allowed.join(", "))
+        });
+        if !self.allowed_hosts.is_empty() || !self.denied_hosts.is_empty() {
+            parts.push(format!(
+                "{} allowed / {} denied host patterns",
+                self.allowed_hosts.len(),
+                self.denied_hosts.len()
+            ));
+        }
+        if !self.allowed_cidrs.is_empty() || !self.denied_cidrs.is_empty() {
+            parts.push(format!(
+                "{} allowed / {} denied ranges",
+                self.allowed_cidrs.len(),
+                self.denied_cidrs.len()
+            ));
+        }
+        parts.push(if self.require_tls {
+            "TLS required".to_owned()
+        } else {
+            "TLS not required".to_owned()
+        });
+        parts.join(", ")
+    }
+
     /// Whether `requireTls` is set.
     pub fn requires_tls(&self) -> bool {
         self.require_tls

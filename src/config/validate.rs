@@ -101,6 +101,33 @@ pub enum ServerSpecRef<'a> {
     Mcp(&'a McpServer),
 }
 
+impl<'a> ServerSpecRef<'a> {
+    /// The spec of `key` among `servers`, if declared.
+    pub fn of(servers: &'a ServersSpec, key: &super::candidate::ServerKey) -> Option<Self> {
+        use super::candidate::ServerKey;
+        match key {
+            ServerKey::Postgres => servers.postgres.as_ref().map(Self::Postgres),
+            ServerKey::Minio => servers.minio.as_ref().map(Self::Minio),
+            ServerKey::AiMcp => servers.ai_mcp_server.as_ref().map(Self::Mcp),
+            ServerKey::Mcp(name) => servers
+                .mcp_servers
+                .iter()
+                .find(|n| &n.name == name)
+                .map(|n| Self::Mcp(&n.server)),
+        }
+    }
+
+    /// The hash the controller records for this spec (`specHash`).
+    pub fn spec_hash(self) -> String {
+        let hash = match self {
+            Self::Postgres(s) => super::spec_hash(s),
+            Self::Minio(s) => super::spec_hash(s),
+            Self::Mcp(s) => super::spec_hash(s),
+        };
+        hash.unwrap_or_default()
+    }
+}
+
 /// Whether `policy` still allows `server` as far as it can tell without resolving it (scheme,
 /// port, host name, IP literal, virtual-host name, `requireTls`): `None`, or the failure. The
 /// controller demotes an active entry it fails, and the client library refuses it; its

@@ -8,18 +8,7 @@ use crate::api::{ActiveConfig, ActiveServer};
 use crate::config::candidate::{Candidate, ServerKey};
 use crate::config::validate::ServerSpecRef;
 
-/// The spec hash and snapshot Secret of the active entry of `key`, if any.
-pub fn entry(active: &ActiveConfig, key: &ServerKey) -> Option<(String, Option<String>)> {
-    fn pick<T>(a: &ActiveServer<T>) -> (String, Option<String>) {
-        (a.spec_hash.clone(), a.snapshot_secret.clone())
-    }
-    match key {
-        ServerKey::Postgres => active.postgres.as_ref().map(pick),
-        ServerKey::Minio => active.minio.as_ref().map(pick),
-        ServerKey::AiMcp => active.ai_mcp_server.as_ref().map(pick),
-        ServerKey::Mcp(name) => active.mcp_servers.get(name).map(pick),
-    }
-}
+pub use crate::config::candidate::active_entry as entry;
 
 /// The spec of the active entry of `key`, if any.
 pub fn spec<'a>(active: &'a ActiveConfig, key: &ServerKey) -> Option<ServerSpecRef<'a>> {

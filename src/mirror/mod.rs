@@ -20,7 +20,7 @@ pub use document::{
     MirroredServer, PostgresSecrets, S3Secrets, SealedDocument,
 };
 pub use rotate::{RotationReport, rotate_keys};
-pub use writer::{MirrorRow, MirrorWriter, WriteOutcome};
+pub use writer::{MirrorRow, MirrorWriter, WriteOutcome, row_version};
 
 use crate::crypto::CryptoError;
 

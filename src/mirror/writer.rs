@@ -305,6 +305,20 @@ impl MirrorWriter {
     }
 }
 
+/// The version of `tenant`'s mirror row, without opening it (no keys needed): `None` when the
+/// tenant has no row. For `tenant-mcp status`; the login must be allowed to read the row.
+pub async fn row_version(pool: &PgPool, tenant: &str) -> Result<Option<i64>, MirrorError> {
+    let version: Option<Option<i64>> = sqlx::query_scalar(
+        "SELECT mcp_config_version FROM tenant_configs
+          WHERE tenant_id::text = $1 AND mcp_server_config IS NOT NULL",
+    )
+    .bind(tenant)
+    .fetch_optional(pool)
+    .await
+    .map_err(|e| connect_or_query(format!("reading tenant {tenant:?}"), e))?;
+    Ok(version.flatten())
+}
+
 /// The column of a NOT NULL violation, when that is what `error` is.
 fn required_column(error: &sqlx::Error) -> Option<String> {
     let db = error.as_database_error()?;

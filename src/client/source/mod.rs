@@ -355,29 +355,22 @@ impl KubeState {
                 )
             })
             .collect();
-        let Some(config) = routes::serving_config(tenant, &claims, self.allow_unbound) else {
-            if !configs.is_empty() {
-                debug!(%tenant, claims = configs.len(), "no config serves this tenant: global fallback");
-            }
-            self.snapshots.need(tenant, Vec::new());
-            return None;
-        };
-        let ns = config.namespace().unwrap_or_default();
-        let owner = config.uid().unwrap_or_default();
         let wanted = std::cell::RefCell::new(Vec::new());
         let snapshots = &self.snapshots;
-        let lookup = |name: &str| {
-            wanted.borrow_mut().push(name.to_owned());
-            snapshots.get(&ns, name, &owner)
+        let lookup = |config: &TenantMcpConfig, name: &str| {
+            let ns = config.namespace().unwrap_or_default();
+            let owner = config.uid().unwrap_or_default();
+            let found = snapshots.get(&ns, name, &owner);
+            wanted.borrow_mut().push((ns, name.to_owned()));
+            found
         };
-        let routes = routes::from_status(config, &lookup, &self.policy);
-        let keys = wanted
-            .into_inner()
-            .into_iter()
-            .map(|name| (ns.clone(), name))
-            .collect();
-        self.snapshots.need(tenant, keys);
-        Some(routes)
+        let routes =
+            routes::tenant_routes_of(tenant, &claims, self.allow_unbound, &self.policy, &lookup);
+        if routes.is_none() && !configs.is_empty() {
+            debug!(%tenant, claims = configs.len(), "no config serves this tenant: global fallback");
+        }
+        self.snapshots.need(tenant, wanted.into_inner());
+        routes
     }
 
     fn recompute(&mut self, tenants: BTreeSet<String>) {
