@@ -262,10 +262,12 @@ async fn a_name_that_resolves_to_a_denied_address_after_promotion_reaches_nothin
 
     let clients = w.clients().await;
     let services = TenantServices::new(clients.clone());
-    // Postgres works while the name points where it was checked; keep the connection idle.
+    // Postgres works while the name points where it was checked; the connection stays
+    // checked out, so the next request needs a new one.
     let pool = clients.postgres("acme").await.unwrap();
+    let mut held = pool.acquire().await.unwrap();
     let who: String = sqlx::query_scalar("SELECT current_user::text")
-        .fetch_one(&pool)
+        .fetch_one(&mut *held)
         .await
         .unwrap();
     assert_eq!(who, w.user);
@@ -280,8 +282,7 @@ async fn a_name_that_resolves_to_a_denied_address_after_promotion_reaches_nothin
         w.lookup.set(name, &[DENIED]);
     }
 
-    // Postgres: a request that needs a new connection (the idle one is held) is refused.
-    let held = pool.acquire().await.unwrap();
+    // Postgres: a request that needs a new connection is refused.
     let err = match services.postgres.begin("acme").await {
         Err(e) => e,
         Ok(_) => panic!("a new Postgres connection was made to a denied address"),
