@@ -63,32 +63,19 @@ fn env<'a>(deployment: &'a Value, name: &str) -> Option<&'a Value> {
         .find(|e| e["name"] == name)
 }
 
-/// Every exported series name: counters as `_total`, histograms as `_bucket`/`_sum`/`_count`.
-fn exported_series() -> BTreeSet<String> {
-    use tenant_mcp::client::metrics::{
-        ClientMetrics, ConnectionLabels, EvictionLabels, ServerTypeLabels,
-    };
+/// What the code exports: every series name (counters as `_total`, histograms as
+/// `_bucket`/`_sum`/`_count`) and every label name.
+struct Exported {
+    names: BTreeSet<String>,
+    labels: BTreeSet<String>,
+}
+
+fn exported() -> Exported {
+    use tenant_mcp::client::metrics::ClientMetrics;
     use tenant_mcp::controller::metrics::{Metrics, TenantState};
     // A family without a sample is not encoded: give each one.
     let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = ClientMetrics::default();
-    let server = ServerTypeLabels {
-        server_type: "postgres",
-    };
-    metrics.hits.get_or_create(&server).inc();
-    metrics.misses.get_or_create(&server).inc();
-    metrics.builds.get_or_create(&server).inc();
-    metrics
-        .evictions
-        .get_or_create(&EvictionLabels { cause: "idle" })
-        .inc();
-    metrics
-        .pg_connections
-        .get_or_create(&ConnectionLabels {
-            origin: "tenant",
-            state: "open",
-        })
-        .set(1);
+    let metrics = ClientMetrics::with_a_sample_of_each();
     metrics.register(&mut registry);
     let mut client = String::new();
     prometheus_client::encoding::text::encode(&mut client, &registry).unwrap();
@@ -97,6 +84,9 @@ fn exported_series() -> BTreeSet<String> {
     controller.error("Timeout");
     controller.probe("postgres", "Healthy", std::time::Duration::from_millis(1));
     controller.config_state("ns/name", TenantState::Ready, vec!["postgres"]);
+    controller.promoted("postgres");
+    controller.demoted("postgres");
+    controller.mirror_written("ns/name", Ok(()));
     let controller = controller.encode();
     let management = tenant_mcp::mcp_server::metrics::ServerMetrics::new();
     management.call(
@@ -107,11 +97,14 @@ fn exported_series() -> BTreeSet<String> {
     management.refused("rate_limited");
     let management = management.encode();
     let mut names = BTreeSet::new();
+    let mut labels = BTreeSet::from(["le".to_owned()]);
+    let label = regex::Regex::new(r#"[{,]([a-z_]+)=""#).unwrap();
     for line in client
         .lines()
         .chain(controller.lines())
         .chain(management.lines())
     {
+        labels.extend(label.captures_iter(line).map(|c| c[1].to_owned()));
         let mut parts = line.split_whitespace();
         if parts.next() != Some("#") || parts.next() != Some("TYPE") {
             continue;
@@ -130,7 +123,39 @@ fn exported_series() -> BTreeSet<String> {
             _ => names.insert(name.to_owned()),
         };
     }
-    names
+    Exported { names, labels }
+}
+
+/// Checks that `expr` parses as PromQL and names only exported series and labels.
+fn check_query(what: &str, expr: &str, exported: &Exported) {
+    promql_parser::parser::parse(expr).unwrap_or_else(|e| panic!("{what}: {e}\n{expr}"));
+    let metric = regex::Regex::new(r"tenant_mcp_[a-z_]+").unwrap();
+    for name in metric.find_iter(expr) {
+        assert!(
+            exported.names.contains(name.as_str()),
+            "{what} uses {}, which nothing exports ({:?})",
+            name.as_str(),
+            exported.names
+        );
+    }
+    // Labels in `by (…)` and in selectors.
+    let grouping = regex::Regex::new(r"by \(([^)]*)\)").unwrap();
+    let matcher = regex::Regex::new(r"[{,]\s*([a-z_]+)\s*(?:=|!=|=~|!~)").unwrap();
+    let used = grouping
+        .captures_iter(expr)
+        .flat_map(|c| {
+            c[1].split(',')
+                .map(|l| l.trim().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .chain(matcher.captures_iter(expr).map(|c| c[1].to_owned()));
+    for label in used {
+        assert!(
+            exported.labels.contains(&label),
+            "{what} uses label {label}, which no exported series has ({:?})",
+            exported.labels
+        );
+    }
 }
 
 #[test]
@@ -169,6 +194,13 @@ fn the_chart_lints_and_renders_for_each_value_set() {
     assert!(
         !kinds.contains("Job") && !kinds.contains("PrometheusRule"),
         "{kinds:?}"
+    );
+    assert!(
+        !defaults.iter().any(|o| o["kind"] == "ConfigMap"
+            && o["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("-dashboard"))),
+        "no dashboard unless asked for"
     );
     let controller = find(&defaults, "Deployment", "-controller");
     assert_eq!(controller["spec"]["replicas"], 2);
@@ -280,24 +312,14 @@ fn the_chart_lints_and_renders_for_each_value_set() {
         }
     }
 
-    // The alerts are valid PromQL over series the code exports.
-    let exported = exported_series();
+    // The alerts are valid PromQL over series and labels the code exports.
+    let exported = exported();
     let rule = find(&full, "PrometheusRule", "");
-    let metric = regex::Regex::new(r"tenant_mcp_[a-z_]+").unwrap();
     let mut alerts = 0;
     for group in rule["spec"]["groups"].as_array().unwrap() {
         for r in group["rules"].as_array().unwrap() {
             let expr = r["expr"].as_str().unwrap();
-            promql_parser::parser::parse(expr)
-                .unwrap_or_else(|e| panic!("{}: {e}\n{expr}", r["alert"]));
-            for name in metric.find_iter(expr) {
-                assert!(
-                    exported.contains(name.as_str()),
-                    "{} uses {}, which nothing exports ({exported:?})",
-                    r["alert"],
-                    name.as_str()
-                );
-            }
+            check_query(r["alert"].as_str().unwrap(), expr, &exported);
             alerts += 1;
         }
     }
@@ -378,6 +400,92 @@ fn the_chart_lints_and_renders_for_each_value_set() {
     }
 }
 
+/// The Grafana dashboard: the ConfigMap carries the sidecar label and the JSON unchanged,
+/// every panel query is valid PromQL (after Grafana's own variables are put in) over series
+/// and labels the code exports, the asked-for views are there, and panels do not overlap.
+#[test]
+fn the_dashboard_parses_and_queries_only_exported_series() {
+    let full = render(VALUE_SETS[1]).unwrap();
+    let map = find(&full, "ConfigMap", "-dashboard");
+    assert_eq!(map["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json = map["data"]["tenant-mcp.json"].as_str().unwrap();
+    let dashboard: Value = serde_json::from_str(json).unwrap();
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("charts/tenant-mcp/dashboards/tenant-mcp.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(dashboard, file, "the ConfigMap holds the file as it is");
+    assert_eq!(dashboard["uid"], "tenant-mcp");
+
+    let exported = exported();
+    let mut used = BTreeSet::new();
+    let mut ids = BTreeSet::new();
+    let mut cells = BTreeSet::new();
+    let metric = regex::Regex::new(r"tenant_mcp_[a-z_]+").unwrap();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let title = panel["title"].as_str().unwrap();
+        assert!(
+            ids.insert(panel["id"].as_i64().unwrap()),
+            "{title}: id reused"
+        );
+        let g = &panel["gridPos"];
+        let (x, y, w, h) = (
+            g["x"].as_i64().unwrap(),
+            g["y"].as_i64().unwrap(),
+            g["w"].as_i64().unwrap(),
+            g["h"].as_i64().unwrap(),
+        );
+        assert!(x + w <= 24, "{title}: wider than the dashboard");
+        for cx in x..x + w {
+            for cy in y..y + h {
+                assert!(cells.insert((cx, cy)), "{title} overlaps another panel");
+            }
+        }
+        if panel["type"] == "row" {
+            continue;
+        }
+        assert!(
+            !panel["description"].as_str().unwrap_or_default().is_empty(),
+            "{title}: no description"
+        );
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title}: no query");
+        for target in targets {
+            let expr = target["expr"].as_str().unwrap();
+            let promql = expr
+                .replace("$__rate_interval", "5m")
+                .replace("$__interval", "1m");
+            check_query(title, &promql, &exported);
+            used.extend(metric.find_iter(expr).map(|m| m.as_str().to_owned()));
+        }
+    }
+    // The views the operators asked for: tenants by state, connection-test failures,
+    // reconcile p99, promotions, mirror lag, the client cache, first-connect p99, client
+    // errors, management calls.
+    for series in [
+        "tenant_mcp_tenants",
+        "tenant_mcp_probes_total",
+        "tenant_mcp_reconcile_duration_seconds_bucket",
+        "tenant_mcp_promotions_total",
+        "tenant_mcp_mirror_lag_seconds",
+        "tenant_mcp_client_cache_hits_total",
+        "tenant_mcp_client_cache_misses_total",
+        "tenant_mcp_client_builds_total",
+        "tenant_mcp_client_requests_total",
+        "tenant_mcp_client_connect_seconds_bucket",
+        "tenant_mcp_client_errors_total",
+        "tenant_mcp_management_calls_total",
+    ] {
+        assert!(used.contains(series), "no panel shows {series}");
+    }
+    assert_eq!(
+        dashboard["templating"]["list"][0]["type"], "datasource",
+        "the data source is a variable"
+    );
+}
+
 #[test]
 fn bad_values_are_refused_with_the_field_named() {
     let cases: [(&[&str], &str); 8] = [
@@ -435,6 +543,7 @@ const VALUE_SETS: &[&[&str]] = &[
         "database.urlSecret.name=tenant-mcp-db",
         "metrics.serviceMonitor.enabled=true",
         "metrics.prometheusRule.enabled=true",
+        "metrics.grafanaDashboard.enabled=true",
         "mcpServer.auth.jwks.existingConfigMap=issuer-keys",
         "mcpServer.auth.issuer=https://issuer.example",
         "mcpServer.auth.audience=tenant-mcp",

@@ -447,6 +447,23 @@ spec:
         metrics.contains("tenant_mcp_tenants{state=\"Ready\"} 1"),
         "{metrics}"
     );
+    // Promotions by server type; every mirror write landed, none is behind.
+    assert!(
+        metrics.contains("tenant_mcp_promotions_total{server_type=\"postgres\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tenant_mcp_mirror_writes_total{result=\"Ok\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tenant_mcp_mirror_rows_behind 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tenant_mcp_mirror_lag_seconds 0.0"),
+        "{metrics}"
+    );
 
     // Deleted: snapshots and mirror data go with it.
     cluster.kubectl_ok(&[

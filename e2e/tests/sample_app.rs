@@ -181,6 +181,53 @@ stringData: {{token: acme-token}}
         ),
     )
     .unwrap();
+    // hooli's servers refuse its credentials: its requests fail, by reason, in the metrics.
+    std::fs::write(
+        dir.path().join("hooli.yaml"),
+        format!(
+            r"apiVersion: v1
+kind: Namespace
+metadata: {{name: tenant-hooli, labels: {{tenantmcp.dev/tenant: hooli}}}}
+---
+apiVersion: tenantmcp.dev/v1alpha1
+kind: TenantMcpConfig
+metadata: {{name: hooli, namespace: tenant-hooli}}
+spec:
+  tenantId: hooli
+  servers:
+    postgres:
+      host: 127.0.0.1
+      port: {port}
+      database: {acme_db}
+      sslMode: disable
+      credentialsSecretRef: {{name: hooli-pg}}
+    minio:
+      endpoint: {s3_endpoint}
+      bucket: acme-docs
+      credentialsSecretRef: {{name: hooli-s3}}
+    aiMcpServer:
+      url: {ai_global}
+      bearerTokenSecretRef: {{name: hooli-ai, key: token}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: hooli-pg, namespace: tenant-hooli}}
+stringData: {{username: {acme_user}, password: wrong-pass}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: hooli-s3, namespace: tenant-hooli}}
+stringData: {{accessKeyId: stack-access, secretAccessKey: wrong-secret-key}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: hooli-ai, namespace: tenant-hooli}}
+stringData: {{token: wrong-token}}
+",
+            ai_global = ai_global.url(),
+        ),
+    )
+    .unwrap();
     let clients = TenantClients::from_directory(dir.path(), ClientSettings::default()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -544,5 +591,126 @@ async fn rls_refuses_rows_for_another_tenant_and_presigned_urls_stay_in_the_pref
     // A request without a tenant never reaches the services.
     let (status, body) = get(&http, &format!("{}/documents", w.base), "").await;
     assert_eq!(status, 400, "{body}");
+    w.clients.shutdown().await;
+}
+
+/// The sum of the samples of `name` whose labels include every one of `labels`, in the
+/// Prometheus text `text`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
+            (series_name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| series_labels.contains(&format!("{k}=\"{v}\""))))
+            .then(|| value.parse::<f64>().unwrap())
+        })
+        .sum()
+}
+
+/// What the application sees, from the sample app's `/metrics` after real requests: clients
+/// handed out by origin (tenant-vs-global usage), first-connect times of each kind, and
+/// failures by kind, stage, reason and origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_by_origin_connect_times_and_failures_by_reason() {
+    let w = world().await;
+    let http = http();
+    for n in 0..3 {
+        put(&http, &w.base, "acme", &format!("m{n}.txt"), "acme text").await;
+    }
+    put(&http, &w.base, "globex", "m.txt", "globex text").await;
+    // hooli's S3 server refuses its key: the PUT fails at its first step.
+    let refused = http
+        .put(format!("{}/documents/m.txt", w.base))
+        .header("x-tenant-id", "hooli")
+        .body("hooli text")
+        .send()
+        .await
+        .unwrap();
+    assert!(!refused.status().is_success(), "{}", refused.status());
+    let services = TenantServices::new(w.clients.clone());
+    let err = services.postgres.begin("hooli").await.unwrap_err();
+    assert!(err.to_string().contains("password"), "{err}");
+    services.ai.list_tools("hooli").await.unwrap_err();
+    // A tenant id that is no DNS label never reaches a server.
+    services.objects.list("Not_A_Label", "").await.unwrap_err();
+
+    let text = http
+        .get(format!("{}/metrics", w.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name, labels: &[(&str, &str)]| sample(&text, name, labels);
+    let requests = "tenant_mcp_client_requests_total";
+    // Per PUT: one S3 and one AI MCP client; Postgres once for the schema check on the first
+    // PUT of a server, then once for the transaction. hooli's pool, S3 and AI MCP clients
+    // were handed out (their servers refused them).
+    for (server, tenant_side, global_side) in [
+        ("postgres", 3.0 + 1.0 + 1.0, 1.0 + 1.0),
+        ("minio", 3.0 + 1.0, 1.0),
+        ("aiMcpServer", 3.0 + 1.0, 1.0),
+    ] {
+        let of = |origin| value(requests, &[("server_type", server), ("origin", origin)]);
+        assert_eq!(of("tenant"), tenant_side, "{server} tenant\n{text}");
+        assert_eq!(of("global"), global_side, "{server} global\n{text}");
+    }
+    // Every kind that served a request has a first-connect time, on both sides.
+    for server in ["postgres", "minio", "aiMcpServer"] {
+        for origin in ["tenant", "global"] {
+            let connects = value(
+                "tenant_mcp_client_connect_seconds_count",
+                &[("server_type", server), ("origin", origin)],
+            );
+            assert!(connects >= 1.0, "{server} {origin}: {connects}\n{text}");
+        }
+    }
+    // S3 times only a client's first request: acme's three PUTs are one connection.
+    let s3_connects = value(
+        "tenant_mcp_client_connect_seconds_count",
+        &[("server_type", "minio"), ("origin", "tenant")],
+    );
+    assert_eq!(s3_connects, 1.0, "{text}");
+    // hooli's failures, by kind, stage and reason; nobody else failed.
+    let errors = "tenant_mcp_client_errors_total";
+    let failed = |server, stage, reason| {
+        value(
+            errors,
+            &[
+                ("server_type", server),
+                ("stage", stage),
+                ("reason", reason),
+            ],
+        )
+    };
+    assert_eq!(failed("minio", "request", "AuthFailed"), 1.0, "{text}");
+    assert_eq!(failed("postgres", "connect", "AuthFailed"), 1.0, "{text}");
+    assert_eq!(
+        failed("aiMcpServer", "connect", "AuthFailed"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            errors,
+            &[
+                ("server_type", "minio"),
+                ("origin", "none"),
+                ("stage", "lookup"),
+                ("reason", "InvalidTenant")
+            ]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(value(errors, &[("origin", "global")]), 0.0, "{text}");
+    assert_eq!(value(errors, &[]), 4.0, "{text}");
+    // No tenant label unless asked for.
+    assert!(!text.contains("tenant_requests"), "{text}");
     w.clients.shutdown().await;
 }

@@ -16,11 +16,12 @@ use rmcp::transport::StreamableHttpClientTransport;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::Mutex;
 
-use super::routes::Endpoint;
+use super::metrics::ClientMetrics;
+use super::routes::{Endpoint, Origin};
 use crate::api::PostgresServer;
-use crate::config::candidate::Candidate;
+use crate::config::candidate::{Candidate, ServerKey};
 use crate::config::{McpCredentials, McpTarget, PostgresCredentials, mcp_target};
-use crate::egress::{Egress, EgressCache, Lookup};
+use crate::egress::{ConnectHook, ConnectOutcome, Egress, EgressCache, Lookup};
 
 /// What every client shares: the parent pool whose size caps the connections of all tenant
 /// pools together, and the connectors of the current endpoint policy.
@@ -31,17 +32,27 @@ pub struct Shared {
     /// The cap on open Postgres connections across all pools.
     pg_cap: u32,
     egress: Arc<EgressCache>,
+    metrics: Arc<ClientMetrics>,
 }
 
 impl Shared {
     /// Shared parts for at most `pg_cap` open Postgres connections in all, resolving names
     /// with the system resolver.
     pub fn new(pg_cap: u32) -> Result<Self, String> {
-        Self::with_lookup(pg_cap, Arc::new(crate::egress::SystemLookup))
+        Self::with_lookup(
+            pg_cap,
+            Arc::new(crate::egress::SystemLookup),
+            Arc::default(),
+        )
     }
 
-    /// As [`Self::new`], resolving names with `lookup`.
-    pub fn with_lookup(pg_cap: u32, lookup: Arc<dyn Lookup>) -> Result<Self, String> {
+    /// As [`Self::new`], resolving names with `lookup` and counting connections and their
+    /// failures in `metrics`.
+    pub fn with_lookup(
+        pg_cap: u32,
+        lookup: Arc<dyn Lookup>,
+        metrics: Arc<ClientMetrics>,
+    ) -> Result<Self, String> {
         crate::probe::install_crypto_provider();
         let pg_cap = pg_cap.max(1);
         // sqlx's parent pool: children "steal" permits from it, so the sum of open connections
@@ -56,6 +67,7 @@ impl Shared {
             pg_parent,
             pg_cap,
             egress: Arc::new(EgressCache::new(lookup)),
+            metrics,
         })
     }
 
@@ -99,11 +111,60 @@ pub struct S3Handle {
     /// Key prefix every object of this tenant lives under (`tenants/<id>/` in the global
     /// bucket, empty in a tenant's own).
     pub prefix: String,
+    /// Counts the client's first request and failures (the services call it).
+    pub observer: Observer,
 }
 
-/// Builds the client of `endpoint` under its policy; `tenant` is applied as MCP tenant
-/// routing.
-pub fn build(shared: &Shared, endpoint: &Endpoint, tenant: Option<&str>) -> Result<Built, String> {
+/// Reports one client's connections and failures to the client metrics: the time its server
+/// took to be ready the first time (or each new connection, for Postgres), and its failures by
+/// stage and reason.
+#[derive(Clone, Debug)]
+pub struct Observer {
+    metrics: Arc<ClientMetrics>,
+    key: ServerKey,
+    origin: Origin,
+    first: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Observer {
+    /// An observer of a `key` client on a server of `origin`.
+    pub fn new(metrics: Arc<ClientMetrics>, key: ServerKey, origin: Origin) -> Self {
+        Self {
+            metrics,
+            key,
+            origin,
+            first: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        }
+    }
+
+    /// The server was ready after `took`.
+    pub fn connected(&self, took: Duration) {
+        self.metrics.connected(&self.key, self.origin, took);
+    }
+
+    /// A request that took `took` succeeded: the first one of this client counts as its
+    /// connection time.
+    pub fn succeeded(&self, took: Duration) {
+        if self.first.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            self.connected(took);
+        }
+    }
+
+    /// Something failed at `stage` (`connect` or `request`) with `reason`.
+    pub fn failed(&self, stage: &'static str, reason: &str) {
+        self.metrics
+            .error(&self.key, Some(self.origin), stage, reason);
+    }
+}
+
+/// Builds the client of server `key` at `endpoint` under its policy; `tenant` is applied as
+/// MCP tenant routing.
+pub fn build(
+    shared: &Shared,
+    key: &ServerKey,
+    endpoint: &Endpoint,
+    tenant: Option<&str>,
+) -> Result<Built, String> {
     let egress = shared.egress.get(&endpoint.policy)?;
     match &endpoint.server {
         Candidate::Postgres {
@@ -113,6 +174,7 @@ pub fn build(shared: &Shared, endpoint: &Endpoint, tenant: Option<&str>) -> Resu
         } => Ok(Built::Postgres(postgres_pool(
             shared,
             &egress,
+            endpoint.origin,
             spec,
             credentials,
             ca_pem.as_deref(),
@@ -123,6 +185,7 @@ pub fn build(shared: &Shared, endpoint: &Endpoint, tenant: Option<&str>) -> Resu
                 .map_err(|e| e.to_string())?,
             bucket: spec.bucket.clone(),
             prefix: String::new(),
+            observer: Observer::new(shared.metrics.clone(), ServerKey::Minio, endpoint.origin),
         })),
         Candidate::Mcp { spec, credentials } => {
             let target = mcp_target(spec, tenant).map_err(|e| e.to_string())?;
@@ -135,6 +198,7 @@ pub fn build(shared: &Shared, endpoint: &Endpoint, tenant: Option<&str>) -> Resu
                 timeout: Duration::from_secs(u64::from(spec.timeout_seconds.unsigned_abs())),
                 http: egress.mcp_http(),
                 session: Mutex::new(None),
+                observer: Observer::new(shared.metrics.clone(), key.clone(), endpoint.origin),
             })))
         }
     }
@@ -143,6 +207,7 @@ pub fn build(shared: &Shared, endpoint: &Endpoint, tenant: Option<&str>) -> Resu
 fn postgres_pool(
     shared: &Shared,
     egress: &Egress,
+    origin: Origin,
     spec: &PostgresServer,
     credentials: &PostgresCredentials,
     ca_pem: Option<&[u8]>,
@@ -153,7 +218,13 @@ fn postgres_pool(
         .policy()
         .check_ssl_mode(spec.ssl_mode)
         .map_err(|e| e.to_string())?;
-    let relay = egress.postgres_relay(spec, ca_pem, secs(pool.acquire_timeout_seconds))?;
+    let observer = Observer::new(shared.metrics.clone(), ServerKey::Postgres, origin);
+    let hook: ConnectHook = Arc::new(move |outcome| match outcome {
+        ConnectOutcome::Ready(took) => observer.connected(took),
+        ConnectOutcome::Failed(reason) => observer.failed("connect", reason),
+    });
+    let relay =
+        egress.postgres_relay(spec, ca_pem, secs(pool.acquire_timeout_seconds), Some(hook))?;
     let options = relay.connect_options(
         PgConnectOptions::new()
             .host(&spec.host)
@@ -198,6 +269,7 @@ pub struct McpClient {
     timeout: Duration,
     http: reqwest::Client,
     session: Mutex<Option<Arc<Session>>>,
+    observer: Observer,
 }
 
 impl std::fmt::Debug for McpClient {
@@ -262,9 +334,14 @@ impl McpClient {
             Ok(Err(e)) => {
                 // The session may be dead (server restarted): open a new one next time.
                 self.close().await;
+                self.observer
+                    .failed("request", crate::probe::mcp::reason_of(&e));
                 Err(self.refused(&e))
             }
-            Err(_) => Err(self.error(format!("no answer within {:?}", self.timeout))),
+            Err(_) => {
+                self.observer.failed("request", "Timeout");
+                Err(self.error(format!("no answer within {:?}", self.timeout)))
+            }
         }
     }
 
@@ -301,16 +378,23 @@ impl McpClient {
             ClientCapabilities::default(),
             Implementation::new("tenant-mcp-client", env!("CARGO_PKG_VERSION")),
         );
+        let started = std::time::Instant::now();
         let session = tokio::time::timeout(self.timeout, info.serve(transport))
             .await
-            .map_err(|_| self.error(format!("initialize: no answer within {:?}", self.timeout)))?
+            .map_err(|_| {
+                self.observer.failed("connect", "Timeout");
+                self.error(format!("initialize: no answer within {:?}", self.timeout))
+            })?
             .map_err(|e| {
+                self.observer
+                    .failed("connect", crate::probe::mcp::reason_of(&e));
                 let mut refused = self.refused(&e);
                 if refused.reason.is_none() {
                     refused.message = format!("initialize: {}", refused.message);
                 }
                 refused
             })?;
+        self.observer.connected(started.elapsed());
         let session = Arc::new(session);
         *slot = Some(session.clone());
         Ok(session)

@@ -63,6 +63,28 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// A PascalCase reason for metrics: an `Unavailable` error's condition reason, else the
+    /// kind of error.
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::Unavailable { reason, .. } => reason,
+            Self::NotConfigured { .. } => "NotConfigured",
+            Self::Build { .. } => "BuildFailed",
+            Self::WrongKind { .. } => "WrongKind",
+            Self::NoTenant => "NoTenant",
+            Self::InvalidTenant(_) => "InvalidTenant",
+            Self::Source(_) => "SourceError",
+        }
+    }
+
+    /// Whose server the error is about, when one was chosen.
+    pub fn origin(&self) -> Option<Origin> {
+        match self {
+            Self::Unavailable { origin, .. } => Some(*origin),
+            _ => None,
+        }
+    }
+
     /// Whether trying again later may succeed without a config change.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Unavailable { .. } | Self::Source(_))

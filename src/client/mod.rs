@@ -69,6 +69,9 @@ pub struct ClientSettings {
     /// How endpoint names are resolved (the system resolver; tests put in a table). Every
     /// address is checked against the endpoint policy whatever answers.
     pub lookup: Arc<dyn crate::egress::Lookup>,
+    /// Count requests per tenant too (`tenant_mcp_client_tenant_requests`), for at most this
+    /// many tenants (the rest as `_other`); 0, the default, leaves the tenant label out.
+    pub tenant_metrics_limit: usize,
 }
 
 impl Default for ClientSettings {
@@ -82,6 +85,7 @@ impl Default for ClientSettings {
             kube: KubeSource::default(),
             directory_poll: Duration::from_secs(2),
             lookup: Arc::new(crate::egress::SystemLookup),
+            tenant_metrics_limit: 0,
         }
     }
 }
@@ -99,6 +103,8 @@ struct Inner {
     cache: cache::ClientCache,
     shared: build::Shared,
     metrics: Arc<metrics::ClientMetrics>,
+    /// Clients handed out by server type and origin, looked up once (the lookup path).
+    requests: [[metrics::StripedCounter; 2]; 4],
     stop: CancellationToken,
     synced: watch::Receiver<source::SyncState>,
 }
@@ -166,10 +172,15 @@ impl TenantClients {
         settings: &ClientSettings,
         synced: watch::Receiver<source::SyncState>,
     ) -> Result<Self, ClientError> {
-        let metrics = Arc::new(metrics::ClientMetrics::default());
-        let shared =
-            build::Shared::with_lookup(settings.max_postgres_connections, settings.lookup.clone())
-                .map_err(ClientError::Source)?;
+        let metrics = Arc::new(metrics::ClientMetrics::with_tenant_label(
+            settings.tenant_metrics_limit,
+        ));
+        let shared = build::Shared::with_lookup(
+            settings.max_postgres_connections,
+            settings.lookup.clone(),
+            metrics.clone(),
+        )
+        .map_err(ClientError::Source)?;
         let inner = Arc::new(Inner {
             routes: Arc::new(routes::Routes::new(settings.tenant_configs_enabled)),
             cache: cache::ClientCache::new(
@@ -180,6 +191,7 @@ impl TenantClients {
                 metrics.clone(),
             ),
             shared,
+            requests: metrics.request_counters(),
             metrics,
             stop: CancellationToken::new(),
             synced,
@@ -226,6 +238,17 @@ impl TenantClients {
     /// Registers the client metrics into the application's registry.
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         self.inner.metrics.register(registry);
+    }
+
+    /// Counts a failure the services saw on a client handed out by this library.
+    pub(crate) fn record_error(
+        &self,
+        key: &ServerKey,
+        origin: Origin,
+        stage: &'static str,
+        reason: &str,
+    ) {
+        self.inner.metrics.error(key, Some(origin), stage, reason);
     }
 
     /// Where server `key` of `tenant` leads now (origin and endpoint), without building.
@@ -303,8 +326,27 @@ impl TenantClients {
     }
 
     /// Every entry point comes through here (or [`Self::endpoint`]): a tenant id that is not a
-    /// DNS label never reaches the routes, a cache slot, an S3 prefix or an MCP path.
+    /// DNS label never reaches the routes, a cache slot, an S3 prefix or an MCP path. Counts
+    /// what was handed out by origin, and what could not be by reason.
     async fn client(&self, tenant: &str, key: &ServerKey) -> Result<(Built, Origin), ClientError> {
+        let result = self.lookup_client(tenant, key).await;
+        let inner = &self.inner;
+        match &result {
+            Ok((_, origin)) => {
+                let o = usize::from(*origin == Origin::Global);
+                inner.requests[metrics::ClientMetrics::type_index(key)][o].inc();
+                inner.metrics.tenant_request(tenant, key, *origin);
+            }
+            Err(e) => inner.metrics.error(key, e.origin(), "lookup", e.reason()),
+        }
+        result
+    }
+
+    async fn lookup_client(
+        &self,
+        tenant: &str,
+        key: &ServerKey,
+    ) -> Result<(Built, Origin), ClientError> {
         check_tenant_id(tenant).map_err(ClientError::InvalidTenant)?;
         let generation = self.inner.routes.generation();
         if routes::Routes::is_settled(generation)
@@ -343,7 +385,7 @@ impl TenantClients {
                         let cache = &self.inner.cache;
                         cache.make_room(needed, shared.pg_cap(), tenant, PRESSURE_GRACE);
                     }
-                    build::build(shared, &endpoint, routing)
+                    build::build(shared, key, &endpoint, routing)
                 },
             )
             .await

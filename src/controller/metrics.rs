@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -66,8 +67,21 @@ pub struct Metrics {
     tenants: Family<StateLabels, Gauge>,
     configs_using: Family<ServerTypeLabels, Gauge>,
     demotions: Family<ServerTypeLabels, Counter>,
+    promotions: Family<ServerTypeLabels, Counter>,
+    mirror_writes: Family<ResultLabels, Counter>,
+    mirror_lag: Gauge<f64, AtomicU64>,
+    mirror_behind_gauge: Gauge,
     /// Per config: its state and declared server types, so gauges move incrementally.
     known: Mutex<HashMap<String, (TenantState, Vec<&'static str>)>>,
+    /// Per config whose mirror row is behind its served config: since when.
+    mirror_behind: Mutex<HashMap<String, Instant>>,
+}
+
+/// Labels of an outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `Ok` or the failure reason.
+    pub result: String,
 }
 
 impl Default for Metrics {
@@ -90,6 +104,30 @@ impl Metrics {
         let tenants = Family::<StateLabels, Gauge>::default();
         let configs_using = Family::<ServerTypeLabels, Gauge>::default();
         let demotions = Family::<ServerTypeLabels, Counter>::default();
+        let promotions = Family::<ServerTypeLabels, Counter>::default();
+        let mirror_writes = Family::<ResultLabels, Counter>::default();
+        let mirror_lag = Gauge::<f64, AtomicU64>::default();
+        let mirror_behind_gauge = Gauge::default();
+        registry.register(
+            "promotions",
+            "Server entries promoted to active (a new or changed config passed its connection test), by server type",
+            promotions.clone(),
+        );
+        registry.register(
+            "mirror_writes",
+            "Writes of tenant_configs mirror rows, by result (Ok or the failure reason)",
+            mirror_writes.clone(),
+        );
+        registry.register(
+            "mirror_lag_seconds",
+            "How long the longest-behind mirror row has been behind its served config (0 when every row is current)",
+            mirror_lag.clone(),
+        );
+        registry.register(
+            "mirror_rows_behind",
+            "Served configs whose mirror row could not be written yet",
+            mirror_behind_gauge.clone(),
+        );
         registry.register(
             "demotions",
             "Active server entries taken out of service because the endpoint policy now denies them, by server type",
@@ -136,7 +174,12 @@ impl Metrics {
             tenants,
             configs_using,
             demotions,
+            promotions,
+            mirror_writes,
+            mirror_lag,
+            mirror_behind_gauge,
             known: Mutex::new(HashMap::new()),
+            mirror_behind: Mutex::new(HashMap::new()),
         }
     }
 
@@ -191,8 +234,51 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts an entry of `server_type` promoted to active.
+    pub fn promoted(&self, server_type: &str) {
+        self.promotions
+            .get_or_create(&ServerTypeLabels {
+                server_type: server_type.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records the outcome of writing config `id`'s mirror row: `Ok(())` or the failure
+    /// reason. A failure starts (or continues) the row's lag; a success ends it.
+    pub fn mirror_written(&self, id: &str, outcome: Result<(), &str>) {
+        self.mirror_writes
+            .get_or_create(&ResultLabels {
+                result: outcome.err().unwrap_or("Ok").to_owned(),
+            })
+            .inc();
+        let Ok(mut behind) = self.mirror_behind.lock() else {
+            return;
+        };
+        match outcome {
+            Ok(()) => {
+                behind.remove(id);
+            }
+            Err(_) => {
+                behind.entry(id.to_owned()).or_insert_with(Instant::now);
+            }
+        }
+        self.mirror_behind_gauge
+            .set(i64::try_from(behind.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Config `id` no longer owns a mirror row (deleted, or no longer served): its lag ends.
+    pub fn mirror_released(&self, id: &str) {
+        if let Ok(mut behind) = self.mirror_behind.lock()
+            && behind.remove(id).is_some()
+        {
+            self.mirror_behind_gauge
+                .set(i64::try_from(behind.len()).unwrap_or(i64::MAX));
+        }
+    }
+
     /// Forgets config `id` (deleted).
     pub fn config_gone(&self, id: &str) {
+        self.mirror_released(id);
         let Ok(mut known) = self.known.lock() else {
             return;
         };
@@ -229,6 +315,11 @@ impl Metrics {
 
     /// The metrics in the OpenMetrics text format.
     pub fn encode(&self) -> String {
+        // The lag grows while nothing is written: compute it when scraped.
+        if let Ok(behind) = self.mirror_behind.lock() {
+            let oldest = behind.values().map(Instant::elapsed).max();
+            self.mirror_lag.set(oldest.map_or(0.0, |d| d.as_secs_f64()));
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -245,5 +336,40 @@ pub struct ReconcileTimer<'a> {
 impl Drop for ReconcileTimer<'_> {
     fn drop(&mut self) {
         self.histogram.observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mirror_row_is_behind_from_its_first_failed_write_until_one_succeeds() {
+        let metrics = Metrics::new();
+        metrics.mirror_written("ns/a", Err("DatabaseUnavailable"));
+        std::thread::sleep(Duration::from_millis(20));
+        metrics.mirror_written("ns/a", Err("DatabaseUnavailable"));
+        metrics.mirror_written("ns/b", Ok(()));
+        let text = metrics.encode();
+        assert!(text.contains("tenant_mcp_mirror_rows_behind 1"), "{text}");
+        let lag: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tenant_mcp_mirror_lag_seconds "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        // Measured from the first failure, not the last.
+        assert!(lag >= 0.02, "{lag}");
+        assert!(
+            text.contains("tenant_mcp_mirror_writes_total{result=\"DatabaseUnavailable\"} 2"),
+            "{text}"
+        );
+        metrics.mirror_written("ns/a", Ok(()));
+        let text = metrics.encode();
+        assert!(text.contains("tenant_mcp_mirror_rows_behind 0"), "{text}");
+        assert!(text.contains("tenant_mcp_mirror_lag_seconds 0.0"), "{text}");
+        metrics.mirror_written("ns/c", Err("AuthFailed"));
+        metrics.config_gone("ns/c");
+        assert!(metrics.encode().contains("tenant_mcp_mirror_rows_behind 0"));
     }
 }

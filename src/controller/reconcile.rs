@@ -581,9 +581,17 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
             ];
             versions.extend(snapshots.values().map(resource_version));
             let version = versions.into_iter().flatten().max().unwrap_or(0);
-            Some(mirror(writer, config, &status, state, &snapshots, version).await)
+            let outcome = mirror(writer, config, &status, state, &snapshots, version).await;
+            ctx.metrics.mirror_written(
+                &id,
+                outcome.as_ref().map(|_| ()).map_err(|f| f.reason.as_str()),
+            );
+            Some(outcome)
         }
-        _ => None,
+        _ => {
+            ctx.metrics.mirror_released(&id);
+            None
+        }
     };
 
     plan::update_conditions(
@@ -606,6 +614,13 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
     }
 
     publish_transitions(ctx, config, &previous, &status, &promoted).await;
+    for key in &promoted {
+        ctx.metrics.promoted(
+            ServerKey::parse(key)
+                .as_ref()
+                .map_or("unknown", ServerKey::server_type),
+        );
+    }
     for (key, why) in &demoted {
         warn!(config = %id, server = %key, "demoted: {why}");
         ctx.metrics.demoted(

@@ -26,7 +26,7 @@ use std::time::Duration;
 use aws_sdk_s3::config::SharedHttpClient;
 
 pub use lookup::{Lookup, StaticLookup, SystemLookup};
-pub use postgres::{PgRelay, PgTarget, RelayDir};
+pub use postgres::{ConnectHook, ConnectOutcome, PgRelay, PgTarget, RelayDir};
 pub use resolver::CheckedResolver;
 
 use crate::api::{PostgresServer, S3Server};
@@ -191,6 +191,7 @@ impl Egress {
         server: &PostgresServer,
         ca_pem: Option<&[u8]>,
         connect_timeout: Duration,
+        hook: Option<ConnectHook>,
     ) -> Result<PgRelay, String> {
         let target = PgTarget {
             host: server.host.clone(),
@@ -198,6 +199,7 @@ impl Egress {
             ssl_mode: server.ssl_mode,
             ca_pem: ca_pem.map(<[u8]>::to_vec),
             connect_timeout,
+            hook,
         };
         PgRelay::start(self.relay_dir.clone(), self.resolver.clone(), target)
     }

@@ -92,8 +92,22 @@ impl Drop for RelayDir {
     }
 }
 
+/// How a relayed connection ended its set-up: ready for queries after this long (TCP, TLS and
+/// login, until the server's first `ReadyForQuery`), or refused with a condition reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectOutcome {
+    /// Ready for queries.
+    Ready(Duration),
+    /// Refused: `PolicyDenied`, `Unreachable`, `TlsFailed`, `AuthFailed`, `DatabaseNotFound`
+    /// or `ServerError`.
+    Failed(&'static str),
+}
+
+/// Told how each relayed connection's set-up ended (the client library's metrics).
+pub type ConnectHook = Arc<dyn Fn(ConnectOutcome) + Send + Sync>;
+
 /// Where a relay connects and how.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PgTarget {
     /// The server's host (a name or an IP literal).
     pub host: String,
@@ -105,6 +119,18 @@ pub struct PgTarget {
     pub ca_pem: Option<Vec<u8>>,
     /// How long one TCP connect may take.
     pub connect_timeout: Duration,
+    /// Told how each connection's set-up ended, if set.
+    pub hook: Option<ConnectHook>,
+}
+
+impl std::fmt::Debug for PgTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgTarget")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("ssl_mode", &self.ssl_mode)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A relay socket for one server; stops accepting when dropped (relayed connections that are
@@ -192,12 +218,23 @@ struct Upstream {
 
 impl Upstream {
     async fn serve(&self, mut client: UnixStream) {
+        let started = std::time::Instant::now();
         match self.connect().await {
-            Ok(mut server) => {
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            Ok(server) => {
+                let report = |outcome| {
+                    if let Some(hook) = &self.target.hook {
+                        hook(outcome);
+                    }
+                };
+                relay(client, server, started, report).await;
             }
             Err((code, message)) => {
                 debug!(code, "relay refused a connection: {message}");
+                if let Some(hook) = &self.target.hook {
+                    hook(ConnectOutcome::Failed(
+                        reason_of_sqlstate(code).unwrap_or("ServerError"),
+                    ));
+                }
                 // sqlx sends its startup message first and then waits for the answer.
                 let _ = read_startup(&mut client).await;
                 let _ = client.write_all(&error_response(code, &message)).await;
@@ -269,6 +306,79 @@ impl Upstream {
             .await
             .map_err(|e| tls_failed(format!("TLS with sslMode {}: {e}", mode.as_str())))?;
         Ok(Box::new(stream))
+    }
+}
+
+/// The longest message a server sends before it is ready (its parameters, a SASL challenge,
+/// an error) is far below this.
+const MAX_LOGIN_MESSAGE: usize = 64 * 1024;
+
+/// Relays bytes both ways. Until the server's first `ReadyForQuery` (or an `ErrorResponse`
+/// during login), its messages are forwarded one by one so the set-up can be timed and told
+/// to `report`; then it is plain copying.
+async fn relay(
+    client: UnixStream,
+    server: Box<dyn Stream>,
+    started: std::time::Instant,
+    report: impl Fn(ConnectOutcome),
+) {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = tokio::io::split(server);
+    let upstream = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+        let _ = server_write.shutdown().await;
+    });
+    let outcome = loop {
+        let mut header = [0u8; 5];
+        if server_read.read_exact(&mut header).await.is_err() {
+            break ConnectOutcome::Failed(crate::api::conditions::reason::UNREACHABLE);
+        }
+        let len = usize::try_from(u32::from_be_bytes([
+            header[1], header[2], header[3], header[4],
+        ]))
+        .unwrap_or(usize::MAX)
+        .saturating_sub(4);
+        // The server is whatever a tenant configured: a length is not an allocation size.
+        if len > MAX_LOGIN_MESSAGE {
+            break ConnectOutcome::Failed("ServerError");
+        }
+        let mut body = vec![0u8; len];
+        if server_read.read_exact(&mut body).await.is_err() {
+            break ConnectOutcome::Failed(crate::api::conditions::reason::UNREACHABLE);
+        }
+        let forwarded = client_write.write_all(&header).await.is_ok()
+            && client_write.write_all(&body).await.is_ok();
+        match header[0] {
+            b'Z' => break ConnectOutcome::Ready(started.elapsed()),
+            b'E' => break ConnectOutcome::Failed(login_failure(&body)),
+            _ if !forwarded => break ConnectOutcome::Failed("ServerError"),
+            _ => {}
+        }
+    };
+    report(outcome);
+    let _ = client_write.flush().await;
+    if matches!(outcome, ConnectOutcome::Ready(_)) {
+        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+        let _ = client_write.shutdown().await;
+        let _ = upstream.await;
+    } else {
+        // A refused login ends the connection: nothing more to send upstream.
+        upstream.abort();
+        let _ = client_write.shutdown().await;
+    }
+}
+
+/// The reason of a login `ErrorResponse` from its SQLSTATE (`C` field).
+fn login_failure(body: &[u8]) -> &'static str {
+    use crate::api::conditions::reason;
+    let code = body
+        .split(|b| *b == 0)
+        .find_map(|field| field.strip_prefix(b"C"))
+        .unwrap_or_default();
+    match code {
+        b"28P01" | b"28000" => reason::AUTH_FAILED,
+        b"3D000" => reason::DATABASE_NOT_FOUND,
+        _ => "ServerError",
     }
 }
 
@@ -505,5 +615,69 @@ mod tests {
         assert!(msg.ends_with(&[0, 0]));
         assert_eq!(reason_of_sqlstate("TM001"), Some("PolicyDenied"));
         assert_eq!(reason_of_sqlstate("28P01"), None);
+    }
+
+    #[test]
+    fn login_failures_are_named_by_their_sqlstate() {
+        let body = |code: &str| format!("SFATAL\0C{code}\0Mno\0\0").into_bytes();
+        assert_eq!(login_failure(&body("28P01")), "AuthFailed");
+        assert_eq!(login_failure(&body("3D000")), "DatabaseNotFound");
+        assert_eq!(login_failure(&body("53300")), "ServerError");
+    }
+
+    /// A hostile server (an endpoint is whatever a tenant configured) announcing a 4 GiB
+    /// message before login must not make the app pod allocate it.
+    #[tokio::test]
+    async fn a_huge_login_message_length_is_refused_not_allocated() {
+        let (client, _app) = UnixStream::pair().unwrap();
+        let (server, mut hostile) = tokio::io::duplex(64);
+        hostile
+            .write_all(&[b'R', 0xff, 0xff, 0xff, 0xff])
+            .await
+            .unwrap();
+        let seen = std::sync::Mutex::new(None);
+        relay(client, Box::new(server), std::time::Instant::now(), |o| {
+            *seen.lock().unwrap() = Some(o);
+        })
+        .await;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            Some(ConnectOutcome::Failed("ServerError"))
+        );
+    }
+
+    #[tokio::test]
+    async fn set_up_is_timed_until_ready_for_query_and_then_bytes_flow() {
+        let (client, mut app) = UnixStream::pair().unwrap();
+        let (server, mut db) = tokio::io::duplex(1024);
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let report = {
+            let seen = seen.clone();
+            move |o| *seen.lock().unwrap() = Some(o)
+        };
+        let relayed = tokio::spawn(relay(
+            client,
+            Box::new(server),
+            std::time::Instant::now(),
+            report,
+        ));
+        // AuthenticationOk, ReadyForQuery(idle), then a query answer after set-up.
+        db.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0]).await.unwrap();
+        db.write_all(&[b'Z', 0, 0, 0, 5, b'I']).await.unwrap();
+        db.write_all(b"after").await.unwrap();
+        let mut got = [0u8; 20];
+        app.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[15..], b"after");
+        assert!(matches!(
+            *seen.lock().unwrap(),
+            Some(ConnectOutcome::Ready(_))
+        ));
+        app.write_all(b"query").await.unwrap();
+        let mut sent = [0u8; 5];
+        db.read_exact(&mut sent).await.unwrap();
+        assert_eq!(&sent, b"query");
+        drop(app);
+        drop(db);
+        relayed.await.unwrap();
     }
 }

@@ -119,6 +119,12 @@ pub(crate) fn scrub(mut text: String, credentials: &McpCredentials) -> String {
     text
 }
 
+/// The condition reason of an rmcp error, named as connection tests name it (the client
+/// library's metrics use it, so an alert and a config's condition agree).
+pub(crate) fn reason_of(error: &(dyn std::error::Error + 'static)) -> &'static str {
+    classify("", error, |text| text).reason()
+}
+
 /// Maps an rmcp error to a reason by what it is made of: the transport's own error variants
 /// first, then the HTTP status rmcp reports in text for unchallenged 401/403/404 answers.
 fn classify(

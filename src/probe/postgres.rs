@@ -36,7 +36,7 @@ pub async fn probe_postgres(
     let endpoint = format!("postgres {}:{port}/{}", server.host, server.database);
     egress.policy().check_ssl_mode(server.ssl_mode)?;
     let relay = egress
-        .postgres_relay(server, ca_pem, Duration::from_secs(30))
+        .postgres_relay(server, ca_pem, Duration::from_secs(30), None)
         .map_err(|e| ProbeError::new(reason::PROTOCOL_ERROR, format!("{endpoint}: {e}")))?;
     let options = relay.connect_options(
         PgConnectOptions::new()

@@ -1,10 +1,10 @@
 //! Objects of a tenant: in its own bucket, or in the global bucket under `tenants/<id>/`.
 //! Keys are relative to that prefix and may not leave it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 
@@ -44,35 +44,40 @@ impl TenantObjects {
         content_type: Option<&str>,
     ) -> Result<(), ServiceError> {
         let (s3, full) = self.locate(tenant, key).await?;
-        s3.client
+        let started = Instant::now();
+        let sent = s3
+            .client
             .put_object()
             .bucket(&s3.bucket)
             .key(full)
             .body(ByteStream::from(body))
             .set_content_type(content_type.map(str::to_owned))
             .send()
-            .await
-            .map_err(|e| s3_error(tenant, "put", key, &e))?;
+            .await;
+        observe(&s3, started, &sent);
+        sent.map_err(|e| s3_error(tenant, "put", key, &e))?;
         Ok(())
     }
 
     /// The bytes stored under `key`.
     pub async fn get(&self, tenant: &str, key: &str) -> Result<Vec<u8>, ServiceError> {
         let (s3, full) = self.locate(tenant, key).await?;
-        let out = s3
+        let started = Instant::now();
+        let sent = s3
             .client
             .get_object()
             .bucket(&s3.bucket)
             .key(full)
             .send()
-            .await
-            .map_err(|e| match e.as_service_error() {
-                Some(se) if se.is_no_such_key() => ServiceError::NotFound {
-                    tenant: tenant.to_owned(),
-                    key: key.to_owned(),
-                },
-                _ => s3_error(tenant, "get", key, &e),
-            })?;
+            .await;
+        observe(&s3, started, &sent);
+        let out = sent.map_err(|e| match e.as_service_error() {
+            Some(se) if se.is_no_such_key() => ServiceError::NotFound {
+                tenant: tenant.to_owned(),
+                key: key.to_owned(),
+            },
+            _ => s3_error(tenant, "get", key, &e),
+        })?;
         let bytes = out.body.collect().await.map_err(|e| ServiceError::S3 {
             tenant: tenant.to_owned(),
             operation: "get",
@@ -93,15 +98,17 @@ impl TenantObjects {
         let mut out = Vec::new();
         let mut token = None;
         loop {
-            let page = s3
+            let started = Instant::now();
+            let sent = s3
                 .client
                 .list_objects_v2()
                 .bucket(&s3.bucket)
                 .prefix(format!("{}{prefix}", s3.prefix))
                 .set_continuation_token(token.take())
                 .send()
-                .await
-                .map_err(|e| s3_error(tenant, "list", prefix, &e))?;
+                .await;
+            observe(&s3, started, &sent);
+            let page = sent.map_err(|e| s3_error(tenant, "list", prefix, &e))?;
             for object in page.contents() {
                 let Some(key) = object.key().and_then(|k| k.strip_prefix(&s3.prefix)) else {
                     continue;
@@ -125,13 +132,16 @@ impl TenantObjects {
     /// Deletes `key` (no error when it does not exist, as S3).
     pub async fn delete(&self, tenant: &str, key: &str) -> Result<(), ServiceError> {
         let (s3, full) = self.locate(tenant, key).await?;
-        s3.client
+        let started = Instant::now();
+        let sent = s3
+            .client
             .delete_object()
             .bucket(&s3.bucket)
             .key(full)
             .send()
-            .await
-            .map_err(|e| s3_error(tenant, "delete", key, &e))?;
+            .await;
+        observe(&s3, started, &sent);
+        sent.map_err(|e| s3_error(tenant, "delete", key, &e))?;
         Ok(())
     }
 
@@ -237,6 +247,56 @@ fn presigning(
         key: key.to_owned(),
         message: format!("expires_in {expires_in:?}: {e} (at most 7 days)"),
         retryable: false,
+    })
+}
+
+/// Reports one S3 request to the client's observer: an answer from the server (a missing key
+/// included) is a success, the first one timing the client's connection; a request that never
+/// got an answer failed to connect; a refusal failed as a request.
+fn observe<T, E: ProvideErrorMetadata + std::error::Error + 'static>(
+    s3: &S3Handle,
+    started: Instant,
+    sent: &Result<T, SdkError<E, HttpResponse>>,
+) {
+    match sent {
+        Ok(_) => s3.observer.succeeded(started.elapsed()),
+        Err(e) => match s3_failure(e) {
+            Some((stage, reason)) => s3.observer.failed(stage, reason),
+            None => s3.observer.succeeded(started.elapsed()),
+        },
+    }
+}
+
+/// The stage and reason of a failed S3 request, `None` when the answer is a normal outcome
+/// (the key does not exist).
+fn s3_failure<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    e: &SdkError<E, HttpResponse>,
+) -> Option<(&'static str, &'static str)> {
+    if let Some(crate::egress::EgressError::PolicyDenied(_)) = crate::egress::cause(e) {
+        return Some(("connect", "PolicyDenied"));
+    }
+    Some(match e {
+        SdkError::TimeoutError(_) => ("connect", "Timeout"),
+        SdkError::DispatchFailure(_) => ("connect", "Unreachable"),
+        SdkError::ResponseError(_) => ("request", "BadResponse"),
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            // The label has a closed set of values: S3's codes are many.
+            let reason = match (status, se.err().code()) {
+                (_, Some("NoSuchKey")) => return None,
+                (_, Some("SignatureDoesNotMatch" | "InvalidAccessKeyId")) | (401, _) => {
+                    "AuthFailed"
+                }
+                (_, Some("NoSuchBucket")) => "NoSuchBucket",
+                (403, _) => "AccessDenied",
+                (404, _) => "NotFound",
+                (429 | 503, _) => "Throttled",
+                (500.., _) => "ServerError",
+                _ => "Refused",
+            };
+            ("request", reason)
+        }
+        _ => ("request", "Other"),
     })
 }
 

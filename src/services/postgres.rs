@@ -8,6 +8,7 @@ use sqlx::{PgConnection, Postgres, Transaction};
 
 use super::error::ServiceError;
 use crate::client::{Origin, TenantClients, require_tenant};
+use crate::config::candidate::ServerKey;
 
 /// Transactions on tenants' Postgres servers.
 #[derive(Clone, Debug)]
@@ -35,7 +36,15 @@ impl TenantPostgres {
     pub async fn begin(&self, tenant: &str) -> Result<TenantTransaction, ServiceError> {
         let (pool, origin) = self.clients.postgres_with_origin(tenant).await?;
         let err = |source| ServiceError::postgres(tenant, source);
-        let mut tx = pool.begin().await.map_err(err)?;
+        let mut tx = pool.begin().await.map_err(|e| {
+            // Failed logins are counted where the connection is made; a full pool is only
+            // seen here.
+            if matches!(e, sqlx::Error::PoolTimedOut) {
+                self.clients
+                    .record_error(&ServerKey::Postgres, origin, "connect", "PoolTimeout");
+            }
+            err(e)
+        })?;
         sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
             .bind(tenant)
             .execute(&mut *tx)

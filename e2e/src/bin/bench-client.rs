@@ -111,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
             tenant_mcp::config::candidate::ServerKey::AiMcp,
         ] {
             let endpoint = clients.endpoint(name, &key)?;
-            tenant_mcp::client::build::build(&fresh, &endpoint, Some(name))
+            tenant_mcp::client::build::build(&fresh, &key, &endpoint, Some(name))
                 .map_err(anyhow::Error::msg)?;
         }
         uncached.push(started.elapsed());

@@ -85,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
         "credentialsSecretRef": {"name": "pg"}}))?;
     let egress = Egress::new(policy, lookup).map_err(anyhow::Error::msg)?;
     let relay = egress
-        .postgres_relay(&server, None, Duration::from_secs(5))
+        .postgres_relay(&server, None, Duration::from_secs(5), None)
         .map_err(anyhow::Error::msg)?;
     let base = PgConnectOptions::new()
         .port(pg.port())

@@ -6,7 +6,8 @@
 //! - `PUT /documents/{name}` (body: the text): store, summarize, record;
 //! - `GET /documents`: the tenant's rows (RLS) and objects;
 //! - `GET /documents/{name}`: the stored text;
-//! - `GET /endpoints`: per server type, the origin and endpoint used (or why none).
+//! - `GET /endpoints`: per server type, the origin and endpoint used (or why none);
+//! - `GET /metrics`: the client library's metrics (Prometheus text; no tenant header).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
+use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tenant_mcp::client::layer::{Tenant, TenantLayer};
 use tenant_mcp::client::{ClientError, TenantClients};
@@ -54,16 +56,21 @@ pub struct App {
     summary_tool: String,
     /// Postgres endpoints whose schema is in place.
     migrated: Arc<Mutex<HashSet<u64>>>,
+    /// The client library's metrics.
+    registry: Arc<Registry>,
 }
 
 impl App {
     /// The app over `clients`, summarizing with tool `summary_tool`.
     pub fn new(clients: TenantClients, summary_tool: impl Into<String>) -> Self {
+        let mut registry = Registry::default();
+        clients.register_metrics(&mut registry);
         Self {
             services: TenantServices::new(clients.clone()),
             clients,
             summary_tool: summary_tool.into(),
             migrated: Arc::default(),
+            registry: Arc::new(registry),
         }
     }
 
@@ -74,6 +81,7 @@ impl App {
             .route("/documents/{name}", get(fetch).put(store))
             .route("/endpoints", get(endpoints))
             .layer(TenantLayer::header("x-tenant-id"))
+            .route("/metrics", get(metrics))
             .with_state(self)
     }
 
@@ -244,6 +252,21 @@ pub struct Used {
     pub origin: Option<&'static str>,
     /// Where it points (no credentials), or why there is none.
     pub endpoint: Result<String, String>,
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &app.registry) {
+        Ok(()) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 async fn endpoints(

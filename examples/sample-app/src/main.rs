@@ -23,6 +23,10 @@ struct Args {
     /// The AI MCP tool asked for summaries (takes `{"prompt": …}`).
     #[arg(long, env = "SAMPLE_APP_SUMMARY_TOOL", default_value = "generate")]
     summary_tool: String,
+    /// Count requests per tenant in the metrics for at most this many tenants (0: no tenant
+    /// label).
+    #[arg(long, env = "SAMPLE_APP_TENANT_METRICS_LIMIT", default_value_t = 0)]
+    tenant_metrics_limit: usize,
 }
 
 #[tokio::main]
@@ -36,7 +40,10 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     // The global credentials' namespace comes from the GlobalMcpConfig itself.
-    let settings = ClientSettings::default();
+    let settings = ClientSettings {
+        tenant_metrics_limit: args.tenant_metrics_limit,
+        ..ClientSettings::default()
+    };
     let clients = match &args.manifests {
         Some(dir) => TenantClients::from_directory(dir, settings)
             .with_context(|| format!("loading manifests from {}", dir.display()))?,
