@@ -277,6 +277,30 @@ spec:
     for secret in ["first-pass-111", "acme-secret-key-1", "acme-ai-token-1"] {
         assert!(!shown.contains(secret), "{shown}");
     }
+    // Each promoted server has its own Event naming it and its snapshot (the recorder folds
+    // Events with the same reason and action into the first one's note).
+    let promoted: std::collections::BTreeMap<String, Option<String>> =
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(cluster.client(), &ns)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("Promoted"))
+            .filter_map(|e| {
+                let server = e.note?.split_whitespace().next()?.to_owned();
+                Some((server, e.related.and_then(|r| r.name)))
+            })
+            .collect();
+    assert_eq!(
+        promoted.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["aiMcpServer", "minio", "postgres"],
+        "{promoted:?}"
+    );
+    assert_eq!(
+        promoted["postgres"].as_deref(),
+        Some(first_snapshot.as_str())
+    );
     let table = cluster.kubectl_ok(&["get", "tmc", "-n", &ns]);
     assert!(table.contains("acme") && table.contains("True"), "{table}");
     // The mirror row: sealed credentials, readable by the tenant's own key.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use aes_gcm::aead::Generate as _;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::PartialObjectMeta;
@@ -631,8 +631,9 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
         event(
             ctx,
             config,
-            EventType::Warning,
-            "Demoted",
+            (EventType::Warning, "Demoted"),
+            format!("Demote {key}"),
+            None,
             &format!(
                 "{key} was taken out of service: the endpoint policy now denies it ({why}); its tenant gets PolicyDenied until it is fixed"
             ),
@@ -956,7 +957,7 @@ async fn cleanup(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Erro
                 .get(FORCE_DELETE_ANNOTATION)
                 .is_some_and(|v| v == "true");
             if forced {
-                event(ctx, config, EventType::Warning, "MirrorCleanupSkipped", &format!(
+                event(ctx, config, (EventType::Warning, "MirrorCleanupSkipped"), "Delete".into(), None, &format!(
                     "deleted without removing the mirror row of tenant {:?} ({FORCE_DELETE_ANNOTATION}=true): {e}; remove it with SQL when the database is back",
                     config.spec.tenant_id
                 )).await;
@@ -967,8 +968,9 @@ async fn cleanup(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Erro
                 event(
                     ctx,
                     config,
-                    EventType::Warning,
-                    reason::CLEANUP_PENDING,
+                    (EventType::Warning, reason::CLEANUP_PENDING),
+                    "Delete".into(),
+                    None,
                     &message,
                 )
                 .await;
@@ -1051,18 +1053,33 @@ async fn publish_transitions(
         } else {
             EventType::Warning
         };
-        event(ctx, config, kind, reason, message).await;
-    }
-    for key in promoted {
-        let hash = ServerKey::parse(key)
-            .and_then(|k| active::entry(&after.active, &k))
-            .map(|(h, _)| h)
-            .unwrap_or_default();
         event(
             ctx,
             config,
-            EventType::Normal,
-            "Promoted",
+            (kind, reason),
+            "Reconcile".into(),
+            None,
+            message,
+        )
+        .await;
+    }
+    for key in promoted {
+        let (hash, snapshot) = ServerKey::parse(key)
+            .and_then(|k| active::entry(&after.active, &k))
+            .unwrap_or_default();
+        let related = snapshot.map(|name| ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Secret".into()),
+            namespace: config.namespace(),
+            name: Some(name),
+            ..ObjectReference::default()
+        });
+        event(
+            ctx,
+            config,
+            (EventType::Normal, "Promoted"),
+            format!("Promote {key}"),
+            related,
             &format!(
                 "{key} passed its connection test and is now active (spec {})",
                 &hash[..hash.len().min(12)]
@@ -1072,19 +1089,24 @@ async fn publish_transitions(
     }
 }
 
+/// Publishes an Event about `config`. The recorder folds Events with the same type, reason,
+/// action and related object into one series that keeps the first note (kube-runtime, as
+/// client-go's events recorder), so `action` names the server an Event is about and
+/// `related` the snapshot Secret a promotion made: each promoted server gets its own Event.
 async fn event(
     ctx: &Context,
     config: &TenantMcpConfig,
-    type_: EventType,
-    reason: &str,
+    (type_, reason): (EventType, &str),
+    action: String,
+    related: Option<ObjectReference>,
     note: &str,
 ) {
     let ev = Event {
         type_,
         reason: reason.to_owned(),
         note: Some(note.chars().take(1000).collect()),
-        action: "Reconcile".into(),
-        secondary: None,
+        action,
+        secondary: related,
     };
     if let Err(e) = ctx.recorder.publish(&ev, &config.object_ref(&())).await {
         warn!("publishing event {reason}: {e}");
