@@ -153,10 +153,12 @@ impl CryptoError {
     }
 }
 
-/// One key: the AEAD cipher and a MAC key derived from it for content hashes.
+/// One key: the AEAD cipher, a MAC key derived from it for content hashes, and its check
+/// value.
 struct DataKey {
     cipher: Aes256Gcm,
     mac_key: Zeroizing<[u8; 32]>,
+    check: String,
 }
 
 /// The keys envelopes are sealed and opened with: several by id, one active.
@@ -235,10 +237,18 @@ impl Keyring {
         &self.active
     }
 
-    /// Whether `other` has the same key ids and active key (key ids are never reused for
-    /// other key material, so this tells a changed keys Secret).
+    /// Whether `other` has the same active key id and the same key material under every id
+    /// (compared by check value: a keys Secret regenerated under the same ids differs).
     pub fn same_keys(&self, other: &Keyring) -> bool {
-        self.active == other.active && self.keys.keys().eq(other.keys.keys())
+        self.active == other.active && self.check_values().eq(other.check_values())
+    }
+
+    /// Every key id with its check value, `hmac-sha256:<32 hex>`: an HMAC of a constant under
+    /// the key, which tells whether two keys are the same without revealing either.
+    pub fn check_values(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.keys
+            .iter()
+            .map(|(kid, k)| (kid.as_str(), k.check.as_str()))
     }
 
     /// Every key id, in order.
@@ -329,16 +339,22 @@ impl Keyring {
     /// whether a document changed without letting a database reader test guesses of the
     /// credentials inside it.
     pub fn content_mac(&self, content: &[u8]) -> String {
-        let key = self.active_key();
+        self.content_mac_with(&self.active, content)
+            .unwrap_or_else(|| unreachable!("the active key is in the keyring"))
+    }
+
+    /// [`Self::content_mac`] under key `kid` (`None` when the keyring lacks it): checks a hash
+    /// made when another key was active.
+    pub fn content_mac_with(&self, kid: &str, content: &[u8]) -> Option<String> {
+        let key = self.keys.get(kid)?;
         // HMAC accepts keys of any length.
         let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(key.mac_key.as_slice())
             .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         mac.update(content);
-        format!(
-            "hmac-sha256:{}:{}",
-            self.active,
+        Some(format!(
+            "hmac-sha256:{kid}:{}",
             hex::encode(mac.finalize().into_bytes())
-        )
+        ))
     }
 
     fn active_key(&self) -> &DataKey {
@@ -377,7 +393,19 @@ impl DataKey {
         derive.update(b"tenant-mcp content hash v1");
         let mut mac_key = Zeroizing::new([0u8; 32]);
         mac_key.copy_from_slice(&derive.finalize().into_bytes());
-        Ok(Self { cipher, mac_key })
+        // A check value tells two keys apart without revealing either (HMAC of a constant).
+        let mut check = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&raw)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        check.update(b"tenant-mcp key check v1");
+        let check = format!(
+            "hmac-sha256:{}",
+            hex::encode(&check.finalize().into_bytes()[..16])
+        );
+        Ok(Self {
+            cipher,
+            mac_key,
+            check,
+        })
     }
 }
 
@@ -403,6 +431,29 @@ fn associated_data(kid: &str, tenant: &str, path: &[&str]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_are_compared_by_material_not_by_id() {
+        let a = ring("k1");
+        assert!(a.same_keys(&ring("k1")));
+        assert!(!a.same_keys(&ring("k2")), "another active key");
+        let regenerated = Keyring::from_entries([
+            ("k1", generate_key().as_bytes().to_vec()),
+            ("k2", K2.to_vec()),
+            ("active", b"k1".to_vec()),
+        ])
+        .unwrap();
+        assert!(!a.same_keys(&regenerated), "same ids, other material");
+        let checks: Vec<_> = a.check_values().collect();
+        assert_eq!(checks.len(), 2);
+        assert!(checks[0].1.starts_with("hmac-sha256:") && checks[0].1.len() == 44);
+        // A check value is no part of the key.
+        assert!(
+            !checks
+                .iter()
+                .any(|(_, c)| c.contains(&hex::encode([7u8; 4])))
+        );
+    }
 
     const K1: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     const K2: [u8; 32] = [7; 32];

@@ -151,21 +151,57 @@ fn secret_yaml(ns: &str, name: &str, pairs: &[(&str, &str)]) -> String {
     )
 }
 
+/// What the mirror tests start from: the API stand-in with the CRDs, a Postgres with acme's
+/// database and login (`acme_app` with `password`), a migrated mirror database, acme's
+/// namespace bound to it, and the GlobalMcpConfig.
+struct World {
+    dir: tempfile::TempDir,
+    cluster: Cluster,
+    pg: Postgres,
+    tenant_db: String,
+    mirror: MirrorDatabase,
+    ns: String,
+}
+
+impl World {
+    async fn start(password: &str) -> Self {
+        tenant_mcp_e2e::stack::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = Cluster::start().await.unwrap();
+        cluster.install_crds().await.unwrap();
+        let pg = Postgres::start().unwrap();
+        let tenant_db = pg.create_database("acme").await.unwrap();
+        execute(
+            &pg.admin_url(&tenant_db),
+            &format!("CREATE ROLE acme_app LOGIN PASSWORD '{password}'"),
+        )
+        .await
+        .unwrap();
+        let mirror = MirrorDatabase::create(&pg, "mirror").await.unwrap();
+        let ns = cluster.namespace("acme").await.unwrap();
+        cluster.kubectl_ok(&["label", "namespace", &ns, "tenantmcp.dev/tenant=acme"]);
+        cluster.kubectl_stdin(&["apply", "-f", "-"], global_yaml());
+        Self {
+            dir,
+            cluster,
+            pg,
+            tenant_db,
+            mirror,
+            ns,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_is_promoted_keeps_its_last_known_good_config_and_is_cleaned_up() {
-    tenant_mcp_e2e::stack::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::start().await.unwrap();
-    cluster.install_crds().await.unwrap();
-    let pg = Postgres::start().unwrap();
-    let tenant_db = pg.create_database("acme").await.unwrap();
-    execute(
-        &pg.admin_url(&tenant_db),
-        "CREATE ROLE acme_app LOGIN PASSWORD 'first-pass-111'",
-    )
-    .await
-    .unwrap();
-    let mirror = MirrorDatabase::create(&pg, "mirror").await.unwrap();
+    let World {
+        dir,
+        cluster,
+        pg,
+        tenant_db,
+        mirror,
+        ns,
+    } = World::start("first-pass-111").await;
     let s3 = S3Server::start("acme-access", "acme-secret-key-1").unwrap();
     s3.client()
         .create_bucket()
@@ -182,9 +218,6 @@ async fn a_tenant_is_promoted_keeps_its_last_known_good_config_and_is_cleaned_up
     ))
     .unwrap();
 
-    let ns = cluster.namespace("acme").await.unwrap();
-    cluster.kubectl_ok(&["label", "namespace", &ns, "tenantmcp.dev/tenant=acme"]);
-    cluster.kubectl_stdin(&["apply", "-f", "-"], global_yaml());
     for (name, pairs) in [
         (
             "acme-pg",
@@ -388,9 +421,12 @@ spec:
         },
     )
     .await;
-    reader.set_keyring(std::sync::Arc::new(
-        tenant_mcp::crypto::Keyring::from_dir(&keys).unwrap(),
-    ));
+    reader
+        .use_keyring(std::sync::Arc::new(
+            tenant_mcp::crypto::Keyring::from_dir(&keys).unwrap(),
+        ))
+        .await
+        .unwrap();
 
     // Fixed: the database takes a new password and the Secret says it. Promoted to a new
     // snapshot; the old one goes after its grace period.
@@ -571,4 +607,165 @@ async fn two_replicas_elect_one_leader_and_fail_over() {
     )
     .await;
     assert!(b.terminate().success());
+}
+
+/// `tenant-mcp mirror verify` with the test's kubeconfig, database URL and keys.
+fn mirror_verify(cluster: &Cluster, url: &str, keys: &Path, extra: &[&str]) -> (i32, String) {
+    let args: Vec<&str> = ["mirror", "verify"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    tenant_mcp_e2e::stack::run_tenant_mcp(
+        &args,
+        &[
+            ("KUBECONFIG", cluster.kubeconfig().as_os_str()),
+            ("TENANT_MCP_DATABASE_URL", url.as_ref()),
+            ("TENANT_MCP_KEYS_DIR", keys.as_os_str()),
+        ],
+    )
+}
+
+/// A row changed outside the controller (here by a superuser, the one role the column guard
+/// lets through): its endpoint rewritten and its version pushed to i64::MAX, which would make
+/// the controller's every later write a silent no-op. The config says `Mirrored=False
+/// MirrorVersionAhead`, the metric counts it, `mirror verify` lists what is wrong, a repair
+/// as the uber admin is refused, and `--repair` as the controller's role puts the row back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_row_pushed_ahead_is_reported_listed_and_repaired() {
+    let World {
+        dir,
+        cluster,
+        pg,
+        tenant_db,
+        mirror,
+        ns,
+    } = World::start("acme-pass-1").await;
+    cluster.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &secret_yaml(
+            &ns,
+            "acme-pg",
+            &[("username", "acme_app"), ("password", "acme-pass-1")],
+        ),
+    );
+    let keys = write_keys(dir.path());
+    let controller = ControllerProcess::start(
+        &cluster,
+        dir.path(),
+        "solo",
+        &ns,
+        Some((&mirror.controller_url, &keys)),
+    );
+    cluster.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: tenantmcp.dev/v1alpha1\nkind: TenantMcpConfig\nmetadata: {{name: acme, namespace: {ns}}}\nspec:\n  tenantId: acme\n  servers:\n    postgres: {{host: 127.0.0.1, port: {port}, database: {tenant_db}, sslMode: disable, credentialsSecretRef: {{name: acme-pg}}}}\n",
+            port = pg.port()
+        ),
+    );
+    let api: Api<TenantMcpConfig> = Api::namespaced(cluster.client(), &ns);
+    wait_for("Mirrored=True", Duration::from_secs(60), async || {
+        let s = status(&api, "acme").await;
+        (condition(&s, "Mirrored") == Some(("True".into(), "Mirrored".into()))).then_some(())
+    })
+    .await;
+    let (code, out) = mirror_verify(&cluster, &mirror.uber_admin_url, &keys, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("every mirror row agrees with the cluster (1 rows)"),
+        "{out}"
+    );
+
+    // The attack.
+    execute(
+        &mirror.admin_url,
+        "UPDATE tenant_configs
+            SET mcp_server_config = jsonb_set(mcp_server_config, '{servers,postgres,spec,host}', '\"db.evil.example\"'),
+                mcp_config_version = 9223372036854775807
+          WHERE tenant_id = 'acme'",
+    )
+    .await
+    .unwrap();
+    // Any reconcile now finds its write refused.
+    cluster.kubectl_ok(&["annotate", "tmc", "-n", &ns, "acme", "touched=1"]);
+    let s = wait_for(
+        "Mirrored=False MirrorVersionAhead",
+        Duration::from_secs(30),
+        async || {
+            let s = status(&api, "acme").await;
+            (condition(&s, "Mirrored") == Some(("False".into(), "MirrorVersionAhead".into())))
+                .then_some(s)
+        },
+    )
+    .await;
+    let message = &s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Mirrored")
+        .unwrap()
+        .message;
+    assert!(message.contains("mirror verify --repair"), "{message}");
+    let metrics = controller.metrics();
+    assert!(
+        metrics.contains("tenant_mcp_mirror_writes_total{result=\"MirrorVersionAhead\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tenant_mcp_mirror_rows_behind 1"),
+        "{metrics}"
+    );
+
+    // verify lists every problem of the row.
+    let (code, out) = mirror_verify(&cluster, &mirror.uber_admin_url, &keys, &["-o", "json"]);
+    assert_eq!(code, 1, "{out}");
+    let findings: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(findings[0]["tenant"], "acme");
+    assert_eq!(findings[0]["rowVersion"], i64::MAX);
+    let kinds: Vec<&str> = findings[0]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["versionAhead", "altered", "differs"], "{out}");
+    assert_eq!(findings[0]["problems"][2]["parts"][0], "servers.postgres");
+    // The uber admin may read, not repair.
+    let (code, out) = mirror_verify(&cluster, &mirror.uber_admin_url, &keys, &["--repair"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("permission denied"), "{out}");
+    // The controller's role repairs it.
+    let (code, out) = mirror_verify(&cluster, &mirror.controller_url, &keys, &["--repair"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("acme") && out.contains("repaired"), "{out}");
+    let (code, out) = mirror_verify(&cluster, &mirror.uber_admin_url, &keys, &[]);
+    assert_eq!(code, 0, "{out}");
+    let (host, version): (String, i64) = sqlx::query_as(
+        "SELECT mcp_server_config #>> '{servers,postgres,spec,host}', mcp_config_version
+           FROM tenant_configs WHERE tenant_id = 'acme'",
+    )
+    .fetch_one(&sqlx::PgPool::connect(&mirror.admin_url).await.unwrap())
+    .await
+    .unwrap();
+    assert_eq!(host, "127.0.0.1");
+    assert!(version < i64::MAX);
+    // And the controller writes again.
+    cluster.kubectl_ok(&[
+        "annotate",
+        "tmc",
+        "-n",
+        &ns,
+        "acme",
+        "touched=2",
+        "--overwrite",
+    ]);
+    wait_for("Mirrored=True again", Duration::from_secs(30), async || {
+        let s = status(&api, "acme").await;
+        (condition(&s, "Mirrored") == Some(("True".into(), "Mirrored".into()))).then_some(())
+    })
+    .await;
+    assert!(
+        controller
+            .metrics()
+            .contains("tenant_mcp_mirror_rows_behind 0")
+    );
 }

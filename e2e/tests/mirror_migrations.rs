@@ -64,6 +64,16 @@ async fn roles(conn: &mut PgConnection) -> Vec<String> {
     .unwrap()
 }
 
+async fn triggers(conn: &mut PgConnection) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT tgname::text FROM pg_trigger
+          WHERE tgrelid = to_regclass('tenant_configs') AND NOT tgisinternal ORDER BY 1",
+    )
+    .fetch_all(conn)
+    .await
+    .unwrap()
+}
+
 async fn applied(url: &str) -> Vec<bool> {
     let pool = sqlx::PgPool::connect(url).await.unwrap();
     let status = migrate::status(&pool).await.unwrap();
@@ -77,11 +87,11 @@ async fn up_down_up_on_an_empty_database() {
     let name = pg.create_database("empty").await.unwrap();
     let db = MirrorDatabase::with_roles(&pg, &name).await.unwrap();
     let mut admin = connect(&db.admin_url).await;
-    assert_eq!(applied(&db.owner_url).await, [false, false]);
+    assert_eq!(applied(&db.owner_url).await, [false, false, false]);
 
     let pool = sqlx::PgPool::connect(&db.owner_url).await.unwrap();
     migrate::up(&pool).await.unwrap();
-    assert_eq!(applied(&db.owner_url).await, [true, true]);
+    assert_eq!(applied(&db.owner_url).await, [true, true, true]);
     let cols: Vec<String> = columns(&mut admin).await.into_iter().map(|c| c.0).collect();
     assert_eq!(
         cols,
@@ -95,6 +105,7 @@ async fn up_down_up_on_an_empty_database() {
     );
     assert_eq!(rls(&mut admin).await, (true, true));
     assert_eq!(policies(&mut admin).await.len(), 3);
+    assert_eq!(triggers(&mut admin).await, ["tenant_mcp_guard_mcp_columns"]);
     assert_eq!(
         roles(&mut admin).await,
         [
@@ -107,7 +118,7 @@ async fn up_down_up_on_an_empty_database() {
     migrate::up(&pool).await.unwrap();
 
     migrate::down_to(&pool, 0).await.unwrap();
-    assert_eq!(applied(&db.owner_url).await, [false, false]);
+    assert_eq!(applied(&db.owner_url).await, [false, false, false]);
     assert!(
         columns(&mut admin).await.is_empty(),
         "the table tenant-mcp created is gone"
@@ -118,7 +129,7 @@ async fn up_down_up_on_an_empty_database() {
     );
 
     migrate::up(&pool).await.unwrap();
-    assert_eq!(applied(&db.owner_url).await, [true, true]);
+    assert_eq!(applied(&db.owner_url).await, [true, true, true]);
     assert_eq!(columns(&mut admin).await.len(), 5);
     pool.close().await;
 }
@@ -189,6 +200,10 @@ async fn a_platform_table_keeps_every_foreign_column_and_row_through_up_down_up(
         "row security as it was"
     );
     assert!(policies(&mut admin).await.is_empty());
+    assert!(
+        triggers(&mut admin).await.is_empty(),
+        "the column guard is gone"
+    );
     let after: Vec<String> =
         sqlx::query_scalar("SELECT version || ' ' || description FROM _sqlx_migrations")
             .fetch_all(&mut admin)
@@ -259,7 +274,7 @@ async fn a_table_without_a_unique_tenant_id_is_refused_and_left_alone() {
         "{err}"
     );
     assert_eq!((columns(&mut admin).await, rows(&mut admin).await), before);
-    assert_eq!(applied(&db.owner_url).await, [false, false]);
+    assert_eq!(applied(&db.owner_url).await, [false, false, false]);
 
     sqlx::raw_sql(
         "DROP TABLE tenant_configs; CREATE TABLE tenant_configs (tenant_id integer PRIMARY KEY);",
@@ -303,9 +318,22 @@ async fn the_migrate_command_goes_up_and_down_one_step_at_a_time() {
         "{out}"
     );
 
+    assert!(out.contains("3        pending   mcp column guard"), "{out}");
+
     let (ok, out, err) = tenant_mcp(url, &["migrate", "up"]);
     assert!(ok, "{err}");
-    assert!(out.contains("2        applied"), "{out}");
+    assert!(out.contains("3        applied"), "{out}");
+
+    // One step down: the column guard goes, row security stays.
+    let (ok, out, err) = tenant_mcp(url, &["migrate", "down"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("2        applied") && out.contains("3        pending"),
+        "{out}"
+    );
+    let mut admin = connect(&db.admin_url).await;
+    assert!(triggers(&mut admin).await.is_empty());
+    assert_eq!(rls(&mut admin).await, (true, true));
 
     let (ok, out, err) = tenant_mcp(url, &["migrate", "down"]);
     assert!(ok, "{err}");
@@ -313,7 +341,6 @@ async fn the_migrate_command_goes_up_and_down_one_step_at_a_time() {
         out.contains("1        applied") && out.contains("2        pending"),
         "{out}"
     );
-    let mut admin = connect(&db.admin_url).await;
     assert_eq!(rls(&mut admin).await, (false, false));
     assert_eq!(columns(&mut admin).await.len(), 5);
 

@@ -16,7 +16,7 @@ use tenant_mcp::crypto::Keyring;
 use tenant_mcp::mirror::{MirrorDocument, MirrorState, MirrorWriter, WriteOutcome, rotate_keys};
 use tenant_mcp_e2e::stack::mirror_db::MirrorDatabase;
 use tenant_mcp_e2e::stack::postgres::Postgres;
-use tenant_mcp_e2e::stack::{repo_root, tenant_mcp_binary};
+use tenant_mcp_e2e::stack::repo_root;
 
 /// A tenant's document with every kind of credential, in plaintext JSON form (credentials as
 /// strings), so tests can compare against what a reader decrypts.
@@ -161,11 +161,10 @@ async fn row_level_security_confines_every_kind_of_session() {
         );
         assert!(err.to_string().contains("row-level security"), "{err}");
     }
-    let own =
-        sqlx::query("UPDATE tenant_configs SET mcp_config_version = 2 WHERE tenant_id = 'acme'")
-            .execute(&mut app)
-            .await
-            .unwrap();
+    let own = sqlx::query("UPDATE tenant_configs SET created_at = now() WHERE tenant_id = 'acme'")
+        .execute(&mut app)
+        .await
+        .unwrap();
     assert_eq!(own.rows_affected(), 1, "a tenant changes its own row");
     // A transaction-local tenant ends with the transaction.
     sqlx::query("RESET app.tenant_id")
@@ -246,6 +245,124 @@ async fn row_level_security_confines_every_kind_of_session() {
     .unwrap();
     assert_eq!(bypass.len(), 6);
     assert!(bypass.iter().all(|(_, su, by)| !su && !by), "{bypass:?}");
+}
+
+/// The threat-model line "platform database roles other than `tenant_mcp_controller` must
+/// never change the `mcp_*` columns": the platform's app role may UPDATE its tenant's row (RLS
+/// lets it), so it tries to rewrite the endpoints, freeze the version at i64::MAX, or create a
+/// row with a document of its choosing; the table owner tries the same. The platform's own
+/// columns and rows stay theirs, and the controller still writes.
+#[tokio::test]
+async fn only_the_controller_changes_the_mcp_columns() {
+    let pg = Postgres::start().unwrap();
+    let db = MirrorDatabase::create(&pg, "guard").await.unwrap();
+    let keys = keys_dir(&[("k1", K1), ("active", "k1")]);
+    let controller = writer(&db.controller_url, ring(keys.path())).await;
+    assert_eq!(
+        controller
+            .write(&document("acme", "pw-1"), 10)
+            .await
+            .unwrap(),
+        WriteOutcome::Inserted
+    );
+    let before = raw(&db, "acme").await;
+
+    let denied = |e: sqlx::Error| {
+        let code = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .map(|c| c.to_string());
+        assert_eq!(code.as_deref(), Some("42501"), "{e}");
+        assert!(e.to_string().contains("mcp_server_config"), "{e}");
+    };
+    for url in [&db.app_url, &db.owner_url] {
+        let mut session = PgConnection::connect(url).await.unwrap();
+        sqlx::query("SET app.tenant_id = 'acme'")
+            .execute(&mut session)
+            .await
+            .unwrap();
+        for attack in [
+            r#"UPDATE tenant_configs SET mcp_server_config = '{"servers": {}}' WHERE tenant_id = 'acme'"#,
+            "UPDATE tenant_configs SET mcp_config_version = 9223372036854775807 WHERE tenant_id = 'acme'",
+            "UPDATE tenant_configs SET mcp_config_updated_at = now() - interval '1 year' WHERE tenant_id = 'acme'",
+            "UPDATE tenant_configs SET mcp_server_config = NULL WHERE tenant_id = 'acme'",
+        ] {
+            denied(
+                sqlx::raw_sql(attack)
+                    .execute(&mut session)
+                    .await
+                    .unwrap_err(),
+            );
+        }
+        // Its own columns and rows: still the platform's.
+        let done =
+            sqlx::query("UPDATE tenant_configs SET created_at = now() WHERE tenant_id = 'acme'")
+                .execute(&mut session)
+                .await
+                .unwrap();
+        assert_eq!(done.rows_affected(), 1);
+        sqlx::query("SET app.tenant_id = 'globex'")
+            .execute(&mut session)
+            .await
+            .unwrap();
+        denied(
+            sqlx::raw_sql(
+                r#"INSERT INTO tenant_configs (tenant_id, mcp_server_config, mcp_config_version)
+                   VALUES ('globex', '{"servers": {}}', 9223372036854775807)"#,
+            )
+            .execute(&mut session)
+            .await
+            .unwrap_err(),
+        );
+        sqlx::query("INSERT INTO tenant_configs (tenant_id) VALUES ('globex')")
+            .execute(&mut session)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM tenant_configs WHERE tenant_id = 'globex'")
+            .execute(&mut session)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        raw(&db, "acme").await,
+        before,
+        "nothing of the mirror changed"
+    );
+    // The controller still writes, and the row opens.
+    assert_eq!(
+        controller
+            .write(&document("acme", "pw-2"), 11)
+            .await
+            .unwrap(),
+        WriteOutcome::Updated
+    );
+    let row = controller.read("acme").await.unwrap().unwrap();
+    assert_eq!(row.version, 11);
+    assert!(row.content_verified);
+    // A plain field changed where the guard does not reach (a superuser), its content hash
+    // left as it was: the row no longer verifies, and the controller's next write of the same
+    // document puts it back instead of keeping it for its hash.
+    let mut altered = raw(&db, "acme").await.0.unwrap();
+    altered["servers"]["postgres"]["spec"]["host"] = json!("db.evil.example");
+    set_raw(&db, "acme", &altered).await;
+    assert!(
+        !controller
+            .read("acme")
+            .await
+            .unwrap()
+            .unwrap()
+            .content_verified
+    );
+    assert_eq!(
+        controller
+            .write(&document("acme", "pw-2"), 11)
+            .await
+            .unwrap(),
+        WriteOutcome::Updated
+    );
+    let row = controller.read("acme").await.unwrap().unwrap();
+    assert!(row.content_verified);
+    assert_eq!(row.document, document("acme", "pw-2"));
 }
 
 #[tokio::test]
@@ -423,20 +540,97 @@ async fn tampered_or_moved_ciphertexts_fail_with_a_clear_error_and_no_plaintext(
     assert_eq!(row.document, document("globex", "globex-pw"));
 }
 
-fn tenant_mcp(args: &[&str], url: &str) -> (i32, String) {
-    let out = Command::new(tenant_mcp_binary().unwrap())
-        .args(args)
-        .env("TENANT_MCP_DATABASE_URL", url)
-        .output()
+/// The threat-model line "a GitOps renderer must never rotate key material by rendering
+/// twice": a keys Secret rendered again holds new random bytes under the same id `k1`. The
+/// writer, a reload and `keys rotate` refuse it, naming `k1`, and the good keys keep working;
+/// rows sealed before the check values were recorded are checked against the rows themselves.
+#[tokio::test]
+async fn a_key_id_holding_other_material_than_the_rows_were_sealed_with_is_refused() {
+    const K1_AGAIN: &str = "OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk=";
+    let pg = Postgres::start().unwrap();
+    let db = MirrorDatabase::create(&pg, "keycheck").await.unwrap();
+    let good = keys_dir(&[("k1", K1), ("active", "k1")]);
+    let rerendered = keys_dir(&[("k1", K1_AGAIN), ("active", "k1")]);
+    let w = writer(&db.controller_url, ring(good.path())).await;
+    w.write(&document("acme", "pw-1"), 1).await.unwrap();
+    let check: String =
+        sqlx::query_scalar("SELECT check_value FROM tenant_mcp.key_checks WHERE kid = 'k1'")
+            .fetch_one(&PgPool::connect(&db.admin_url).await.unwrap())
+            .await
+            .unwrap();
+    assert!(
+        check.starts_with("hmac-sha256:") && !check.contains(K1),
+        "{check}"
+    );
+
+    let refused = |e: tenant_mcp::mirror::MirrorError| {
+        assert_eq!(e.reason(), "KeyMismatch", "{e}");
+        let text = e.to_string();
+        assert!(text.contains("key id `k1`"), "{text}");
+        assert!(!text.contains(K1) && !text.contains(K1_AGAIN), "{text}");
+    };
+    // A controller starting with the re-rendered Secret.
+    let pool = PgPool::connect(&db.controller_url).await.unwrap();
+    refused(
+        MirrorWriter::new(pool.clone(), ring(rerendered.path()))
+            .await
+            .unwrap_err(),
+    );
+    // A running controller picking it up: refused, and the loaded keys stay.
+    refused(w.use_keyring(ring(rerendered.path())).await.unwrap_err());
+    assert!(w.keyring().same_keys(&ring(good.path())));
+    w.write(&document("acme", "pw-2"), 2).await.unwrap();
+    assert_eq!(
+        w.read("acme").await.unwrap().unwrap().document,
+        document("acme", "pw-2")
+    );
+    // `keys rotate` with it.
+    let (code, out) = tenant_mcp(
+        &[
+            "keys",
+            "rotate",
+            "--keys-dir",
+            rerendered.path().to_str().unwrap(),
+        ],
+        &db.controller_url,
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("key id `k1`"), "{out}");
+
+    // Rows sealed before check values were recorded (a database migrated from 0002): the
+    // rows themselves tell.
+    sqlx::query("DELETE FROM tenant_mcp.key_checks")
+        .execute(&PgPool::connect(&db.admin_url).await.unwrap())
+        .await
         .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let err = MirrorWriter::new(pool.clone(), ring(rerendered.path()))
+        .await
+        .unwrap_err();
+    refused(err);
+    let text = MirrorWriter::new(pool.clone(), ring(rerendered.path()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("acme"),
+        "names the rows that do not verify: {text}"
+    );
+    // The right key still loads, and records its check value again.
+    let w = writer(&db.controller_url, ring(good.path())).await;
+    w.write(&document("acme", "pw-3"), 3).await.unwrap();
+    let again: String =
+        sqlx::query_scalar("SELECT check_value FROM tenant_mcp.key_checks WHERE kid = 'k1'")
+            .fetch_one(&PgPool::connect(&db.admin_url).await.unwrap())
+            .await
+            .unwrap();
+    assert_eq!(again, check);
+    // A new key id next to the old one is a rotation, not a mismatch.
+    let rotated = keys_dir(&[("k1", K1), ("k2", K2), ("active", "k2")]);
+    w.use_keyring(ring(rotated.path())).await.unwrap();
+}
+
+fn tenant_mcp(args: &[&str], url: &str) -> (i32, String) {
+    tenant_mcp_e2e::stack::run_tenant_mcp(args, &[("TENANT_MCP_DATABASE_URL", url.as_ref())])
 }
 
 #[tokio::test]

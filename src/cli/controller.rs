@@ -146,7 +146,10 @@ pub fn run(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
                 writer.keyring(),
                 Duration::from_secs(args.keys_reload_seconds.max(1)),
                 shutdown.clone(),
-                move |keyring| writer.set_keyring(keyring),
+                move |keyring| {
+                    let writer = writer.clone();
+                    async move { writer.use_keyring(keyring).await.map_err(|e| e.to_string()) }
+                },
             ));
         }
         let on_signal = shutdown.clone();

@@ -8,6 +8,7 @@ mod inspect;
 mod keys;
 mod mcp_server;
 mod migrate;
+mod mirror;
 mod token;
 mod validate;
 
@@ -62,6 +63,8 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
     /// Generate encryption keys, or re-encrypt the mirror under the active key.
     Keys(keys::KeysArgs),
+    /// Check the mirror rows against the cluster, and repair them (`mirror verify`).
+    Mirror(mirror::MirrorArgs),
     /// Serve the management MCP tools (register, update, get, list, delete, test tenant
     /// configs) to Tenant Admins and Uber Admins.
     McpServer(mcp_server::McpServerArgs),
@@ -97,6 +100,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => validate::run(&args),
         Command::Migrate(args) => migrate::run(&args),
         Command::Keys(args) => keys::run(&args),
+        Command::Mirror(args) => mirror::run(&args),
         Command::McpServer(args) => mcp_server::run(&args),
         Command::Token(args) => token::run(&args),
         Command::Status(args) => inspect::run_status(&args),

@@ -12,12 +12,14 @@ pub mod active;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod mirrored;
 pub mod plan;
 pub mod readers;
 pub mod reconcile;
 pub mod secret_index;
 pub mod snapshot;
 pub mod synced;
+pub mod verify;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -10,7 +10,10 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::conditions::{self, reason};
-use crate::api::{McpConfigStatus, ServerHealth, ServerState};
+use crate::api::{
+    GlobalMcpConfigSpec, McpConfigStatus, ServerHealth, ServerState, TenantMcpConfig,
+};
+use crate::config::binding::Verdict;
 use crate::config::candidate::ServerKey;
 use crate::config::failure::Failure;
 
@@ -43,6 +46,42 @@ impl Gate {
     pub fn clears_active(&self) -> bool {
         matches!(self, Self::Conflict(_) | Self::NotBound(_))
     }
+}
+
+/// Whether `config` may be served, given the binding rule's `verdict`, the GlobalMcpConfig's
+/// flag and the controller's own `--tenant-configs-enabled`.
+pub fn gate(
+    config: &TenantMcpConfig,
+    verdict: &Verdict,
+    global: Option<&GlobalMcpConfigSpec>,
+    controller_flag: bool,
+) -> Gate {
+    let tenant = &config.spec.tenant_id;
+    match verdict {
+        Verdict::NotBound(_) | Verdict::Deleting => {
+            return Gate::NotBound(verdict.message(tenant));
+        }
+        Verdict::Conflict { .. } => return Gate::Conflict(verdict.message(tenant)),
+        Verdict::Serves => {}
+    }
+    if !config.spec.enabled {
+        return Gate::Disabled(
+            "spec.enabled is false: this tenant uses the global servers; nothing was deleted"
+                .into(),
+        );
+    }
+    let global_flag = global.is_none_or(|g| g.tenant_configs_enabled);
+    if !global_flag || !controller_flag {
+        let which = if global_flag {
+            "the controller's --tenant-configs-enabled=false"
+        } else {
+            "GlobalMcpConfig default spec.tenantConfigsEnabled=false"
+        };
+        return Gate::Disabled(format!(
+            "tenant configs are switched off ({which}): every tenant uses the global servers; nothing was deleted"
+        ));
+    }
+    Gate::Served
 }
 
 pub use crate::config::failure::{SplitErrors, key_of_path, split_errors};

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::metrics::{Metrics, TenantState};
+use super::mirrored;
 use super::plan::{self, ConditionInputs, Due, Gate, Intervals};
 use super::secret_index::SecretIndex;
 use super::snapshot::{self, Cleanup};
@@ -36,11 +37,8 @@ use crate::config::binding::{self, Claim, Verdict};
 use crate::config::candidate::{self, Candidate, ServerKey};
 use crate::config::failure::Failure;
 use crate::config::validate::policy_failure;
-use crate::config::{Credential, EndpointPolicy, validate_tenant_spec};
-use crate::mirror::{
-    ConfigSource, McpSecrets, MirrorDocument, MirrorServers, MirrorState, MirrorWriter,
-    MirroredServer, PostgresSecrets, S3Secrets,
-};
+use crate::config::{EndpointPolicy, validate_tenant_spec};
+use crate::mirror::{MirrorError, MirrorState, MirrorWriter, WriteOutcome};
 use crate::probe::Prober;
 
 /// The finalizer that removes a config's mirror data and snapshots before it goes.
@@ -236,35 +234,12 @@ fn labels_of(
 
 /// Whether `config` may be served, given the binding rule's `verdict` and the flags.
 fn gate(config: &TenantMcpConfig, verdict: &Verdict, ctx: &Context, global: &Globals) -> Gate {
-    let tenant = &config.spec.tenant_id;
-    match verdict {
-        Verdict::NotBound(_) | Verdict::Deleting => {
-            return Gate::NotBound(verdict.message(tenant));
-        }
-        Verdict::Conflict { .. } => return Gate::Conflict(verdict.message(tenant)),
-        Verdict::Serves => {}
-    }
-    if !config.spec.enabled {
-        return Gate::Disabled(
-            "spec.enabled is false: this tenant uses the global servers; nothing was deleted"
-                .into(),
-        );
-    }
-    let global_flag = global
-        .spec
-        .as_ref()
-        .is_none_or(|g| g.tenant_configs_enabled);
-    if !global_flag || !ctx.settings.tenant_configs_enabled {
-        let which = if global_flag {
-            "the controller's --tenant-configs-enabled=false"
-        } else {
-            "GlobalMcpConfig default spec.tenantConfigsEnabled=false"
-        };
-        return Gate::Disabled(format!(
-            "tenant configs are switched off ({which}): every tenant uses the global servers; nothing was deleted"
-        ));
-    }
-    Gate::Served
+    plan::gate(
+        config,
+        verdict,
+        global.spec.as_ref(),
+        ctx.settings.tenant_configs_enabled,
+    )
 }
 
 /// Asks for a reconcile of every other claim of the tenant whose status no longer matches
@@ -564,23 +539,21 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
     // the tenant's row alone.
     let mirror_outcome = match (&ctx.mirror, &gate) {
         (Some(writer), Gate::Served | Gate::Disabled(_)) => {
-            let state = if gate == Gate::Served {
-                MirrorState::Active
-            } else {
-                MirrorState::Disabled
-            };
+            let state = mirrored::state(&gate).unwrap_or(MirrorState::Disabled);
             if gate != Gate::Served {
                 read_snapshots(&secrets_api, &status, &mut snapshots).await?;
             }
-            let mut versions: Vec<Option<i64>> = vec![
-                resource_version(config),
-                global.resource_version,
-                ctx.namespaces
-                    .get(&ObjectRef::new(&ns))
-                    .and_then(|n| resource_version(n.as_ref())),
-            ];
-            versions.extend(snapshots.values().map(resource_version));
-            let version = versions.into_iter().flatten().max().unwrap_or(0);
+            let version = mirrored::version(
+                [
+                    resource_version(config),
+                    global.resource_version,
+                    ctx.namespaces
+                        .get(&ObjectRef::new(&ns))
+                        .and_then(|n| resource_version(n.as_ref())),
+                ]
+                .into_iter()
+                .chain(snapshots.values().map(resource_version)),
+            );
             let outcome = mirror(writer, config, &status, state, &snapshots, version).await;
             ctx.metrics.mirror_written(
                 &id,
@@ -720,87 +693,18 @@ async fn mirror(
     snapshots: &HashMap<String, Secret>,
     version: i64,
 ) -> Result<(), Failure> {
-    let document = mirror_document(config, status, state, snapshots)?;
-    writer
-        .write(&document, version)
-        .await
-        .map(|_| ())
-        .map_err(|e| Failure::new(e.reason(), e.to_string(), e.is_retryable()))
-}
-
-fn mirror_document(
-    config: &TenantMcpConfig,
-    status: &McpConfigStatus,
-    state: MirrorState,
-    snapshots: &HashMap<String, Secret>,
-) -> Result<MirrorDocument<Credential>, Failure> {
-    let missing = |name: &Option<String>| {
-        Failure::new(
-            "SnapshotMissing",
-            format!(
-                "snapshot Secret {:?} is gone; the server is checked again and a new snapshot written",
-                name.as_deref().unwrap_or_default()
-            ),
-            true,
-        )
-    };
-    let snap = |name: &Option<String>| name.as_ref().and_then(|n| snapshots.get(n));
-    let active = &status.active;
-    let mut servers = MirrorServers::default();
-    if let Some(a) = &active.postgres {
-        let creds = snap(&a.snapshot_secret)
-            .and_then(candidate::postgres_from_snapshot)
-            .ok_or_else(|| missing(&a.snapshot_secret))?;
-        servers.postgres = Some(MirroredServer {
-            active: a.clone(),
-            credentials: PostgresSecrets {
-                username: creds.username,
-                password: creds.password,
-            },
-        });
+    let document = mirrored::document(config, status, state, snapshots)?;
+    let failure = |e: MirrorError| Failure::new(e.reason(), e.to_string(), e.is_retryable());
+    match writer.write(&document, version).await.map_err(failure)? {
+        // A newer row with other content: written outside the controller (or by a replica
+        // still believing it leads); nothing this controller writes can replace it.
+        WriteOutcome::Stale { stored_version } => Err(failure(MirrorError::VersionAhead {
+            tenant: document.tenant_id.clone(),
+            stored: stored_version,
+            version,
+        })),
+        _ => Ok(()),
     }
-    if let Some(a) = &active.minio {
-        let creds = snap(&a.snapshot_secret)
-            .and_then(candidate::s3_from_snapshot)
-            .ok_or_else(|| missing(&a.snapshot_secret))?;
-        servers.minio = Some(MirroredServer {
-            active: a.clone(),
-            credentials: S3Secrets {
-                access_key_id: creds.access_key_id,
-                secret_access_key: creds.secret_access_key,
-            },
-        });
-    }
-    let mcp = |a: &crate::api::ActiveServer<crate::api::McpServer>| {
-        let creds = match &a.snapshot_secret {
-            None => Default::default(),
-            Some(_) => candidate::mcp_from_snapshot(
-                snap(&a.snapshot_secret).ok_or_else(|| missing(&a.snapshot_secret))?,
-            ),
-        };
-        Ok::<_, Failure>(MirroredServer {
-            active: a.clone(),
-            credentials: McpSecrets {
-                bearer_token: creds.bearer_token,
-                headers: creds.headers,
-            },
-        })
-    };
-    if let Some(a) = &active.ai_mcp_server {
-        servers.ai_mcp_server = Some(mcp(a)?);
-    }
-    for (name, a) in &active.mcp_servers {
-        servers.mcp_servers.insert(name.clone(), mcp(a)?);
-    }
-    Ok(MirrorDocument {
-        tenant_id: config.spec.tenant_id.clone(),
-        state,
-        source: ConfigSource {
-            namespace: config.namespace().unwrap_or_default(),
-            name: config.name_any(),
-        },
-        servers,
-    })
 }
 
 /// Lets the snapshot readers get the snapshots `status` is about to point at (and those
@@ -1134,6 +1038,6 @@ fn tenant_state(gate: &Gate, status: &McpConfigStatus) -> TenantState {
 }
 
 /// An object's `resourceVersion` as a number (etcd revisions are); `None` otherwise.
-fn resource_version<K: Resource>(object: &K) -> Option<i64> {
+pub(crate) fn resource_version<K: Resource>(object: &K) -> Option<i64> {
     object.meta().resource_version.as_deref()?.parse().ok()
 }

@@ -262,6 +262,13 @@ impl MirrorDocument<Credential> {
 
     /// The keyed hash of this document's content under the keyring's active key.
     pub fn content_hash(&self, keyring: &Keyring) -> String {
+        self.content_hash_under(keyring, keyring.active_id())
+            .unwrap_or_default()
+    }
+
+    /// The keyed hash of this document's content under key `kid`, `None` when the keyring
+    /// lacks it.
+    pub fn content_hash_under(&self, keyring: &Keyring, kid: &str) -> Option<String> {
         // The plaintext exists only inside this function, to be hashed.
         let exposed = self
             .try_map::<_, std::convert::Infallible>(|_, secret| {
@@ -274,7 +281,7 @@ impl MirrorDocument<Credential> {
                 .map(|v| crate::config::hash::canonical_json(&v))
                 .unwrap_or_default(),
         );
-        keyring.content_mac(canonical.as_bytes())
+        keyring.content_mac_with(kid, canonical.as_bytes())
     }
 }
 

@@ -5,11 +5,13 @@
 //! - [`migrate`]: the embedded reversible migrations (`tenant-mcp migrate`);
 //! - [`document`]: the mirrored document and its sealed form;
 //! - [`writer`]: version-guarded, change-detecting upserts and removals (the controller's side);
+//! - [`keys`]: whether a keyring holds the keys the rows were sealed with;
 //! - [`rotate`]: re-encryption of every row under the active key (`tenant-mcp keys rotate`).
 //!
 //! Nothing here talks to Kubernetes, and no credential reaches a log line or an error.
 
 pub mod document;
+pub mod keys;
 pub mod migrate;
 pub mod reload;
 pub mod rotate;
@@ -20,7 +22,7 @@ pub use document::{
     MirroredServer, PostgresSecrets, S3Secrets, SealedDocument,
 };
 pub use rotate::{RotationReport, rotate_keys};
-pub use writer::{MirrorRow, MirrorWriter, WriteOutcome, row_version};
+pub use writer::{MirrorRow, MirrorWriter, RowSummary, WriteOutcome, row_version};
 
 use crate::crypto::CryptoError;
 
@@ -79,6 +81,29 @@ pub enum MirrorError {
     /// A credential could not be opened.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+    /// The keyring holds other key material under an id the mirror has sealed with.
+    #[error(
+        "key id `{kid}` holds different key material than the mirror's rows were sealed with ({evidence}): the keys Secret was regenerated under the same id. Restore the original key `{kid}` (from a backup of the Secret); if it is lost, remove `{kid}` from the keys Secret and make a new key id active, and the controller rewrites the rows from the cluster"
+    )]
+    KeyMismatch {
+        /// The key id.
+        kid: String,
+        /// How it was found out.
+        evidence: String,
+    },
+    /// A row holds a newer version than the controller's: nothing the controller writes can
+    /// replace it until `tenant-mcp mirror verify --repair` resets it.
+    #[error(
+        "the mirror row of tenant {tenant:?} is at version {stored}, ahead of the cluster's {version}, and holds other content: it was changed outside the controller. Run `tenant-mcp mirror verify --repair`"
+    )]
+    VersionAhead {
+        /// The tenant.
+        tenant: String,
+        /// The version in the row.
+        stored: i64,
+        /// The version the controller wrote with.
+        version: i64,
+    },
 }
 
 impl MirrorError {
@@ -99,6 +124,8 @@ impl MirrorError {
             Self::RowRequired { .. } => "TenantRowMissing",
             Self::Corrupt { .. } | Self::WrongRow { .. } => "MirrorCorrupt",
             Self::Crypto(e) => e.reason(),
+            Self::KeyMismatch { .. } => "KeyMismatch",
+            Self::VersionAhead { .. } => "MirrorVersionAhead",
         }
     }
 

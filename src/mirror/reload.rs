@@ -6,50 +6,58 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info};
 
 use crate::crypto::Keyring;
 
-/// Reads `dir` every `every` until `stop`; when its key ids or active key differ from
-/// `current`, hands the new keyring to `apply`. A directory that does not load (a key being
-/// added, a typo) keeps the current keyring and is logged.
-pub async fn watch_keys(
+/// Reads `dir` every `every` until `stop`; when its active key or key material differ from
+/// `current`, hands the new keyring to `apply`, which checks it and takes it or says why not.
+/// A directory that does not load (a key being added, a typo) or a keyring `apply` refuses (a
+/// key regenerated under an id the rows were sealed with) keeps the current keyring, with an
+/// error logged once per distinct problem.
+pub async fn watch_keys<F, Fut>(
     dir: PathBuf,
     mut current: Arc<Keyring>,
     every: Duration,
     stop: CancellationToken,
-    apply: impl Fn(Arc<Keyring>),
-) {
+    apply: F,
+) where
+    F: Fn(Arc<Keyring>) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
     let mut last_error = String::new();
+    let mut report = |text: String| {
+        if text != last_error {
+            error!(
+                "reloading keys from {}: {text}; keeping the loaded keys",
+                dir.display()
+            );
+            last_error = text;
+        }
+    };
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
         match Keyring::from_dir(&dir) {
-            Ok(next) if next.same_keys(&current) => last_error.clear(),
+            Ok(next) if next.same_keys(&current) => {}
             Ok(next) => {
                 let next = Arc::new(next);
-                info!(
-                    active = next.active_id(),
-                    keys = ?next.key_ids().collect::<Vec<_>>(),
-                    "loaded keys from {}",
-                    dir.display()
-                );
-                apply(next.clone());
-                current = next;
-                last_error.clear();
-            }
-            Err(e) => {
-                let text = e.to_string();
-                if text != last_error {
-                    warn!(
-                        "reloading keys from {}: {text}; keeping the loaded keys",
-                        dir.display()
-                    );
-                    last_error = text;
+                match apply(next.clone()).await {
+                    Ok(()) => {
+                        info!(
+                            active = next.active_id(),
+                            keys = ?next.key_ids().collect::<Vec<_>>(),
+                            "loaded keys from {}",
+                            dir.display()
+                        );
+                        current = next;
+                    }
+                    Err(e) => report(e),
                 }
             }
+            Err(e) => report(e.to_string()),
         }
     }
 }
@@ -78,7 +86,10 @@ mod tests {
             stop.clone(),
             {
                 let seen = seen.clone();
-                move |k: Arc<Keyring>| seen.lock().unwrap().push(k.active_id().to_owned())
+                move |k: Arc<Keyring>| {
+                    seen.lock().unwrap().push(k.active_id().to_owned());
+                    std::future::ready(Ok(()))
+                }
             },
         ));
         let wait_for = async |n: usize| {

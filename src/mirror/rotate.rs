@@ -50,6 +50,10 @@ pub async fn rotate_keys(
     batch_size: i64,
     mut progress: impl FnMut(&RotationReport),
 ) -> Result<RotationReport, MirrorError> {
+    // A keyring whose key under an id the rows use is another key would seal rows nobody
+    // could open with the old one again.
+    super::keys::verify(pool, keyring).await?;
+    super::keys::record_active(pool, keyring).await?;
     let active = keyring.active_id();
     let hash_prefix = format!("hmac-sha256:{active}:");
     let mut report = RotationReport::default();

@@ -51,6 +51,20 @@ pub struct MirrorRow {
     pub updated_at: jiff::Timestamp,
     /// The document with its credentials.
     pub document: MirrorDocument<Credential>,
+    /// Whether the stored content hash verifies against the opened content under the key it
+    /// names: false when a plain field was changed after the controller wrote the row.
+    pub content_verified: bool,
+}
+
+/// What a row holds, without opening it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowSummary {
+    /// The tenant.
+    pub tenant: String,
+    /// `mcp_config_version`.
+    pub version: Option<i64>,
+    /// Whether `mcp_server_config` is set (a cleared row keeps its version as a tombstone).
+    pub has_document: bool,
 }
 
 /// Writes and reads mirrored documents with one connection pool and keyring.
@@ -61,11 +75,15 @@ pub struct MirrorWriter {
     keyring: Arc<ArcSwap<Keyring>>,
     /// `$1` as the `tenant_id` column's type, so lookups use its unique index.
     tenant_param: &'static str,
+    /// Key ids whose check value is recorded in the database (by this writer or before).
+    recorded: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl MirrorWriter {
-    /// Checks that the migrations have been applied and prepares the writer. The pool's role
-    /// needs `tenant_mcp_controller` (or to own the table and set `app.tenant_id`).
+    /// Checks that the migrations have been applied and that `keyring` holds the keys the
+    /// rows were sealed with ([`super::keys::verify`]), and prepares the writer. Writing needs
+    /// a role in `tenant_mcp_controller` (only it may change the `mcp_*` columns); reading
+    /// works for `tenant_mcp_uber_admin` too.
     pub async fn new(pool: PgPool, keyring: Arc<Keyring>) -> Result<Self, MirrorError> {
         let columns: Vec<(String, String)> = sqlx::query_as(
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
@@ -93,10 +111,12 @@ impl MirrorWriter {
         let uuid = columns
             .iter()
             .any(|(name, ty)| name == "tenant_id" && ty == "uuid");
+        super::keys::verify(&pool, &keyring).await?;
         Ok(Self {
             pool,
             keyring: Arc::new(ArcSwap::new(keyring)),
             tenant_param: if uuid { "$1::uuid" } else { "$1" },
+            recorded: Arc::default(),
         })
     }
 
@@ -105,107 +125,175 @@ impl MirrorWriter {
         self.keyring.load_full()
     }
 
-    /// Seals with `keyring` from now on (this writer and its clones).
-    pub fn set_keyring(&self, keyring: Arc<Keyring>) {
+    /// Seals with `keyring` from now on (this writer and its clones), once it is checked
+    /// against the keys the rows were sealed with; on a mismatch the current keyring stays.
+    pub async fn use_keyring(&self, keyring: Arc<Keyring>) -> Result<(), MirrorError> {
+        super::keys::verify(&self.pool, &keyring).await?;
         self.keyring.store(keyring);
+        Ok(())
+    }
+
+    /// Locks `tenant`'s row for the rest of `tx`: its version and document, `None` when there
+    /// is no row.
+    async fn lock(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        tenant: &str,
+        action: &impl Fn() -> String,
+    ) -> Result<Option<(Option<i64>, Option<serde_json::Value>)>, MirrorError> {
+        sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT mcp_config_version, mcp_server_config
+               FROM tenant_configs WHERE tenant_id = {} FOR UPDATE",
+            self.tenant_param
+        )))
+        .bind(tenant)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(|e| connect_or_query(action(), e))
+    }
+
+    /// `document` sealed under the current keyring (its check value recorded first), and as
+    /// the JSON stored in the row.
+    async fn seal(
+        &self,
+        document: &MirrorDocument<Credential>,
+    ) -> Result<(Arc<Keyring>, SealedDocument, serde_json::Value), MirrorError> {
+        let keyring = self.keyring.load_full();
+        self.record_active_key(&keyring).await?;
+        let sealed = document.seal(&keyring);
+        let json = serde_json::to_value(&sealed).map_err(|e| MirrorError::Corrupt {
+            tenant: document.tenant_id.clone(),
+            problem: e.to_string(),
+        })?;
+        Ok((keyring, sealed, json))
+    }
+
+    /// Records the active key's check value before the first row sealed with it.
+    async fn record_active_key(&self, keyring: &Keyring) -> Result<(), MirrorError> {
+        let kid = keyring.active_id();
+        let known = |r: &std::collections::HashSet<String>| r.contains(kid);
+        if known(
+            &self
+                .recorded
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ) {
+            return Ok(());
+        }
+        super::keys::record_active(&self.pool, keyring).await?;
+        self.recorded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(kid.to_owned());
+        Ok(())
     }
 
     /// Stores `document` as its tenant's config at `version`, unless the row holds a newer
-    /// version or the same content.
+    /// version or the same content. The row is locked while it is compared, and "the same
+    /// content" means the stored document opens to exactly `document` with a hash that
+    /// verifies: a row whose plain fields were changed behind the controller's back is
+    /// rewritten, not kept because its hash still matches.
     pub async fn write(
         &self,
         document: &MirrorDocument<Credential>,
         version: i64,
     ) -> Result<WriteOutcome, MirrorError> {
         let tenant = document.tenant_id.as_str();
-        let sealed = document.seal(&self.keyring.load());
-        let json = serde_json::to_value(&sealed).map_err(|e| MirrorError::Corrupt {
-            tenant: tenant.to_owned(),
-            problem: e.to_string(),
-        })?;
-        let hash = sealed.content_hash.clone();
-        // Update first: an INSERT … ON CONFLICT would check the NOT NULL columns of the
-        // platform's table even for a row that exists. Insert only when there is no row, and
-        // if another writer inserts it at the same moment, update that row instead.
+        let (keyring, sealed, json) = self.seal(document).await?;
+        let action = || format!("writing tenant {tenant:?}");
+        // Twice at most: a row inserted by another writer between our lock and our insert is
+        // locked and compared on the second pass.
         for _ in 0..2 {
-            if let Some(outcome) = self.update(tenant, &json, &hash, version).await? {
-                return Ok(outcome);
-            }
-            if let Some(stored) = self.stored_version(tenant).await? {
-                // The row exists and was not updated: it is newer, or has the same content.
-                return Ok(match stored {
-                    Some(stored) if stored > version => WriteOutcome::Stale {
-                        stored_version: stored,
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(|e| connect_or_query(action(), e))?;
+            let Some((stored_version, stored)) = self.lock(&mut tx, tenant, &action).await? else {
+                // Update first, insert only when there is no row: an INSERT … ON CONFLICT
+                // would check the NOT NULL columns of the platform's table even for a row
+                // that exists.
+                let inserted = sqlx::query(AssertSqlSafe(format!(
+                    "INSERT INTO tenant_configs
+                            (tenant_id, mcp_server_config, mcp_config_version, mcp_config_updated_at)
+                     VALUES ({}, $2, $3, now())
+                     ON CONFLICT (tenant_id) DO NOTHING",
+                    self.tenant_param
+                )))
+                .bind(tenant)
+                .bind(&json)
+                .bind(version)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| match required_column(&e) {
+                    Some(column) => MirrorError::RowRequired {
+                        tenant: tenant.to_owned(),
+                        column,
                     },
-                    _ => WriteOutcome::Unchanged,
-                });
-            }
-            let inserted = sqlx::query(AssertSqlSafe(format!(
-                "INSERT INTO tenant_configs
-                        (tenant_id, mcp_server_config, mcp_config_version, mcp_config_updated_at)
-                 VALUES ({}, $2, $3, now())
-                 ON CONFLICT (tenant_id) DO NOTHING",
-                self.tenant_param
-            )))
-            .bind(tenant)
-            .bind(&json)
-            .bind(version)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| match required_column(&e) {
-                Some(column) => MirrorError::RowRequired {
-                    tenant: tenant.to_owned(),
-                    column,
-                },
-                None => connect_or_query(format!("writing tenant {tenant:?}"), e),
-            })?;
-            if inserted.rows_affected() == 1 {
-                return Ok(WriteOutcome::Inserted);
-            }
+                    None => connect_or_query(action(), e),
+                })?;
+                tx.commit()
+                    .await
+                    .map_err(|e| connect_or_query(action(), e))?;
+                if inserted.rows_affected() == 1 {
+                    return Ok(WriteOutcome::Inserted);
+                }
+                continue;
+            };
+            let same = stored.is_some_and(|stored| {
+                holds(tenant, stored, &sealed.content_hash, document, &keyring)
+            });
+            let outcome = match stored_version {
+                Some(stored) if stored > version => {
+                    // Newer: leave it. Right as it is when it holds this content.
+                    if same {
+                        WriteOutcome::Unchanged
+                    } else {
+                        WriteOutcome::Stale {
+                            stored_version: stored,
+                        }
+                    }
+                }
+                Some(stored) if stored == version && same => WriteOutcome::Unchanged,
+                _ if same => {
+                    sqlx::query(AssertSqlSafe(format!(
+                        "UPDATE tenant_configs SET mcp_config_version = $2 WHERE tenant_id = {}",
+                        self.tenant_param
+                    )))
+                    .bind(tenant)
+                    .bind(version)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| connect_or_query(action(), e))?;
+                    WriteOutcome::Unchanged
+                }
+                _ => {
+                    sqlx::query(AssertSqlSafe(format!(
+                        "UPDATE tenant_configs
+                            SET mcp_server_config = $2, mcp_config_version = $3,
+                                mcp_config_updated_at = now()
+                          WHERE tenant_id = {}",
+                        self.tenant_param
+                    )))
+                    .bind(tenant)
+                    .bind(&json)
+                    .bind(version)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| connect_or_query(action(), e))?;
+                    WriteOutcome::Updated
+                }
+            };
+            tx.commit()
+                .await
+                .map_err(|e| connect_or_query(action(), e))?;
+            return Ok(outcome);
         }
         // Only reachable if the row is inserted and deleted again between our statements.
         Err(MirrorError::query(
-            format!("writing tenant {tenant:?}"),
+            action(),
             sqlx::Error::Protocol("the row kept appearing and disappearing".into()),
         ))
-    }
-
-    /// Updates an existing row if the version guard allows: `Some(Updated)` when the content
-    /// changed, `Some(Unchanged)` when only the version moved, `None` when no row was updated.
-    async fn update(
-        &self,
-        tenant: &str,
-        json: &serde_json::Value,
-        hash: &str,
-        version: i64,
-    ) -> Result<Option<WriteOutcome>, MirrorError> {
-        let same = "coalesce(mcp_server_config->>'contentHash' = $4, false)";
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE tenant_configs SET
-                 mcp_server_config = CASE WHEN {same} THEN mcp_server_config ELSE $2 END,
-                 mcp_config_updated_at = CASE WHEN {same} THEN mcp_config_updated_at
-                                              ELSE now() END,
-                 mcp_config_version = $3
-              WHERE tenant_id = {tenant}
-                AND (mcp_config_version IS NULL OR mcp_config_version < $3
-                     OR (mcp_config_version = $3 AND NOT {same}))
-              RETURNING mcp_config_updated_at = now() AS changed",
-            tenant = self.tenant_param,
-        )))
-        .bind(tenant)
-        .bind(json)
-        .bind(version)
-        .bind(hash)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| connect_or_query(format!("writing tenant {tenant:?}"), e))?;
-        Ok(row.map(|row| {
-            if row.get::<bool, _>("changed") {
-                WriteOutcome::Updated
-            } else {
-                WriteOutcome::Unchanged
-            }
-        }))
     }
 
     /// Clears the tenant's document at `version` (the deletion's version), unless the row holds
@@ -217,16 +305,8 @@ impl MirrorWriter {
             .begin()
             .await
             .map_err(|e| connect_or_query(action(), e))?;
-        let current: Option<(Option<i64>, bool)> = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT mcp_config_version, mcp_server_config IS NOT NULL
-               FROM tenant_configs WHERE tenant_id = {} FOR UPDATE",
-            self.tenant_param
-        )))
-        .bind(tenant)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| connect_or_query(action(), e))?;
-        let outcome = match current {
+        let current = self.lock(&mut tx, tenant, &action).await?;
+        let outcome = match current.map(|(v, doc)| (v, doc.is_some())) {
             None => WriteOutcome::NothingToRemove,
             Some((Some(stored), _)) if stored > version => WriteOutcome::Stale {
                 stored_version: stored,
@@ -285,24 +365,102 @@ impl MirrorWriter {
         let updated_at = updated_us
             .and_then(|us| jiff::Timestamp::from_microsecond(us).ok())
             .ok_or_else(|| corrupt("mcp_config_updated_at is missing".into()))?;
+        let keyring = self.keyring.load();
+        let document = sealed.open(tenant, &keyring)?;
+        let content_verified = sealed
+            .content_hash
+            .strip_prefix("hmac-sha256:")
+            .and_then(|rest| rest.split_once(':'))
+            .and_then(|(kid, _)| document.content_hash_under(&keyring, kid))
+            .is_some_and(|hash| hash == sealed.content_hash);
         Ok(Some(MirrorRow {
             version: version.ok_or_else(|| corrupt("mcp_config_version is missing".into()))?,
             updated_at,
-            document: sealed.open(tenant, &self.keyring.load())?,
+            document,
+            content_verified,
         }))
     }
 
-    /// `None` when the tenant has no row; `Some(version)` otherwise.
-    async fn stored_version(&self, tenant: &str) -> Result<Option<Option<i64>>, MirrorError> {
-        sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT mcp_config_version FROM tenant_configs WHERE tenant_id = {}",
+    /// Every row holding a document or a version, in tenant order.
+    pub async fn rows(&self) -> Result<Vec<RowSummary>, MirrorError> {
+        let rows: Vec<(String, Option<i64>, bool)> = sqlx::query_as(
+            "SELECT tenant_id::text, mcp_config_version, mcp_server_config IS NOT NULL
+               FROM tenant_configs
+              WHERE mcp_server_config IS NOT NULL OR mcp_config_version IS NOT NULL
+              ORDER BY tenant_id::text",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| connect_or_query("listing mirror rows", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(tenant, version, has_document)| RowSummary {
+                tenant,
+                version,
+                has_document,
+            })
+            .collect())
+    }
+
+    /// Stores `document` at `version` whatever the row holds (the version guard is what a
+    /// repair has to get past): for `tenant-mcp mirror verify --repair`, never the reconcile.
+    pub async fn force_write(
+        &self,
+        document: &MirrorDocument<Credential>,
+        version: i64,
+    ) -> Result<(), MirrorError> {
+        let tenant = document.tenant_id.as_str();
+        let (_, _, json) = self.seal(document).await?;
+        let updated = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE tenant_configs
+                SET mcp_server_config = $2, mcp_config_version = $3, mcp_config_updated_at = now()
+              WHERE tenant_id = {}",
             self.tenant_param
         )))
         .bind(tenant)
-        .fetch_optional(&self.pool)
+        .bind(&json)
+        .bind(version)
+        .execute(&self.pool)
         .await
-        .map_err(|e| connect_or_query(format!("reading tenant {tenant:?}"), e))
+        .map_err(|e| connect_or_query(format!("repairing tenant {tenant:?}"), e))?;
+        if updated.rows_affected() == 0 {
+            self.write(document, version).await?;
+        }
+        Ok(())
     }
+
+    /// Clears `tenant`'s document and sets its version to `version` whatever the row holds:
+    /// for a row no config serves (`tenant-mcp mirror verify --repair`).
+    pub async fn force_clear(&self, tenant: &str, version: i64) -> Result<(), MirrorError> {
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE tenant_configs
+                SET mcp_server_config = NULL, mcp_config_version = $2, mcp_config_updated_at = now()
+              WHERE tenant_id = {}",
+            self.tenant_param
+        )))
+        .bind(tenant)
+        .bind(version)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| connect_or_query(format!("clearing tenant {tenant:?}"), e))?;
+        Ok(())
+    }
+}
+
+/// Whether `stored` (a row's document) holds exactly `document`: the same content hash, and
+/// opening to the same content (so plain fields changed behind the hash's back count as
+/// different).
+fn holds(
+    tenant: &str,
+    stored: serde_json::Value,
+    hash: &str,
+    document: &MirrorDocument<Credential>,
+    keyring: &Keyring,
+) -> bool {
+    let Ok(sealed) = serde_json::from_value::<SealedDocument>(stored) else {
+        return false;
+    };
+    sealed.content_hash == hash && sealed.open(tenant, keyring).is_ok_and(|d| d == *document)
 }
 
 /// The version of `tenant`'s mirror row, without opening it (no keys needed): `None` when the

@@ -119,6 +119,31 @@ pub fn tenant_mcp_binary() -> Result<PathBuf, StackError> {
     workspace_binary("tenant-mcp")
 }
 
+/// Runs `tenant-mcp args` with the extra environment `env`: its exit code (-1 when a signal
+/// ended it) and its stdout followed by its stderr.
+pub fn run_tenant_mcp(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> (i32, String) {
+    let binary = match tenant_mcp_binary() {
+        Ok(b) => b,
+        Err(e) => return (-1, e.to_string()),
+    };
+    let mut command = std::process::Command::new(binary);
+    command.args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    match command.output() {
+        Ok(out) => (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ),
+        Err(e) => (-1, format!("running tenant-mcp: {e}")),
+    }
+}
+
 /// A binary of the workspace, built next to the running test or binary (`cargo build` /
 /// `cargo nextest run --workspace` build them all).
 pub fn workspace_binary(name: &str) -> Result<PathBuf, StackError> {
