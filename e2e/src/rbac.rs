@@ -132,6 +132,9 @@ pub fn chart_values(extra: &[&str]) -> Vec<String> {
         "globalConfig.servers.postgres.credentialsSecretRef.name=global-postgres",
         "database.enabled=true",
         "database.urlSecret.name=controller-database",
+        // Made beforehand, as a GitOps pipeline must (the world creates them).
+        "encryptionKeys.existingSecret=t-tenant-mcp-keys",
+        "mcpServer.auth.jwtSecret.existingSecret=t-tenant-mcp-mcp-jwt",
     ]
     .iter()
     .map(|s| (*s).to_owned())
@@ -184,6 +187,18 @@ pub async fn start(extra: &[&str]) -> RbacWorld {
     world.apply(&namespaces);
     world.apply(&repo_root().join("charts/tenant-mcp/crds"));
 
+    // The control plane's key material, created once outside the chart.
+    let key_material = world.dir.path().join("key-material.yaml");
+    std::fs::write(
+        &key_material,
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: t-tenant-mcp-keys, namespace: tenant-mcp-system}}\nstringData: {{k1: {k1}, active: k1}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: t-tenant-mcp-mcp-jwt, namespace: tenant-mcp-system}}\nstringData: {{jwt-secret: {jwt}}}\n",
+            k1 = tenant_mcp::crypto::generate_key(),
+            jwt = tenant_mcp::crypto::generate_key(),
+        ),
+    )
+    .unwrap_or_else(|e| panic!("writing the key material: {e}"));
+    world.apply(&key_material);
     let values = chart_values(extra);
     let sets: Vec<&str> = values.iter().map(String::as_str).collect();
     let rendered = helm_template(&sets, false).unwrap_or_else(|e| panic!("helm template: {e}"));

@@ -163,6 +163,11 @@ fn the_chart_lints_and_renders_for_each_value_set() {
     let out = Command::new(helm())
         .args(["lint", "--strict"])
         .arg(repo_root().join("charts/tenant-mcp"))
+        // Linting renders without a cluster: the token secret must exist already.
+        .args([
+            "--set",
+            "mcpServer.auth.jwtSecret.existingSecret=tenant-mcp-jwt",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -171,8 +176,8 @@ fn the_chart_lints_and_renders_for_each_value_set() {
         String::from_utf8_lossy(&out.stdout)
     );
 
-    // Defaults: controller and MCP server, two replicas each, a generated token secret, the
-    // GlobalMcpConfig, no mirror.
+    // Defaults (as a GitOps render: the token secret made beforehand): controller and MCP
+    // server, two replicas each, the GlobalMcpConfig, no mirror, no Secret of the chart's.
     let defaults = render(VALUE_SETS[0]).unwrap();
     let kinds: BTreeSet<&str> = defaults.iter().filter_map(|o| o["kind"].as_str()).collect();
     for kind in [
@@ -187,10 +192,10 @@ fn the_chart_lints_and_renders_for_each_value_set() {
         "GlobalMcpConfig",
         "NetworkPolicy",
         "PodDisruptionBudget",
-        "Secret",
     ] {
         assert!(kinds.contains(kind), "no {kind} by default: {kinds:?}");
     }
+    assert!(!kinds.contains("Secret"), "{kinds:?}");
     assert!(
         !kinds.contains("Job") && !kinds.contains("PrometheusRule"),
         "{kinds:?}"
@@ -249,12 +254,17 @@ fn the_chart_lints_and_renders_for_each_value_set() {
         env(controller, "TENANT_MCP_DATABASE_URL").unwrap()["valueFrom"]["secretKeyRef"]["name"],
         "tenant-mcp-db"
     );
-    let keys = find(&full, "Secret", "-keys");
     assert_eq!(
-        keys["metadata"]["annotations"]["helm.sh/resource-policy"],
-        "keep"
+        controller["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|v| v["secret"]["secretName"]
+                .as_str()
+                .filter(|n| n.ends_with("keys"))),
+        Some("tenant-mcp-keys"),
+        "the controller mounts the existing keys Secret"
     );
-    assert_eq!(keys["data"]["active"], "azE=", "active key id k1");
     let mcp = find(&full, "Deployment", "-mcp-server");
     assert!(env(mcp, "TENANT_MCP_JWKS_FILE").is_some());
     assert!(env(mcp, "TENANT_MCP_JWT_SECRET_FILE").is_none());
@@ -496,7 +506,11 @@ fn bad_values_are_refused_with_the_field_named() {
             "/metrics/prometheusRule/probeFailureRatio",
         ),
         (
-            &["database.enabled=true"],
+            &[
+                "database.enabled=true",
+                "encryptionKeys.existingSecret=k",
+                "mcpServer.auth.jwtSecret.existingSecret=j",
+            ],
             "database.enabled needs database.urlSecret.name",
         ),
         (
@@ -525,7 +539,10 @@ fn bad_values_are_refused_with_the_field_named() {
         ),
         // The global credentials never share the control plane's namespace.
         (
-            &["globalConfig.credentialsNamespace=tenant-mcp-system"],
+            &[
+                "globalConfig.credentialsNamespace=tenant-mcp-system",
+                "mcpServer.auth.jwtSecret.existingSecret=j",
+            ],
             "must not be the release namespace",
         ),
     ];
@@ -535,12 +552,112 @@ fn bad_values_are_refused_with_the_field_named() {
     }
 }
 
+/// The threat-model line "a GitOps renderer must never rotate key material by rendering twice".
+/// Without a cluster (helm template, Argo CD, Flux), the chart refuses to make the mirror keys
+/// or the token signing secret, naming the value that takes an existing Secret; with those
+/// values, renders are identical and carry no key material. On a cluster, `helm install`
+/// makes them once, and later renders (an upgrade's dry run, twice) keep the same bytes.
+#[tokio::test]
+async fn key_material_is_made_once_on_a_cluster_and_never_by_a_render_without_one() {
+    let mirror = ["database.enabled=true", "database.urlSecret.name=db"];
+    let jwt = "mcpServer.auth.jwtSecret.existingSecret=tenant-mcp-jwt";
+    let keys = "encryptionKeys.existingSecret=tenant-mcp-keys";
+    let cases: [(Vec<&str>, &str); 2] = [
+        (vec![], "mcpServer.auth.jwtSecret.existingSecret"),
+        (
+            mirror.iter().copied().chain([jwt]).collect(),
+            "encryptionKeys.existingSecret",
+        ),
+    ];
+    for (sets, says) in cases {
+        let err = render(&sets).unwrap_err();
+        assert!(
+            err.contains(&format!(
+                "{says} is required when rendering without a cluster"
+            )),
+            "{sets:?}: {err}"
+        );
+    }
+    let gitops: Vec<&str> = mirror.iter().copied().chain([jwt, keys]).collect();
+    let first = render_text(&gitops);
+    assert_eq!(
+        first,
+        render_text(&gitops),
+        "a render is the same every time"
+    );
+    let objects = render(&gitops).unwrap();
+    assert!(
+        of_kind(&objects, "Secret").is_empty(),
+        "no key material rendered"
+    );
+
+    // On a cluster (the stand-in): install makes them, renders after that keep them.
+    let cluster = tenant_mcp_e2e::harness::Cluster::start().await.unwrap();
+    cluster.kubectl_ok(&["create", "namespace", "tenant-mcp-system"]);
+    let helm_on_cluster = |args: &[&str]| {
+        let out = Command::new(helm())
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .args(args)
+            .args(["t", "--namespace", "tenant-mcp-system"])
+            .arg(repo_root().join("charts/tenant-mcp"))
+            // The stand-in serves no OpenAPI document and runs no Job for the migration hook.
+            .args(["--disable-openapi-validation", "--no-hooks"])
+            .args(mirror.iter().flat_map(|s| ["--set", s]))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "helm {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    helm_on_cluster(&["install"]);
+    let secret_data = |name: &str| {
+        let json = cluster.kubectl_ok(&[
+            "get",
+            "secret",
+            "-n",
+            "tenant-mcp-system",
+            name,
+            "-o",
+            "jsonpath={.data}",
+        ]);
+        serde_json::from_str::<Value>(&json).unwrap()
+    };
+    let made_keys = secret_data("t-tenant-mcp-keys");
+    let made_jwt = secret_data("t-tenant-mcp-mcp-jwt");
+    assert_eq!(made_keys["active"], "azE=", "active key id k1");
+    assert!(made_keys["k1"].as_str().is_some_and(|k| k.len() == 44));
+    for _ in 0..2 {
+        let rendered = helm_on_cluster(&["upgrade", "--dry-run=server"]);
+        // The release's description, then the manifest, then the chart's notes.
+        let manifest = rendered
+            .split_once("MANIFEST:")
+            .map_or(rendered.as_str(), |(_, m)| m);
+        let manifest = manifest.split_once("NOTES:").map_or(manifest, |(m, _)| m);
+        let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(manifest)
+            .map(|doc| serde_yaml_ng::Value::deserialize(doc).unwrap())
+            .filter(|v| !v.is_null())
+            .map(|v| serde_json::to_value(v).unwrap())
+            .collect();
+        let data = |suffix| find(&docs, "Secret", suffix)["data"].clone();
+        assert_eq!(
+            data("-keys"),
+            made_keys,
+            "the keys Secret is rendered as it is"
+        );
+        assert_eq!(data("-mcp-jwt"), made_jwt);
+    }
+}
+
 /// The value sets the tests render, each as `--set` values.
 const VALUE_SETS: &[&[&str]] = &[
-    &[],
+    &["mcpServer.auth.jwtSecret.existingSecret=tenant-mcp-jwt"],
     &[
         "database.enabled=true",
         "database.urlSecret.name=tenant-mcp-db",
+        "encryptionKeys.existingSecret=tenant-mcp-keys",
         "metrics.serviceMonitor.enabled=true",
         "metrics.prometheusRule.enabled=true",
         "metrics.grafanaDashboard.enabled=true",
@@ -571,7 +688,10 @@ const VALUE_SETS: &[&[&str]] = &[
         "networkPolicy.enabled=false",
         "globalConfig.create=false",
     ],
-    &["tenantConfigsEnabled=false"],
+    &[
+        "tenantConfigsEnabled=false",
+        "mcpServer.auth.jwtSecret.existingSecret=tenant-mcp-jwt",
+    ],
 ];
 
 /// The prometheus-operator kinds the chart can render, as schemaless CRDs.

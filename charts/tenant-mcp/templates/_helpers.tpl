@@ -47,6 +47,12 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
+{{- /* "true" when templates render against a cluster (helm install/upgrade, a server-side
+       dry run), empty under helm template and GitOps renderers, where lookup returns nothing. */}}
+{{- define "tenant-mcp.clusterReachable" -}}
+{{- if (lookup "v1" "Namespace" "" "") -}}true{{- end -}}
+{{- end -}}
+
 {{- define "tenant-mcp.keysSecret" -}}
 {{- .Values.encryptionKeys.existingSecret | default (printf "%s-keys" (include "tenant-mcp.fullname" .)) -}}
 {{- end -}}
