@@ -229,3 +229,70 @@ fn crdgen_check_detects_stale_files() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("tenantmcpconfigs.yaml"));
 }
+
+/// `tenant-mcp validate` on `path`, killed if it runs past `limit` (a regression to the
+/// scanner's quadratic time would otherwise hang the suite).
+fn validate_with_watchdog(path: &Path, limit: std::time::Duration) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tenant-mcp"))
+        .args(["validate", "-f"])
+        .arg(path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            child.kill().unwrap();
+            panic!("validate {} still ran after {limit:?}", path.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Input a pipeline should never have to wait on: 400 KB of nested brackets (before the limit,
+/// about a minute in the YAML scanner), a 20 MiB file, block nesting past the limit. Each is
+/// refused at once, before parsing, with exit 2 and the limit named. The watchdog only stops a
+/// hang; how fast it is belongs in a benchmark, not an assertion.
+#[test]
+fn oversized_or_deeply_nested_input_is_refused_before_parsing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "nested.yaml",
+            format!("a: {}1{}\n", "{a: ".repeat(100_000), "}".repeat(100_000)),
+            "line 1: nested deeper than the limit of 64 levels (--max-depth)",
+        ),
+        (
+            "brackets.json",
+            format!("{}{}", "[".repeat(200_000), "]".repeat(200_000)),
+            "(--max-depth)",
+        ),
+        (
+            "huge.yaml",
+            "# padding\n".repeat(2 * 1024 * 1024),
+            "more than the limit of 1048576 bytes (--max-file-bytes)",
+        ),
+        (
+            "indented.yaml",
+            (0..80).map(|i| format!("{}k:\n", "  ".repeat(i))).collect(),
+            "line 65: nested deeper than the limit of 64 levels",
+        ),
+    ];
+    for (name, text, says) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let (code, out) = validate_with_watchdog(&path, std::time::Duration::from_secs(20));
+        assert_eq!(code, Some(2), "{name}: {out}");
+        assert!(out.contains(says), "{name}: {out}");
+    }
+}

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use serde_json::json;
+use tenant_mcp::config::input_limits::{self, InputLimits};
 use tenant_mcp::config::manifest::{Report, SourceDocument, check_documents, parse_documents};
 
 /// Arguments of `validate`.
@@ -26,6 +27,13 @@ pub struct ValidateArgs {
     /// Output format.
     #[arg(short, long, env = "TENANT_MCP_VALIDATE_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// Largest file accepted, in bytes; a larger one stops the run (exit 2).
+    #[arg(long, env = "TENANT_MCP_VALIDATE_MAX_FILE_BYTES", default_value_t = InputLimits::default().max_bytes)]
+    pub max_file_bytes: usize,
+    /// Deepest nesting accepted (block and flow collections together); deeper input stops the
+    /// run (exit 2) before any parser sees it.
+    #[arg(long, env = "TENANT_MCP_VALIDATE_MAX_DEPTH", default_value_t = InputLimits::default().max_depth)]
+    pub max_depth: usize,
 }
 
 /// How the report is printed.
@@ -40,17 +48,24 @@ pub enum OutputFormat {
 /// Runs `validate`.
 pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
     let files = collect_files(&args.paths)?;
+    let limits = InputLimits {
+        max_bytes: args.max_file_bytes,
+        max_depth: args.max_depth,
+    };
     let mut documents: Vec<SourceDocument> = Vec::new();
     for file in &files {
-        let text = if file.as_os_str() == "-" {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .context("reading standard input")?;
-            text
+        let name = if file.as_os_str() == "-" {
+            "standard input".to_owned()
         } else {
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+            file.display().to_string()
         };
+        let text = match read_limited(file, limits.max_bytes) {
+            Ok(Ok(text)) => text,
+            Ok(Err(refusal)) => anyhow::bail!("{name} {refusal}"),
+            Err(e) => return Err(e).with_context(|| format!("reading {name}")),
+        };
+        input_limits::check(&text, limits)
+            .map_err(|refusal| anyhow::anyhow!("{name}: {refusal}"))?;
         documents.extend(parse_documents(&file.display().to_string(), &text));
     }
     let report = check_documents(&documents);
@@ -63,6 +78,39 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The text of `file` (`-`: standard input), reading at most one byte past `max_bytes` so a
+/// huge input is refused without being read whole.
+fn read_limited(
+    file: &Path,
+    max_bytes: usize,
+) -> anyhow::Result<Result<String, input_limits::InputRefusal>> {
+    let cap = u64::try_from(max_bytes)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    let mut bytes = Vec::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin().take(cap).read_to_end(&mut bytes)?;
+    } else {
+        std::fs::File::open(file)?
+            .take(cap)
+            .read_to_end(&mut bytes)?;
+    }
+    if bytes.len() > max_bytes {
+        // Say how large it is when the file system knows.
+        let size = std::fs::metadata(file)
+            .ok()
+            .and_then(|m| usize::try_from(m.len()).ok())
+            .unwrap_or(bytes.len());
+        return Ok(Err(input_limits::InputRefusal::TooLarge {
+            bytes: size,
+            limit: max_bytes,
+        }));
+    }
+    Ok(Ok(
+        String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("not UTF-8 text"))?
+    ))
 }
 
 /// Expands directories into the manifest files under them, sorted; keeps files as given.

@@ -39,7 +39,14 @@ pub fn parse_documents(source: &str, text: &str) -> Vec<SourceDocument> {
     let mut out = Vec::new();
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let position = i + 1;
-        let content = Value::deserialize(doc).map_err(|e| format!("not valid YAML: {e}"));
+        // Through YAML's own value first: it refuses a key given twice in one mapping, which
+        // kubectl refuses too and which tools would read differently (first or last wins).
+        let content = serde_yaml_ng::Value::deserialize(doc)
+            .and_then(Value::deserialize)
+            .map_err(|e| match duplicate_key(text, &e) {
+                Some(message) => message,
+                None => format!("not valid YAML: {e}"),
+            });
         match content {
             Ok(Value::Null) => {}
             Ok(Value::Object(map))
@@ -69,6 +76,67 @@ pub fn parse_documents(source: &str, text: &str) -> Vec<SourceDocument> {
         }
     }
     out
+}
+
+/// Describes a duplicate-key error of the YAML parser with the lines of both entries (the
+/// parser reports only where the mapping starts).
+fn duplicate_key(text: &str, error: &serde_yaml_ng::Error) -> Option<String> {
+    let message = error.to_string();
+    let (path, rest) = message.split_once(": duplicate entry with key ")?;
+    let key: String = serde_json::from_str(rest.split(" at line ").next()?).ok()?;
+    let location = error.location()?;
+    let lines: Vec<&str> = text.lines().collect();
+    let start = location.line().checked_sub(1)?;
+    let column = location.column().checked_sub(1)?;
+    let first = lines.get(start)?;
+    let found: Vec<usize> = if first.get(column..)?.starts_with('{') {
+        Vec::new()
+    } else {
+        let names_key = |content: &str| {
+            [
+                format!("{key}:"),
+                format!("\"{key}\":"),
+                format!("'{key}':"),
+            ]
+            .iter()
+            .any(|k| {
+                content
+                    .strip_prefix(k.as_str())
+                    .is_some_and(|after| after.is_empty() || after.starts_with([' ', '\t']))
+            })
+        };
+        let mut found = Vec::new();
+        for (n, line) in lines.iter().enumerate().skip(start) {
+            let (indent, content) = if n == start {
+                (column, line.get(column..).unwrap_or_default())
+            } else {
+                let content = line.trim_start_matches(' ');
+                if content.is_empty() || content.starts_with('#') {
+                    continue;
+                }
+                (line.len() - content.len(), content)
+            };
+            if indent < column {
+                break;
+            }
+            if indent == column && names_key(content) {
+                found.push(n + 1);
+            }
+        }
+        found
+    };
+    let at = match found.as_slice() {
+        [a, b, ..] => format!("on lines {a} and {b}"),
+        _ => format!("in the mapping at line {}", start + 1),
+    };
+    let field = if path == "." || path.is_empty() {
+        String::new()
+    } else {
+        format!("{path}: ")
+    };
+    Some(format!(
+        "{field}duplicate key {key:?} {at}: kubectl refuses such a file, and tools may read different values from it; keep one"
+    ))
 }
 
 /// What was found in one object.

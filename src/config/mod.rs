@@ -27,6 +27,7 @@ pub mod failure;
 pub mod field;
 pub mod hash;
 pub mod inline_credentials;
+pub mod input_limits;
 pub mod manifest;
 pub mod merge;
 pub mod policy;
