@@ -44,7 +44,7 @@ pub struct VerifyArgs {
     #[arg(long, env = "TENANT_MCP_KEYS_DIR")]
     pub keys_dir: PathBuf,
     /// Rewrite every row that disagrees with what the controller would write now.
-    #[arg(long)]
+    #[arg(long, env = "TENANT_MCP_MIRROR_REPAIR")]
     pub repair: bool,
     /// As the controller's `--tenant-configs-enabled` (with false, every row is expected in
     /// state `disabled`).
@@ -56,7 +56,7 @@ pub struct VerifyArgs {
     )]
     pub tenant_configs_enabled: bool,
     /// Output format.
-    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    #[arg(short, long, env = "TENANT_MCP_OUTPUT", value_enum, default_value_t = Output::Text)]
     pub output: Output,
 }
 
