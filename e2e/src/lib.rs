@@ -6,7 +6,9 @@
 
 pub mod apiserver;
 pub mod bench;
+pub mod controller_process;
 pub mod harness;
 pub mod mcp_admin;
 pub mod rbac;
+pub mod scenario;
 pub mod stack;

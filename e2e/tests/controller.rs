@@ -5,112 +5,36 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use sqlx::Connection as _;
 use tenant_mcp::api::{McpConfigStatus, TenantMcpConfig};
+use tenant_mcp_e2e::controller_process::{ControllerOptions, ControllerProcess};
 use tenant_mcp_e2e::harness::{Cluster, wait_for};
 use tenant_mcp_e2e::stack::ai_mcp::{AiMcpConfig, AiMcpServer, Token};
 use tenant_mcp_e2e::stack::mirror_db::MirrorDatabase;
 use tenant_mcp_e2e::stack::postgres::{Postgres, execute};
-use tenant_mcp_e2e::stack::process::free_port;
 use tenant_mcp_e2e::stack::s3::S3Server;
-use tenant_mcp_e2e::stack::tenant_mcp_binary;
 
-/// A `tenant-mcp controller` process, killed when dropped; its log is printed if the test
-/// fails.
-struct ControllerProcess {
-    child: Child,
-    log: std::path::PathBuf,
-    metrics: u16,
-}
-
-impl ControllerProcess {
-    fn start(
-        cluster: &Cluster,
-        dir: &Path,
-        identity: &str,
-        lease_ns: &str,
-        mirror: Option<(&str, &Path)>,
-    ) -> Self {
-        let log = dir.join(format!("controller-{identity}.log"));
-        let metrics = free_port().unwrap();
-        let mut cmd = Command::new(tenant_mcp_binary().unwrap());
-        cmd.env("KUBECONFIG", cluster.kubeconfig())
-            .env("TENANT_MCP_LOG", "info,tenant_mcp=debug,kube=warn")
-            .args([
-                "controller",
-                "--identity",
-                identity,
-                "--lease-namespace",
-                lease_ns,
-            ])
-            .args([
-                "--lease-duration-seconds",
-                "3",
-                "--snapshot-grace-seconds",
-                "2",
-            ])
-            .args(["--retry-seconds", "1"])
-            .args(["--metrics-address", &format!("127.0.0.1:{metrics}")])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        if let Some((url, keys)) = mirror {
-            cmd.env("TENANT_MCP_DATABASE_URL", url)
-                .env("TENANT_MCP_KEYS_DIR", keys)
-                .env("TENANT_MCP_KEYS_RELOAD_SECONDS", "1");
-        }
-        Self {
-            child: cmd.spawn().unwrap(),
-            log,
-            metrics,
-        }
-    }
-
-    /// SIGTERM, then wait for the exit.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "controller did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn metrics(&self) -> String {
-        let out = Command::new("curl")
-            .args(["-s", &format!("http://127.0.0.1:{}/metrics", self.metrics)])
-            .output();
-        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for ControllerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(80).collect();
-            eprintln!("--- controller log (last lines) ---");
-            for line in tail.iter().rev() {
-                eprintln!("{line}");
-            }
-        }
-    }
+/// A controller with the tests' short Lease, against `cluster`.
+fn start_controller(
+    cluster: &Cluster,
+    dir: &Path,
+    identity: &str,
+    lease_ns: &str,
+    mirror: Option<(&str, &Path)>,
+) -> ControllerProcess {
+    ControllerProcess::start(&ControllerOptions {
+        kubeconfig: cluster.kubeconfig(),
+        dir,
+        identity,
+        lease_namespace: lease_ns,
+        mirror,
+        lease_seconds: 3,
+    })
 }
 
 async fn status(api: &Api<TenantMcpConfig>, name: &str) -> McpConfigStatus {
@@ -240,7 +164,7 @@ async fn a_tenant_is_promoted_keeps_its_last_known_good_config_and_is_cleaned_up
         );
     }
     let keys = write_keys(dir.path());
-    let mut controller = ControllerProcess::start(
+    let mut controller = start_controller(
         &cluster,
         dir.path(),
         "solo",
@@ -566,12 +490,12 @@ async fn two_replicas_elect_one_leader_and_fail_over() {
             .flatten()
             .and_then(|l| l.spec?.holder_identity)
     };
-    let mut a = ControllerProcess::start(&cluster, dir.path(), "replica-a", &ns, None);
+    let mut a = start_controller(&cluster, dir.path(), "replica-a", &ns, None);
     wait_for("replica-a to lead", Duration::from_secs(30), async || {
         (holder().await.as_deref() == Some("replica-a")).then_some(())
     })
     .await;
-    let mut b = ControllerProcess::start(&cluster, dir.path(), "replica-b", &ns, None);
+    let mut b = start_controller(&cluster, dir.path(), "replica-b", &ns, None);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         holder().await.as_deref(),
@@ -649,7 +573,7 @@ async fn a_mirror_row_pushed_ahead_is_reported_listed_and_repaired() {
         ),
     );
     let keys = write_keys(dir.path());
-    let controller = ControllerProcess::start(
+    let controller = start_controller(
         &cluster,
         dir.path(),
         "solo",

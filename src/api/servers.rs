@@ -250,6 +250,24 @@ pub struct S3Server {
     pub force_path_style: bool,
     /// The Secret with the access key id and secret access key.
     pub credentials_secret_ref: S3CredentialsRef,
+    /// Seconds one S3 operation may take, retries and connecting included, before it fails.
+    #[serde(
+        default = "default_s3_timeout",
+        skip_serializing_if = "is_default_s3_timeout"
+    )]
+    #[schemars(range(min = 1, max = 600))]
+    pub timeout_seconds: i32,
+}
+
+fn default_s3_timeout() -> i32 {
+    30
+}
+
+// Left out of the serialized spec at its default, so spec hashes made before the field
+// existed stay the same (no re-test of every server on upgrade).
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde passes a reference
+fn is_default_s3_timeout(seconds: &i32) -> bool {
+    *seconds == default_s3_timeout()
 }
 
 fn default_region() -> String {

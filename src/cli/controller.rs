@@ -108,11 +108,23 @@ pub fn run(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
                     // The controller starts even when the database is down; the Mirrored
                     // condition says so until it is back.
                     .connect_lazy_with(options);
-                Some(
-                    MirrorWriter::new(pool, Arc::new(keyring)).await.context(
-                        "checking the mirror database (run `tenant-mcp migrate up` first)",
-                    )?,
-                )
+                let keyring = Arc::new(keyring);
+                match MirrorWriter::new(pool.clone(), keyring.clone()).await {
+                    Ok(writer) => Some(writer),
+                    // The mirror is not on the serving path: promote configs while the
+                    // database is down, check the schema and keys when it answers.
+                    Err(e @ tenant_mcp::mirror::MirrorError::Connect(_)) => {
+                        tracing::warn!(
+                            "{e}; starting anyway: configs are promoted, Mirrored stays False until the database answers"
+                        );
+                        Some(MirrorWriter::unchecked(pool, keyring))
+                    }
+                    Err(e) => {
+                        return Err(anyhow::Error::new(e).context(
+                            "checking the mirror database (run `tenant-mcp migrate up` first)",
+                        ));
+                    }
+                }
             }
         };
         let client = kube::Client::try_default()

@@ -299,23 +299,42 @@ impl McpClient {
         self.target.url.as_str()
     }
 
-    /// Every tool of the server (all pages).
+    /// Every tool of the server (all pages), within the server's timeout (opening a session
+    /// included).
     pub async fn list_tools(&self) -> Result<Vec<Tool>, McpCallError> {
-        let session = self.session().await?;
-        let result = tokio::time::timeout(self.timeout, session.list_all_tools()).await;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let session = self.session_by(deadline).await?;
+        let result = tokio::time::timeout_at(deadline, session.list_all_tools()).await;
         self.finish(result).await
     }
 
-    /// Calls tool `name` with `arguments`.
+    /// Calls tool `name` with `arguments`, within the server's timeout (opening a session
+    /// included).
     pub async fn call_tool(
         &self,
         name: &str,
         arguments: serde_json::Map<String, serde_json::Value>,
     ) -> Result<CallToolResult, McpCallError> {
-        let session = self.session().await?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let session = self.session_by(deadline).await?;
         let params = CallToolRequestParams::new(name.to_owned()).with_arguments(arguments);
-        let result = tokio::time::timeout(self.timeout, session.call_tool(params)).await;
+        let result = tokio::time::timeout_at(deadline, session.call_tool(params)).await;
         self.finish(result).await
+    }
+
+    /// The session, by `deadline`: a caller waiting behind another one's `initialize` (to a
+    /// server that hangs, say) still fails at its own deadline.
+    async fn session_by(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Arc<Session>, McpCallError> {
+        match tokio::time::timeout_at(deadline, self.session()).await {
+            Ok(session) => session,
+            Err(_) => {
+                self.observer.failed("connect", "Timeout");
+                Err(self.error(format!("initialize: no answer within {:?}", self.timeout)))
+            }
+        }
     }
 
     /// Ends the session, if one is open.
@@ -339,6 +358,13 @@ impl McpClient {
                 Err(self.refused(&e))
             }
             Err(_) => {
+                // Whatever the session waits for may never come: start afresh next time
+                // (unless another caller is opening one right now).
+                if let Ok(mut slot) = self.session.try_lock()
+                    && let Some(session) = slot.take()
+                {
+                    session.cancellation_token().cancel();
+                }
                 self.observer.failed("request", "Timeout");
                 Err(self.error(format!("no answer within {:?}", self.timeout)))
             }

@@ -144,6 +144,95 @@ impl LeaseLock {
     }
 }
 
+/// Until when this replica may write as the leader: the start of its last successful renewal
+/// plus the Lease duration, on the monotonic clock (which keeps running while the process is
+/// stopped, so a replica resumed after a pause finds it has lapsed). Every write of a reconcile
+/// checks it first: a replica that cannot be sure it still leads writes nothing.
+#[derive(Debug, Default)]
+pub struct Leadership {
+    /// `None` without leader election: always allowed.
+    until: std::sync::Mutex<Option<tokio::time::Instant>>,
+    elected: bool,
+}
+
+/// This replica can no longer be sure it holds the Lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("this replica's hold on the leader Lease has lapsed")]
+pub struct Lapsed;
+
+impl Leadership {
+    /// Leadership without election (one replica): every write is allowed.
+    pub fn unelected() -> Self {
+        Self::default()
+    }
+
+    /// Leadership by election: no write is allowed until [`Self::renewed`].
+    pub fn elected() -> Self {
+        Self {
+            until: std::sync::Mutex::new(None),
+            elected: true,
+        }
+    }
+
+    /// A renewal that started at `started` succeeded: the Lease is ours for `duration` from
+    /// then (the other replicas count from when they see the renewal, which is later).
+    pub fn renewed(&self, started: tokio::time::Instant, duration: Duration) {
+        *self
+            .until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(started + duration);
+    }
+
+    /// Ends leadership now (the Lease was lost or released).
+    pub fn lapse(&self) {
+        *self
+            .until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tokio::time::Instant::now());
+    }
+
+    /// Whether this replica may still write.
+    pub fn check(&self) -> Result<(), Lapsed> {
+        if !self.elected {
+            return Ok(());
+        }
+        let until = *self
+            .until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match until {
+            Some(until) if tokio::time::Instant::now() < until => Ok(()),
+            _ => Err(Lapsed),
+        }
+    }
+}
+
 fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_stop_when_the_last_renewal_is_older_than_the_lease() {
+        assert!(Leadership::unelected().check().is_ok());
+        let leadership = Leadership::elected();
+        assert_eq!(
+            leadership.check(),
+            Err(Lapsed),
+            "not before the first renewal"
+        );
+        let now = tokio::time::Instant::now();
+        leadership.renewed(now, Duration::from_secs(3600));
+        assert!(leadership.check().is_ok());
+        // The last renewal started longer ago than the Lease lasts (a pause: SIGSTOP, a long
+        // GC, a starved node).
+        leadership.renewed(now - Duration::from_secs(16), Duration::from_secs(15));
+        assert_eq!(leadership.check(), Err(Lapsed));
+        leadership.renewed(now, Duration::from_secs(3600));
+        leadership.lapse();
+        assert_eq!(leadership.check(), Err(Lapsed));
+    }
 }

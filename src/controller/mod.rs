@@ -190,12 +190,21 @@ pub async fn run(
         )
     });
     let lost = CancellationToken::new();
+    let leadership = Arc::new(if lease.is_some() {
+        leader::Leadership::elected()
+    } else {
+        leader::Leadership::unelected()
+    });
     if let (Some(lock), Some(l)) = (&lease, &settings.lease) {
         health.ready.store(true, Ordering::SeqCst);
         let mut announced = None;
         loop {
+            let started = tokio::time::Instant::now();
             match lock.try_acquire_or_renew().await {
-                Ok(leader::Attempt::Leading) => break,
+                Ok(leader::Attempt::Leading) => {
+                    leadership.renewed(started, l.duration);
+                    break;
+                }
                 Ok(leader::Attempt::Following { holder }) => {
                     if announced.as_ref() != Some(&holder) {
                         info!(%holder, "standing by: another replica holds the Lease");
@@ -211,12 +220,13 @@ pub async fn run(
         }
         info!(identity = %settings.identity, "leading");
         health.leading.store(true, Ordering::SeqCst);
-        let (lock, lost, stop, every, duration) = (
+        let (lock, lost, stop, every, duration, fence) = (
             lock.clone(),
             lost.clone(),
             shutdown.clone(),
             l.duration / 3,
             l.duration,
+            leadership.clone(),
         );
         tokio::spawn(async move {
             let mut last_ok = tokio::time::Instant::now();
@@ -225,10 +235,15 @@ pub async fn run(
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(every) => {}
                 }
+                let started = tokio::time::Instant::now();
                 match lock.try_acquire_or_renew().await {
-                    Ok(leader::Attempt::Leading) => last_ok = tokio::time::Instant::now(),
+                    Ok(leader::Attempt::Leading) => {
+                        fence.renewed(started, duration);
+                        last_ok = started;
+                    }
                     Ok(leader::Attempt::Following { holder }) => {
                         warn!(%holder, "lost the Lease");
+                        fence.lapse();
                         lost.cancel();
                         return;
                     }
@@ -236,6 +251,7 @@ pub async fn run(
                         warn!("renewing the Lease: {e}");
                         // Stop before the Lease can expire under us and another replica starts.
                         if last_ok.elapsed() + every >= duration {
+                            fence.lapse();
                             lost.cancel();
                             return;
                         }
@@ -271,6 +287,7 @@ pub async fn run(
         failures: Default::default(),
         readers_granted: Default::default(),
         timings,
+        leadership,
         settings: settings.clone(),
     });
 

@@ -92,6 +92,14 @@ pub struct Context {
     pub readers_granted: Mutex<HashMap<String, BTreeSet<String>>>,
     /// Per-reconcile timings, collected only when set (benchmarks).
     pub timings: Option<super::Timings>,
+    /// Whether this replica may still write as the leader.
+    pub leadership: Arc<super::leader::Leadership>,
+}
+
+/// Fails when this replica can no longer be sure it leads: called before every write, so a
+/// replica resumed after a pause past its Lease writes nothing.
+fn fence(ctx: &Context) -> Result<(), Error> {
+    ctx.leadership.check().map_err(|_| Error::LostLeadership)
 }
 
 /// Entry point for kube-runtime: the finalizer dispatches to apply or cleanup.
@@ -453,6 +461,7 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
                             None
                         } else {
                             let secret = snapshot::build(config, &key, &resolved.candidate);
+                            fence(ctx)?;
                             let created = secrets_api
                                 .create(&PostParams::default(), &secret)
                                 .await
@@ -554,6 +563,7 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
                 .into_iter()
                 .chain(snapshots.values().map(resource_version)),
             );
+            fence(ctx)?;
             let outcome = mirror(writer, config, &status, state, &snapshots, version).await;
             ctx.metrics.mirror_written(
                 &id,
@@ -732,6 +742,7 @@ async fn grant_readers(
     if granted.as_ref() == Some(&names) {
         return Ok(());
     }
+    fence(ctx)?;
     let ns = config.namespace().unwrap_or_default();
     let (role, binding) = readers::objects(config, &names, &ctx.settings.snapshot_readers);
     let name = role.metadata.name.clone().unwrap_or_default();
@@ -778,7 +789,10 @@ async fn collect_snapshots(
                 let grace = ctx.settings.snapshot_grace;
                 wait = Some(wait.map_or(grace, |w| w.min(grace)));
             }
-            Cleanup::Delete(name) => delete_snapshot(&api, &name).await?,
+            Cleanup::Delete(name) => {
+                fence(ctx)?;
+                delete_snapshot(&api, &name).await?;
+            }
             Cleanup::Wait(d) => wait = Some(wait.map_or(d, |w| w.min(d))),
         }
     }
@@ -831,11 +845,16 @@ async fn write_status(
     config: &TenantMcpConfig,
     status: &McpConfigStatus,
 ) -> Result<(), Error> {
+    fence(ctx)?;
     let api: Api<TenantMcpConfig> =
         Api::namespaced(ctx.client.clone(), &config.namespace().unwrap_or_default());
+    // The config's resourceVersion is a precondition: a status decided on an older version
+    // (by a replica that has since lost the Lease, say) is refused with 409, not written over
+    // what the current leader wrote.
     let patch = json!({
         "apiVersion": "tenantmcp.dev/v1alpha1",
         "kind": "TenantMcpConfig",
+        "metadata": {"resourceVersion": config.resource_version()},
         "status": status,
     });
     api.patch_status(
@@ -855,6 +874,7 @@ async fn cleanup(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Erro
     let served = binding(config, ctx, &global, true).0.serves();
     if let (Some(writer), true) = (&ctx.mirror, served) {
         let version = resource_version(config).unwrap_or(0);
+        fence(ctx)?;
         if let Err(e) = writer.remove(&config.spec.tenant_id, version).await {
             let forced = config
                 .annotations()
@@ -1005,6 +1025,9 @@ async fn event(
     related: Option<ObjectReference>,
     note: &str,
 ) {
+    if fence(ctx).is_err() {
+        return;
+    }
     let ev = Event {
         type_,
         reason: reason.to_owned(),

@@ -177,7 +177,8 @@ impl Egress {
             .region(aws_sdk_s3::config::Region::new(server.region.clone()))
             .credentials_provider(keys)
             .force_path_style(server.force_path_style)
-            .http_client(self.s3_http.clone());
+            .http_client(self.s3_http.clone())
+            .timeout_config(s3_timeouts(server.timeout_seconds));
         if !retry {
             config = config.retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled());
         }
@@ -249,4 +250,15 @@ impl Default for EgressCache {
     fn default() -> Self {
         Self::new(Arc::new(SystemLookup))
     }
+}
+
+/// An S3 operation, retries and connecting included, ends within `seconds`: without an
+/// operation timeout the SDK waits for a server that accepted and never answers forever.
+fn s3_timeouts(seconds: i32) -> aws_sdk_s3::config::timeout::TimeoutConfig {
+    let whole = Duration::from_secs(u64::from(seconds.max(1).unsigned_abs()));
+    aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+        .connect_timeout(whole.min(Duration::from_secs(10)))
+        .operation_attempt_timeout(whole)
+        .operation_timeout(whole)
+        .build()
 }

@@ -219,7 +219,20 @@ struct Upstream {
 impl Upstream {
     async fn serve(&self, mut client: UnixStream) {
         let started = std::time::Instant::now();
-        match self.connect().await {
+        // TLS set-up with a server that accepted and then hangs would otherwise wait forever.
+        let limit = self.target.connect_timeout;
+        let connected = tokio::time::timeout(limit, self.connect())
+            .await
+            .unwrap_or_else(|_| {
+                Err((
+                    SQLSTATE_UNREACHABLE,
+                    format!(
+                        "{}:{}: no answer within {limit:?}",
+                        self.target.host, self.target.port
+                    ),
+                ))
+            });
+        match connected {
             Ok(server) => {
                 let report = |outcome| {
                     if let Some(hook) = &self.target.hook {
@@ -324,48 +337,56 @@ async fn relay(
 ) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = tokio::io::split(server);
-    let upstream = tokio::spawn(async move {
+    // Ends when the client closes (or gives up waiting): then the whole connection ends,
+    // whatever the server does, so a server that hangs holds no task or socket of ours.
+    let mut upstream = tokio::spawn(async move {
         let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
         let _ = server_write.shutdown().await;
     });
-    let outcome = loop {
-        let mut header = [0u8; 5];
-        if server_read.read_exact(&mut header).await.is_err() {
-            break ConnectOutcome::Failed(crate::api::conditions::reason::UNREACHABLE);
+    let login = async {
+        loop {
+            let mut header = [0u8; 5];
+            if server_read.read_exact(&mut header).await.is_err() {
+                return ConnectOutcome::Failed(crate::api::conditions::reason::UNREACHABLE);
+            }
+            let len = usize::try_from(u32::from_be_bytes([
+                header[1], header[2], header[3], header[4],
+            ]))
+            .unwrap_or(usize::MAX)
+            .saturating_sub(4);
+            // The server is whatever a tenant configured: a length is not an allocation size.
+            if len > MAX_LOGIN_MESSAGE {
+                return ConnectOutcome::Failed("ServerError");
+            }
+            let mut body = vec![0u8; len];
+            if server_read.read_exact(&mut body).await.is_err() {
+                return ConnectOutcome::Failed(crate::api::conditions::reason::UNREACHABLE);
+            }
+            let forwarded = client_write.write_all(&header).await.is_ok()
+                && client_write.write_all(&body).await.is_ok();
+            match header[0] {
+                b'Z' => return ConnectOutcome::Ready(started.elapsed()),
+                b'E' => return ConnectOutcome::Failed(login_failure(&body)),
+                _ if !forwarded => return ConnectOutcome::Failed("ServerError"),
+                _ => {}
+            }
         }
-        let len = usize::try_from(u32::from_be_bytes([
-            header[1], header[2], header[3], header[4],
-        ]))
-        .unwrap_or(usize::MAX)
-        .saturating_sub(4);
-        // The server is whatever a tenant configured: a length is not an allocation size.
-        if len > MAX_LOGIN_MESSAGE {
-            break ConnectOutcome::Failed("ServerError");
-        }
-        let mut body = vec![0u8; len];
-        if server_read.read_exact(&mut body).await.is_err() {
-            break ConnectOutcome::Failed(crate::api::conditions::reason::UNREACHABLE);
-        }
-        let forwarded = client_write.write_all(&header).await.is_ok()
-            && client_write.write_all(&body).await.is_ok();
-        match header[0] {
-            b'Z' => break ConnectOutcome::Ready(started.elapsed()),
-            b'E' => break ConnectOutcome::Failed(login_failure(&body)),
-            _ if !forwarded => break ConnectOutcome::Failed("ServerError"),
-            _ => {}
-        }
+    };
+    let outcome = tokio::select! {
+        outcome = login => outcome,
+        // The client gave up before the server finished the login (a server that hangs).
+        _ = &mut upstream => ConnectOutcome::Failed(crate::api::conditions::reason::TIMEOUT),
     };
     report(outcome);
     let _ = client_write.flush().await;
-    if matches!(outcome, ConnectOutcome::Ready(_)) {
-        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
-        let _ = client_write.shutdown().await;
-        let _ = upstream.await;
-    } else {
-        // A refused login ends the connection: nothing more to send upstream.
-        upstream.abort();
-        let _ = client_write.shutdown().await;
+    if matches!(outcome, ConnectOutcome::Ready(_)) && !upstream.is_finished() {
+        tokio::select! {
+            _ = tokio::io::copy(&mut server_read, &mut client_write) => {}
+            _ = &mut upstream => {}
+        }
     }
+    upstream.abort();
+    let _ = client_write.shutdown().await;
 }
 
 /// The reason of a login `ErrorResponse` from its SQLSTATE (`C` field).

@@ -73,8 +73,9 @@ pub struct MirrorWriter {
     pool: PgPool,
     /// Swapped when the keys directory changes ([`super::reload`]); shared by clones.
     keyring: Arc<ArcSwap<Keyring>>,
-    /// `$1` as the `tenant_id` column's type, so lookups use its unique index.
-    tenant_param: &'static str,
+    /// `$1` as the `tenant_id` column's type (so lookups use its unique index), found when the
+    /// schema and keys were first checked.
+    checked: Arc<tokio::sync::OnceCell<&'static str>>,
     /// Key ids whose check value is recorded in the database (by this writer or before).
     recorded: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
@@ -85,39 +86,29 @@ impl MirrorWriter {
     /// a role in `tenant_mcp_controller` (only it may change the `mcp_*` columns); reading
     /// works for `tenant_mcp_uber_admin` too.
     pub async fn new(pool: PgPool, keyring: Arc<Keyring>) -> Result<Self, MirrorError> {
-        let columns: Vec<(String, String)> = sqlx::query_as(
-            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
-               FROM pg_attribute a
-              WHERE a.attrelid = to_regclass('tenant_configs') AND a.attnum > 0
-                AND NOT a.attisdropped
-                AND a.attname IN ('tenant_id', 'mcp_server_config', 'mcp_config_version',
-                                  'mcp_config_updated_at')",
-        )
-        .fetch_all(&pool)
-        .await
-        .map_err(|e| connect_or_query("reading the tenant_configs schema", e))?;
-        for needed in [
-            "tenant_id",
-            "mcp_server_config",
-            "mcp_config_version",
-            "mcp_config_updated_at",
-        ] {
-            if !columns.iter().any(|(name, _)| name == needed) {
-                return Err(MirrorError::SchemaMissing {
-                    what: format!("tenant_configs.{needed} does not exist"),
-                });
-            }
-        }
-        let uuid = columns
-            .iter()
-            .any(|(name, ty)| name == "tenant_id" && ty == "uuid");
-        super::keys::verify(&pool, &keyring).await?;
-        Ok(Self {
+        let writer = Self::unchecked(pool, keyring);
+        writer.param().await?;
+        Ok(writer)
+    }
+
+    /// A writer that makes the checks of [`Self::new`] on its first use instead: for a
+    /// controller that must start (and promote configs, which do not need the mirror) while
+    /// the database is down. Every operation fails until the checks pass.
+    pub fn unchecked(pool: PgPool, keyring: Arc<Keyring>) -> Self {
+        Self {
             pool,
             keyring: Arc::new(ArcSwap::new(keyring)),
-            tenant_param: if uuid { "$1::uuid" } else { "$1" },
+            checked: Arc::default(),
             recorded: Arc::default(),
-        })
+        }
+    }
+
+    /// The schema and keys checked (once): `$1` as the `tenant_id` column's type.
+    async fn param(&self) -> Result<&'static str, MirrorError> {
+        self.checked
+            .get_or_try_init(|| check(&self.pool, self.keyring.load_full()))
+            .await
+            .copied()
     }
 
     /// The keyring this writer seals with now.
@@ -141,10 +132,11 @@ impl MirrorWriter {
         tenant: &str,
         action: &impl Fn() -> String,
     ) -> Result<Option<(Option<i64>, Option<serde_json::Value>)>, MirrorError> {
+        let param = self.param().await?;
         sqlx::query_as(AssertSqlSafe(format!(
             "SELECT mcp_config_version, mcp_server_config
                FROM tenant_configs WHERE tenant_id = {} FOR UPDATE",
-            self.tenant_param
+            param
         )))
         .bind(tenant)
         .fetch_optional(&mut **tx)
@@ -198,6 +190,7 @@ impl MirrorWriter {
         document: &MirrorDocument<Credential>,
         version: i64,
     ) -> Result<WriteOutcome, MirrorError> {
+        let param = self.param().await?;
         let tenant = document.tenant_id.as_str();
         let (keyring, sealed, json) = self.seal(document).await?;
         let action = || format!("writing tenant {tenant:?}");
@@ -218,7 +211,7 @@ impl MirrorWriter {
                             (tenant_id, mcp_server_config, mcp_config_version, mcp_config_updated_at)
                      VALUES ({}, $2, $3, now())
                      ON CONFLICT (tenant_id) DO NOTHING",
-                    self.tenant_param
+                    param
                 )))
                 .bind(tenant)
                 .bind(&json)
@@ -258,7 +251,7 @@ impl MirrorWriter {
                 _ if same => {
                     sqlx::query(AssertSqlSafe(format!(
                         "UPDATE tenant_configs SET mcp_config_version = $2 WHERE tenant_id = {}",
-                        self.tenant_param
+                        param
                     )))
                     .bind(tenant)
                     .bind(version)
@@ -273,7 +266,7 @@ impl MirrorWriter {
                             SET mcp_server_config = $2, mcp_config_version = $3,
                                 mcp_config_updated_at = now()
                           WHERE tenant_id = {}",
-                        self.tenant_param
+                        param
                     )))
                     .bind(tenant)
                     .bind(&json)
@@ -299,6 +292,7 @@ impl MirrorWriter {
     /// Clears the tenant's document at `version` (the deletion's version), unless the row holds
     /// a newer one. The version stays in the row, so an older write arriving late is refused.
     pub async fn remove(&self, tenant: &str, version: i64) -> Result<WriteOutcome, MirrorError> {
+        let param = self.param().await?;
         let action = || format!("removing tenant {tenant:?}");
         let mut tx = self
             .pool
@@ -317,7 +311,7 @@ impl MirrorWriter {
                         SET mcp_server_config = NULL, mcp_config_version = $2,
                             mcp_config_updated_at = now()
                       WHERE tenant_id = {}",
-                    self.tenant_param
+                    param
                 )))
                 .bind(tenant)
                 .bind(version)
@@ -339,12 +333,13 @@ impl MirrorWriter {
 
     /// The tenant's document, opened, or `None` when the tenant has none.
     pub async fn read(&self, tenant: &str) -> Result<Option<MirrorRow>, MirrorError> {
+        let param = self.param().await?;
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT mcp_server_config, mcp_config_version,
                     (extract(epoch FROM mcp_config_updated_at) * 1000000)::bigint AS updated_us
                FROM tenant_configs
               WHERE tenant_id = {} AND mcp_server_config IS NOT NULL",
-            self.tenant_param
+            param
         )))
         .bind(tenant)
         .fetch_optional(&self.pool)
@@ -383,6 +378,7 @@ impl MirrorWriter {
 
     /// Every row holding a document or a version, in tenant order.
     pub async fn rows(&self) -> Result<Vec<RowSummary>, MirrorError> {
+        self.param().await?;
         let rows: Vec<(String, Option<i64>, bool)> = sqlx::query_as(
             "SELECT tenant_id::text, mcp_config_version, mcp_server_config IS NOT NULL
                FROM tenant_configs
@@ -409,13 +405,14 @@ impl MirrorWriter {
         document: &MirrorDocument<Credential>,
         version: i64,
     ) -> Result<(), MirrorError> {
+        let param = self.param().await?;
         let tenant = document.tenant_id.as_str();
         let (_, _, json) = self.seal(document).await?;
         let updated = sqlx::query(AssertSqlSafe(format!(
             "UPDATE tenant_configs
                 SET mcp_server_config = $2, mcp_config_version = $3, mcp_config_updated_at = now()
               WHERE tenant_id = {}",
-            self.tenant_param
+            param
         )))
         .bind(tenant)
         .bind(&json)
@@ -432,11 +429,12 @@ impl MirrorWriter {
     /// Clears `tenant`'s document and sets its version to `version` whatever the row holds:
     /// for a row no config serves (`tenant-mcp mirror verify --repair`).
     pub async fn force_clear(&self, tenant: &str, version: i64) -> Result<(), MirrorError> {
+        let param = self.param().await?;
         sqlx::query(AssertSqlSafe(format!(
             "UPDATE tenant_configs
                 SET mcp_server_config = NULL, mcp_config_version = $2, mcp_config_updated_at = now()
               WHERE tenant_id = {}",
-            self.tenant_param
+            param
         )))
         .bind(tenant)
         .bind(version)
@@ -445,6 +443,39 @@ impl MirrorWriter {
         .map_err(|e| connect_or_query(format!("clearing tenant {tenant:?}"), e))?;
         Ok(())
     }
+}
+
+/// The checks of [`MirrorWriter::new`]: the migrations applied, the keys those the rows were
+/// sealed with; `$1` as the `tenant_id` column's type.
+async fn check(pool: &PgPool, keyring: Arc<Keyring>) -> Result<&'static str, MirrorError> {
+    let columns: Vec<(String, String)> = sqlx::query_as(
+        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
+           FROM pg_attribute a
+          WHERE a.attrelid = to_regclass('tenant_configs') AND a.attnum > 0
+            AND NOT a.attisdropped
+            AND a.attname IN ('tenant_id', 'mcp_server_config', 'mcp_config_version',
+                              'mcp_config_updated_at')",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(|e| connect_or_query("reading the tenant_configs schema", e))?;
+    for needed in [
+        "tenant_id",
+        "mcp_server_config",
+        "mcp_config_version",
+        "mcp_config_updated_at",
+    ] {
+        if !columns.iter().any(|(name, _)| name == needed) {
+            return Err(MirrorError::SchemaMissing {
+                what: format!("tenant_configs.{needed} does not exist"),
+            });
+        }
+    }
+    let uuid = columns
+        .iter()
+        .any(|(name, ty)| name == "tenant_id" && ty == "uuid");
+    super::keys::verify(pool, &keyring).await?;
+    Ok(if uuid { "$1::uuid" } else { "$1" })
 }
 
 /// Whether `stored` (a row's document) holds exactly `document`: the same content hash, and

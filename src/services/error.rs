@@ -75,15 +75,31 @@ pub enum ServiceError {
     },
 }
 
+/// Whether a Postgres error may pass without a change: the server unreachable or restarting
+/// (our relay's `TM002`, class `08`, `57P01`–`57P03`), out of resources (`53`), a
+/// serialization failure or deadlock, a full pool.
+fn postgres_is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code == crate::egress::postgres::SQLSTATE_UNREACHABLE
+                || code.starts_with("08")
+                || code.starts_with("53")
+                || matches!(
+                    code.as_ref(),
+                    "57P01" | "57P02" | "57P03" | "40001" | "40P01"
+                )
+        }),
+        _ => false,
+    }
+}
+
 impl ServiceError {
     /// Whether trying again later may succeed without a config change.
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Client(e) => e.is_retryable(),
-            Self::Postgres { source, .. } => matches!(
-                source,
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
-            ),
+            Self::Postgres { source, .. } => postgres_is_transient(source),
             Self::S3 { retryable, .. } => *retryable,
             Self::Mcp { .. } => true,
             Self::InvalidKey { .. } | Self::NotFound { .. } | Self::PolicyDenied { .. } => false,

@@ -37,6 +37,8 @@ pub struct App {
     pub server_address: String,
     /// Becomes `true` when the server stops: open watches end so clients reconnect.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Requests held back and writes recorded, for fault tests.
+    pub faults: Arc<super::faults::Faults>,
 }
 
 fn json_response(code: u16, body: &Value) -> Response {
@@ -105,13 +107,39 @@ pub async fn handle(
         },
         (false, _) => body,
     };
-    match route(&app, &user, &method, &uri, &headers, body).await {
+    if app
+        .faults
+        .pass(&user.name, method.as_str(), uri.path())
+        .await
+        == super::faults::Release::Drop
+    {
+        return error_response(&ApiError {
+            code: 503,
+            reason: "ServiceUnavailable",
+            message: "the request was dropped (fault test)".into(),
+            details: None,
+        });
+    }
+    let response = match route(&app, &user, &method, &uri, &headers, body).await {
         Ok(response) => response,
         Err(e) => {
             tracing::debug!(%method, %uri, code = e.code, reason = e.reason, "request failed");
             error_response(&e)
         }
+    };
+    if matches!(
+        method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) {
+        app.faults.record(super::faults::Write {
+            user: user.name.clone(),
+            method: method.to_string(),
+            path: uri.path().to_owned(),
+            code: response.status().as_u16(),
+            at: std::time::Instant::now(),
+        });
     }
+    response
 }
 
 async fn route(

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod discovery;
 pub mod errors;
 pub mod events;
+pub mod faults;
 pub mod http;
 pub mod openapi;
 pub mod protobuf;
@@ -62,6 +63,7 @@ pub struct ApiServer {
     address: SocketAddr,
     identity: Option<tls::Identity>,
     store: Arc<Store>,
+    faults: Arc<faults::Faults>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -110,6 +112,8 @@ impl ApiServer {
         );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let served = store.clone();
+        let faults = Arc::new(faults::Faults::default());
+        let served_faults = faults.clone();
         let server_address = address.to_string();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -122,6 +126,7 @@ impl ApiServer {
                 runtime.block_on(async move {
                     let app = Served {
                         store: served,
+                        faults: served_faults,
                         auth,
                         server_address,
                         shutdown: rx,
@@ -149,9 +154,15 @@ impl ApiServer {
             address,
             identity,
             store,
+            faults,
             shutdown: Some(tx),
             thread: Some(thread),
         })
+    }
+
+    /// Requests held back and writes recorded, for fault tests.
+    pub fn faults(&self) -> &faults::Faults {
+        &self.faults
     }
 
     /// The base URL (`https://127.0.0.1:PORT`, or `http://` when serving plain HTTP).
@@ -217,6 +228,7 @@ impl Drop for ApiServer {
 /// What the server thread serves with.
 struct Served {
     store: Arc<Store>,
+    faults: Arc<faults::Faults>,
     auth: Authenticator,
     server_address: String,
     shutdown: tokio::sync::oneshot::Receiver<()>,
@@ -231,6 +243,7 @@ where
 {
     let Served {
         store,
+        faults,
         auth,
         server_address,
         shutdown,
@@ -241,6 +254,7 @@ where
         auth,
         server_address,
         stopping,
+        faults,
     });
     let router = axum::Router::new()
         .fallback(

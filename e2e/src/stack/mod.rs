@@ -12,6 +12,7 @@
 //! is missing says which script installs it.
 
 pub mod ai_mcp;
+pub mod fault_proxy;
 pub mod mcp_everything;
 pub mod mirror_db;
 pub mod postgres;

@@ -1,0 +1,105 @@
+//! Small building blocks the fault scenarios share: objects applied server-side, a tenant's
+//! namespace bound to it, its Secrets, and reading a config's conditions.
+
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
+use tenant_mcp::api::{GlobalMcpConfig, McpConfigStatus, TenantMcpConfig};
+
+/// The field manager the scenarios apply with.
+pub const MANAGER: &str = "e2e-scenario";
+
+/// Applies `object` (a full manifest as JSON) server-side, forcing ownership.
+pub async fn apply(client: &kube::Client, object: &Value) -> anyhow::Result<()> {
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    let namespace = object["metadata"]["namespace"].as_str();
+    let params = PatchParams::apply(MANAGER).force();
+    match kind {
+        "Secret" => {
+            Api::<k8s_openapi::api::core::v1::Secret>::namespaced(
+                client.clone(),
+                namespace.unwrap_or("default"),
+            )
+            .patch(name, &params, &Patch::Apply(object))
+            .await?;
+        }
+        "Namespace" => {
+            Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+                .patch(name, &params, &Patch::Apply(object))
+                .await?;
+        }
+        "TenantMcpConfig" => {
+            Api::<TenantMcpConfig>::namespaced(client.clone(), namespace.unwrap_or("default"))
+                .patch(name, &params, &Patch::Apply(object))
+                .await?;
+        }
+        "GlobalMcpConfig" => {
+            Api::<GlobalMcpConfig>::all(client.clone())
+                .patch(name, &params, &Patch::Apply(object))
+                .await?;
+        }
+        other => anyhow::bail!("apply: kind {other} is not handled"),
+    }
+    Ok(())
+}
+
+/// A Namespace bound to `tenant` (or unbound).
+pub fn namespace(name: &str, tenant: Option<&str>) -> Value {
+    let labels = tenant.map_or_else(|| json!({}), |t| json!({"tenantmcp.dev/tenant": t}));
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
+}
+
+/// A Secret with `pairs` as its string data.
+pub fn secret(namespace: &str, name: &str, pairs: &[(&str, &str)]) -> Value {
+    let data: serde_json::Map<String, Value> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+        .collect();
+    json!({"apiVersion": "v1", "kind": "Secret",
+           "metadata": {"name": name, "namespace": namespace}, "stringData": data})
+}
+
+/// A TenantMcpConfig `name` in `namespace` for `tenant` with `spec_extra` merged into its spec.
+pub fn config(
+    namespace: &str,
+    name: &str,
+    tenant: &str,
+    servers: Value,
+    spec_extra: Value,
+) -> Value {
+    let mut spec = json!({"tenantId": tenant, "servers": servers});
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), spec_extra.as_object()) {
+        for (k, v) in extra {
+            spec.insert(k.clone(), v.clone());
+        }
+    }
+    json!({"apiVersion": "tenantmcp.dev/v1alpha1", "kind": "TenantMcpConfig",
+           "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+}
+
+/// The GlobalMcpConfig `default` with loopback allowed (every local server listens there).
+pub fn global(credentials_namespace: &str, servers: Value) -> Value {
+    json!({"apiVersion": "tenantmcp.dev/v1alpha1", "kind": "GlobalMcpConfig",
+           "metadata": {"name": "default"},
+           "spec": {"credentialsNamespace": credentials_namespace,
+                    "endpointPolicy": {"allowLoopback": true}, "servers": servers}})
+}
+
+/// The config's status (empty when it has none or is gone).
+pub async fn status(api: &Api<TenantMcpConfig>, name: &str) -> McpConfigStatus {
+    api.get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|c| c.status)
+        .unwrap_or_default()
+}
+
+/// A condition's status and reason.
+pub fn condition(status: &McpConfigStatus, type_: &str) -> Option<(String, String)> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
