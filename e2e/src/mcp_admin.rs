@@ -169,8 +169,19 @@ pub async fn call(
 /// Runs the official MCP Python SDK client (`e2e/python/admin_client.py`, in `.tools/python`
 /// or `$TENANT_MCP_PYTHON`) with `args` (a URL, or `stdio` and a command) and extra `env` on
 /// `steps`; its JSON report. Panics when the client fails.
-#[allow(clippy::expect_used)] // a test helper: fails loudly
 pub fn python_client(args: &[&str], env: &[(&str, &str)], steps: &Value) -> Value {
+    python_script("admin_client.py", args, env, steps)
+}
+
+/// Runs `e2e/python/load_client.py args` (the SDK at full speed: `burst` or `fuzz`, see the
+/// script) with `input` on its standard input, and returns its report.
+pub fn load_client(args: &[&str], input: &Value) -> Value {
+    python_script("load_client.py", args, &[], input)
+}
+
+/// Runs the Python script `name` of `e2e/python/` with the SDK's interpreter.
+#[allow(clippy::expect_used)] // a test helper: fails loudly
+fn python_script(name: &str, args: &[&str], env: &[(&str, &str)], input: &Value) -> Value {
     use std::io::Write as _;
     use std::process::{Command, Stdio};
     let python = std::env::var_os("TENANT_MCP_PYTHON").map_or_else(
@@ -183,7 +194,7 @@ pub fn python_client(args: &[&str], env: &[(&str, &str)], steps: &Value) -> Valu
         python.display()
     );
     let mut child = Command::new(&python)
-        .arg(crate::stack::repo_root().join("e2e/python/admin_client.py"))
+        .arg(crate::stack::repo_root().join("e2e/python").join(name))
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
@@ -193,7 +204,7 @@ pub fn python_client(args: &[&str], env: &[(&str, &str)], steps: &Value) -> Valu
         .expect("starting the Python client");
     if let Some(mut stdin) = child.stdin.take() {
         stdin
-            .write_all(steps.to_string().as_bytes())
+            .write_all(input.to_string().as_bytes())
             .expect("writing the steps");
     }
     let output = child.wait_with_output().expect("running the Python client");

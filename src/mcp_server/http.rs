@@ -31,9 +31,60 @@ fn refuse(status: StatusCode, message: String) -> Response {
     (status, axum::Json(json!({ "error": message }))).into_response()
 }
 
+/// How long a refused request's body may take to arrive before its connection is closed.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Most bytes of an oversized request's body read (and dropped) so its refusal reaches the
+/// client; beyond it the connection is closed with the body unread.
+const OVERSIZED_DRAIN_LIMIT: usize = 32 * 1024 * 1024;
+
+/// `response` with `Connection: close`.
+fn closing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Reads and drops up to `limit` bytes of `body`; whether it ended within them.
+async fn discard(body: axum::body::Body, limit: usize) -> bool {
+    use futures::StreamExt as _;
+    let mut chunks = body.into_data_stream();
+    let mut seen = 0usize;
+    while let Some(chunk) = chunks.next().await {
+        match chunk {
+            Ok(bytes) => {
+                seen = seen.saturating_add(bytes.len());
+                if seen > limit {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// `response` to a refused `request`, sent once the request's body (at most `limit` bytes,
+/// within [`DRAIN_TIMEOUT`]) is read and dropped. A server that answers early and closes with
+/// the body unread makes the kernel reset the connection, and the client loses the answer
+/// ("Server disconnected without sending a response"); one that answers early and keeps the
+/// connection leaves the body to be parsed as the next request. A body that does not end in
+/// time or within `limit` gets `Connection: close`.
+async fn after_body(request: Request, limit: usize, response: Response) -> Response {
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, discard(request.into_body(), limit)).await;
+    match drained {
+        Ok(true) => response,
+        _ => closing(response),
+    }
+}
+
 /// Size first (no body is read for an oversized request), then the token, then the caller's
 /// rate. A body without a declared length is cut off at the same limit by rmcp itself
 /// (`max_request_body_bytes`, set in [`router`]).
+///
+/// Every refusal is a complete response on a connection the client can reuse or is told to
+/// close: the refused body is read and dropped first (see [`after_body`]).
 async fn guard(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) -> Response {
     let declared = request
         .headers()
@@ -42,10 +93,11 @@ async fn guard(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) 
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > gate.max_request_bytes) {
         gate.metrics.refused("too_large");
-        return refuse(
+        let response = refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body larger than {} bytes", gate.max_request_bytes),
         );
+        return after_body(request, OVERSIZED_DRAIN_LIMIT, response).await;
     }
     let header = request
         .headers()
@@ -64,7 +116,7 @@ async fn guard(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) 
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(challenge),
             );
-            return response;
+            return after_body(request, gate.max_request_bytes, response).await;
         }
     };
     if let Err(wait) = gate.rate.check(&caller.subject, Instant::now()) {
@@ -80,7 +132,7 @@ async fn guard(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) 
         if let Ok(v) = HeaderValue::from_str(&(wait.as_secs() + 1).to_string()) {
             response.headers_mut().insert(header::RETRY_AFTER, v);
         }
-        return response;
+        return after_body(request, gate.max_request_bytes, response).await;
     }
     request.extensions_mut().insert(caller);
     next.run(request).await

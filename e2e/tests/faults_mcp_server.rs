@@ -1,0 +1,317 @@
+//! The management server under load and hostile input, driven by a client nobody here wrote:
+//! the official MCP Python SDK (`e2e/python/load_client.py`) over Streamable HTTP, on the API
+//! stand-in and a real Postgres.
+//!
+//! Every refusal (401, 413, 429) must reach the client as a complete response on a connection
+//! it can reuse or is told to close: a refusal written before the request body was read, on a
+//! connection then dropped, showed up as "Server disconnected without sending a response".
+//! Fuzzed tool arguments must never take the server down, never outlast a call's time limit,
+//! and never change anything when the call is refused.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams};
+use serde_json::{Value, json};
+use tenant_mcp::api::TenantMcpConfig;
+use tenant_mcp::mcp_server::limits::Limits;
+use tenant_mcp_e2e::harness::Cluster;
+use tenant_mcp_e2e::mcp_admin::{AdminServer, load_client, python_client, token};
+use tenant_mcp_e2e::scenario;
+use tenant_mcp_e2e::stack::postgres::{Postgres, execute};
+
+/// Runs the SDK load client off the async runtime.
+async fn load(args: Vec<String>, input: Value) -> Value {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        load_client(&args, &input)
+    })
+    .await
+    .unwrap()
+}
+
+fn count(report: &Value, kind: &str) -> u64 {
+    report["outcomes"][kind].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_under_load_reaches_the_sdk_as_a_complete_response() {
+    let cluster = Cluster::start().await.unwrap();
+    cluster.install_crds().await.unwrap();
+    // The default limits: 600 requests a minute, 120 at once; a call is about three requests,
+    // so most of 600 calls as fast as the SDK sends them are refused.
+    let server = AdminServer::start(cluster.client(), Limits::default())
+        .await
+        .unwrap();
+    let admin = token(&["uber_admin"], None);
+    let report = load(
+        ["burst", &server.url, &admin, "600", "16", "acme"]
+            .map(String::from)
+            .to_vec(),
+        Value::Null,
+    )
+    .await;
+    eprintln!("600 calls at full speed: {report}");
+    assert_eq!(
+        report["transport_errors"],
+        json!([]),
+        "calls that ended without a response: {report}"
+    );
+    assert!(
+        report["statuses"]["429"].as_u64().unwrap_or(0) > 0,
+        "the rate limit never refused: {report}"
+    );
+    assert_eq!(report["retry_after_missing"], 0, "{report}");
+    assert!(count(&report, "jsonrpc_error") + count(&report, "tool_error") > 0);
+    let total: u64 = ["result", "tool_error", "jsonrpc_error", "http_refusal"]
+        .iter()
+        .map(|k| count(&report, k))
+        .sum();
+    assert_eq!(total, 600, "{report}");
+
+    // A token that does not verify: every call is a 401, none a transport error.
+    let report = load(
+        ["burst", &server.url, "not-a-token", "600", "16", "acme"]
+            .map(String::from)
+            .to_vec(),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(report["transport_errors"], json!([]), "{report}");
+    assert_eq!(report["statuses"]["401"], 600, "{report}");
+    assert_eq!(count(&report, "http_refusal"), 600, "{report}");
+}
+
+/// A client whose request body arrives 200 ms after its head: what a slow link or a loaded
+/// machine does by chance. Returns the refusal, and, unless that told the client to close, the
+/// answer to a second request on the same connection (empty if the server dropped it).
+async fn refused_then_reused(url: &str, authorization: &str) -> (String, Option<String>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let address = url.trim_start_matches("http://").trim_end_matches("/mcp");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {address}\r\nAuthorization: {authorization}\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = stream.write_all(body.as_bytes()).await;
+    let read_answer = async |stream: &mut tokio::net::TcpStream| -> String {
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+                .await
+                .map_or(0, Result::unwrap_or_default);
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&answer).to_lowercase();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text[..end]
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if answer.len() >= end + 4 + length {
+                    break;
+                }
+            }
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let refusal = read_answer(&mut stream).await;
+    if refusal.to_lowercase().contains("connection: close") {
+        return (refusal, None);
+    }
+    let second = format!("GET /healthz HTTP/1.1\r\nHost: {address}\r\n\r\n");
+    let _ = stream.write_all(second.as_bytes()).await;
+    let answer = read_answer(&mut stream).await;
+    (refusal, Some(answer))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_sent_before_the_body_leaves_a_connection_the_client_can_use_or_close() {
+    let cluster = Cluster::start().await.unwrap();
+    cluster.install_crds().await.unwrap();
+    let small = Limits {
+        max_request_bytes: 16,
+        ..Limits::default()
+    };
+    let small = AdminServer::start(cluster.client(), small).await.unwrap();
+    let slow = Limits {
+        requests_per_minute: 1,
+        burst: 1,
+        ..Limits::default()
+    };
+    let slow = AdminServer::start(cluster.client(), slow).await.unwrap();
+    let admin = format!("Bearer {}", token(&["uber_admin"], None));
+    // The caller's one request of the minute.
+    let spent = reqwest::Client::new()
+        .post(&slow.url)
+        .header("authorization", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(spent.status().as_u16(), 429);
+    for (what, url, authorization, status) in [
+        ("too large", &small.url, admin.as_str(), "413"),
+        ("bad token", &slow.url, "Bearer not-a-token", "401"),
+        ("over the rate", &slow.url, admin.as_str(), "429"),
+    ] {
+        let (refusal, after) = refused_then_reused(url, authorization).await;
+        assert!(
+            refusal.starts_with(&format!("HTTP/1.1 {status}")),
+            "{what}: {refusal}"
+        );
+        if let Some(after) = after {
+            assert!(
+                after.starts_with("HTTP/1.1 200"),
+                "{what}: the connection was dropped after the refusal without telling the \
+                 client: {refusal:?} then {after:?}"
+            );
+        }
+    }
+}
+
+/// The seed of the fuzz run: `TENANT_MCP_FUZZ_SEED` to replay one, else a fixed one.
+fn seed() -> u64 {
+    std::env::var("TENANT_MCP_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(22)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuzzed_tool_arguments_never_take_the_server_down_or_change_anything_when_refused() {
+    tenant_mcp_e2e::stack::install_crypto_provider();
+    let cluster = Cluster::start().await.unwrap();
+    cluster.install_crds().await.unwrap();
+    let client = cluster.client();
+    let pg = Postgres::start().unwrap();
+    let db = pg.create_database("fuzz").await.unwrap();
+    let user = format!("fuzz_{}", &db[db.len() - 6..]);
+    execute(
+        &pg.admin_url("postgres"),
+        &format!("CREATE ROLE {user} LOGIN PASSWORD 'fuzz-pass'"),
+    )
+    .await
+    .unwrap();
+    for object in [
+        scenario::namespace("tenant-fuzz", Some("fuzz")),
+        scenario::global("tenant-mcp-credentials", json!({})),
+    ] {
+        scenario::apply(&client, &object).await.unwrap();
+    }
+    let limits = Limits {
+        requests_per_minute: 1_000_000,
+        burst: 1_000_000,
+        tool_timeout: Duration::from_secs(20),
+        ..Limits::default()
+    };
+    let tool_timeout = limits.tool_timeout;
+    let server = AdminServer::start(client.clone(), limits).await.unwrap();
+    let admin = token(&["tenant_admin"], Some("fuzz"));
+    let spec = json!({
+        "servers": {"postgres": {"host": "127.0.0.1", "port": pg.port(), "database": db,
+                                 "sslMode": "disable", "credentialsSecretRef": {"name": "fuzz-postgres"}}},
+        "credentials": {"postgres": {"username": user, "password": "fuzz-pass"}},
+    });
+    let mut register = spec.clone();
+    register["tenantId"] = json!("fuzz");
+    let url = server.url.clone();
+    let first = {
+        let steps = json!([{"token": admin, "tool": "rag_register_tenant_mcp_config", "arguments": register}]);
+        tokio::task::spawn_blocking(move || python_client(&[url.as_str()], &[], &steps))
+            .await
+            .unwrap()
+    };
+    assert_eq!(first["results"][0]["ok"], true, "{first}");
+
+    let seed = seed();
+    eprintln!("fuzz seed {seed} (TENANT_MCP_FUZZ_SEED={seed} replays it)");
+    let report = load(
+        [
+            "fuzz",
+            &server.url,
+            &admin,
+            "300",
+            &seed.to_string(),
+            "fuzz",
+        ]
+        .map(String::from)
+        .to_vec(),
+        spec,
+    )
+    .await;
+    let calls = report["calls"].as_array().unwrap();
+    eprintln!(
+        "outcomes {} statuses {} slowest {}s",
+        report["outcomes"], report["statuses"], report["slowest_seconds"]
+    );
+    assert_eq!(calls.len(), 300);
+    assert_eq!(report["transport_errors"], json!([]), "{report}");
+    let changed_by_refusal: Vec<&Value> = calls
+        .iter()
+        .filter(|c| c["outcome"] != "result" && c["changed"] == true)
+        .collect();
+    assert!(
+        changed_by_refusal.is_empty(),
+        "refused calls changed the config (seed {seed}): {changed_by_refusal:?}"
+    );
+    let refused = calls.iter().filter(|c| c["outcome"] != "result").count();
+    assert!(refused > 150, "the fuzz mostly made valid calls: {report}");
+    let slowest = report["slowest_seconds"].as_f64().unwrap();
+    assert!(
+        slowest < (tool_timeout + Duration::from_secs(10)).as_secs_f64(),
+        "a call took {slowest}s, over the {tool_timeout:?} limit"
+    );
+
+    // The server still serves, and every credential Secret the tools made belongs to the
+    // config that is left (none if the fuzz deleted it).
+    let url = server.url.clone();
+    let steps = json!([{"token": admin, "tool": "rag_list_tenant_mcp_configs", "arguments": {}}]);
+    let after = tokio::task::spawn_blocking(move || python_client(&[url.as_str()], &[], &steps))
+        .await
+        .unwrap();
+    assert_eq!(after["results"][0]["ok"], true, "{after}");
+    let configs = Api::<TenantMcpConfig>::namespaced(client.clone(), "tenant-fuzz")
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let referenced: Vec<String> = configs
+        .iter()
+        .flat_map(|c| {
+            let spec = serde_json::to_value(&c.spec).unwrap();
+            ["postgres", "minio", "aiMcp"]
+                .into_iter()
+                .filter_map(move |k| {
+                    spec["servers"][k]["credentialsSecretRef"]["name"]
+                        .as_str()
+                        .or(spec["servers"][k]["bearerTokenSecretRef"]["name"].as_str())
+                        .map(String::from)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let made: Vec<String> = Api::<Secret>::namespaced(client.clone(), "tenant-fuzz")
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=tenant-mcp-mcp-server"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|s| s.metadata.name)
+        .collect();
+    let stray: Vec<&String> = made.iter().filter(|s| !referenced.contains(s)).collect();
+    assert!(
+        stray.is_empty(),
+        "Secrets left by the tools that no config uses: {stray:?}"
+    );
+}
