@@ -17,8 +17,12 @@ use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 use tenant_mcp::api::TenantMcpConfig;
 use tenant_mcp::mcp_server::limits::Limits;
+use tenant_mcp_e2e::apiserver::Config;
+use tenant_mcp_e2e::apiserver::faults::Release;
 use tenant_mcp_e2e::harness::Cluster;
-use tenant_mcp_e2e::mcp_admin::{AdminServer, load_client, python_client, token};
+use tenant_mcp_e2e::mcp_admin::{
+    AUDIENCE, AdminServer, ISSUER, SECRET, call, load_client, python_client, token,
+};
 use tenant_mcp_e2e::scenario;
 use tenant_mcp_e2e::stack::postgres::{Postgres, execute};
 
@@ -313,5 +317,229 @@ async fn fuzzed_tool_arguments_never_take_the_server_down_or_change_anything_whe
     assert!(
         stray.is_empty(),
         "Secrets left by the tools that no config uses: {stray:?}"
+    );
+}
+
+/// `tenant-mcp mcp-server`, the binary, on a free port of this machine.
+struct ServerProcess {
+    child: std::process::Child,
+    url: String,
+}
+
+impl ServerProcess {
+    async fn start(cluster: &Cluster, dir: &std::path::Path) -> Self {
+        let secret_file = dir.join("jwt-secret");
+        std::fs::write(&secret_file, SECRET).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(tenant_mcp_e2e::stack::tenant_mcp_binary().unwrap())
+            .args(["mcp-server", "--listen", &format!("127.0.0.1:{port}")])
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .env("TENANT_MCP_JWT_SECRET_FILE", &secret_file)
+            .env("TENANT_MCP_JWT_ISSUER", ISSUER)
+            .env("TENANT_MCP_JWT_AUDIENCE", AUDIENCE)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("server-{port}.log"))).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not listen"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}/mcp"),
+        }
+    }
+
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until the config write of `call` is held; fails with the call's answer if it ends
+/// first (the tool refused before writing anything).
+async fn held_or_answered(
+    hold: &tenant_mcp_e2e::apiserver::faults::HoldHandle,
+    call: &mut tokio::task::JoinHandle<Result<Value, tenant_mcp_e2e::mcp_admin::CallError>>,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while hold.held() < 1 {
+        if call.is_finished() {
+            panic!("the call ended before its config write: {:?}", call.await);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no config write was held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether a call to a server that was killed under it succeeded (the client may wait on
+/// the dropped connection: a call not answered within 10 s did not).
+async fn succeeded(
+    mut call: tokio::task::JoinHandle<Result<Value, tenant_mcp_e2e::mcp_admin::CallError>>,
+) -> bool {
+    let answer = tokio::time::timeout(Duration::from_secs(10), &mut call).await;
+    call.abort();
+    matches!(answer, Ok(Ok(Ok(_))))
+}
+
+/// The names and passwords of the Secrets in tenant-acme.
+async fn secrets(client: &kube::Client) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = Api::<Secret>::namespaced(client.clone(), "tenant-acme")
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|s| {
+            let password = s
+                .data
+                .and_then(|d| {
+                    d.get("password")
+                        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+                })
+                .unwrap_or_default();
+            (s.metadata.name.unwrap_or_default(), password)
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_management_server_killed_between_secrets_and_config_leaves_what_the_next_call_fixes() {
+    tenant_mcp_e2e::stack::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::stand_in(Config::default()).await.unwrap();
+    cluster.install_crds().await.unwrap();
+    let client = cluster.client();
+    let pg = Postgres::start().unwrap();
+    let db = pg.create_database("acme").await.unwrap();
+    let user = format!("acme_{}", &db[db.len() - 6..]);
+    execute(
+        &pg.admin_url("postgres"),
+        &format!("CREATE ROLE {user} LOGIN PASSWORD 'pass-1'"),
+    )
+    .await
+    .unwrap();
+    for object in [
+        scenario::namespace("tenant-acme", Some("acme")),
+        scenario::global("tenant-mcp-credentials", json!({})),
+    ] {
+        scenario::apply(&client, &object).await.unwrap();
+    }
+    let bearer = token(&["tenant_admin"], Some("acme"));
+    let arguments = |secret: &str, password: &str| {
+        json!({"tenantId": "acme",
+               "servers": {"postgres": {"host": "127.0.0.1", "port": pg.port(), "database": db,
+                                        "sslMode": "disable", "credentialsSecretRef": {"name": secret}}},
+               "credentials": {"postgres": {"username": user, "password": password}}})
+    };
+    let faults = cluster.stand_in_server().unwrap().faults();
+
+    // 1. Killed after it wrote the Secret, before the config: a retry of the call succeeds.
+    let mut server = ServerProcess::start(&cluster, dir.path()).await;
+    let hold = faults.hold(
+        "PATCH",
+        "/namespaces/tenant-acme/tenantmcpconfigs/tenant-mcp",
+    );
+    let mut cut = tokio::spawn({
+        let (url, bearer, args) = (
+            server.url.clone(),
+            bearer.clone(),
+            arguments("acme-postgres", "pass-1"),
+        );
+        async move { call(&url, &bearer, "rag_register_tenant_mcp_config", args).await }
+    });
+    held_or_answered(&hold, &mut cut).await;
+    assert_eq!(
+        secrets(&client).await,
+        [("acme-postgres".to_owned(), "pass-1".to_owned())],
+        "the Secret is written before the config"
+    );
+    server.kill();
+    hold.release(Release::Drop);
+    assert!(!succeeded(cut).await, "the killed server's call succeeded");
+    let configs = Api::<TenantMcpConfig>::namespaced(client.clone(), "tenant-acme");
+    assert!(configs.get_opt("tenant-mcp").await.unwrap().is_none());
+
+    let mut server = ServerProcess::start(&cluster, dir.path()).await;
+    let retried = call(
+        &server.url,
+        &bearer,
+        "rag_register_tenant_mcp_config",
+        arguments("acme-postgres", "pass-1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        retried["secretsWritten"],
+        json!(["acme-postgres"]),
+        "{retried}"
+    );
+    assert!(configs.get_opt("tenant-mcp").await.unwrap().is_some());
+
+    // 2. Killed mid-update that moves the credentials to a new Secret: the next call of the
+    // tenant removes the Secret the config never came to use.
+    let hold = faults.hold(
+        "PATCH",
+        "/namespaces/tenant-acme/tenantmcpconfigs/tenant-mcp",
+    );
+    let mut cut = tokio::spawn({
+        let (url, bearer, args) = (
+            server.url.clone(),
+            bearer.clone(),
+            arguments("acme-pg-2", "pass-1"),
+        );
+        async move { call(&url, &bearer, "rag_update_tenant_mcp_config", args).await }
+    });
+    held_or_answered(&hold, &mut cut).await;
+    server.kill();
+    hold.release(Release::Drop);
+    assert!(!succeeded(cut).await);
+    assert_eq!(
+        secrets(&client).await.len(),
+        2,
+        "the new Secret is left behind by the killed write"
+    );
+    let server = ServerProcess::start(&cluster, dir.path()).await;
+    let next = call(
+        &server.url,
+        &bearer,
+        "rag_update_tenant_mcp_config",
+        json!({"tenantId": "acme", "credentials": {"postgres": {"username": user, "password": "pass-1"}}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next["secretsRemoved"], json!(["acme-pg-2"]), "{next}");
+    assert_eq!(
+        secrets(&client).await,
+        [("acme-postgres".to_owned(), "pass-1".to_owned())]
+    );
+    let spec = configs.get("tenant-mcp").await.unwrap().spec;
+    assert_eq!(
+        spec.servers.postgres.unwrap().credentials_secret_ref.name,
+        "acme-postgres"
     );
 }

@@ -419,6 +419,30 @@ impl Store {
         api.delete(name, &params)
             .await
             .map_err(|e| conflict_or(e, &format!("deleting TenantMcpConfig {namespace}/{name}")))?;
+        self.delete_unused_secrets(namespace, name).await
+    }
+
+    /// Deletes the Secrets the tool made for config `namespace/name` (by their labels) that no
+    /// config of the namespace uses; their names. A write cut off between its Secrets and its
+    /// config (the server killed, the API gone) leaves Secrets the config does not use: the
+    /// next write of the config removes them.
+    pub async fn delete_unused_secrets(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<String>, ToolError> {
+        let configs = Api::<TenantMcpConfig>::namespaced(self.kube.clone(), namespace)
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| ToolError::kube(format!("listing TenantMcpConfigs in {namespace}"), e))?;
+        let keep: Vec<String> = configs
+            .items
+            .iter()
+            // A config being deleted (the controller's finalizer still on it) uses nothing.
+            .filter(|c| c.metadata.deletion_timestamp.is_none())
+            .flat_map(|c| c.spec.servers.secret_uses())
+            .map(|u| u.name.to_owned())
+            .collect();
         let secrets: Api<Secret> = Api::namespaced(self.kube.clone(), namespace);
         let selector =
             format!("app.kubernetes.io/managed-by={MANAGED_BY},{CREDENTIALS_OF_LABEL}={name}");
@@ -429,6 +453,9 @@ impl Store {
         let mut deleted = Vec::new();
         for secret in made {
             let secret_name = secret.name_any();
+            if keep.contains(&secret_name) {
+                continue;
+            }
             match secrets.delete(&secret_name, &DeleteParams::default()).await {
                 Ok(_) => deleted.push(secret_name),
                 Err(kube::Error::Api(s)) if s.code == 404 => {}

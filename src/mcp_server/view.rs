@@ -72,6 +72,10 @@ pub struct WriteResult {
     pub connection_tests: Vec<ConnectionTest>,
     /// The Secrets the credentials were written to.
     pub secrets_written: Vec<String>,
+    /// Secrets the tool had made for this config that it no longer uses (left by an earlier
+    /// write that was cut off, or replaced by a new name), deleted after this write.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets_removed: Vec<String>,
 }
 
 /// What a delete removed.

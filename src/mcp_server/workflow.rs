@@ -412,18 +412,28 @@ impl ManagementTools {
                 .await
             {
                 Ok(config) => {
+                    // The write is done: a failure here leaves a Secret the next write removes.
+                    let removed = store
+                        .delete_unused_secrets(&namespace, &name)
+                        .await
+                        .unwrap_or_else(|e| {
+                            tracing::warn!(config = %format!("{namespace}/{name}"), error = %e, "could not remove Secrets the config no longer uses");
+                            Vec::new()
+                        });
                     let detail = format!(
-                        "stored {} ({} servers, {} tested, {} Secrets written)",
+                        "stored {} ({} servers, {} tested, {} Secrets written, {} unused removed)",
                         id(&config),
                         ServerKey::declared(&spec.servers).len(),
                         tests.len(),
-                        writes.len()
+                        writes.len(),
+                        removed.len()
                     );
                     Ok((
                         WriteResult {
                             config: view(&config),
                             connection_tests: tests,
                             secrets_written: writes.into_iter().map(|w| w.name).collect(),
+                            secrets_removed: removed,
                         },
                         detail,
                     ))

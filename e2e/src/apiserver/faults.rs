@@ -143,6 +143,8 @@ impl HoldHandle {
     /// Lets go: the held requests (and later ones) end as `release` says; later ones are
     /// not held.
     pub fn release(self, release: Release) {
-        let _ = self.hold.released.send(Some(release));
+        // `send` stores nothing without a receiver: the held requests' may be gone (their
+        // client was killed), and the hold must end all the same.
+        self.hold.released.send_replace(Some(release));
     }
 }
