@@ -60,6 +60,10 @@ pub enum ClientError {
     /// The config source failed to start or sync.
     #[error("config source: {0}")]
     Source(String),
+    /// [`super::TenantClients::shutdown`] was called: this instance hands out nothing more
+    /// (a process shutting down, or a client being replaced by a new one).
+    #[error("the tenant clients are shut down")]
+    ShutDown,
 }
 
 impl ClientError {
@@ -74,6 +78,7 @@ impl ClientError {
             Self::NoTenant => "NoTenant",
             Self::InvalidTenant(_) => "InvalidTenant",
             Self::Source(_) => "SourceError",
+            Self::ShutDown => "ShutDown",
         }
     }
 

@@ -296,7 +296,8 @@ impl TenantClients {
         self.mcp_of(tenant, &ServerKey::Mcp(name.to_owned())).await
     }
 
-    /// Closes every cached client and stops the watches.
+    /// Closes every cached client and stops the watches; later calls get
+    /// [`ClientError::ShutDown`], calls in flight finish or fail (a closed pool).
     pub async fn shutdown(&self) {
         self.inner.stop.cancel();
         self.inner.cache.close_all_clients().await;
@@ -348,6 +349,9 @@ impl TenantClients {
         key: &ServerKey,
     ) -> Result<(Built, Origin), ClientError> {
         check_tenant_id(tenant).map_err(ClientError::InvalidTenant)?;
+        if self.inner.stop.is_cancelled() {
+            return Err(ClientError::ShutDown);
+        }
         let generation = self.inner.routes.generation();
         if routes::Routes::is_settled(generation)
             && let Some(hit) = self.inner.cache.confirmed(tenant, key, generation)
@@ -394,6 +398,11 @@ impl TenantClients {
                 server: key.as_string(),
                 message,
             })?;
+        if self.inner.stop.is_cancelled() {
+            // Built while shutting down: close what the shutdown could not see yet.
+            self.inner.cache.close_all_clients().await;
+            return Err(ClientError::ShutDown);
+        }
         Ok((built, endpoint.origin))
     }
 }
