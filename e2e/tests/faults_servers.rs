@@ -360,5 +360,20 @@ async fn a_tenants_servers_down_or_hung_fail_fast_never_fall_back_and_recover() 
         decoys_now, decoy_baseline,
         "nothing of acme's reached a global server"
     );
+
+    // The global servers down (the decoys refuse): a tenant they serve (globex, no config)
+    // fails fast and retryably; acme, on its own servers, does not notice.
+    for key in [ServerKey::Postgres, ServerKey::Minio, ServerKey::AiMcp] {
+        let endpoint = clients.endpoint("globex", &key).unwrap();
+        assert_eq!(endpoint.origin, Origin::Global);
+    }
+    assert_all_failed_retryably(&each_kind(&services, "globex", "none").await, "global down");
+    let reached: usize = decoys.iter().map(FaultProxy::accepted).sum::<usize>()
+        - decoy_baseline.iter().sum::<usize>();
+    assert!(reached >= 3, "globex's calls went to the global servers");
+    assert_all_ok(
+        &each_kind(&services, "acme", &login).await,
+        "acme while global is down",
+    );
     clients.shutdown().await;
 }
