@@ -131,6 +131,11 @@ pub enum Error {
     /// Another replica took the Lease.
     #[error("lost the leader Lease to another replica")]
     LostLeadership,
+    /// The config changed since the version this reconcile read (its status write or the
+    /// finalizer patch was refused with a conflict): the newer version is on its way through
+    /// the watch. Not a failure: retried shortly, without backoff or a warning.
+    #[error("{0}: the config changed since it was read")]
+    Stale(String),
 }
 
 impl Error {
@@ -146,6 +151,7 @@ impl Error {
             Self::Finalizer(_) => "FinalizerFailed",
             Self::Listen { .. } => "ListenFailed",
             Self::LostLeadership => "LostLeadership",
+            Self::Stale(_) => "StaleRead",
         }
     }
 
@@ -157,7 +163,7 @@ impl Error {
                 _ => true,
             },
             Self::Mirror(e) => e.is_retryable(),
-            Self::Finalizer(_) => true,
+            Self::Finalizer(_) | Self::Stale(_) => true,
             Self::Listen { .. } | Self::LostLeadership => false,
         }
     }

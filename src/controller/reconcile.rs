@@ -121,6 +121,14 @@ pub async fn reconcile(config: Arc<TenantMcpConfig>, ctx: Arc<Context>) -> Resul
     .await
     .map_err(|e| match e {
         finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        // The finalizer patch tests the list it read: it fails when the cached config is
+        // older than the stored one.
+        finalizer::Error::AddFinalizer(kube::Error::Api(s))
+        | finalizer::Error::RemoveFinalizer(kube::Error::Api(s))
+            if s.code == 409 || s.code == 422 =>
+        {
+            Error::Stale("patching the finalizer".into())
+        }
         other => Error::Finalizer(other.to_string()),
     });
     if result.is_ok()
@@ -134,12 +142,17 @@ pub async fn reconcile(config: Arc<TenantMcpConfig>, ctx: Arc<Context>) -> Resul
 /// What kube-runtime does after a failed reconcile: count it, and retry with a backoff that
 /// grows per config (5 s doubling to 5 min) so a broken dependency is not hammered.
 pub fn error_policy(config: Arc<TenantMcpConfig>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.error(error.reason());
     let id = format!(
         "{}/{}",
         config.namespace().unwrap_or_default(),
         config.name_any()
     );
+    if let Error::Stale(_) = error {
+        // A cached config behind our own last write (common under load): not a failure.
+        tracing::debug!(config = %id, "{error}; retrying with the newer version");
+        return Action::requeue(jitter(STALE_RETRY));
+    }
+    ctx.metrics.error(error.reason());
     let attempt = ctx
         .failures
         .lock()
@@ -154,6 +167,10 @@ pub fn error_policy(config: Arc<TenantMcpConfig>, error: &Error, ctx: Arc<Contex
     warn!(config = %id, reason = error.reason(), attempt, retry_in = ?delay, "reconcile failed: {error}");
     Action::requeue(jitter(delay))
 }
+
+/// When a reconcile that read a stale config runs again (the watch usually delivers the newer
+/// version, and its reconcile, before).
+const STALE_RETRY: Duration = Duration::from_secs(1);
 
 /// `d` plus up to 10 % random jitter, so many configs do not all come due at once.
 pub fn jitter(d: Duration) -> Duration {
@@ -857,14 +874,18 @@ async fn write_status(
         "metadata": {"resourceVersion": config.resource_version()},
         "status": status,
     });
-    api.patch_status(
-        &config.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|e| Error::kube("writing status".into(), e))?;
-    Ok(())
+    match api
+        .patch_status(
+            &config.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Stale("writing status".into())),
+        Err(e) => Err(Error::kube("writing status".into(), e)),
+    }
 }
 
 async fn cleanup(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error> {
