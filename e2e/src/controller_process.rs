@@ -35,15 +35,21 @@ pub struct ControllerOptions<'a> {
 }
 
 impl ControllerProcess {
-    /// Starts one with `options`.
+    /// Starts one with `options`, logging at debug level.
     pub fn start(options: &ControllerOptions<'_>) -> Self {
+        Self::start_logging(options, "info,tenant_mcp=debug,kube=warn")
+    }
+
+    /// As [`Self::start`], with the log filter `filter` (a long run's log at debug level
+    /// would fill a disk).
+    pub fn start_logging(options: &ControllerOptions<'_>, filter: &str) -> Self {
         let log = options
             .dir
             .join(format!("controller-{}.log", options.identity));
         let metrics = free_port().unwrap_or_else(|e| panic!("a free port: {e}"));
         let mut cmd = Command::new(tenant_mcp_binary().unwrap_or_else(|e| panic!("{e}")));
         cmd.env("KUBECONFIG", options.kubeconfig)
-            .env("TENANT_MCP_LOG", "info,tenant_mcp=debug,kube=warn")
+            .env("TENANT_MCP_LOG", filter)
             .args(["controller", "--identity", options.identity])
             .args(["--lease-namespace", options.lease_namespace])
             .args([
@@ -78,6 +84,7 @@ impl ControllerProcess {
     fn signal(&self, signal: &str) {
         let _ = Command::new("kill")
             .args([signal, &self.child.id().to_string()])
+            .stderr(Stdio::null())
             .status();
     }
 
