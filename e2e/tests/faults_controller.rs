@@ -250,10 +250,13 @@ async fn tenants_are_served_through_an_api_outage_and_changes_around_it_are_take
     cluster.set_stand_in(restarted);
     // A change after it is back.
     tenant(&client, &pg, &db, "t5", &user("t5"), "t5-pass", disable).await;
+    // The controller's watches reconnect with kube-runtime's backoff (as client-go's: from
+    // 0.8 s doubling to 30 s between attempts), which grew during the outage, and the resumed
+    // watch may find its version compacted (410) and list again.
     for t in ["t4", "t5"] {
         wait_for(
             &format!("{t} Disabled by the controller"),
-            Duration::from_secs(60),
+            Duration::from_secs(120),
             async || ready_reason(&client, t).await.filter(|r| r.1 == "Disabled"),
         )
         .await;
