@@ -29,7 +29,7 @@ use tenant_mcp_e2e::controller_process::{ControllerOptions, ControllerProcess};
 use tenant_mcp_e2e::harness::{Cluster, client_for, wait_for};
 use tenant_mcp_e2e::scenario::{self, apply};
 use tenant_mcp_e2e::stack::mirror_db::MirrorDatabase;
-use tenant_mcp_e2e::stack::postgres::{Postgres, execute};
+use tenant_mcp_e2e::stack::postgres::Postgres;
 
 fn controller(
     kubeconfig: &Path,
@@ -46,16 +46,6 @@ fn controller(
         mirror,
         lease_seconds,
     })
-}
-
-/// A Postgres login `name` with `password` (its password changed if it exists).
-async fn login(pg: &Postgres, name: &str, password: &str) {
-    execute(
-        &pg.admin_url("postgres"),
-        &format!("DO $$ BEGIN CREATE ROLE {name} LOGIN PASSWORD '{password}'; EXCEPTION WHEN duplicate_object THEN ALTER ROLE {name} PASSWORD '{password}'; END $$"),
-    )
-    .await
-    .unwrap();
 }
 
 /// Tenant `name`'s namespace, Secret and config on its own login to `db`.
@@ -132,7 +122,9 @@ async fn tenants_are_served_through_an_api_outage_and_changes_around_it_are_take
     let user = |t: &str| format!("{t}_{suffix}");
 
     let creds = "tenant-mcp-credentials";
-    login(&pg, &user("platform"), "platform-pass").await;
+    pg.set_login(&user("platform"), "platform-pass")
+        .await
+        .unwrap();
     apply(&client, &scenario::namespace(creds, None))
         .await
         .unwrap();
@@ -161,7 +153,7 @@ async fn tenants_are_served_through_an_api_outage_and_changes_around_it_are_take
     .unwrap();
     let tenants = ["t0", "t1", "t2", "t3", "t4", "t5"];
     for t in tenants {
-        login(&pg, &user(t), &format!("{t}-pass")).await;
+        pg.set_login(&user(t), &format!("{t}-pass")).await.unwrap();
         tenant(
             &client,
             &pg,
@@ -367,7 +359,7 @@ async fn a_controller_killed_mid_promotion_leaves_a_state_the_next_one_converges
     )
     .await
     .unwrap();
-    login(&pg, &acme, "pass-1").await;
+    pg.set_login(&acme, "pass-1").await.unwrap();
     tenant(&client, &pg, &db, "acme", &acme, "pass-1", json!({})).await;
     let start = |identity: &str| {
         controller(
@@ -387,7 +379,7 @@ async fn a_controller_killed_mid_promotion_leaves_a_state_the_next_one_converges
         "PATCH",
         "/namespaces/tenant-acme/tenantmcpconfigs/acme/status",
     );
-    login(&pg, &acme, "pass-2").await;
+    pg.set_login(&acme, "pass-2").await.unwrap();
     tenant(&client, &pg, &db, "acme", &acme, "pass-2", json!({})).await;
     hold.wait_held(1, Duration::from_secs(30)).await;
     let (made, _) = snapshots(&client, "acme").await;
@@ -409,7 +401,7 @@ async fn a_controller_killed_mid_promotion_leaves_a_state_the_next_one_converges
         .execute(&mut locker)
         .await
         .unwrap();
-    login(&pg, &acme, "pass-3").await;
+    pg.set_login(&acme, "pass-3").await.unwrap();
     tenant(&client, &pg, &db, "acme", &acme, "pass-3", json!({})).await;
     let mut watcher = sqlx::PgConnection::connect(&mirror.admin_url)
         .await

@@ -24,7 +24,7 @@ use tenant_mcp_e2e::mcp_admin::{
     AUDIENCE, AdminServer, ISSUER, SECRET, call, load_client, python_client, token,
 };
 use tenant_mcp_e2e::scenario;
-use tenant_mcp_e2e::stack::postgres::{Postgres, execute};
+use tenant_mcp_e2e::stack::postgres::Postgres;
 
 /// Runs the SDK load client off the async runtime.
 async fn load(args: Vec<String>, input: Value) -> Value {
@@ -201,12 +201,7 @@ async fn fuzzed_tool_arguments_never_take_the_server_down_or_change_anything_whe
     let pg = Postgres::start().unwrap();
     let db = pg.create_database("fuzz").await.unwrap();
     let user = format!("fuzz_{}", &db[db.len() - 6..]);
-    execute(
-        &pg.admin_url("postgres"),
-        &format!("CREATE ROLE {user} LOGIN PASSWORD 'fuzz-pass'"),
-    )
-    .await
-    .unwrap();
+    pg.set_login(&user, "fuzz-pass").await.unwrap();
     for object in [
         scenario::namespace("tenant-fuzz", Some("fuzz")),
         scenario::global("tenant-mcp-credentials", json!({})),
@@ -437,12 +432,7 @@ async fn a_management_server_killed_between_secrets_and_config_leaves_what_the_n
     let pg = Postgres::start().unwrap();
     let db = pg.create_database("acme").await.unwrap();
     let user = format!("acme_{}", &db[db.len() - 6..]);
-    execute(
-        &pg.admin_url("postgres"),
-        &format!("CREATE ROLE {user} LOGIN PASSWORD 'pass-1'"),
-    )
-    .await
-    .unwrap();
+    pg.set_login(&user, "pass-1").await.unwrap();
     for object in [
         scenario::namespace("tenant-acme", Some("acme")),
         scenario::global("tenant-mcp-credentials", json!({})),

@@ -19,7 +19,7 @@ use tenant_mcp_e2e::harness::{Cluster, wait_for};
 use tenant_mcp_e2e::scenario::{self, apply};
 use tenant_mcp_e2e::stack::fault_proxy::{FaultProxy, Mode};
 use tenant_mcp_e2e::stack::mirror_db::MirrorDatabase;
-use tenant_mcp_e2e::stack::postgres::{Postgres, execute};
+use tenant_mcp_e2e::stack::postgres::Postgres;
 
 fn start(
     cluster: &Cluster,
@@ -67,12 +67,7 @@ async fn configs_promote_while_the_mirror_is_down_and_every_row_catches_up() {
     let tenant = async |name: &str, password: &str| {
         let ns = format!("tenant-{name}");
         let login = format!("{name}_{}", &db[db.len() - 6..]);
-        execute(
-            &pg.admin_url("postgres"),
-            &format!("DO $$ BEGIN CREATE ROLE {login} LOGIN PASSWORD '{password}'; EXCEPTION WHEN duplicate_object THEN ALTER ROLE {login} PASSWORD '{password}'; END $$"),
-        )
-        .await
-        .unwrap();
+        pg.set_login(&login, password).await.unwrap();
         apply(&client, &scenario::namespace(&ns, Some(name)))
             .await
             .unwrap();

@@ -119,12 +119,7 @@ async fn a_tenants_servers_down_or_hung_fail_fast_never_fall_back_and_recover() 
     let pg = Postgres::start().unwrap();
     let db = pg.create_database("acme").await.unwrap();
     let login = format!("acme_{}", &db[db.len() - 6..]);
-    execute(
-        &pg.admin_url("postgres"),
-        &format!("CREATE ROLE {login} LOGIN PASSWORD 'acme-pass'"),
-    )
-    .await
-    .unwrap();
+    pg.set_login(&login, "acme-pass").await.unwrap();
     execute(
         &pg.admin_url(&db),
         &format!("GRANT ALL ON SCHEMA public TO {login}"),

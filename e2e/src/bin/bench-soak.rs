@@ -388,11 +388,7 @@ async fn main() -> anyhow::Result<()> {
             1 => {
                 generation[i] += 1;
                 let password = format!("pw-{i}-{}", generation[i]);
-                let _ = execute(
-                    &pg.admin_url("postgres"),
-                    &format!("ALTER ROLE {} PASSWORD '{password}'", t.login),
-                )
-                .await;
+                let _ = pg.set_login(&t.login, &password).await;
                 let _ = Api::<Secret>::namespaced(client.clone(), &t.namespace)
                     .patch(
                         "pg",

@@ -206,6 +206,19 @@ impl Postgres {
         Ok(name)
     }
 
+    /// Makes `name` a login with `password`: created, or its password changed if it exists
+    /// (a credential rotation). `name` and `password` are test-chosen identifiers.
+    pub async fn set_login(&self, name: &str, password: &str) -> Result<(), sqlx::Error> {
+        execute(
+            &self.admin_url("postgres"),
+            &format!(
+                "DO $$ BEGIN CREATE ROLE {name} LOGIN PASSWORD '{password}'; \
+                 EXCEPTION WHEN duplicate_object THEN ALTER ROLE {name} PASSWORD '{password}'; END $$"
+            ),
+        )
+        .await
+    }
+
     /// The server's log file.
     pub fn log_file(&self) -> &Path {
         self.service.log_file()
