@@ -25,6 +25,7 @@ use tenant_mcp_e2e::mcp_admin::{
 };
 use tenant_mcp_e2e::scenario;
 use tenant_mcp_e2e::stack::postgres::Postgres;
+use tenant_mcp_e2e::stack::process::{Service, Workdir, free_port};
 
 /// Runs the SDK load client off the async runtime.
 async fn load(args: Vec<String>, input: Value) -> Value {
@@ -315,58 +316,39 @@ async fn fuzzed_tool_arguments_never_take_the_server_down_or_change_anything_whe
     );
 }
 
-/// `tenant-mcp mcp-server`, the binary, on a free port of this machine.
+/// `tenant-mcp mcp-server`, the binary, on a free port of this machine (its log in `dir`,
+/// kept when the test fails).
 struct ServerProcess {
-    child: std::process::Child,
+    service: Service,
     url: String,
 }
 
 impl ServerProcess {
-    async fn start(cluster: &Cluster, dir: &std::path::Path) -> Self {
-        let secret_file = dir.join("jwt-secret");
+    fn start(cluster: &Cluster, dir: &Workdir) -> Self {
+        let secret_file = dir.path().join("jwt-secret");
         std::fs::write(&secret_file, SECRET).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new(tenant_mcp_e2e::stack::tenant_mcp_binary().unwrap())
+        let port = free_port().unwrap();
+        let mut command =
+            std::process::Command::new(tenant_mcp_e2e::stack::tenant_mcp_binary().unwrap());
+        command
             .args(["mcp-server", "--listen", &format!("127.0.0.1:{port}")])
             .env("KUBECONFIG", cluster.kubeconfig())
             .env("TENANT_MCP_JWT_SECRET_FILE", &secret_file)
             .env("TENANT_MCP_JWT_ISSUER", ISSUER)
-            .env("TENANT_MCP_JWT_AUDIENCE", AUDIENCE)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.join(format!("server-{port}.log"))).unwrap())
-            .spawn()
+            .env("TENANT_MCP_JWT_AUDIENCE", AUDIENCE);
+        let mut service = Service::start(&format!("mcp-server-{port}"), dir, command).unwrap();
+        service
+            .wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(30))
             .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the server did not listen"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         Self {
-            child,
+            service,
             url: format!("http://127.0.0.1:{port}/mcp"),
         }
     }
 
+    /// SIGKILL: dies wherever it was.
     fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.service.kill();
     }
 }
 
@@ -425,7 +407,7 @@ async fn secrets(client: &kube::Client) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_management_server_killed_between_secrets_and_config_leaves_what_the_next_call_fixes() {
     tenant_mcp_e2e::stack::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Workdir::new("mcp-server-killed").unwrap();
     let cluster = Cluster::stand_in(Config::default()).await.unwrap();
     cluster.install_crds().await.unwrap();
     let client = cluster.client();
@@ -449,7 +431,7 @@ async fn a_management_server_killed_between_secrets_and_config_leaves_what_the_n
     let faults = cluster.stand_in_server().unwrap().faults();
 
     // 1. Killed after it wrote the Secret, before the config: a retry of the call succeeds.
-    let mut server = ServerProcess::start(&cluster, dir.path()).await;
+    let mut server = ServerProcess::start(&cluster, &dir);
     let hold = faults.hold(
         "PATCH",
         "/namespaces/tenant-acme/tenantmcpconfigs/tenant-mcp",
@@ -474,7 +456,7 @@ async fn a_management_server_killed_between_secrets_and_config_leaves_what_the_n
     let configs = Api::<TenantMcpConfig>::namespaced(client.clone(), "tenant-acme");
     assert!(configs.get_opt("tenant-mcp").await.unwrap().is_none());
 
-    let mut server = ServerProcess::start(&cluster, dir.path()).await;
+    let mut server = ServerProcess::start(&cluster, &dir);
     let retried = call(
         &server.url,
         &bearer,
@@ -513,7 +495,7 @@ async fn a_management_server_killed_between_secrets_and_config_leaves_what_the_n
         2,
         "the new Secret is left behind by the killed write"
     );
-    let server = ServerProcess::start(&cluster, dir.path()).await;
+    let server = ServerProcess::start(&cluster, &dir);
     let next = call(
         &server.url,
         &bearer,

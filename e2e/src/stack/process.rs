@@ -180,6 +180,14 @@ impl Service {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// Kills the process at once (SIGKILL): it stops wherever it was, as a crashed pod does.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops the process: SIGTERM, then SIGKILL after `grace`.
     pub fn stop(&mut self, grace: Duration) {
         let Some(mut child) = self.child.take() else {
