@@ -1,9 +1,49 @@
 //! Small building blocks the fault scenarios share: objects applied server-side, a tenant's
-//! namespace bound to it, its Secrets, and reading a config's conditions.
+//! namespace bound to it, its Secrets, reading a config's conditions, and tenants as YAML for
+//! a directory source.
 
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use tenant_mcp::api::{GlobalMcpConfig, McpConfigStatus, TenantMcpConfig};
+
+/// Tenant `tenant`'s namespace (`tenant`, bound to it), Secret `pg` with `login` and
+/// `password`, and a config on its own Postgres database `database` at 127.0.0.1:`port` with
+/// the pool settings `pool` (a YAML flow mapping): three YAML documents, each starting with
+/// `---`, for a directory source.
+pub fn postgres_tenant_yaml(
+    tenant: &str,
+    login: &str,
+    password: &str,
+    (port, database): (u16, &str),
+    pool: &str,
+) -> String {
+    format!(
+        "---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {tenant}, labels: {{tenantmcp.dev/tenant: {tenant}}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: pg, namespace: {tenant}}}
+stringData: {{username: {login}, password: {password}}}
+---
+apiVersion: tenantmcp.dev/v1alpha1
+kind: TenantMcpConfig
+metadata: {{name: config, namespace: {tenant}}}
+spec:
+  tenantId: {tenant}
+  servers:
+    postgres:
+      host: 127.0.0.1
+      port: {port}
+      database: {database}
+      sslMode: disable
+      pool: {pool}
+      credentialsSecretRef: {{name: pg}}
+"
+    )
+}
 
 /// The field manager the scenarios apply with.
 pub const MANAGER: &str = "e2e-scenario";

@@ -15,6 +15,7 @@ use std::time::Duration;
 use sqlx::Connection as _;
 use tenant_mcp::client::{ClientSettings, TenantClients};
 use tenant_mcp::services::TenantServices;
+use tenant_mcp_e2e::scenario;
 use tenant_mcp_e2e::stack::postgres::{Postgres, execute};
 
 const TENANTS: usize = 300;
@@ -39,32 +40,12 @@ async fn the_connection_cap_holds_with_300_active_tenants_and_every_transaction_
         "apiVersion: tenantmcp.dev/v1alpha1\nkind: GlobalMcpConfig\nmetadata: {name: default}\nspec:\n  endpointPolicy: {allowLoopback: true}\n",
     );
     for i in 0..TENANTS {
-        text.push_str(&format!(
-            "---
-apiVersion: v1
-kind: Namespace
-metadata: {{name: t{i}, labels: {{tenantmcp.dev/tenant: t{i}}}}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: pg, namespace: t{i}}}
-stringData: {{username: {user}, password: cap-pass}}
----
-apiVersion: tenantmcp.dev/v1alpha1
-kind: TenantMcpConfig
-metadata: {{name: config, namespace: t{i}}}
-spec:
-  tenantId: t{i}
-  servers:
-    postgres:
-      host: 127.0.0.1
-      port: {port}
-      database: {db}
-      sslMode: disable
-      pool: {{maxConnections: 2, acquireTimeoutSeconds: 60, idleTimeoutSeconds: 300}}
-      credentialsSecretRef: {{name: pg}}
-",
-            port = pg.port(),
+        text.push_str(&scenario::postgres_tenant_yaml(
+            &format!("t{i}"),
+            &user,
+            "cap-pass",
+            (pg.port(), &db),
+            "{maxConnections: 2, acquireTimeoutSeconds: 60, idleTimeoutSeconds: 300}",
         ));
     }
     std::fs::write(dir.path().join("tenants.yaml"), text).unwrap();

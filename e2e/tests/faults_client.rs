@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tenant_mcp::client::{ClientError, ClientSettings, TenantClients};
+use tenant_mcp_e2e::scenario;
 use tenant_mcp_e2e::stack::postgres::{Postgres, execute};
 use tokio::sync::RwLock;
 
@@ -80,33 +81,12 @@ async fn client_restarts_under_load_never_serve_a_tenant_with_another_tenants_cl
         port = pg.port(),
     );
     for i in 0..TENANTS {
-        text.push_str(&format!(
-            "---
-apiVersion: v1
-kind: Namespace
-metadata: {{name: t{i}, labels: {{tenantmcp.dev/tenant: t{i}}}}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: pg, namespace: t{i}}}
-stringData: {{username: {user}, password: pw-{i}}}
----
-apiVersion: tenantmcp.dev/v1alpha1
-kind: TenantMcpConfig
-metadata: {{name: config, namespace: t{i}}}
-spec:
-  tenantId: t{i}
-  servers:
-    postgres:
-      host: 127.0.0.1
-      port: {port}
-      database: {db}
-      sslMode: disable
-      pool: {{maxConnections: 1, acquireTimeoutSeconds: 30}}
-      credentialsSecretRef: {{name: pg}}
-",
-            user = login(i),
-            port = pg.port(),
+        text.push_str(&scenario::postgres_tenant_yaml(
+            &format!("t{i}"),
+            &login(i),
+            &format!("pw-{i}"),
+            (pg.port(), &db),
+            "{maxConnections: 1, acquireTimeoutSeconds: 30}",
         ));
     }
     std::fs::write(dir.path().join("tenants.yaml"), text).unwrap();
