@@ -376,13 +376,14 @@ async fn main() -> anyhow::Result<()> {
         let t = tenant(i, &suffix);
         let api: Api<TenantMcpConfig> = Api::namespaced(client.clone(), &t.namespace);
         let port = proxies[i % GROUPS].port();
-        let merge = |v: serde_json::Value| Patch::Merge(v);
         let kind = match rng.below(5) {
             0 => {
                 let max = 1 + rng.below(3) as u32;
-                let _ = api
-                    .patch("config", &PatchParams::default(), &merge(json!({"spec": {"servers": {"postgres": {"pool": {"maxConnections": max}}}}})))
-                    .await;
+                edit_config(
+                    &api,
+                    json!({"servers": {"postgres": {"pool": {"maxConnections": max}}}}),
+                )
+                .await;
                 "config edit (pool size)"
             }
             1 => {
@@ -393,32 +394,22 @@ async fn main() -> anyhow::Result<()> {
                     .patch(
                         "pg",
                         &PatchParams::default(),
-                        &merge(json!({"data": {"password": ByteString(password.into_bytes())}})),
+                        &Patch::Merge(
+                            json!({"data": {"password": ByteString(password.into_bytes())}}),
+                        ),
                     )
                     .await;
                 "credential rotation"
             }
             2 => {
-                let _ = api
-                    .patch(
-                        "config",
-                        &PatchParams::default(),
-                        &merge(json!({"spec": {"servers": {"postgres": {"port": 1}}}})),
+                pending.push(
+                    edit_for_a_while(
+                        api,
+                        json!({"servers": {"postgres": {"port": 1}}}),
+                        json!({"servers": {"postgres": {"port": port}}}),
                     )
-                    .await;
-                let api = api.clone();
-                pending.push(tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs(6)).await;
-                    let _ = api
-                        .patch(
-                            "config",
-                            &PatchParams::default(),
-                            &Patch::Merge(
-                                json!({"spec": {"servers": {"postgres": {"port": port}}}}),
-                            ),
-                        )
-                        .await;
-                }));
+                    .await,
+                );
                 "bad edit (a closed port, reverted after 6 s)"
             }
             3 => {
@@ -432,23 +423,10 @@ async fn main() -> anyhow::Result<()> {
                 let j = may_disable + rng.below(n - may_disable);
                 let other = tenant(j, &suffix);
                 let api: Api<TenantMcpConfig> = Api::namespaced(client.clone(), &other.namespace);
-                let _ = api
-                    .patch(
-                        "config",
-                        &PatchParams::default(),
-                        &merge(json!({"spec": {"enabled": false}})),
-                    )
-                    .await;
-                pending.push(tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs(6)).await;
-                    let _ = api
-                        .patch(
-                            "config",
-                            &PatchParams::default(),
-                            &Patch::Merge(json!({"spec": {"enabled": true}})),
-                        )
-                        .await;
-                }));
+                pending.push(
+                    edit_for_a_while(api, json!({"enabled": false}), json!({"enabled": true}))
+                        .await,
+                );
                 "tenant disabled (6 s)"
             }
         };
@@ -524,6 +502,31 @@ async fn main() -> anyhow::Result<()> {
     );
     anyhow::ensure!(disagreeing == "0", "mirror rows disagree: {disagreeing}");
     Ok(())
+}
+
+/// Merges `spec` into the spec of the config named `config` in `api`'s namespace (errors ignored: a
+/// fault that does not land is only a fault less).
+async fn edit_config(api: &Api<TenantMcpConfig>, spec: serde_json::Value) {
+    let _ = api
+        .patch(
+            "config",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": spec })),
+        )
+        .await;
+}
+
+/// Applies the edit `now`, and `then` 6 s later from a task of its own (awaited at the end).
+async fn edit_for_a_while(
+    api: Api<TenantMcpConfig>,
+    now: serde_json::Value,
+    then: serde_json::Value,
+) -> tokio::task::JoinHandle<()> {
+    edit_config(&api, now).await;
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        edit_config(&api, then).await;
+    })
 }
 
 /// Waits until all `n` configs are `Ready=True` (and `Mirrored=True` with `mirrored`); how
