@@ -33,11 +33,25 @@ ensure_nextest() {
   fi
 }
 
-# Builds the workspace once; later steps reuse target/.
-build_binary() {
-  log "building tenant-mcp"
-  cargo build --locked --quiet
-  TENANT_MCP="${CARGO_TARGET_DIR:-$ROOT/target}/debug/tenant-mcp"
+# The build directory every step shares.
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+
+# A whole-suite run gains nothing from incremental compilation (each crate is built once) and
+# it doubles the build directory's size: a cold run of scripts/test filled a CI disk with it.
+# A developer's own `cargo build` keeps its default; an explicit CARGO_INCREMENTAL wins.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
+# Builds the demo's binaries (the CLI and controller, the local stack, the sample app) in one
+# cargo invocation over the whole workspace. `--workspace` matters: cargo resolves features over
+# the packages it builds, and a build of one package alone gets another feature set for shared
+# dependencies, so kube, sqlx and the rest would build a second time (see e2e/Cargo.toml).
+build_binaries() {
+  log "building tenant-mcp, the local stack and the sample app"
+  cargo build --locked --quiet --workspace --bin tenant-mcp --bin local-stack --bin tenant-mcp-sample-app
+  for bin in tenant-mcp local-stack tenant-mcp-sample-app; do
+    [ -x "$TARGET_DIR/debug/$bin" ] || die "cargo did not build $bin"
+  done
+  TENANT_MCP="$TARGET_DIR/debug/tenant-mcp"
   export TENANT_MCP
 }
 
@@ -93,7 +107,12 @@ ensure_s3s_fs() {
     return
   fi
   log "building s3s-fs $S3S_FS_VERSION from crates.io into .tools (once, a few minutes)"
-  cargo install --quiet --locked s3s-fs --version "$S3S_FS_VERSION" --features binary --root "$TOOLS"
+  # Its own throwaway build directory: under a CARGO_TARGET_DIR, cargo install would build
+  # there and leave a release build of s3s-fs and its dependencies behind.
+  local build_dir
+  build_dir=$(mktemp -d)
+  cargo install --quiet --locked s3s-fs --version "$S3S_FS_VERSION" --features binary --root "$TOOLS" --target-dir "$build_dir"
+  rm -rf "$build_dir"
 }
 
 # Node.js for the third-party MCP reference server.
