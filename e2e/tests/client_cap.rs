@@ -123,3 +123,62 @@ async fn the_connection_cap_holds_with_300_active_tenants_and_every_transaction_
     assert!(open + global_open <= CAP);
     clients.shutdown().await;
 }
+
+/// Thirty active tenants with the default pool (up to 10 connections each) under the default
+/// cap of 100, each using one connection: 30 connections fit, so no tenant's pool may be
+/// closed to make room, and each tenant's second query runs on the connection of its first
+/// (same backend pid). Counting every pool that ever connected at its maximum (10), as the
+/// cache once did, closed the pools of all but ten tenants and made the others reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_within_the_cap_keep_their_connections() {
+    const ACTIVE: usize = 30;
+    tenant_mcp_e2e::stack::install_crypto_provider();
+    let pg = Postgres::start().unwrap();
+    let db = pg.create_database("keep").await.unwrap();
+    let user = format!("keep_{}", &db[db.len() - 8..]);
+    pg.set_login(&user, "keep-pass").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from(
+        "apiVersion: tenantmcp.dev/v1alpha1\nkind: GlobalMcpConfig\nmetadata: {name: default}\nspec:\n  endpointPolicy: {allowLoopback: true}\n",
+    );
+    for i in 0..ACTIVE {
+        text.push_str(&scenario::postgres_tenant_yaml(
+            &format!("k{i}"),
+            &user,
+            "keep-pass",
+            (pg.port(), &db),
+            "{}",
+        ));
+    }
+    std::fs::write(dir.path().join("tenants.yaml"), text).unwrap();
+    let clients = TenantClients::from_directory(dir.path(), ClientSettings::default()).unwrap();
+    let pid = |tenant: String| {
+        let clients = clients.clone();
+        async move {
+            let pool = clients.postgres(&tenant).await.unwrap();
+            sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let mut first = Vec::new();
+    for i in 0..ACTIVE {
+        first.push(pid(format!("k{i}")).await);
+    }
+    // Several pressure checks (every 100 ms) run in between.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut moved = Vec::new();
+    for (i, before) in first.iter().enumerate() {
+        let after = pid(format!("k{i}")).await;
+        if after != *before {
+            moved.push(format!("k{i}"));
+        }
+    }
+    assert!(
+        moved.is_empty(),
+        "{} of {ACTIVE} tenants reconnected although 30 connections fit under the cap of 100: {moved:?}",
+        moved.len()
+    );
+    clients.shutdown().await;
+}

@@ -12,7 +12,7 @@
 //! up different tenants write to no common cache line.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,8 +43,9 @@ struct Slot {
     /// The routes generation at which `fingerprint` was last confirmed current: while the
     /// routes have not changed since, a lookup needs no route resolution at all.
     confirmed: AtomicU64,
-    /// A Postgres pool seen with a connection open (see `ClientCache::recount_pg_held`).
-    connected: AtomicBool,
+    /// The most connections a Postgres pool was seen with open at once: the permits it took
+    /// from the shared cap (see `ClientCache::recount_pg_held`).
+    peak: AtomicU32,
     cell: OnceCell<Built>,
 }
 
@@ -136,14 +137,6 @@ fn fixed_index(key: &ServerKey) -> Option<usize> {
         ServerKey::Minio => Some(1),
         ServerKey::AiMcp => Some(2),
         ServerKey::Mcp(_) => None,
-    }
-}
-
-/// The most connections a built Postgres pool opens (0 for other clients).
-fn pg_max(b: &Built) -> u32 {
-    match b {
-        Built::Postgres(pool) => pool.options().get_max_connections(),
-        _ => 0,
     }
 }
 
@@ -322,10 +315,9 @@ impl ClientCache {
     }
 
     /// Closes idle Postgres pools, least recently used tenant first, until a new pool of
-    /// `needed` connections fits under `cap` with every pool that ever connected counted at
-    /// its maximum (a child pool keeps the permits of every connection it opened until it is
-    /// dropped, so only closing whole pools returns them; a pool that never connected holds
-    /// none). Pools with a connection in use are left alone:
+    /// `needed` connections fits under `cap` with every pool counted at the permits it holds
+    /// (a child pool keeps the permit of every connection it opened until it is dropped, so
+    /// only closing whole pools returns them; see `recount_pg_held`). Pools with a connection in use are left alone:
     /// when all are busy, the new pool waits for permits up to its acquire timeout. Tenants
     /// used within `grace` are spared: a caller that just got a pool is about to use it.
     /// Returns how many pools were closed.
@@ -351,24 +343,27 @@ impl ClientCache {
         self.pg_held.load(Ordering::Relaxed)
     }
 
-    /// Counts what the cached pools may hold: a pool seen with a connection open counts at its
-    /// maximum from then on (its permits are invisible once idle connections close); a pool
-    /// never seen connected counts nothing (lazy pools of tenants that never queried).
+    /// Counts the permits the cached pools hold. A child pool takes one permit from the
+    /// shared cap per connection it opens and gives them all back only when it is closed
+    /// (sqlx), so what it holds is the most connections it ever had open at once: the peak of
+    /// `size()`, sampled here every 100 ms. Idle connections close only after the pool's idle
+    /// timeout (minutes), so a peak is seen long before it could be missed. A pool never seen
+    /// connected counts nothing (lazy pools of tenants that never queried).
+    ///
+    /// It used to count every pool that ever connected at its maximum: with the default pool
+    /// of 10 under the default cap of 100, an eleventh active tenant closed another's pool,
+    /// and a thousand tenants under a cap of 64 spent most of their time reconnecting
+    /// (`docs/benchmarks.md`, the soak).
     fn recount_pg_held(&self) -> u32 {
         let held = |c: &Clients| {
             let slot = c.fixed[0].load();
             let Some(slot) = slot.as_ref() else { return 0 };
-            let Some(built @ Built::Postgres(pool)) = slot.cell.get() else {
+            let Some(Built::Postgres(pool)) = slot.cell.get() else {
                 return 0;
             };
-            if pool.size() > 0 {
-                slot.connected.store(true, Ordering::Relaxed);
-            }
-            if slot.connected.load(Ordering::Relaxed) {
-                pg_max(built)
-            } else {
-                0
-            }
+            slot.peak
+                .fetch_max(pool.size(), Ordering::Relaxed)
+                .max(pool.size())
         };
         let mut total = held(&self.global);
         self.tenants.for_each(|c| total += held(c));
@@ -404,13 +399,16 @@ impl ClientCache {
                             && u32::try_from(pool.num_idle()).unwrap_or(0) >= pool.size() =>
                     {
                         clients.fixed[0].store(None);
-                        current.and_then(|s| s.cell.get().cloned())
+                        let peak = current
+                            .as_ref()
+                            .map_or(0, |s| s.peak.load(Ordering::Relaxed).max(pool.size()));
+                        current.and_then(|s| s.cell.get().cloned().map(|b| (b, peak)))
                     }
                     _ => None,
                 }
             };
-            if let Some(built) = taken {
-                total = total.saturating_sub(pg_max(&built));
+            if let Some((built, peak)) = taken {
+                total = total.saturating_sub(peak);
                 self.retire(built, "pressure");
                 closed += 1;
             }
@@ -526,7 +524,7 @@ impl ClientCache {
             fingerprint,
             origin,
             confirmed: AtomicU64::new(generation),
-            connected: AtomicBool::new(false),
+            peak: AtomicU32::new(0),
             cell: OnceCell::new(),
         });
         let old = clients.store_slot(key, slot.clone());

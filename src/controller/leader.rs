@@ -1,6 +1,13 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, so that of several controller replicas
 //! exactly one reconciles. Every change to the Lease is a compare-and-swap on its
 //! `resourceVersion`: two candidates racing for an expired Lease cannot both win.
+//!
+//! Expiry follows client-go's rule, not the holder's timestamps: a follower counts the Lease
+//! duration from when *it* last saw the Lease record change, on its own monotonic clock, so
+//! clock skew between pods cannot make a live leader look expired (a holder whose clock runs
+//! behind) or a dead one look alive (a holder whose clock ran ahead). Written by hand rather
+//! than with `kube-lease-manager`: the controller needs the start of each successful renewal
+//! for its write fencing ([`Leadership`]) and a release on shutdown, around the same calls.
 
 use std::time::Duration;
 
@@ -10,12 +17,61 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ObjectMeta, PostParams};
 
 /// One candidate's view of a Lease.
-#[derive(Clone)]
 pub struct LeaseLock {
     api: Api<Lease>,
     name: String,
     identity: String,
     duration: Duration,
+    /// The Lease record as last seen, and when (this process's monotonic clock).
+    observed: std::sync::Mutex<Option<Observed>>,
+}
+
+/// The parts of a Lease that change on every renewal or hand-over: when any of them changes,
+/// the holder is alive (or a new one took over) as of the moment this process saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    holder: String,
+    renew_time: Option<Timestamp>,
+    acquire_time: Option<Timestamp>,
+    transitions: i32,
+    duration_seconds: i32,
+}
+
+impl Record {
+    fn of(spec: &LeaseSpec) -> Self {
+        Self {
+            holder: spec.holder_identity.clone().unwrap_or_default(),
+            renew_time: spec.renew_time.as_ref().map(|t| t.0),
+            acquire_time: spec.acquire_time.as_ref().map(|t| t.0),
+            transitions: spec.lease_transitions.unwrap_or(0),
+            duration_seconds: spec.lease_duration_seconds.unwrap_or(0),
+        }
+    }
+}
+
+/// A record and when this process first saw it.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    record: Record,
+    at: tokio::time::Instant,
+}
+
+/// Takes the record read `now` into what was observed, and says whether the holder's lease has
+/// expired by client-go's rule: no holder, or the same record seen unchanged for longer than
+/// the duration it declares. A record seen for the first time starts its duration now, so a
+/// replica that starts (or restarts) waits one full duration before it takes over a Lease
+/// whose holder stopped renewing.
+pub fn observe(observed: &mut Option<Observed>, record: Record, now: tokio::time::Instant) -> bool {
+    let held_for = Duration::from_secs(u64::try_from(record.duration_seconds).unwrap_or(0));
+    let no_holder = record.holder.is_empty();
+    let since = match observed {
+        Some(o) if o.record == record => o.at,
+        _ => {
+            *observed = Some(Observed { record, at: now });
+            now
+        }
+    };
+    no_holder || now.duration_since(since) > held_for
 }
 
 /// What an attempt to take or keep the Lease found.
@@ -39,7 +95,14 @@ impl LeaseLock {
             name: name.to_owned(),
             identity: identity.to_owned(),
             duration,
+            observed: std::sync::Mutex::new(None),
         }
+    }
+
+    fn observed(&self) -> std::sync::MutexGuard<'_, Option<Observed>> {
+        self.observed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// This candidate's identity.
@@ -66,13 +129,13 @@ impl LeaseLock {
         };
         let spec = lease.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.clone().unwrap_or_default();
-        let renewed = spec.renew_time.as_ref().map(|t| t.0);
-        let held_for = Duration::from_secs(
-            u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0),
+        let expired = observe(
+            &mut self.observed(),
+            Record::of(&spec),
+            tokio::time::Instant::now(),
         );
-        let expired = renewed.is_none_or(|at| now.duration_since(at).unsigned_abs() > held_for);
         let ours = holder == self.identity;
-        if !ours && !holder.is_empty() && !expired {
+        if !ours && !expired {
             return Ok(Attempt::Following { holder });
         }
         let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
@@ -82,13 +145,20 @@ impl LeaseLock {
             now
         };
         let mut next = lease.clone();
-        next.spec = Some(self.spec(acquired, now, transitions));
+        let written = self.spec(acquired, now, transitions);
+        next.spec = Some(written.clone());
         match self
             .api
             .replace(&self.name, &PostParams::default(), &next)
             .await
         {
-            Ok(_) => Ok(Attempt::Leading),
+            Ok(_) => {
+                *self.observed() = Some(Observed {
+                    record: Record::of(&written),
+                    at: tokio::time::Instant::now(),
+                });
+                Ok(Attempt::Leading)
+            }
             Err(e) if is_conflict(&e) => self.follower_of_current().await,
             Err(e) => Err(e),
         }
@@ -234,5 +304,69 @@ mod tests {
         leadership.renewed(now, Duration::from_secs(3600));
         leadership.lapse();
         assert_eq!(leadership.check(), Err(Lapsed));
+    }
+
+    fn record(holder: &str, renewed: &str) -> Record {
+        Record {
+            holder: holder.to_owned(),
+            renew_time: Some(renewed.parse().unwrap_or_else(|e| panic!("{e}"))),
+            acquire_time: None,
+            transitions: 0,
+            duration_seconds: 15,
+        }
+    }
+
+    /// The holder's clock runs an hour behind this replica's: its renewTime always looks an
+    /// hour old. Compared with the local clock it would look expired at every renewal and be
+    /// deposed while alive; by the client-go rule it is alive while its record keeps changing.
+    #[test]
+    fn a_live_holder_with_a_slow_clock_is_not_deposed() {
+        let start = tokio::time::Instant::now();
+        let mut observed = None;
+        let mut expired = Vec::new();
+        for second in (0..60).step_by(5) {
+            let renewed = format!("2026-11-30T00:{:02}:{:02}Z", second / 60, second % 60);
+            let now = start + Duration::from_secs(second);
+            expired.push(observe(&mut observed, record("a", &renewed), now));
+        }
+        assert!(expired.iter().all(|e| !e), "{expired:?}");
+    }
+
+    /// The holder's clock ran an hour ahead, then it died: its last renewTime lies in this
+    /// replica's future. Compared with the local clock it would look alive for an hour; by the
+    /// client-go rule it expires one duration after its record stopped changing.
+    #[test]
+    fn a_dead_holder_with_a_fast_clock_expires_after_one_duration() {
+        let start = tokio::time::Instant::now();
+        let mut observed = None;
+        let last = record("a", "2099-01-01T00:00:00Z");
+        assert!(!observe(&mut observed, last.clone(), start));
+        assert!(!observe(
+            &mut observed,
+            last.clone(),
+            start + Duration::from_secs(15)
+        ));
+        assert!(observe(
+            &mut observed,
+            last.clone(),
+            start + Duration::from_secs(16)
+        ));
+        // A renewal seen later starts the count again.
+        let renewed = record("a", "2099-01-01T00:00:10Z");
+        assert!(!observe(
+            &mut observed,
+            renewed,
+            start + Duration::from_secs(17)
+        ));
+    }
+
+    #[test]
+    fn a_lease_without_a_holder_is_free_at_once() {
+        let mut observed = None;
+        assert!(observe(
+            &mut observed,
+            record("", "2026-11-30T00:00:00Z"),
+            tokio::time::Instant::now()
+        ));
     }
 }

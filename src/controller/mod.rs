@@ -9,6 +9,7 @@
 //! talk to the Kubernetes API.
 
 pub mod active;
+pub mod claim_index;
 pub mod http;
 pub mod leader;
 pub mod metrics;
@@ -188,12 +189,12 @@ pub async fn run(
 
     // Stand by until this replica holds the Lease.
     let lease = settings.lease.as_ref().map(|l| {
-        leader::LeaseLock::new(
+        Arc::new(leader::LeaseLock::new(
             Api::<Lease>::namespaced(client.clone(), &l.namespace),
             &l.name,
             &settings.identity,
             l.duration,
-        )
+        ))
     });
     let lost = CancellationToken::new();
     let leadership = Arc::new(if lease.is_some() {
@@ -289,6 +290,7 @@ pub async fn run(
         namespaces,
         synced: synced.clone(),
         secret_index: secret_index::SecretIndex::default(),
+        claims: claim_index::ClaimIndex::default(),
         requeue: requeue_tx,
         failures: Default::default(),
         readers_granted: Default::default(),
@@ -303,6 +305,14 @@ pub async fn run(
     )
     .default_backoff()
     .reflect(configs_writer)
+    .inspect({
+        let ctx = ctx.clone();
+        move |event| {
+            if let Ok(event) = event {
+                ctx.claims.observe(event);
+            }
+        }
+    })
     .inspect(synced::mark_on_init_done(&synced, synced::Cache::Configs))
     .applied_objects();
     let global_stream = watcher(
@@ -332,7 +342,7 @@ pub async fn run(
     .touched_objects();
 
     let all = configs.clone();
-    let in_namespace = configs.clone();
+    let in_namespace = ctx.clone();
     let index_ctx = ctx.clone();
     let ready_flag = health.clone();
     let ready_synced = synced.clone();
@@ -351,13 +361,7 @@ pub async fn run(
                 .collect::<Vec<_>>()
         })
         .watches_stream(namespace_stream, move |ns: PartialObjectMeta<Namespace>| {
-            let name = ns.name_any();
-            in_namespace
-                .state()
-                .iter()
-                .filter(|c| c.namespace().as_deref() == Some(name.as_str()))
-                .map(|c| ObjectRef::from_obj(c.as_ref()))
-                .collect::<Vec<_>>()
+            in_namespace.claims.in_namespace(&ns.name_any())
         })
         .watches_stream(secret_stream, move |secret: PartialObjectMeta<Secret>| {
             let ns = secret.namespace().unwrap_or_default();

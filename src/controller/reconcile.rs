@@ -22,6 +22,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use super::claim_index::ClaimIndex;
 use super::metrics::{Metrics, TenantState};
 use super::mirrored;
 use super::plan::{self, ConditionInputs, Due, Gate, Intervals};
@@ -83,6 +84,8 @@ pub struct Context {
     pub synced: Arc<super::synced::Synced>,
     /// Which configs read which Secret.
     pub secret_index: SecretIndex,
+    /// Configs by tenant and namespace, from the config watch.
+    pub claims: ClaimIndex,
     /// Asks for other configs to be reconciled (e.g. the loser of a conflict when the winner
     /// goes).
     pub requeue: mpsc::UnboundedSender<ObjectRef<TenantMcpConfig>>,
@@ -221,9 +224,10 @@ fn binding(
         .is_some_and(|g| g.allow_unbound_namespaces);
     let tenant = &config.spec.tenant_id;
     let others: Vec<Arc<TenantMcpConfig>> = ctx
-        .configs
-        .state()
-        .into_iter()
+        .claims
+        .claiming(tenant)
+        .iter()
+        .filter_map(|r| ctx.configs.get(r))
         .filter(|c| &c.spec.tenant_id == tenant && c.uid() != config.uid())
         .collect();
     let namespace = |c: &TenantMcpConfig| {
@@ -965,9 +969,9 @@ async fn cleanup(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Erro
     ctx.secret_index.remove(&ns, &name);
     ctx.metrics.config_gone(&format!("{ns}/{name}"));
     // Another config of the same tenant may now be the one to serve it.
-    for other in ctx.configs.state() {
-        if other.spec.tenant_id == config.spec.tenant_id && other.uid() != config.uid() {
-            let _ = ctx.requeue.send(ObjectRef::from_obj(other.as_ref()));
+    for other in ctx.claims.claiming(&config.spec.tenant_id) {
+        if other.name != name || other.namespace.as_deref() != Some(ns.as_str()) {
+            let _ = ctx.requeue.send(other);
         }
     }
     info!(config = %format!("{ns}/{name}"), "cleaned up");

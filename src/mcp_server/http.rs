@@ -2,7 +2,6 @@
 //! size limit and a per-caller rate, and over stdio for a local agent.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -15,7 +14,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{AuthError, Authenticator};
-use super::limits::{Limits, RateLimiter};
+use super::limits::{Limits, RateLimiter, rate_key};
 use super::metrics::ServerMetrics;
 use super::tools::ManagementTools;
 
@@ -119,7 +118,7 @@ async fn guard(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) 
             return after_body(request, gate.max_request_bytes, response).await;
         }
     };
-    if let Err(wait) = gate.rate.check(&caller.subject, Instant::now()) {
+    if let Err(wait) = gate.rate.check(&rate_key(&caller)) {
         gate.metrics.refused("rate_limited");
         let mut response = refuse(
             StatusCode::TOO_MANY_REQUESTS,

@@ -152,12 +152,17 @@ pub fn directory_routes(manifests: &Manifests, routes: &Routes) {
     );
     let credentials_ns =
         global_spec.map_or(DEFAULT_CREDENTIALS_NAMESPACE, |g| &g.credentials_namespace);
+    // By (namespace, name): a scan per lookup made loading 10,000 tenants quadratic.
+    // The first of two Secrets with one name wins, as a scan would find it.
+    let mut secrets: HashMap<(String, String), &Secret> = HashMap::new();
+    for s in &manifests.secrets {
+        let ns = s.namespace().unwrap_or_else(|| "default".into());
+        secrets.entry((ns, s.name_any())).or_insert(s);
+    }
     let secret_in = |ns: &str, name: &str| {
-        manifests
-            .secrets
-            .iter()
-            .find(|s| s.namespace().as_deref().unwrap_or("default") == ns && s.name_any() == name)
-            .cloned()
+        secrets
+            .get(&(ns.to_owned(), name.to_owned()))
+            .map(|s| (*s).clone())
     };
     routes.set_global(routes::global_routes(global_spec, &|n| {
         secret_in(credentials_ns, n)

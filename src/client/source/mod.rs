@@ -14,6 +14,7 @@
 
 pub mod directory;
 mod global_secrets;
+pub mod slim;
 mod snapshots;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -96,6 +97,7 @@ pub async fn run_kube(
     };
     let config_stream = watcher(config_api, config_watch)
         .default_backoff()
+        .modify(slim::config)
         .reflect(configs_writer)
         .map(|e| e.map(Change::Config));
     // A client of one namespace reads that namespace's labels only (RBAC can grant exactly it).
@@ -108,6 +110,7 @@ pub async fn run_kube(
         namespace_watch,
     )
     .default_backoff()
+    .modify(slim::namespace)
     .reflect(namespaces_writer)
     .map(|e| e.map(Change::Namespace));
     let global_stream = watcher(
@@ -115,6 +118,7 @@ pub async fn run_kube(
         watcher::Config::default().fields(&format!("metadata.name={GLOBAL_CONFIG_NAME}")),
     )
     .default_backoff()
+    .modify(slim::global)
     .reflect(globals_writer)
     .map(|e| e.map(Change::Global));
     let internal_stream = futures::stream::poll_fn(move |cx| internal_rx.poll_recv(cx))

@@ -141,8 +141,9 @@ impl Snapshots {
         };
         self.attempted.insert(key.clone());
         match result {
-            Ok(Some(secret)) => {
+            Ok(Some(mut secret)) => {
                 self.last_error.remove(&key);
+                super::slim::snapshot(&mut secret);
                 self.cache.insert(key, secret);
                 users
             }

@@ -1,0 +1,331 @@
+//! The Kubernetes source at scale, on the API stand-in (in this process): N tenants, each a
+//! labelled namespace, a TenantMcpConfig with a `kubectl apply` annotation and a promoted
+//! status, and its snapshot Secret. The client's memory is measured in a child process (this
+//! binary again, `--kube-memory-child`), so the stand-in's own copy of the objects is not
+//! counted; then lookups run here while statuses are edited.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures::{StreamExt as _, TryStreamExt as _};
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt as _;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use tenant_mcp::api::TenantMcpConfig;
+use tenant_mcp::client::{ClientSettings, TenantClients};
+use tenant_mcp::config::candidate::ServerKey;
+use tenant_mcp_e2e::harness::Cluster;
+
+use super::manifests::{bucket, tenant};
+
+/// The stand-in with N tenants.
+pub struct Populated {
+    /// The stand-in.
+    pub cluster: Cluster,
+    /// The tenants, in order.
+    pub names: Vec<String>,
+}
+
+fn server_specs(t: &str, database: &str) -> serde_json::Value {
+    serde_json::json!({
+        "postgres": {"host": "127.0.0.1", "database": database, "sslMode": "disable",
+            "credentialsSecretRef": {"name": "creds"}},
+        "minio": {"endpoint": "http://127.0.0.1:9000", "bucket": bucket(t),
+            "credentialsSecretRef": {"name": "creds"}},
+        "aiMcpServer": {"url": "http://127.0.0.1:8080/mcp",
+            "bearerTokenSecretRef": {"name": "creds", "key": "token"}}
+    })
+}
+
+/// The status the controller would write after promoting `database`.
+fn status(t: &str, database: &str) -> serde_json::Value {
+    let specs = server_specs(t, database);
+    let active = |key: &str| {
+        serde_json::json!({"spec": specs[key], "snapshotSecret": "snap",
+            "specHash": format!("hash-{database}"), "promotedAt": "2026-11-30T00:00:00Z"})
+    };
+    serde_json::json!({"status": {
+        "observedGeneration": 1,
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "Ready", "message": "every declared server is active", "lastTransitionTime": "2026-11-30T00:00:00Z"},
+            {"type": "Validated", "status": "True", "reason": "Valid", "message": "the spec is valid", "lastTransitionTime": "2026-11-30T00:00:00Z"},
+            {"type": "Mirrored", "status": "True", "reason": "Mirrored", "message": "the active config is mirrored into tenant_configs", "lastTransitionTime": "2026-11-30T00:00:00Z"}
+        ],
+        "servers": {
+            "postgres": {"state": "Healthy", "lastCheckedAt": "2026-11-30T00:00:00Z", "latencyMs": 3, "specHash": "h", "secretVersions": {"creds": "1"}, "policyHash": "p"},
+            "minio": {"state": "Healthy", "lastCheckedAt": "2026-11-30T00:00:00Z", "latencyMs": 3, "specHash": "h", "secretVersions": {"creds": "1"}, "policyHash": "p"},
+            "aiMcpServer": {"state": "Healthy", "lastCheckedAt": "2026-11-30T00:00:00Z", "latencyMs": 3, "specHash": "h", "secretVersions": {"creds": "1"}, "policyHash": "p"}
+        },
+        "active": {"postgres": active("postgres"), "minio": active("minio"), "aiMcpServer": active("aiMcpServer")}
+    }})
+}
+
+/// Starts the stand-in and creates `n` tenants (64 at a time).
+pub async fn populate(n: usize) -> anyhow::Result<Populated> {
+    let cluster = Cluster::stand_in(Default::default()).await?;
+    cluster.install_crds().await?;
+    let client = cluster.client();
+    allow_loopback(&client).await?;
+    let names: Vec<String> = (0..n).map(|i| tenant("k", i)).collect();
+    futures::stream::iter(names.iter().cloned())
+        .map(|t| {
+            let client = client.clone();
+            async move { create_tenant(&client, &t).await.with_context(|| t.clone()) }
+        })
+        .buffer_unordered(64)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(Populated { cluster, names })
+}
+
+/// The GlobalMcpConfig allowing loopback servers, which the default policy denies.
+pub async fn allow_loopback(client: &kube::Client) -> anyhow::Result<()> {
+    Api::<tenant_mcp::api::GlobalMcpConfig>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "GlobalMcpConfig",
+                "metadata": {"name": "default"},
+                "spec": {"endpointPolicy": {"allowLoopback": true}}
+            }))?,
+        )
+        .await?;
+    Ok(())
+}
+
+async fn create_tenant(client: &kube::Client, t: &str) -> anyhow::Result<()> {
+    tenant_mcp_e2e::harness::create_namespace(client, t, Some(t)).await?;
+    let config = serde_json::json!({
+        "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "TenantMcpConfig",
+        "metadata": {"name": "config", "namespace": t},
+        "spec": {"tenantId": t, "servers": server_specs(t, "db0")}
+    });
+    // What `kubectl apply` leaves on every object it creates: the whole object again.
+    let mut applied = config.clone();
+    applied["metadata"]["annotations"] = serde_json::json!({
+        "kubectl.kubernetes.io/last-applied-configuration": config.to_string()
+    });
+    let configs: Api<TenantMcpConfig> = Api::namespaced(client.clone(), t);
+    let created = configs
+        .create(&PostParams::default(), &serde_json::from_value(applied)?)
+        .await?;
+    let uid = created.uid().context("no uid")?;
+    let snapshot = serde_json::json!({
+        "metadata": {"name": "snap", "namespace": t,
+            "labels": {"app.kubernetes.io/managed-by": "tenant-mcp"},
+            "ownerReferences": [{"apiVersion": "tenantmcp.dev/v1alpha1", "kind": "TenantMcpConfig",
+                "name": "config", "uid": uid, "controller": true}]},
+        "type": tenant_mcp::api::SNAPSHOT_TYPE,
+        "stringData": {"username": "u", "password": "p", "accessKeyId": "a",
+            "secretAccessKey": "s", "bearerToken": "tok"}
+    });
+    Api::<Secret>::namespaced(client.clone(), t)
+        .create(&PostParams::default(), &serde_json::from_value(snapshot)?)
+        .await?;
+    configs
+        .patch_status(
+            "config",
+            &PatchParams::default(),
+            &Patch::Merge(status(t, "db0")),
+        )
+        .await?;
+    Ok(())
+}
+
+/// RSS of the client process: before the client starts, and once it is in sync.
+pub struct ChildMemory {
+    /// Before `from_kube`.
+    pub before: u64,
+    /// In sync, every tenant routed.
+    pub loaded: u64,
+}
+
+/// Measures the client's memory in a child process against `populated`.
+pub async fn measure_memory(populated: &Populated) -> anyhow::Result<ChildMemory> {
+    let out = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("--kube-memory-child")
+        .arg(populated.cluster.kubeconfig())
+        .env(
+            "BENCH_SAMPLE",
+            format!(
+                "{},{}",
+                populated.names.first().map_or("", String::as_str),
+                populated.names.last().map_or("", String::as_str)
+            ),
+        )
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.success(),
+        "the memory child failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |name: &str| -> anyhow::Result<u64> {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .context(format!("no {name} in {stdout}"))?
+            .trim()
+            .parse()
+            .context(name.to_owned())
+    };
+    Ok(ChildMemory {
+        before: field("rss-before")?,
+        loaded: field("rss-loaded")?,
+    })
+}
+
+/// The child's side: start the client on `kubeconfig`, wait for sync, check that the sample
+/// tenants route to their own servers, print RSS before and after.
+pub async fn memory_child(kubeconfig: &Path) -> anyhow::Result<()> {
+    let before = super::rss()?;
+    let client = tenant_mcp_e2e::harness::client_for(kubeconfig).await?;
+    let clients = TenantClients::from_kube(
+        client,
+        ClientSettings {
+            sync_timeout: Duration::from_secs(600),
+            ..ClientSettings::default()
+        },
+    )
+    .await?;
+    let sample = std::env::var("BENCH_SAMPLE").unwrap_or_default();
+    for t in sample.split(',').filter(|t| !t.is_empty()) {
+        for key in [ServerKey::Postgres, ServerKey::Minio, ServerKey::AiMcp] {
+            let endpoint = clients
+                .endpoint(t, &key)
+                .with_context(|| format!("{t} {key:?}"))?;
+            anyhow::ensure!(
+                endpoint.origin == tenant_mcp::client::routes::Origin::Tenant,
+                "{t} is not on its own server"
+            );
+        }
+    }
+    // Let the watch tasks' buffers from the initial lists go.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    println!("rss-before {before}\nrss-loaded {}", super::rss()?);
+    clients.shutdown().await;
+    Ok(())
+}
+
+/// Lookups of cached Postgres pools by two OS threads, without edits and then while one task
+/// edits a random tenant's status every `every` (each edit moves the routes generation, so
+/// every tenant's next lookup re-checks its route).
+pub struct DuringEdits {
+    /// Lookups with no edits.
+    pub quiet: Vec<Duration>,
+    /// Lookups while edits land.
+    pub edited: Vec<Duration>,
+    /// Edits that landed during the second run.
+    pub edits: usize,
+    /// The second run's length.
+    pub seconds: f64,
+}
+
+/// Runs [`DuringEdits`] with `lookups` per thread.
+pub async fn lookups_during_edits(
+    populated: &Populated,
+    lookups: usize,
+    every: Duration,
+) -> anyhow::Result<DuringEdits> {
+    let clients = TenantClients::from_kube(
+        populated.cluster.client(),
+        ClientSettings {
+            sync_timeout: Duration::from_secs(600),
+            max_cached_tenants: populated.names.len() * 2,
+            idle_ttl: Duration::from_secs(3600),
+            ..ClientSettings::default()
+        },
+    )
+    .await?;
+    for name in &populated.names {
+        clients.postgres(name).await.context("warming")?;
+    }
+    let quiet = run_lookups(&clients, &populated.names, lookups).await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let editor = {
+        let (client, names, stop) = (
+            populated.cluster.client(),
+            populated.names.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let mut edits = 0usize;
+            let mut x = 0x2545_F491_4F6C_DD1Du64;
+            while !stop.is_cancelled() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let t = &names[usize::try_from(x % names.len() as u64).unwrap_or(0)];
+                let configs: Api<TenantMcpConfig> = Api::namespaced(client.clone(), t);
+                let db = format!("db{}", edits + 1);
+                if configs
+                    .patch_status(
+                        "config",
+                        &PatchParams::default(),
+                        &Patch::Merge(status(t, &db)),
+                    )
+                    .await
+                    .is_ok()
+                {
+                    edits += 1;
+                }
+                tokio::time::sleep(every).await;
+            }
+            edits
+        })
+    };
+    let started = Instant::now();
+    let edited = run_lookups(&clients, &populated.names, lookups).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    stop.cancel();
+    let edits = editor.await?;
+    clients.shutdown().await;
+    Ok(DuringEdits {
+        quiet,
+        edited,
+        edits,
+        seconds,
+    })
+}
+
+/// Two OS threads, `lookups` each, every call driven to completion on this runtime (a lookup
+/// after an edit may build its tenant's new pool, which awaits).
+async fn run_lookups(
+    clients: &TenantClients,
+    names: &[String],
+    lookups: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let handle = tokio::runtime::Handle::current();
+    let mut threads = Vec::new();
+    for seed in 0..2u64 {
+        let (clients, names, handle) = (clients.clone(), names.to_vec(), handle.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut out = Vec::with_capacity(lookups);
+            for _ in 0..lookups {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let name = &names[usize::try_from(x % names.len() as u64).unwrap_or(0)];
+                let started = Instant::now();
+                let pool = handle.block_on(clients.postgres(name))?;
+                out.push(started.elapsed());
+                drop(pool);
+            }
+            Ok::<_, anyhow::Error>(out)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in threads {
+        all.extend(
+            tokio::task::spawn_blocking(move || t.join())
+                .await?
+                .map_err(|_| anyhow::anyhow!("a lookup thread panicked"))??,
+        );
+    }
+    all.sort_unstable();
+    Ok(all)
+}
