@@ -1,27 +1,13 @@
-//! A map from tenant to value split into shards, each behind its own lock on its own cache
-//! line: lookups of different tenants from different cores do not write to one shared lock
-//! word, which a single `RwLock<HashMap>` makes them do on every read.
+//! A concurrent map from tenant to value: `dashmap`'s sharded map (each shard behind its own
+//! lock, so lookups of different tenants from different cores rarely meet on one lock word)
+//! under the few operations the client's caches need, named for what they do there.
 
-use std::collections::HashMap;
-use std::hash::BuildHasher as _;
-use std::sync::RwLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use crossbeam_utils::CachePadded;
+use dashmap::DashMap;
 use foldhash::fast::RandomState;
-
-use super::{read, write};
-
-/// Enough shards that two or a few dozen cores rarely meet on one.
-const SHARDS: usize = 64;
-
-type Shard<V> = CachePadded<RwLock<HashMap<String, V, RandomState>>>;
 
 /// The map.
 pub(crate) struct ShardedMap<V> {
-    shards: Box<[Shard<V>]>,
-    hasher: RandomState,
-    len: AtomicUsize,
+    map: DashMap<String, V, RandomState>,
 }
 
 impl<V> std::fmt::Debug for ShardedMap<V> {
@@ -35,25 +21,16 @@ impl<V> std::fmt::Debug for ShardedMap<V> {
 impl<V> Default for ShardedMap<V> {
     fn default() -> Self {
         Self {
-            shards: (0..SHARDS)
-                .map(|_| CachePadded::new(RwLock::new(HashMap::default())))
-                .collect(),
-            hasher: RandomState::default(),
-            len: AtomicUsize::new(0),
+            map: DashMap::with_hasher(RandomState::default()),
         }
     }
 }
 
 impl<V> ShardedMap<V> {
-    fn shard(&self, key: &str) -> &Shard<V> {
-        // The high bits: the shard's own HashMap uses the low ones of its own hash.
-        let h = self.hasher.hash_one(key);
-        &self.shards[(h >> 58) as usize % SHARDS]
-    }
-
-    /// Runs `f` on the value of `key` under the shard's read lock.
+    /// Runs `f` on the value of `key` under its shard's read lock.
     pub(crate) fn with<R>(&self, key: &str, f: impl FnOnce(Option<&V>) -> R) -> R {
-        f(read(self.shard(key)).get(key))
+        let entry = self.map.get(key);
+        f(entry.as_deref())
     }
 
     /// The value of `key`, or the one `make` returns inserted (and whether it was).
@@ -61,104 +38,78 @@ impl<V> ShardedMap<V> {
     where
         V: Clone,
     {
-        let shard = self.shard(key);
-        if let Some(v) = read(shard).get(key) {
+        // A read lock first: the hit needs no owned key and no write lock.
+        if let Some(v) = self.map.get(key) {
             return (v.clone(), false);
         }
-        let mut map = write(shard);
-        if let Some(v) = map.get(key) {
-            return (v.clone(), false);
-        }
-        let v = make();
-        map.insert(key.to_owned(), v.clone());
-        self.len.fetch_add(1, Ordering::Relaxed);
-        (v, true)
+        let mut inserted = false;
+        let v = self
+            .map
+            .entry(key.to_owned())
+            .or_insert_with(|| {
+                inserted = true;
+                make()
+            })
+            .clone();
+        (v, inserted)
     }
 
     /// Sets the value of `key`; returns the old one.
     pub(crate) fn insert(&self, key: &str, value: V) -> Option<V> {
-        let old = write(self.shard(key)).insert(key.to_owned(), value);
-        if old.is_none() {
-            self.len.fetch_add(1, Ordering::Relaxed);
-        }
-        old
+        self.map.insert(key.to_owned(), value)
     }
 
     /// Removes `key`; returns its value.
     pub(crate) fn remove(&self, key: &str) -> Option<V> {
-        let old = write(self.shard(key)).remove(key);
-        if old.is_some() {
-            self.len.fetch_sub(1, Ordering::Relaxed);
-        }
-        old
+        self.map.remove(key).map(|(_, v)| v)
     }
 
     /// Removes `key` only when `pred` holds for its value (checked under the lock).
     pub(crate) fn remove_if(&self, key: &str, pred: impl FnOnce(&V) -> bool) -> Option<V> {
-        let mut map = write(self.shard(key));
-        if !map.get(key).is_some_and(pred) {
-            return None;
-        }
-        let old = map.remove(key);
-        self.len.fetch_sub(1, Ordering::Relaxed);
-        old
+        self.map.remove_if(key, |_, v| pred(v)).map(|(_, v)| v)
     }
 
     /// Removes and returns every entry for which `pred` holds.
-    pub(crate) fn remove_where(&self, mut pred: impl FnMut(&V) -> bool) -> Vec<(String, V)> {
+    pub(crate) fn remove_where(&self, mut pred: impl FnMut(&V) -> bool) -> Vec<(String, V)>
+    where
+        V: Clone,
+    {
         let mut out = Vec::new();
-        for shard in &self.shards {
-            let mut map = write(shard);
-            let keys: Vec<String> = map
-                .iter()
-                .filter(|(_, v)| pred(v))
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in keys {
-                if let Some(v) = map.remove(&k) {
-                    out.push((k, v));
-                }
+        self.map.retain(|k, v| {
+            if pred(v) {
+                out.push((k.clone(), v.clone()));
+                false
+            } else {
+                true
             }
-        }
-        self.len.fetch_sub(out.len(), Ordering::Relaxed);
+        });
         out
     }
 
-    /// Replaces every entry at once; readers see each shard either before or after.
+    /// Replaces every entry: the new ones are inserted first and the others removed after, so
+    /// a key in both is never missing to a reader.
     pub(crate) fn replace_all(&self, all: impl IntoIterator<Item = (String, V)>) {
-        let mut fresh: Vec<HashMap<String, V, RandomState>> =
-            (0..SHARDS).map(|_| HashMap::default()).collect();
+        let mut keep = std::collections::HashSet::new();
         for (k, v) in all {
-            let h = self.hasher.hash_one(k.as_str());
-            fresh[(h >> 58) as usize % SHARDS].insert(k, v);
+            keep.insert(k.clone());
+            self.map.insert(k, v);
         }
-        let total = fresh.iter().map(HashMap::len).sum();
-        for (shard, map) in self.shards.iter().zip(fresh) {
-            *write(shard) = map;
-        }
-        self.len.store(total, Ordering::Relaxed);
+        self.map.retain(|k, _| keep.contains(k));
     }
 
     /// The key whose `rank` is smallest, with its rank (the least recently used, given last
     /// use as rank).
     pub(crate) fn min_key_by(&self, rank: impl Fn(&V) -> u64) -> Option<(String, u64)> {
-        let mut best: Option<(u64, String)> = None;
-        for shard in &self.shards {
-            for (k, v) in read(shard).iter() {
-                let r = rank(v);
-                if best.as_ref().is_none_or(|(b, _)| r < *b) {
-                    best = Some((r, k.clone()));
-                }
-            }
-        }
-        best.map(|(r, k)| (k, r))
+        self.map
+            .iter()
+            .map(|e| (rank(e.value()), e.key().clone()))
+            .min_by_key(|(r, _)| *r)
+            .map(|(r, k)| (k, r))
     }
 
     /// Runs `f` on every value, under each shard's read lock in turn (no copies).
     pub(crate) fn for_each(&self, mut f: impl FnMut(&V)) {
-        for shard in &self.shards {
-            read(shard).values().for_each(&mut f);
-        }
+        self.map.iter().for_each(|e| f(e.value()));
     }
 
     /// A copy of every value.
@@ -166,10 +117,7 @@ impl<V> ShardedMap<V> {
     where
         V: Clone,
     {
-        self.shards
-            .iter()
-            .flat_map(|s| read(s).values().cloned().collect::<Vec<_>>())
-            .collect()
+        self.map.iter().map(|e| e.value().clone()).collect()
     }
 
     /// A copy of every entry.
@@ -177,20 +125,15 @@ impl<V> ShardedMap<V> {
     where
         V: Clone,
     {
-        self.shards
+        self.map
             .iter()
-            .flat_map(|s| {
-                read(s)
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect::<Vec<_>>()
-            })
+            .map(|e| (e.key().clone(), e.value().clone()))
             .collect()
     }
 
     /// How many entries.
     pub(crate) fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
+        self.map.len()
     }
 }
 

@@ -105,6 +105,11 @@ fn fence(ctx: &Context) -> Result<(), Error> {
     ctx.leadership.check().map_err(|_| Error::LostLeadership)
 }
 
+tokio::task_local! {
+    /// Wall time the current reconcile spent in connection tests, for its timing.
+    static PROBING: std::cell::Cell<Duration>;
+}
+
 /// Entry point for kube-runtime: the finalizer dispatches to apply or cleanup.
 pub async fn reconcile(config: Arc<TenantMcpConfig>, ctx: Arc<Context>) -> Result<Action, Error> {
     // The gate reads the namespace and global caches and the conflict check reads the config
@@ -115,14 +120,29 @@ pub async fn reconcile(config: Arc<TenantMcpConfig>, ctx: Arc<Context>) -> Resul
     let ns = config.namespace().unwrap_or_default();
     let api: Api<TenantMcpConfig> = Api::namespaced(ctx.client.clone(), &ns);
     let id = format!("{ns}/{}", config.name_any());
-    let result = finalizer::finalizer(&api, FINALIZER, config, |event| async {
-        match event {
-            Finalizer::Apply(config) => apply(&config, &ctx).await,
-            Finalizer::Cleanup(config) => cleanup(&config, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| match e {
+    let started = Instant::now();
+    let (result, probing) = PROBING
+        .scope(std::cell::Cell::new(Duration::ZERO), async {
+            let result = finalizer::finalizer(&api, FINALIZER, config, |event| async {
+                match event {
+                    Finalizer::Apply(config) => apply(&config, &ctx).await,
+                    Finalizer::Cleanup(config) => cleanup(&config, &ctx).await,
+                }
+            })
+            .await;
+            (result, PROBING.with(std::cell::Cell::get))
+        })
+        .await;
+    // Every reconcile, whatever it did: adding the finalizer, applying, cleaning up, failing.
+    if let Some(timings) = &ctx.timings
+        && let Ok(mut t) = timings.lock()
+    {
+        t.push(ReconcileTiming {
+            total: started.elapsed(),
+            probing,
+        });
+    }
+    let result = result.map_err(|e| match e {
         finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
         // The finalizer patch tests the list it read: it fails when the cached config is
         // older than the stored one.
@@ -297,307 +317,433 @@ struct Resolved {
     in_sync: bool,
 }
 
+/// One reconcile's working state, passed through the phases of [`apply`]: what was read at
+/// the start, the status being built, and what the phases found along the way.
+struct Run<'a> {
+    config: &'a TenantMcpConfig,
+    ns: String,
+    id: String,
+    now: Timestamp,
+    /// The status as read; `status` is compared with it before writing.
+    previous: McpConfigStatus,
+    status: McpConfigStatus,
+    global: Globals,
+    gate: Gate,
+    declared: Vec<ServerKey>,
+    secrets_api: Api<Secret>,
+    /// Each Secret the spec reads, with the server type that reads it.
+    uses: Vec<(Option<ServerKey>, String)>,
+    /// Validation errors, config-wide and per server.
+    split: plan::SplitErrors,
+    /// Server types whose active entry is the spec as it is now.
+    in_sync: BTreeSet<ServerKey>,
+    /// When the next scheduled check is due.
+    next_check: Option<Duration>,
+    /// Wall time of the probes.
+    probing: Duration,
+    /// Snapshot Secrets read or written, by name.
+    snapshots: HashMap<String, Secret>,
+    /// Server types promoted by this reconcile.
+    promoted: Vec<String>,
+    /// Server types taken out of status.active, with why.
+    demoted: Vec<(String, String)>,
+}
+
+/// The reconcile of a config that is not being deleted, as a pipeline of phases: gate →
+/// resolve → probe → promote → mirror → report. Each phase reads and extends the [`Run`].
 async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error> {
-    let started = Instant::now();
-    let now = Timestamp::now();
+    let mut run = gate_phase(config, ctx);
+    if run.gate.clears_active() {
+        run.status.active = Default::default();
+    }
+    if run.gate == Gate::Served {
+        let due = resolve(&mut run, ctx).await?;
+        let outcomes = probe_due(&mut run, ctx, &due).await;
+        promote(&mut run, ctx, due, outcomes).await?;
+    }
+    let mirror_outcome = mirror_phase(&mut run, ctx).await?;
+    report(run, ctx, mirror_outcome).await
+}
+
+/// Gate: the binding rule's verdict on this config and its rivals (requeueing those whose
+/// status no longer matches), the flags, and which Secrets the spec reads.
+fn gate_phase<'a>(config: &'a TenantMcpConfig, ctx: &Context) -> Run<'a> {
     let ns = config.namespace().unwrap_or_default();
     let name = config.name_any();
-    let id = format!("{ns}/{name}");
-    let spec = &config.spec;
-    let generation = config.metadata.generation;
-    let previous = config.status.clone().unwrap_or_default();
-    let mut status = previous.clone();
     let global = globals(ctx);
     let (verdict, others) = binding(config, ctx, &global, false);
     requeue_stale_claims(ctx, &others);
     let gate = gate(config, &verdict, ctx, &global);
-    let declared = ServerKey::declared(&spec.servers);
-    let secrets_api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-
-    // Each Secret read, with the server that reads it.
-    let uses: Vec<(Option<ServerKey>, &str)> = spec
+    let spec = &config.spec;
+    let uses: Vec<(Option<ServerKey>, String)> = spec
         .servers
         .secret_uses()
         .into_iter()
         .map(|u| {
             let key = plan::key_of_path(&format!("spec.servers.{}", u.field), &spec.servers);
-            (key, u.name)
+            (key, u.name.to_owned())
         })
         .collect();
-    let reads: BTreeSet<String> = uses.iter().map(|(_, n)| (*n).to_owned()).collect();
-    ctx.secret_index.set(&ns, &name, reads.clone());
-
-    let mut split = plan::SplitErrors::default();
-    let mut in_sync = BTreeSet::new();
-    let mut next_check: Option<Duration> = None;
-    let mut probing = Duration::ZERO;
-    let mut snapshots: HashMap<String, Secret> = HashMap::new();
-    let mut promoted: Vec<String> = Vec::new();
-    // Server types taken out of status.active, with why.
-    let mut demoted: Vec<(String, String)> = Vec::new();
-
-    if gate.clears_active() {
-        status.active = Default::default();
+    let reads: BTreeSet<String> = uses.iter().map(|(_, n)| n.clone()).collect();
+    ctx.secret_index.set(&ns, &name, reads);
+    let previous = config.status.clone().unwrap_or_default();
+    Run {
+        config,
+        id: format!("{ns}/{name}"),
+        secrets_api: Api::namespaced(ctx.client.clone(), &ns),
+        ns,
+        now: Timestamp::now(),
+        status: previous.clone(),
+        previous,
+        global,
+        gate,
+        declared: ServerKey::declared(&spec.servers),
+        uses,
+        split: plan::SplitErrors::default(),
+        in_sync: BTreeSet::new(),
+        next_check: None,
+        probing: Duration::ZERO,
+        snapshots: HashMap::new(),
+        promoted: Vec::new(),
+        demoted: Vec::new(),
     }
-    if gate == Gate::Served {
-        split = plan::split_errors(&validate_tenant_spec(spec, &global.policy), &spec.servers);
-        // An active entry the policy in force denies leaves service now (a policy tightened,
-        // `requireTls` set): its tenant gets PolicyDenied, never the old server.
-        for key in &declared {
-            let denied = active::spec(&status.active, key)
-                .and_then(|server| policy_failure(server, &global.policy))
-                .filter(|f| f.reason == reason::POLICY_DENIED);
-            if let Some(f) = denied
-                && active::demote(&mut status.active, key)
-            {
-                demoted.push((key.as_string(), f.message));
-            }
+}
+
+/// Resolve: validates the spec, takes out of service an active entry the policy now denies,
+/// reads the Secrets and snapshots, and decides per server type whether it is due for a
+/// check now; returns those that are.
+async fn resolve(run: &mut Run<'_>, ctx: &Context) -> Result<Vec<(ServerKey, Resolved)>, Error> {
+    let spec = &run.config.spec;
+    let now = run.now;
+    run.split = plan::split_errors(
+        &validate_tenant_spec(spec, &run.global.policy),
+        &spec.servers,
+    );
+    // An active entry the policy in force denies leaves service now (a policy tightened,
+    // `requireTls` set): its tenant gets PolicyDenied, never the old server.
+    for key in &run.declared {
+        let denied = active::spec(&run.status.active, key)
+            .and_then(|server| policy_failure(server, &run.global.policy))
+            .filter(|f| f.reason == reason::POLICY_DENIED);
+        if let Some(f) = denied
+            && active::demote(&mut run.status.active, key)
+        {
+            run.demoted.push((key.as_string(), f.message));
         }
-        let mut fetched: HashMap<String, Option<Secret>> = HashMap::new();
-        for secret in &reads {
-            let found = secrets_api
-                .get_opt(secret)
-                .await
-                .map_err(|e| Error::kube(format!("reading Secret {ns}/{secret}"), e))?;
-            fetched.insert(secret.clone(), found);
+    }
+    let mut fetched: HashMap<String, Option<Secret>> = HashMap::new();
+    for (_, secret) in &run.uses {
+        if fetched.contains_key(secret) {
+            continue;
         }
-        read_snapshots(&secrets_api, &status, &mut snapshots).await?;
-        let intervals = Intervals {
-            revalidate: u64::try_from(spec.validation.revalidate_interval_seconds)
-                .ok()
-                .filter(|s| *s > 0)
-                .map(Duration::from_secs),
-            retry: ctx.settings.retry_interval,
+        let found = run
+            .secrets_api
+            .get_opt(secret)
+            .await
+            .map_err(|e| Error::kube(format!("reading Secret {}/{secret}", run.ns), e))?;
+        fetched.insert(secret.clone(), found);
+    }
+    read_snapshots(&run.secrets_api, &run.status, &mut run.snapshots).await?;
+    let intervals = intervals(run, ctx);
+    let lookup = |n: &str| fetched.get(n).cloned().flatten();
+    let mut due_now: Vec<(ServerKey, Resolved)> = Vec::new();
+    for key in run.declared.clone() {
+        let key_name = key.as_string();
+        let failure = if !run.split.config_wide.is_empty() {
+            Some(Failure::new(
+                reason::INVALID_SPEC,
+                run.split.config_wide.join("; "),
+                false,
+            ))
+        } else {
+            run.split.per_server.get(&key).cloned()
         };
-        let lookup = |n: &str| fetched.get(n).cloned().flatten();
-        let mut due_now: Vec<(ServerKey, Resolved)> = Vec::new();
-        for key in &declared {
-            let key_name = key.as_string();
-            let failure = if !split.config_wide.is_empty() {
-                Some(Failure::new(
-                    reason::INVALID_SPEC,
-                    split.config_wide.join("; "),
-                    false,
+        if let Some(failure) = failure {
+            run.status.servers.insert(
+                key_name,
+                failing(
+                    &failure,
+                    None,
+                    BTreeMap::new(),
+                    &run.global.policy_hash,
+                    now,
+                ),
+            );
+            continue;
+        }
+        let versions: BTreeMap<String, String> = run
+            .uses
+            .iter()
+            .filter(|(k, _)| k.as_ref() == Some(&key))
+            .filter_map(|(_, name)| {
+                let s = lookup(name)?;
+                Some((
+                    name.clone(),
+                    s.metadata.resource_version.clone().unwrap_or_default(),
                 ))
-            } else {
-                split.per_server.get(key).cloned()
-            };
-            if let Some(failure) = failure {
-                status.servers.insert(
+            })
+            .collect();
+        let candidate = match candidate::resolve(&spec.servers, &key, &lookup) {
+            Ok(c) => c,
+            Err(failure) => {
+                run.status.servers.insert(
                     key_name,
-                    failing(&failure, None, BTreeMap::new(), &global.policy_hash, now),
+                    failing(&failure, None, versions, &run.global.policy_hash, now),
                 );
                 continue;
             }
-            let versions: BTreeMap<String, String> = uses
-                .iter()
-                .filter(|(k, _)| k.as_ref() == Some(key))
-                .filter_map(|(_, name)| {
-                    let s = lookup(name)?;
-                    Some((
-                        (*name).to_owned(),
-                        s.metadata.resource_version.clone().unwrap_or_default(),
-                    ))
-                })
-                .collect();
-            let candidate = match candidate::resolve(&spec.servers, key, &lookup) {
-                Ok(c) => c,
-                Err(failure) => {
-                    status.servers.insert(
-                        key_name,
-                        failing(&failure, None, versions, &global.policy_hash, now),
-                    );
-                    continue;
-                }
-            };
-            let spec_hash = candidate.spec_hash();
-            let synced = match active::entry(&status.active, key) {
-                Some((hash, snap)) if hash == spec_hash => match snap {
-                    Some(snap) => snapshots
-                        .get(&snap)
-                        .is_some_and(|s| snapshot::holds(s, &candidate)),
-                    None => candidate.snapshot_data().is_empty(),
-                },
-                _ => false,
-            };
-            if synced {
-                in_sync.insert(key.clone());
-            }
-            let last = status.servers.get(&key_name);
-            let due = if synced || last.is_some_and(|h| h.spec_hash.as_deref() == Some(&spec_hash))
-            {
-                plan::due(
-                    last,
-                    &spec_hash,
-                    &versions,
-                    &global.policy_hash,
-                    now,
-                    intervals,
-                )
-            } else {
-                Due::Now
-            };
-            match due {
-                Due::Now => due_now.push((
-                    key.clone(),
-                    Resolved {
-                        candidate,
-                        versions,
-                        in_sync: synced,
-                    },
-                )),
-                Due::In(after) => next_check = Some(next_check.map_or(after, |n| n.min(after))),
-                Due::OnChange => {}
-            }
+        };
+        let spec_hash = candidate.spec_hash();
+        let synced = match active::entry(&run.status.active, &key) {
+            Some((hash, snap)) if hash == spec_hash => match snap {
+                Some(snap) => run
+                    .snapshots
+                    .get(&snap)
+                    .is_some_and(|s| snapshot::holds(s, &candidate)),
+                None => candidate.snapshot_data().is_empty(),
+            },
+            _ => false,
+        };
+        if synced {
+            run.in_sync.insert(key.clone());
         }
-
-        // Probe everything due at once; the global cap bounds the concurrency.
-        let probe_started = Instant::now();
-        let timeout = Duration::from_secs(
-            u64::try_from(spec.validation.connect_timeout_seconds).unwrap_or(5),
-        );
-        let outcomes = futures::future::join_all(due_now.iter().map(|(key, r)| {
-            probe(
-                ctx,
-                &global.policy,
-                &spec.tenant_id,
-                key,
-                &r.candidate,
-                timeout,
+        let last = run.status.servers.get(&key_name);
+        let due = if synced || last.is_some_and(|h| h.spec_hash.as_deref() == Some(&spec_hash)) {
+            plan::due(
+                last,
+                &spec_hash,
+                &versions,
+                &run.global.policy_hash,
+                now,
+                intervals,
             )
-        }))
-        .await;
-        if !outcomes.is_empty() {
-            probing = probe_started.elapsed();
+        } else {
+            Due::Now
+        };
+        match due {
+            Due::Now => due_now.push((
+                key,
+                Resolved {
+                    candidate,
+                    versions,
+                    in_sync: synced,
+                },
+            )),
+            Due::In(after) => run.next_check = Some(run.next_check.map_or(after, |n| n.min(after))),
+            Due::OnChange => {}
         }
-
-        for ((key, resolved), outcome) in due_now.into_iter().zip(outcomes) {
-            let key_name = key.as_string();
-            let spec_hash = resolved.candidate.spec_hash();
-            match outcome {
-                Ok(latency) => {
-                    if !resolved.in_sync {
-                        let data = resolved.candidate.snapshot_data();
-                        let snap_name = if data.is_empty() {
-                            None
-                        } else {
-                            let secret = snapshot::build(config, &key, &resolved.candidate);
-                            fence(ctx)?;
-                            let created = secrets_api
-                                .create(&PostParams::default(), &secret)
-                                .await
-                                .map_err(|e| {
-                                    Error::kube(
-                                        format!("creating a snapshot Secret for {key_name}"),
-                                        e,
-                                    )
-                                })?;
-                            let created_name = created.name_any();
-                            snapshots.insert(created_name.clone(), created);
-                            Some(created_name)
-                        };
-                        active::promote(
-                            &mut status.active,
-                            &key,
-                            &resolved.candidate,
-                            snap_name,
-                            now,
-                        );
-                        promoted.push(key_name.clone());
-                        in_sync.insert(key.clone());
-                    }
-                    status.servers.insert(
-                        key_name,
-                        ServerHealth {
-                            state: ServerState::Healthy,
-                            reason: None,
-                            message: None,
-                            last_checked_at: Some(
-                                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
-                            ),
-                            latency_ms: i64::try_from(latency.as_millis()).ok(),
-                            spec_hash: Some(spec_hash),
-                            secret_versions: resolved.versions,
-                            policy_hash: Some(global.policy_hash.clone()),
-                        },
-                    );
-                }
-                Err(failure) => {
-                    // The active entry itself now connects somewhere the policy denies (its
-                    // name resolves elsewhere since promotion): out of service. A server that
-                    // is merely down keeps serving as last-known-good.
-                    if resolved.in_sync
-                        && failure.reason == reason::POLICY_DENIED
-                        && active::demote(&mut status.active, &key)
-                    {
-                        in_sync.remove(&key);
-                        demoted.push((key_name.clone(), failure.message.clone()));
-                    }
-                    status.servers.insert(
-                        key_name,
-                        failing(
-                            &failure,
-                            Some(spec_hash),
-                            resolved.versions,
-                            &global.policy_hash,
-                            now,
-                        ),
-                    );
-                }
-            }
-            if let Some(h) = status.servers.get(&key.as_string()) {
-                let again = plan::due(
-                    Some(h),
-                    h.spec_hash.as_deref().unwrap_or_default(),
-                    &h.secret_versions,
-                    &global.policy_hash,
-                    now,
-                    intervals,
-                );
-                if let Due::In(after) = again {
-                    next_check = Some(next_check.map_or(after, |n| n.min(after)));
-                }
-            }
-        }
-        active::retain_declared(&mut status.active, &declared);
-        status
-            .servers
-            .retain(|k, _| ServerKey::parse(k).is_some_and(|k| declared.contains(&k)));
     }
+    Ok(due_now)
+}
 
-    // The mirror follows the served (or disabled) config; losers and unbound configs leave
-    // the tenant's row alone.
-    let mirror_outcome = match (&ctx.mirror, &gate) {
-        (Some(writer), Gate::Served | Gate::Disabled(_)) => {
-            let state = mirrored::state(&gate).unwrap_or(MirrorState::Disabled);
-            if gate != Gate::Served {
-                read_snapshots(&secrets_api, &status, &mut snapshots).await?;
+/// The spec's revalidation interval and the controller's retry interval.
+fn intervals(run: &Run<'_>, ctx: &Context) -> Intervals {
+    Intervals {
+        revalidate: u64::try_from(run.config.spec.validation.revalidate_interval_seconds)
+            .ok()
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs),
+        retry: ctx.settings.retry_interval,
+    }
+}
+
+/// Probe: connection-tests everything due at once; the global cap bounds the concurrency.
+async fn probe_due(
+    run: &mut Run<'_>,
+    ctx: &Context,
+    due: &[(ServerKey, Resolved)],
+) -> Vec<Result<Duration, Failure>> {
+    let started = Instant::now();
+    let timeout = Duration::from_secs(
+        u64::try_from(run.config.spec.validation.connect_timeout_seconds).unwrap_or(5),
+    );
+    let outcomes = futures::future::join_all(due.iter().map(|(key, r)| {
+        probe(
+            ctx,
+            &run.global.policy,
+            &run.config.spec.tenant_id,
+            key,
+            &r.candidate,
+            timeout,
+        )
+    }))
+    .await;
+    if !outcomes.is_empty() {
+        run.probing = started.elapsed();
+    }
+    outcomes
+}
+
+/// Promote: a passing server not yet active gets a snapshot Secret and becomes the active
+/// entry; every probed server's health is recorded; an active entry that now connects where
+/// the policy denies is taken out of service; entries of undeclared types go.
+async fn promote(
+    run: &mut Run<'_>,
+    ctx: &Context,
+    due: Vec<(ServerKey, Resolved)>,
+    outcomes: Vec<Result<Duration, Failure>>,
+) -> Result<(), Error> {
+    let now = run.now;
+    let intervals = intervals(run, ctx);
+    for ((key, resolved), outcome) in due.into_iter().zip(outcomes) {
+        let key_name = key.as_string();
+        let spec_hash = resolved.candidate.spec_hash();
+        match outcome {
+            Ok(latency) => {
+                if !resolved.in_sync {
+                    let snap_name = if resolved.candidate.snapshot_data().is_empty() {
+                        None
+                    } else {
+                        let secret = snapshot::build(run.config, &key, &resolved.candidate);
+                        fence(ctx)?;
+                        let created = run
+                            .secrets_api
+                            .create(&PostParams::default(), &secret)
+                            .await
+                            .map_err(|e| {
+                                Error::kube(format!("creating a snapshot Secret for {key_name}"), e)
+                            })?;
+                        let created_name = created.name_any();
+                        run.snapshots.insert(created_name.clone(), created);
+                        Some(created_name)
+                    };
+                    active::promote(
+                        &mut run.status.active,
+                        &key,
+                        &resolved.candidate,
+                        snap_name,
+                        now,
+                    );
+                    run.promoted.push(key_name.clone());
+                    run.in_sync.insert(key.clone());
+                }
+                run.status.servers.insert(
+                    key_name,
+                    ServerHealth {
+                        state: ServerState::Healthy,
+                        reason: None,
+                        message: None,
+                        last_checked_at: Some(
+                            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+                        ),
+                        latency_ms: i64::try_from(latency.as_millis()).ok(),
+                        spec_hash: Some(spec_hash),
+                        secret_versions: resolved.versions,
+                        policy_hash: Some(run.global.policy_hash.clone()),
+                    },
+                );
             }
-            let version = mirrored::version(
-                [
-                    resource_version(config),
-                    global.resource_version,
-                    ctx.namespaces
-                        .get(&ObjectRef::new(&ns))
-                        .and_then(|n| resource_version(n.as_ref())),
-                ]
-                .into_iter()
-                .chain(snapshots.values().map(resource_version)),
-            );
-            fence(ctx)?;
-            let outcome = mirror(writer, config, &status, state, &snapshots, version).await;
-            ctx.metrics.mirror_written(
-                &id,
-                outcome.as_ref().map(|_| ()).map_err(|f| f.reason.as_str()),
-            );
-            Some(outcome)
+            Err(failure) => {
+                // The active entry itself now connects somewhere the policy denies (its
+                // name resolves elsewhere since promotion): out of service. A server that
+                // is merely down keeps serving as last-known-good.
+                if resolved.in_sync
+                    && failure.reason == reason::POLICY_DENIED
+                    && active::demote(&mut run.status.active, &key)
+                {
+                    run.in_sync.remove(&key);
+                    run.demoted
+                        .push((key_name.clone(), failure.message.clone()));
+                }
+                run.status.servers.insert(
+                    key_name,
+                    failing(
+                        &failure,
+                        Some(spec_hash),
+                        resolved.versions,
+                        &run.global.policy_hash,
+                        now,
+                    ),
+                );
+            }
         }
-        _ => {
-            ctx.metrics.mirror_released(&id);
-            None
+        if let Some(h) = run.status.servers.get(&key.as_string()) {
+            let again = plan::due(
+                Some(h),
+                h.spec_hash.as_deref().unwrap_or_default(),
+                &h.secret_versions,
+                &run.global.policy_hash,
+                now,
+                intervals,
+            );
+            if let Due::In(after) = again {
+                run.next_check = Some(run.next_check.map_or(after, |n| n.min(after)));
+            }
         }
-    };
+    }
+    active::retain_declared(&mut run.status.active, &run.declared);
+    let declared = &run.declared;
+    run.status
+        .servers
+        .retain(|k, _| ServerKey::parse(k).is_some_and(|k| declared.contains(&k)));
+    Ok(())
+}
 
+/// Mirror: the served (or disabled) config's row; losers and unbound configs leave the
+/// tenant's row alone.
+async fn mirror_phase(
+    run: &mut Run<'_>,
+    ctx: &Context,
+) -> Result<Option<Result<(), Failure>>, Error> {
+    let (Some(writer), Gate::Served | Gate::Disabled(_)) = (&ctx.mirror, &run.gate) else {
+        ctx.metrics.mirror_released(&run.id);
+        return Ok(None);
+    };
+    let state = mirrored::state(&run.gate).unwrap_or(MirrorState::Disabled);
+    if run.gate != Gate::Served {
+        read_snapshots(&run.secrets_api, &run.status, &mut run.snapshots).await?;
+    }
+    let version = mirrored::version(
+        [
+            resource_version(run.config),
+            run.global.resource_version,
+            ctx.namespaces
+                .get(&ObjectRef::new(&run.ns))
+                .and_then(|n| resource_version(n.as_ref())),
+        ]
+        .into_iter()
+        .chain(run.snapshots.values().map(resource_version)),
+    );
+    fence(ctx)?;
+    let outcome = mirror(
+        writer,
+        run.config,
+        &run.status,
+        state,
+        &run.snapshots,
+        version,
+    )
+    .await;
+    ctx.metrics.mirror_written(
+        &run.id,
+        outcome.as_ref().map(|_| ()).map_err(|f| f.reason.as_str()),
+    );
+    Ok(Some(outcome))
+}
+
+/// Report: conditions, the snapshot readers' Role, the status write, Events and metrics for
+/// what changed, and the old snapshots' collection; returns when to look again.
+async fn report(
+    run: Run<'_>,
+    ctx: &Context,
+    mirror_outcome: Option<Result<(), Failure>>,
+) -> Result<Action, Error> {
+    let Run {
+        config,
+        id,
+        now,
+        previous,
+        mut status,
+        gate,
+        declared,
+        split,
+        in_sync,
+        next_check,
+        probing,
+        promoted,
+        demoted,
+        ..
+    } = run;
     plan::update_conditions(
         &mut status,
         &ConditionInputs {
@@ -607,7 +753,7 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
             invalid: &split.per_server,
             in_sync: &in_sync,
             mirror: mirror_outcome.as_ref(),
-            generation,
+            generation: config.metadata.generation,
             now,
         },
     );
@@ -662,14 +808,7 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
     if let Some(wait) = collect_snapshots(ctx, config, &status, now).await? {
         requeue = Some(requeue.map_or(wait, |r| r.min(wait)));
     }
-    if let Some(timings) = &ctx.timings
-        && let Ok(mut t) = timings.lock()
-    {
-        t.push(ReconcileTiming {
-            total: started.elapsed(),
-            probing,
-        });
-    }
+    let _ = PROBING.try_with(|p| p.set(probing));
     info!(config = %id, state = ?state, promoted = ?promoted, "reconciled");
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }

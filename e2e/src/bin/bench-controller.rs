@@ -9,7 +9,11 @@
 //!   encrypted mirror row, status).
 //!
 //! For each: configs per second from controller start until all N are `Ready=True`, and
-//! p50/p99 of the time one reconcile took minus the wall time of its probes.
+//! p50/p99 of the time one reconcile took minus the wall time of its probes. Both runs are
+//! repeated (`--runs`, 5 by default) for their spread; then one full run at 10,000 tenants
+//! (`--large`), after which a `tenant-mcp controller` process (the release binary, so
+//! `cargo build --release -p tenant-mcp` first) takes over the same 10,000 configs and its
+//! RSS is read once it has reconciled them all.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,6 +36,12 @@ struct Args {
     /// Tenants per run.
     #[arg(long, env = "BENCH_TENANTS", default_value_t = 1000)]
     tenants: usize,
+    /// Times each run is repeated.
+    #[arg(long, env = "BENCH_RUNS", default_value_t = 5)]
+    runs: usize,
+    /// Tenants of the large full run (0: none).
+    #[arg(long, env = "BENCH_LARGE", default_value_t = 10_000)]
+    large: usize,
     /// Where to write the results (a section of this Markdown file is replaced).
     #[arg(long, env = "BENCH_OUTPUT", default_value = "docs/benchmarks.md")]
     output: std::path::PathBuf,
@@ -44,7 +54,11 @@ struct RunResult {
     reconciles: usize,
     p50: Duration,
     p99: Duration,
+    p999: Duration,
     probe_p50: Duration,
+    /// RSS of this whole process (stand-in with every object, controller, clients) when all
+    /// were Ready.
+    bench_rss: u64,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -59,16 +73,100 @@ async fn main() -> anyhow::Result<()> {
     tenant_mcp_e2e::stack::install_crypto_provider();
     let pg = Postgres::start()?;
     let mut results = Vec::new();
-    for with_postgres in [false, true] {
-        results.push(run(&pg, args.tenants, with_postgres).await?);
+    for round in 0..args.runs {
+        for with_postgres in [false, true] {
+            eprintln!(
+                "round {}: {} tenants, postgres {with_postgres}",
+                round + 1,
+                args.tenants
+            );
+            let (result, _) = run(&pg, args.tenants, with_postgres, false).await?;
+            results.push(result);
+        }
     }
-    let report = render(&results);
+    let mut large = None;
+    if args.large > 0 {
+        eprintln!("large run: {} tenants", args.large);
+        large = Some(run(&pg, args.large, true, true).await?);
+    }
+    let report = render(&results, large.as_ref());
     println!("{report}");
     write_section(&args.output, &report)?;
     Ok(())
 }
 
-async fn run(pg: &Postgres, n: usize, with_postgres: bool) -> anyhow::Result<RunResult> {
+/// Resident set size of process `pid` (`self` for this one), in bytes.
+fn rss_of(pid: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("no VmRSS")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kib * 1024)
+}
+
+/// The separate controller process's RSS, once it has reconciled all `n` configs, and how long
+/// that took.
+struct ProcessMemory {
+    rss: u64,
+    reconciles: u64,
+    took: Duration,
+}
+
+/// Starts `tenant-mcp controller` (no mirror) on `cluster`'s configs and reads its RSS after
+/// it counted at least `n` reconciles and then one more quiet second.
+async fn controller_process_rss(cluster: &Cluster, n: usize) -> anyhow::Result<ProcessMemory> {
+    use tenant_mcp_e2e::controller_process::{ControllerOptions, ControllerProcess};
+    let dir = tempfile::tempdir()?;
+    let started = Instant::now();
+    let process = ControllerProcess::start_logging(
+        &ControllerOptions {
+            kubeconfig: cluster.kubeconfig(),
+            dir: dir.path(),
+            identity: "bench-process",
+            lease_namespace: "default",
+            mirror: None,
+            lease_seconds: 15,
+        },
+        "warn",
+    );
+    let reconciles = |text: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with("tenant_mcp_reconciles_total "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    };
+    loop {
+        let seen = reconciles(&process.metrics());
+        if seen >= n as u64 {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(900),
+            "the controller process reconciled {seen} of {n} in 15 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(ProcessMemory {
+        rss: rss_of(&process.pid().to_string())?,
+        reconciles: reconciles(&process.metrics()),
+        took,
+    })
+}
+
+async fn run(
+    pg: &Postgres,
+    n: usize,
+    with_postgres: bool,
+    measure_process: bool,
+) -> anyhow::Result<(RunResult, Option<ProcessMemory>)> {
     let cluster = Cluster::stand_in(Default::default()).await?;
     cluster.install_crds().await?;
     let client = cluster.client();
@@ -155,8 +253,14 @@ async fn run(pg: &Postgres, n: usize, with_postgres: bool) -> anyhow::Result<Run
     let all: Api<TenantMcpConfig> = Api::all(client.clone());
     wait_all_ready(&all, n, started).await?;
     let elapsed = started.elapsed();
+    let bench_rss = rss_of("self")?;
     shutdown.cancel();
     task.await.context("controller task")??;
+    let process = if measure_process {
+        Some(controller_process_rss(&cluster, n).await?)
+    } else {
+        None
+    };
     let timings: Vec<ReconcileTiming> = timings.lock().map(|t| t.clone()).unwrap_or_default();
     let mut overhead: Vec<Duration> = timings
         .iter()
@@ -169,19 +273,24 @@ async fn run(pg: &Postgres, n: usize, with_postgres: bool) -> anyhow::Result<Run
         .map(|t| t.probing)
         .collect();
     probes.sort_unstable();
-    Ok(RunResult {
-        label: if with_postgres {
-            "full: one Postgres server per tenant"
-        } else {
-            "baseline: no servers declared"
+    Ok((
+        RunResult {
+            label: if with_postgres {
+                "full: one Postgres server per tenant"
+            } else {
+                "baseline: no servers declared"
+            },
+            tenants: n,
+            elapsed,
+            reconciles: overhead.len(),
+            p50: quantile(&overhead, 0.50),
+            p99: quantile(&overhead, 0.99),
+            p999: quantile(&overhead, 0.999),
+            probe_p50: quantile(&probes, 0.50),
+            bench_rss,
         },
-        tenants: n,
-        elapsed,
-        reconciles: overhead.len(),
-        p50: quantile(&overhead, 0.50),
-        p99: quantile(&overhead, 0.99),
-        probe_p50: quantile(&probes, 0.50),
-    })
+        process,
+    ))
 }
 
 /// How long without a single config turning Ready before the run is declared stalled.
@@ -259,34 +368,95 @@ fn reasons(configs: &[&TenantMcpConfig]) -> std::collections::BTreeMap<String, u
     counts
 }
 
-fn render(results: &[RunResult]) -> String {
+fn row(r: &RunResult, run: &str) -> String {
+    format!(
+        "| {} | {run} | {} | {:.1} s | {:.0} | {} | {} | {} | {} | {} |\n",
+        r.label,
+        r.tenants,
+        r.elapsed.as_secs_f64(),
+        r.tenants as f64 / r.elapsed.as_secs_f64(),
+        r.reconciles,
+        ms(r.p50),
+        ms(r.p99),
+        ms(r.p999),
+        if r.probe_p50.is_zero() {
+            "–".into()
+        } else {
+            ms(r.probe_p50)
+        },
+    )
+}
+
+fn render(results: &[RunResult], large: Option<&(RunResult, Option<ProcessMemory>)>) -> String {
     let mut out = String::from(
-        "| run | tenants | until all Ready | configs/s | reconciles | p50 reconcile (excl. probes) | p99 reconcile (excl. probes) | p50 probe wall time |\n|---|---|---|---|---|---|---|---|\n",
+        "| run | # | tenants | until all Ready | configs/s | reconciles | p50 reconcile (excl. probes) | p99 | p99.9 | p50 probe wall time |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    for r in results {
-        out.push_str(&format!(
-            "| {} | {} | {:.1} s | {:.0} | {} | {} | {} | {} |\n",
-            r.label,
-            r.tenants,
-            r.elapsed.as_secs_f64(),
-            r.tenants as f64 / r.elapsed.as_secs_f64(),
-            r.reconciles,
-            ms(r.p50),
-            ms(r.p99),
-            if r.probe_p50.is_zero() {
-                "–".into()
-            } else {
-                ms(r.probe_p50)
-            },
-        ));
+    let rounds = results.len() / 2;
+    for (i, pair) in results.chunks(2).enumerate() {
+        for r in pair {
+            out.push_str(&row(r, &format!("{}/{rounds}", i + 1)));
+        }
     }
-    if let [base, full] = results {
+    if let Some((r, _)) = large {
+        out.push_str(&row(r, "large"));
+    }
+    let spread = |with: &str, f: &dyn Fn(&RunResult) -> f64, unit: &str| {
+        let values: Vec<f64> = results
+            .iter()
+            .filter(|r| r.label.starts_with(with))
+            .map(f)
+            .collect();
+        let (lo, hi) = values
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+        let mut sorted = values.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+        format!("{median:.1}{unit} (range {lo:.1}–{hi:.1})")
+    };
+    let rate = |r: &RunResult| r.tenants as f64 / r.elapsed.as_secs_f64();
+    let p99 = |r: &RunResult| r.p99.as_secs_f64() * 1e3;
+    out.push_str(&format!(
+        "\nOver {rounds} rounds, median and range: baseline {} configs/s, p99 {}; full {} \
+configs/s, p99 {}.\n",
+        spread("baseline", &rate, ""),
+        spread("baseline", &p99, " ms"),
+        spread("full", &rate, ""),
+        spread("full", &p99, " ms"),
+    ));
+    if let Some((r, process)) = large {
+        let full_rates: Vec<f64> = results
+            .iter()
+            .filter(|r| r.label.starts_with("full"))
+            .map(rate)
+            .collect();
+        let median = {
+            let mut s = full_rates.clone();
+            s.sort_by(f64::total_cmp);
+            s.get(s.len() / 2).copied().unwrap_or(0.0)
+        };
         out.push_str(&format!(
-            "\nRatios full / baseline: time until all Ready ×{:.2}, p50 reconcile ×{:.2}, p99 reconcile ×{:.2}.\n",
-            full.elapsed.as_secs_f64() / base.elapsed.as_secs_f64(),
-            full.p50.as_secs_f64() / base.p50.as_secs_f64().max(1e-9),
-            full.p99.as_secs_f64() / base.p99.as_secs_f64().max(1e-9),
+            "\nLarge run: {} tenants at {:.0} configs/s (×{:.2} the median {}-tenant full run); \
+this process (stand-in holding every object, controller, Postgres clients) at {:.0} MiB RSS \
+when all were Ready.",
+            r.tenants,
+            rate(r),
+            rate(r) / median.max(1e-9),
+            results.first().map_or(0, |r| r.tenants),
+            r.bench_rss as f64 / (1024.0 * 1024.0),
         ));
+        if let Some(p) = process {
+            out.push_str(&format!(
+                " A `tenant-mcp controller` process then took over the same {} configs (no mirror): \
+{} reconciles in {:.1} s, **RSS {:.1} MiB** ({:.1} KiB per config).",
+                r.tenants,
+                p.reconciles,
+                p.took.as_secs_f64(),
+                p.rss as f64 / (1024.0 * 1024.0),
+                p.rss as f64 / r.tenants as f64 / 1024.0,
+            ));
+        }
+        out.push('\n');
     }
     out
 }
@@ -298,8 +468,9 @@ Method: one process starts the API stand-in, a real Postgres (the tenants' datab
 the controller in-process (reconcile concurrency 16, probe cap 32). Per run, N labelled namespaces with \
 a TenantMcpConfig each (and, in the full run, a Secret and a Postgres server) exist before the \
 controller starts; the clock runs from controller start until a list shows all N `Ready=True`. \
-Reconcile times are every reconcile the controller ran (adding the finalizer, the promoting one, and the \
-one its own status write triggers), each minus the wall time of its probes; the full run also \
+Reconcile times are every reconcile the controller ran, timed around the whole finalizer call \
+(the pass that only adds the finalizer, the promoting one, the one its own status write triggers, \
+and any that failed and were retried), each minus the wall time of its probes; the full run also \
 creates a snapshot Secret and writes an encrypted mirror row per tenant. The baseline run, in the same \
 process and minute, is the controller's fixed cost per tenant; ratios compare the two.\n\n{table}",
         measured_line("cargo run --release -p tenant-mcp-e2e --bin bench-controller")
