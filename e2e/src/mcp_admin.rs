@@ -1,6 +1,7 @@
 //! Driving the management MCP server in tests: tokens for each kind of caller, the server on a
 //! local port, and a tool call through rmcp's Streamable HTTP client.
 
+use axum::serve::ListenerExt as _;
 use std::sync::Arc;
 
 use rmcp::ServiceExt as _;
@@ -80,6 +81,9 @@ impl AdminServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/mcp", listener.local_addr()?);
         let until = stop.clone();
+        let listener = listener.tap_io(|stream| {
+            let _ = stream.set_nodelay(true);
+        });
         tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(until.cancelled_owned())

@@ -1,5 +1,6 @@
 //! `tenant-mcp mcp-server`: the management MCP server, over Streamable HTTP (default) or stdio.
 
+use axum::serve::ListenerExt as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -127,6 +128,11 @@ pub fn run(args: &McpServerArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         tracing::info!(address = %args.listen, "management MCP server on /mcp");
+        // Without TCP_NODELAY a response written in two parts on a kept-alive connection
+        // waits out the client's delayed ACK: 40 ms per MCP request after the first.
+        let listener = listener.tap_io(|stream| {
+            let _ = stream.set_nodelay(true);
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 wait_for_signal().await;

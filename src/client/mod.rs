@@ -427,6 +427,16 @@ const PRESSURE_EVERY: Duration = Duration::from_millis(100);
 
 // Each write to the client's maps is one insert, remove or swap: a panic cannot leave one
 // half-changed, so a poisoned lock is still safe to use.
+fn read<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn wrong(tenant: &str, key: &ServerKey, expected: &'static str) -> ClientError {
     ClientError::WrongKind {
         tenant: tenant.to_owned(),

@@ -36,46 +36,61 @@ pub struct SourceDocument {
 /// Splits a file's text into documents (`---` separated YAML, or JSON), expanding `kind: List`.
 /// Empty documents are dropped.
 pub fn parse_documents(source: &str, text: &str) -> Vec<SourceDocument> {
-    let mut out = Vec::new();
-    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let position = i + 1;
-        // Through YAML's own value first: it refuses a key given twice in one mapping, which
-        // kubectl refuses too and which tools would read differently (first or last wins).
-        let content = serde_yaml_ng::Value::deserialize(doc)
-            .and_then(Value::deserialize)
-            .map_err(|e| match duplicate_key(text, &e) {
-                Some(message) => message,
-                None => format!("not valid YAML: {e}"),
-            });
-        match content {
-            Ok(Value::Null) => {}
-            Ok(Value::Object(map))
-                if map.get("kind").and_then(Value::as_str) == Some("List")
-                    && map.get("items").is_some_and(Value::is_array) =>
-            {
-                if let Some(Value::Array(items)) = map.get("items") {
-                    out.extend(items.iter().map(|item| SourceDocument {
+    documents(source, text).collect()
+}
+
+/// The documents of a file one at a time, as [`parse_documents`] returns them: a caller that
+/// converts each and drops it holds one parsed document at a time, not the whole file's (a
+/// directory of 10,000 tenants is tens of megabytes of parsed values).
+pub fn documents<'a>(source: &'a str, text: &'a str) -> impl Iterator<Item = SourceDocument> + 'a {
+    let mut stopped = false;
+    serde_yaml_ng::Deserializer::from_str(text)
+        .enumerate()
+        .map_while(move |(i, doc)| {
+            if stopped {
+                return None;
+            }
+            let position = i + 1;
+            // Through YAML's own value first: it refuses a key given twice in one mapping,
+            // which kubectl refuses too and which tools would read differently (first or last
+            // wins).
+            let content = serde_yaml_ng::Value::deserialize(doc)
+                .and_then(Value::deserialize)
+                .map_err(|e| match duplicate_key(text, &e) {
+                    Some(message) => message,
+                    None => format!("not valid YAML: {e}"),
+                });
+            let docs = match content {
+                Ok(Value::Null) => Vec::new(),
+                Ok(Value::Object(map))
+                    if map.get("kind").and_then(Value::as_str) == Some("List")
+                        && map.get("items").is_some_and(Value::is_array) =>
+                {
+                    match map.get("items") {
+                        Some(Value::Array(items)) => items
+                            .iter()
+                            .map(|item| SourceDocument {
+                                source: source.to_owned(),
+                                position,
+                                content: Ok(item.clone()),
+                            })
+                            .collect(),
+                        _ => Vec::new(),
+                    }
+                }
+                content => {
+                    // The YAML stream cannot continue past a syntax error.
+                    stopped = content.is_err();
+                    vec![SourceDocument {
                         source: source.to_owned(),
                         position,
-                        content: Ok(item.clone()),
-                    }));
+                        content,
+                    }]
                 }
-            }
-            content => {
-                let stop = content.is_err();
-                out.push(SourceDocument {
-                    source: source.to_owned(),
-                    position,
-                    content,
-                });
-                // The YAML stream cannot continue past a syntax error.
-                if stop {
-                    break;
-                }
-            }
-        }
-    }
-    out
+            };
+            Some(docs)
+        })
+        .flatten()
 }
 
 /// Describes a duplicate-key error of the YAML parser with the lines of both entries (the

@@ -1,6 +1,7 @@
 //! `/metrics` (OpenMetrics text), `/healthz` (the process serves) and `/readyz` (caches synced,
 //! or standing by for the Lease).
 
+use axum::serve::ListenerExt as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -48,6 +49,9 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .with_state(Shared { metrics, health });
     tokio::spawn(async move {
+        let listener = listener.tap_io(|stream| {
+            let _ = stream.set_nodelay(true);
+        });
         let _ = axum::serve(listener, router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await;

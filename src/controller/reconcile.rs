@@ -51,13 +51,16 @@ pub const MANAGER: &str = "tenant-mcp-controller";
 /// The only `GlobalMcpConfig` that is used.
 pub const GLOBAL_NAME: &str = "default";
 
-/// How long one reconcile took, and how much of it was spent waiting on probes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How long one reconcile took, how much of it was spent waiting on probes, and how long each
+/// phase of the reconcile took (none for a reconcile that only added the finalizer or cleaned up).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReconcileTiming {
     /// The whole reconcile.
     pub total: Duration,
     /// Wall time of the probes (they run concurrently).
     pub probing: Duration,
+    /// Each phase that ran, in order, with its wall time (`probe` includes `probing`).
+    pub phases: Vec<(&'static str, Duration)>,
 }
 
 /// Everything a reconcile needs: clients, caches, settings, metrics.
@@ -107,7 +110,7 @@ fn fence(ctx: &Context) -> Result<(), Error> {
 
 tokio::task_local! {
     /// Wall time the current reconcile spent in connection tests, for its timing.
-    static PROBING: std::cell::Cell<Duration>;
+    static TIMES: std::cell::RefCell<(Duration, Vec<(&'static str, Duration)>)>;
 }
 
 /// Entry point for kube-runtime: the finalizer dispatches to apply or cleanup.
@@ -121,17 +124,20 @@ pub async fn reconcile(config: Arc<TenantMcpConfig>, ctx: Arc<Context>) -> Resul
     let api: Api<TenantMcpConfig> = Api::namespaced(ctx.client.clone(), &ns);
     let id = format!("{ns}/{}", config.name_any());
     let started = Instant::now();
-    let (result, probing) = PROBING
-        .scope(std::cell::Cell::new(Duration::ZERO), async {
-            let result = finalizer::finalizer(&api, FINALIZER, config, |event| async {
-                match event {
-                    Finalizer::Apply(config) => apply(&config, &ctx).await,
-                    Finalizer::Cleanup(config) => cleanup(&config, &ctx).await,
-                }
-            })
-            .await;
-            (result, PROBING.with(std::cell::Cell::get))
-        })
+    let (result, (probing, phases)) = TIMES
+        .scope(
+            std::cell::RefCell::new((Duration::ZERO, Vec::new())),
+            async {
+                let result = finalizer::finalizer(&api, FINALIZER, config, |event| async {
+                    match event {
+                        Finalizer::Apply(config) => apply(&config, &ctx).await,
+                        Finalizer::Cleanup(config) => cleanup(&config, &ctx).await,
+                    }
+                })
+                .await;
+                (result, TIMES.with(|t| t.take()))
+            },
+        )
         .await;
     // Every reconcile, whatever it did: adding the finalizer, applying, cleaning up, failing.
     if let Some(timings) = &ctx.timings
@@ -140,6 +146,7 @@ pub async fn reconcile(config: Arc<TenantMcpConfig>, ctx: Arc<Context>) -> Resul
         t.push(ReconcileTiming {
             total: started.elapsed(),
             probing,
+            phases,
         });
     }
     let result = result.map_err(|e| match e {
@@ -352,17 +359,31 @@ struct Run<'a> {
 /// The reconcile of a config that is not being deleted, as a pipeline of phases: gate →
 /// resolve → probe → promote → mirror → report. Each phase reads and extends the [`Run`].
 async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error> {
+    let mut clock = Instant::now();
+    let mut mark = |phase: &'static str| {
+        let now = Instant::now();
+        let took = now - clock;
+        clock = now;
+        let _ = TIMES.try_with(|t| t.borrow_mut().1.push((phase, took)));
+    };
     let mut run = gate_phase(config, ctx);
     if run.gate.clears_active() {
         run.status.active = Default::default();
     }
+    mark("gate");
     if run.gate == Gate::Served {
         let due = resolve(&mut run, ctx).await?;
+        mark("resolve");
         let outcomes = probe_due(&mut run, ctx, &due).await;
+        mark("probe");
         promote(&mut run, ctx, due, outcomes).await?;
+        mark("promote");
     }
     let mirror_outcome = mirror_phase(&mut run, ctx).await?;
-    report(run, ctx, mirror_outcome).await
+    mark("mirror");
+    let action = report(run, ctx, mirror_outcome).await;
+    mark("report");
+    action
 }
 
 /// Gate: the binding rule's verdict on this config and its rivals (requeueing those whose
@@ -808,7 +829,7 @@ async fn report(
     if let Some(wait) = collect_snapshots(ctx, config, &status, now).await? {
         requeue = Some(requeue.map_or(wait, |r| r.min(wait)));
     }
-    let _ = PROBING.try_with(|p| p.set(probing));
+    let _ = TIMES.try_with(|t| t.borrow_mut().0 = probing);
     info!(config = %id, state = ?state, promoted = ?promoted, "reconciled");
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }

@@ -59,6 +59,58 @@ struct RunResult {
     /// RSS of this whole process (stand-in with every object, controller, clients) when all
     /// were Ready.
     bench_rss: u64,
+    /// Wall time per reconcile phase, over every reconcile that ran the phase, and for the
+    /// rest of each reconcile ("finalizer and the rest": the finalizer patch, the wait for
+    /// the caches, and every reconcile that only added the finalizer).
+    phases: Vec<(&'static str, Vec<Duration>)>,
+}
+
+/// Every reconcile's time split by phase.
+fn by_phase(timings: &[ReconcileTiming]) -> Vec<(&'static str, Vec<Duration>)> {
+    let mut out: Vec<(&'static str, Vec<Duration>)> = Vec::new();
+    let mut rest = Vec::with_capacity(timings.len());
+    for t in timings {
+        let mut accounted = Duration::ZERO;
+        for (phase, took) in &t.phases {
+            accounted += *took;
+            match out.iter_mut().find(|(p, _)| p == phase) {
+                Some((_, v)) => v.push(*took),
+                None => out.push((phase, vec![*took])),
+            }
+        }
+        rest.push(t.total.saturating_sub(accounted));
+    }
+    out.push(("finalizer and the rest", rest));
+    for (_, v) in &mut out {
+        v.sort_unstable();
+    }
+    out
+}
+
+/// Where the reconcile time of `r` went, by phase.
+fn render_phases(r: &RunResult) -> String {
+    let total: f64 = r
+        .phases
+        .iter()
+        .flat_map(|(_, v)| v.iter())
+        .map(Duration::as_secs_f64)
+        .sum();
+    let mut out = format!(
+        "\nWhere the reconcile time of the {}-tenant full run went (`probe` is the connection tests' wall time):\n\n\
+| phase | reconciles that ran it | p50 | p99 | share of all reconcile time |\n|---|---|---|---|---|\n",
+        r.tenants
+    );
+    for (phase, v) in &r.phases {
+        let sum: f64 = v.iter().map(Duration::as_secs_f64).sum();
+        out.push_str(&format!(
+            "| {phase} | {} | {} | {} | {:.0} % |\n",
+            v.len(),
+            ms(quantile(v, 0.5)),
+            ms(quantile(v, 0.99)),
+            sum / total.max(1e-12) * 100.0
+        ));
+    }
+    out
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -288,6 +340,7 @@ async fn run(
             p999: quantile(&overhead, 0.999),
             probe_p50: quantile(&probes, 0.50),
             bench_rss,
+            phases: by_phase(&timings),
         },
         process,
     ))
@@ -424,7 +477,11 @@ configs/s, p99 {}.\n",
         spread("full", &rate, ""),
         spread("full", &p99, " ms"),
     ));
+    if let Some(last_full) = results.iter().rev().find(|r| r.label.starts_with("full")) {
+        out.push_str(&render_phases(last_full));
+    }
     if let Some((r, process)) = large {
+        out.push_str(&render_phases(r));
         let full_rates: Vec<f64> = results
             .iter()
             .filter(|r| r.label.starts_with("full"))

@@ -4,6 +4,7 @@
 //! tenant or for all), and reports in every answer, and in [`AiMcpServer::served`], which
 //! server served which tenant, so tests can prove where a request went.
 
+use axum::serve::ListenerExt as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -278,6 +279,11 @@ impl AiMcpServer {
                     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
                         return;
                     };
+                    // As a production server would: without it every request after the
+                    // first on a kept-alive connection waits out a 40 ms delayed ACK.
+                    let listener = listener.tap_io(|stream| {
+                        let _ = stream.set_nodelay(true);
+                    });
                     let _ = axum::serve(listener, router)
                         .with_graceful_shutdown(async move {
                             let _ = rx.await;

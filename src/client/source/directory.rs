@@ -20,7 +20,7 @@ use crate::api::{
 use crate::client::error::ClientError;
 use crate::client::routes::{self, Routes};
 use crate::config::EndpointPolicy;
-use crate::config::manifest::parse_documents;
+use crate::config::manifest::documents;
 
 /// The objects of a directory of manifests.
 #[derive(Default)]
@@ -78,7 +78,7 @@ pub fn load_directory(dir: &Path) -> Result<Manifests, ClientError> {
         let text = std::fs::read_to_string(&file)
             .map_err(|e| ClientError::Source(format!("reading {}: {e}", file.display())))?;
         let source = file.display().to_string();
-        for doc in parse_documents(&source, &text) {
+        for doc in documents(&source, &text) {
             let at = format!("{source} document {}", doc.position);
             let value = doc
                 .content

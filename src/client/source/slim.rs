@@ -10,15 +10,23 @@ use kube::core::PartialObjectMeta;
 
 use crate::api::conditions;
 use crate::api::{GlobalMcpConfig, TenantMcpConfig};
+use crate::config::candidate::ServerKey;
 
 /// Drops from a config what routing does not read: `managedFields`, annotations, labels (the
 /// watch's label selector ran on the server), the owner references, and from status every
-/// condition but `Ready` and every server-health field but its reason and message.
+/// condition but `Ready`, the health of every server type that has an active entry, and of
+/// the others every field but reason and message.
 pub fn config(config: &mut TenantMcpConfig) {
     strip_metadata(config);
     config.labels_mut().clear();
     if let Some(status) = config.status.as_mut() {
         status.conditions.retain(|c| c.type_ == conditions::READY);
+        // A server type's health is read only to say why it has no active entry.
+        let active = &status.active;
+        status.servers.retain(|key, _| {
+            ServerKey::parse(key)
+                .is_none_or(|k| crate::controller::active::spec(active, &k).is_none())
+        });
         for health in status.servers.values_mut() {
             health.last_checked_at = None;
             health.latency_ms = None;
@@ -29,9 +37,12 @@ pub fn config(config: &mut TenantMcpConfig) {
     }
 }
 
-/// Drops from a namespace all but its name and labels (the tenant binding label).
+/// Drops from a namespace all but its name and the tenant binding label.
 pub fn namespace(namespace: &mut PartialObjectMeta<Namespace>) {
     strip_metadata(namespace);
+    if let Some(labels) = namespace.metadata.labels.as_mut() {
+        labels.retain(|k, _| k == crate::api::TENANT_LABEL);
+    }
 }
 
 /// Drops `managedFields` and annotations from the GlobalMcpConfig.
@@ -39,12 +50,14 @@ pub fn global(global: &mut GlobalMcpConfig) {
     strip_metadata(global);
 }
 
-/// Drops `managedFields` and annotations from a snapshot Secret; its owner references and
-/// labels stay (they prove which config it belongs to), and its data.
+/// Drops `managedFields`, annotations and labels from a snapshot Secret; its type and owner
+/// references stay (they prove which config it belongs to), and its data.
 pub fn snapshot(secret: &mut Secret) {
     let meta = &mut secret.metadata;
     meta.managed_fields = None;
     meta.annotations = None;
+    // Ownership is proven by the type and the owner reference, not by labels.
+    meta.labels = None;
 }
 
 fn strip_metadata<K: kube::Resource>(object: &mut K) {

@@ -15,6 +15,12 @@
 //!   would do), and with a new connector each time;
 //! - connection set-up on real servers, cold and warm ([`setup`]).
 
+// The allocator is the application's choice; `--features mimalloc` measures the library
+// under mimalloc instead of the system's (glibc) malloc.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod kube_source;
 mod manifests;
 mod setup;
@@ -52,8 +58,11 @@ struct Args {
     #[arg(long, env = "BENCH_SETUP_TENANTS", default_value_t = 200)]
     setup_tenants: usize,
     /// Milliseconds between status edits during the edited lookups.
-    #[arg(long, env = "BENCH_EDIT_EVERY_MS", default_value_t = 10)]
+    #[arg(long, env = "BENCH_EDIT_EVERY_MS", default_value_t = 2)]
     edit_every_ms: u64,
+    /// Measure memory only (both sources), print it and write nothing.
+    #[arg(long, env = "BENCH_ONLY_MEMORY")]
+    only_memory: bool,
     /// Internal: run as the Kubernetes-source memory child against this kubeconfig.
     #[arg(long, env = "BENCH_KUBE_MEMORY_CHILD", hide = true)]
     kube_memory_child: Option<std::path::PathBuf>,
@@ -81,10 +90,14 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("{} tenants on the API stand-in", args.tenants);
     let populated = kube_source::populate(args.tenants).await?;
     let kube_memory = kube_source::measure_memory(&populated).await?;
+    if args.only_memory {
+        println!("{}", render_memory(&memory, args.tenants, &kube_memory));
+        return Ok(());
+    }
     eprintln!("lookups while statuses are edited");
     let during_edits = kube_source::lookups_during_edits(
         &populated,
-        args.lookups / 4,
+        args.lookups,
         Duration::from_millis(args.edit_every_ms),
     )
     .await?;

@@ -63,6 +63,10 @@ pub async fn measure(n: usize) -> anyhow::Result<Vec<Timed>> {
         ClientSettings {
             max_cached_tenants: n * 2,
             idle_ttl: Duration::from_secs(3600),
+            // Room for one connection per tenant: under the default cap of 100, tenants past
+            // the hundredth would take their connection from another's pool, and "warm"
+            // would measure reconnects.
+            max_postgres_connections: u32::try_from(n).unwrap_or(u32::MAX).saturating_add(50),
             ..ClientSettings::default()
         },
     )?;
