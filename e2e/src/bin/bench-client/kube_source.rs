@@ -253,12 +253,9 @@ pub async fn lookups_during_edits(
         );
         tokio::spawn(async move {
             let mut edits = 0usize;
-            let mut x = 0x2545_F491_4F6C_DD1Du64;
+            let mut picker = super::Picker::from_state(0x2545_F491_4F6C_DD1D);
             while !stop.is_cancelled() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let t = &names[usize::try_from(x % names.len() as u64).unwrap_or(0)];
+                let t = picker.pick(&names);
                 let configs: Api<TenantMcpConfig> = Api::namespaced(client.clone(), t);
                 let db = format!("db{}", edits + 1);
                 if configs
@@ -291,41 +288,16 @@ pub async fn lookups_during_edits(
     })
 }
 
-/// Two OS threads, `lookups` each, every call driven to completion on this runtime (a lookup
-/// after an edit may build its tenant's new pool, which awaits).
+/// Lookups of `names` by two OS threads, every call driven to completion on this runtime (a
+/// lookup after an edit may build its tenant's new pool, which awaits).
 async fn run_lookups(
     clients: &TenantClients,
     names: &[String],
     lookups: usize,
 ) -> anyhow::Result<Vec<Duration>> {
-    let handle = tokio::runtime::Handle::current();
-    let mut threads = Vec::new();
-    for seed in 0..2u64 {
-        let (clients, names, handle) = (clients.clone(), names.to_vec(), handle.clone());
-        threads.push(std::thread::spawn(move || {
-            let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-            let mut out = Vec::with_capacity(lookups);
-            for _ in 0..lookups {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let name = &names[usize::try_from(x % names.len() as u64).unwrap_or(0)];
-                let started = Instant::now();
-                let pool = handle.block_on(clients.postgres(name))?;
-                out.push(started.elapsed());
-                drop(pool);
-            }
-            Ok::<_, anyhow::Error>(out)
-        }));
-    }
-    let mut all = Vec::new();
-    for t in threads {
-        all.extend(
-            tokio::task::spawn_blocking(move || t.join())
-                .await?
-                .map_err(|_| anyhow::anyhow!("a lookup thread panicked"))??,
-        );
-    }
-    all.sort_unstable();
-    Ok(all)
+    let (clients, handle) = (clients.clone(), tokio::runtime::Handle::current());
+    super::two_threads(names, lookups, move |name| {
+        Ok(handle.block_on(clients.postgres(name))?)
+    })
+    .await
 }

@@ -127,8 +127,8 @@ async fn main() -> anyhow::Result<()> {
         "a tenant without a config is not on the global server"
     );
     eprintln!("hot lookups");
-    let hot = two_threads(&clients, &names, args.lookups)?;
-    let hot_fallback = two_threads(&clients, &fallback, args.lookups)?;
+    let hot = two_threads(&names, args.lookups, cached_pool(&clients)).await?;
+    let hot_fallback = two_threads(&fallback, args.lookups, cached_pool(&clients)).await?;
     // Each cached Postgres pool holds a descriptor (its egress relay's socket): close these
     // 10,000 before the cold run builds 10,000 more. The routes stay for the baselines.
     clients.shutdown().await;
@@ -182,29 +182,92 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Hot lookups of `names` by two OS threads, `lookups` each.
-fn two_threads(
-    clients: &TenantClients,
+/// xorshift: a cheap, deterministic pseudo-random order of tenants.
+pub struct Picker(u64);
+
+impl Picker {
+    /// The order of lookup thread `seed` (a different one per seed).
+    pub fn for_thread(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// The order that starts from `state` (not zero).
+    pub fn from_state(state: u64) -> Self {
+        Self(state)
+    }
+
+    /// The next tenant of `names`.
+    pub fn pick<'a>(&mut self, names: &'a [String]) -> &'a str {
+        let x = &mut self.0;
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        &names[usize::try_from(*x % names.len() as u64).unwrap_or(0)]
+    }
+}
+
+/// `lookups` timed calls of `lookup` on tenants of `names` in a [`Picker`] order, on each of
+/// two OS threads; all the timings, sorted. What `lookup` returns is dropped after its timing.
+/// The threads are joined off the runtime's workers, so a lookup may block on the runtime.
+async fn two_threads<T, F>(
     names: &[String],
     lookups: usize,
-) -> anyhow::Result<Vec<Duration>> {
+    lookup: F,
+) -> anyhow::Result<Vec<Duration>>
+where
+    T: Send + 'static,
+    F: Fn(&str) -> anyhow::Result<T> + Clone + Send + 'static,
+{
     let mut threads = Vec::new();
     for seed in 0..2u64 {
-        let clients = clients.clone();
-        let names = names.to_vec();
+        let (names, lookup) = (names.to_vec(), lookup.clone());
         threads.push(std::thread::spawn(move || {
-            hot_lookups(&clients, &names, lookups, seed)
+            let mut picker = Picker::for_thread(seed);
+            let mut out = Vec::with_capacity(lookups);
+            for _ in 0..lookups {
+                let name = picker.pick(&names);
+                let started = Instant::now();
+                let found = lookup(name)?;
+                out.push(started.elapsed());
+                drop(found);
+            }
+            Ok::<_, anyhow::Error>(out)
         }));
     }
     let mut all = Vec::new();
     for t in threads {
         all.extend(
-            t.join()
+            tokio::task::spawn_blocking(move || t.join())
+                .await?
                 .map_err(|_| anyhow::anyhow!("a lookup thread panicked"))??,
         );
     }
     all.sort_unstable();
     Ok(all)
+}
+
+/// A lookup of a cached pool that must not wait: the hot path.
+fn cached_pool(
+    clients: &TenantClients,
+) -> impl Fn(&str) -> anyhow::Result<sqlx::PgPool> + Clone + Send + 'static {
+    let clients = clients.clone();
+    move |name| {
+        Ok(clients
+            .postgres(name)
+            .now_or_never()
+            .context("a cached lookup awaited")??)
+    }
+}
+
+/// A table row of timings: samples, p50, p99, p99.9.
+fn timing_row(label: &str, s: &[Duration]) -> String {
+    format!(
+        "| {label} | {} | {} | {} | {} |\n",
+        s.len(),
+        us(quantile(s, 0.5)),
+        us(quantile(s, 0.99)),
+        us(quantile(s, 0.999))
+    )
 }
 
 /// Resolving and building a tenant's three clients on every request, with the connector and
@@ -367,15 +430,6 @@ after {} warm-up cycles {}; after 25 %, 50 %, 75 % and 100 % of the remaining cy
 }
 
 fn render_edits(e: &kube_source::DuringEdits, tenants: usize, every_ms: u64) -> String {
-    let row = |label: &str, s: &[Duration]| {
-        format!(
-            "| {label} | {} | {} | {} | {} |\n",
-            s.len(),
-            us(quantile(s, 0.5)),
-            us(quantile(s, 0.99)),
-            us(quantile(s, 0.999))
-        )
-    };
     let mut out = format!(
         "\nLookups while configs change (Kubernetes source, {tenants} tenants on the API stand-in \
 in this process, every pool cached; each call driven to completion with `block_on` from two OS \
@@ -387,8 +441,8 @@ tenant's next lookup builds a new pool.\n\n\
         e.edits,
         e.edits as f64 / e.seconds.max(1e-9),
     );
-    out.push_str(&row("no edits", &e.quiet));
-    out.push_str(&row("while statuses are edited", &e.edited));
+    out.push_str(&timing_row("no edits", &e.quiet));
+    out.push_str(&timing_row("while statuses are edited", &e.edited));
     out
 }
 
@@ -511,32 +565,6 @@ poll): p50 {}, p99 {}, max {} (target p99 under 1 s).\n",
     )
 }
 
-fn hot_lookups(
-    clients: &TenantClients,
-    names: &[String],
-    lookups: usize,
-    seed: u64,
-) -> anyhow::Result<Vec<Duration>> {
-    // xorshift: cheap, deterministic tenant order, different per thread.
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(lookups);
-    for _ in 0..lookups {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let name = &names[usize::try_from(x % names.len() as u64).unwrap_or(0)];
-        let started = Instant::now();
-        let pool = clients
-            .postgres(name)
-            .now_or_never()
-            .context("a cached lookup awaited")??;
-        let elapsed = started.elapsed();
-        drop(pool);
-        out.push(elapsed);
-    }
-    Ok(out)
-}
-
 /// The lookup and build timings.
 struct Lookups<'a> {
     hot: &'a [Duration],
@@ -547,34 +575,25 @@ struct Lookups<'a> {
 }
 
 fn render(tenants: usize, l: &Lookups<'_>) -> String {
-    let row = |label: &str, s: &[Duration]| {
-        format!(
-            "| {label} | {} | {} | {} | {} |\n",
-            s.len(),
-            us(quantile(s, 0.5)),
-            us(quantile(s, 0.99)),
-            us(quantile(s, 0.999))
-        )
-    };
     let mut out =
         String::from("| measurement | samples | p50 | p99 | p99.9 |\n|---|---|---|---|---|\n");
-    out.push_str(&row(
+    out.push_str(&timing_row(
         &format!("hot lookup, {tenants} tenants on their own servers, 2 threads"),
         l.hot,
     ));
-    out.push_str(&row(
+    out.push_str(&timing_row(
         &format!("hot lookup, {tenants} tenants on the global servers (fallback), 2 threads"),
         l.hot_fallback,
     ));
-    out.push_str(&row(
+    out.push_str(&timing_row(
         "cold build of a tenant's three clients (cache miss)",
         l.cold,
     ));
-    out.push_str(&row(
+    out.push_str(&timing_row(
         "baseline: resolve and build the three clients per request, one shared connector and pool",
         l.per_request,
     ));
-    out.push_str(&row(
+    out.push_str(&timing_row(
         "the same with a new connector and pool per request",
         l.new_connector,
     ));
