@@ -453,18 +453,22 @@ fn render(results: &[RunResult], large: Option<&(RunResult, Option<ProcessMemory
     if let Some((r, _)) = large {
         out.push_str(&row(r, "large"));
     }
-    let spread = |with: &str, f: &dyn Fn(&RunResult) -> f64, unit: &str| {
-        let values: Vec<f64> = results
+    // Median (the upper one of an even count), lowest and highest of `f` over the rounds of
+    // the runs labelled `with`.
+    let stats = |with: &str, f: &dyn Fn(&RunResult) -> f64| {
+        let mut values: Vec<f64> = results
             .iter()
             .filter(|r| r.label.starts_with(with))
             .map(f)
             .collect();
-        let (lo, hi) = values
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
-        let mut sorted = values.clone();
-        sorted.sort_by(f64::total_cmp);
-        let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+        values.sort_by(f64::total_cmp);
+        let median = values.get(values.len() / 2).copied().unwrap_or(0.0);
+        let lo = values.first().copied().unwrap_or(f64::MAX);
+        let hi = values.last().copied().unwrap_or(f64::MIN);
+        (median, lo, hi)
+    };
+    let spread = |with: &str, f: &dyn Fn(&RunResult) -> f64, unit: &str| {
+        let (median, lo, hi) = stats(with, f);
         format!("{median:.1}{unit} (range {lo:.1}–{hi:.1})")
     };
     let rate = |r: &RunResult| r.tenants as f64 / r.elapsed.as_secs_f64();
@@ -482,16 +486,7 @@ configs/s, p99 {}.\n",
     }
     if let Some((r, process)) = large {
         out.push_str(&render_phases(r));
-        let full_rates: Vec<f64> = results
-            .iter()
-            .filter(|r| r.label.starts_with("full"))
-            .map(rate)
-            .collect();
-        let median = {
-            let mut s = full_rates.clone();
-            s.sort_by(f64::total_cmp);
-            s.get(s.len() / 2).copied().unwrap_or(0.0)
-        };
+        let (median, _, _) = stats("full", &rate);
         out.push_str(&format!(
             "\nLarge run: {} tenants at {:.0} configs/s (×{:.2} the median {}-tenant full run); \
 this process (stand-in holding every object, controller, Postgres clients) at {:.0} MiB RSS \
