@@ -16,11 +16,37 @@ use sqlx::Connection as _;
 use tenant_mcp::client::{ClientSettings, TenantClients};
 use tenant_mcp::services::TenantServices;
 use tenant_mcp_e2e::scenario;
-use tenant_mcp_e2e::stack::postgres::{Postgres, execute};
+use tenant_mcp_e2e::stack::postgres::Postgres;
 
 const TENANTS: usize = 300;
 const CAP: u32 = 20;
 const ROUNDS: usize = 3;
+
+/// A directory source of `n` tenants named `prefix` + index, each with its own pool settings
+/// `pool` on database `db` with one shared login, under a GlobalMcpConfig allowing loopback.
+fn tenants_directory(
+    pg: &Postgres,
+    db: &str,
+    (user, password): (&str, &str),
+    (prefix, n): (&str, usize),
+    pool: &str,
+) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from(
+        "apiVersion: tenantmcp.dev/v1alpha1\nkind: GlobalMcpConfig\nmetadata: {name: default}\nspec:\n  endpointPolicy: {allowLoopback: true}\n",
+    );
+    for i in 0..n {
+        text.push_str(&scenario::postgres_tenant_yaml(
+            &format!("{prefix}{i}"),
+            user,
+            password,
+            (pg.port(), db),
+            pool,
+        ));
+    }
+    std::fs::write(dir.path().join("tenants.yaml"), text).unwrap();
+    dir
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connection_cap_holds_with_300_active_tenants_and_every_transaction_completes() {
@@ -28,27 +54,14 @@ async fn the_connection_cap_holds_with_300_active_tenants_and_every_transaction_
     let pg = Postgres::start().unwrap();
     let db = pg.create_database("cap").await.unwrap();
     let user = format!("cap_{}", &db[db.len() - 8..]);
-    execute(
-        &pg.admin_url("postgres"),
-        &format!("CREATE ROLE {user} LOGIN PASSWORD 'cap-pass'"),
-    )
-    .await
-    .unwrap();
-
-    let dir = tempfile::tempdir().unwrap();
-    let mut text = String::from(
-        "apiVersion: tenantmcp.dev/v1alpha1\nkind: GlobalMcpConfig\nmetadata: {name: default}\nspec:\n  endpointPolicy: {allowLoopback: true}\n",
+    pg.set_login(&user, "cap-pass").await.unwrap();
+    let dir = tenants_directory(
+        &pg,
+        &db,
+        (&user, "cap-pass"),
+        ("t", TENANTS),
+        "{maxConnections: 2, acquireTimeoutSeconds: 60, idleTimeoutSeconds: 300}",
     );
-    for i in 0..TENANTS {
-        text.push_str(&scenario::postgres_tenant_yaml(
-            &format!("t{i}"),
-            &user,
-            "cap-pass",
-            (pg.port(), &db),
-            "{maxConnections: 2, acquireTimeoutSeconds: 60, idleTimeoutSeconds: 300}",
-        ));
-    }
-    std::fs::write(dir.path().join("tenants.yaml"), text).unwrap();
     let settings = ClientSettings {
         max_postgres_connections: CAP,
         ..ClientSettings::default()
@@ -137,20 +150,7 @@ async fn tenants_within_the_cap_keep_their_connections() {
     let db = pg.create_database("keep").await.unwrap();
     let user = format!("keep_{}", &db[db.len() - 8..]);
     pg.set_login(&user, "keep-pass").await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut text = String::from(
-        "apiVersion: tenantmcp.dev/v1alpha1\nkind: GlobalMcpConfig\nmetadata: {name: default}\nspec:\n  endpointPolicy: {allowLoopback: true}\n",
-    );
-    for i in 0..ACTIVE {
-        text.push_str(&scenario::postgres_tenant_yaml(
-            &format!("k{i}"),
-            &user,
-            "keep-pass",
-            (pg.port(), &db),
-            "{}",
-        ));
-    }
-    std::fs::write(dir.path().join("tenants.yaml"), text).unwrap();
+    let dir = tenants_directory(&pg, &db, (&user, "keep-pass"), ("k", ACTIVE), "{}");
     let clients = TenantClients::from_directory(dir.path(), ClientSettings::default()).unwrap();
     let pid = |tenant: String| {
         let clients = clients.clone();
