@@ -344,6 +344,8 @@ struct Run<'a> {
     split: plan::SplitErrors,
     /// Server types whose active entry is the spec as it is now.
     in_sync: BTreeSet<ServerKey>,
+    /// The spec's revalidation interval and the controller's retry interval.
+    intervals: Intervals,
     /// When the next scheduled check is due.
     next_check: Option<Duration>,
     /// Wall time of the probes.
@@ -372,7 +374,7 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
     }
     mark("gate");
     if run.gate == Gate::Served {
-        let due = resolve(&mut run, ctx).await?;
+        let due = resolve(&mut run).await?;
         mark("resolve");
         let outcomes = probe_due(&mut run, ctx, &due).await;
         mark("probe");
@@ -421,6 +423,13 @@ fn gate_phase<'a>(config: &'a TenantMcpConfig, ctx: &Context) -> Run<'a> {
         declared: ServerKey::declared(&spec.servers),
         uses,
         split: plan::SplitErrors::default(),
+        intervals: Intervals {
+            revalidate: u64::try_from(spec.validation.revalidate_interval_seconds)
+                .ok()
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs),
+            retry: ctx.settings.retry_interval,
+        },
         in_sync: BTreeSet::new(),
         next_check: None,
         probing: Duration::ZERO,
@@ -433,7 +442,7 @@ fn gate_phase<'a>(config: &'a TenantMcpConfig, ctx: &Context) -> Run<'a> {
 /// Resolve: validates the spec, takes out of service an active entry the policy now denies,
 /// reads the Secrets and snapshots, and decides per server type whether it is due for a
 /// check now; returns those that are.
-async fn resolve(run: &mut Run<'_>, ctx: &Context) -> Result<Vec<(ServerKey, Resolved)>, Error> {
+async fn resolve(run: &mut Run<'_>) -> Result<Vec<(ServerKey, Resolved)>, Error> {
     let spec = &run.config.spec;
     let now = run.now;
     run.split = plan::split_errors(
@@ -465,7 +474,7 @@ async fn resolve(run: &mut Run<'_>, ctx: &Context) -> Result<Vec<(ServerKey, Res
         fetched.insert(secret.clone(), found);
     }
     read_snapshots(&run.secrets_api, &run.status, &mut run.snapshots).await?;
-    let intervals = intervals(run, ctx);
+    let intervals = run.intervals;
     let lookup = |n: &str| fetched.get(n).cloned().flatten();
     let mut due_now: Vec<(ServerKey, Resolved)> = Vec::new();
     for key in run.declared.clone() {
@@ -557,17 +566,6 @@ async fn resolve(run: &mut Run<'_>, ctx: &Context) -> Result<Vec<(ServerKey, Res
     Ok(due_now)
 }
 
-/// The spec's revalidation interval and the controller's retry interval.
-fn intervals(run: &Run<'_>, ctx: &Context) -> Intervals {
-    Intervals {
-        revalidate: u64::try_from(run.config.spec.validation.revalidate_interval_seconds)
-            .ok()
-            .filter(|s| *s > 0)
-            .map(Duration::from_secs),
-        retry: ctx.settings.retry_interval,
-    }
-}
-
 /// Probe: connection-tests everything due at once; the global cap bounds the concurrency.
 async fn probe_due(
     run: &mut Run<'_>,
@@ -605,7 +603,7 @@ async fn promote(
     outcomes: Vec<Result<Duration, Failure>>,
 ) -> Result<(), Error> {
     let now = run.now;
-    let intervals = intervals(run, ctx);
+    let intervals = run.intervals;
     for ((key, resolved), outcome) in due.into_iter().zip(outcomes) {
         let key_name = key.as_string();
         let spec_hash = resolved.candidate.spec_hash();
