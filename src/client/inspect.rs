@@ -15,6 +15,7 @@ use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt as _};
 
 use super::error::ClientError;
+use super::record::ConfigRecord;
 use super::routes::{self, Explanation, Routes};
 use crate::api::{GLOBAL_CONFIG_NAME, GlobalMcpConfig, SNAPSHOT_TYPE, TenantMcpConfig};
 use crate::config::EndpointPolicy;
@@ -110,16 +111,22 @@ impl ClusterView {
             &|name| global_secrets.get(name).cloned(),
         ));
         let allow_unbound = view.allow_unbound();
-        let snapshot = |config: &TenantMcpConfig, name: &str| {
+        let snapshot = |config: &ConfigRecord, name: &str| {
             snapshots
-                .get(&(config.namespace().unwrap_or_default(), name.to_owned()))
+                .get(&(config.namespace.clone(), name.to_owned()))
                 .cloned()
         };
+        let records: Vec<ConfigRecord> =
+            view.configs.iter().map(ConfigRecord::from_status).collect();
         let all = view
             .tenants()
             .into_iter()
             .filter_map(|tenant| {
-                let claims = view.claims_with_labels(&tenant);
+                let claims: Vec<routes::Claimed<'_>> = records
+                    .iter()
+                    .filter(|r| r.tenant == tenant)
+                    .map(|r| (r, view.namespace_tenant(&r.namespace)))
+                    .collect();
                 let r = routes::tenant_routes_of(
                     &tenant,
                     &claims,
@@ -156,7 +163,18 @@ impl ClusterView {
             .collect()
     }
 
-    fn claims_with_labels(&self, tenant: &str) -> Vec<routes::Claimed<'_, '_>> {
+    /// The tenant namespace `ns` is bound to, if any.
+    fn namespace_tenant(&self, ns: &str) -> Option<&str> {
+        self.namespace_labels
+            .get(ns)
+            .and_then(|l| l.get(crate::api::TENANT_LABEL))
+            .map(String::as_str)
+    }
+
+    fn claims_with_labels(
+        &self,
+        tenant: &str,
+    ) -> Vec<(&TenantMcpConfig, Option<&BTreeMap<String, String>>)> {
         self.configs
             .iter()
             .filter(|c| c.spec.tenant_id == tenant)

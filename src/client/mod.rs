@@ -26,6 +26,7 @@ pub mod error;
 pub mod inspect;
 pub mod layer;
 pub mod metrics;
+pub mod record;
 pub mod report;
 pub mod routes;
 mod sharded;

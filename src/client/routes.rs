@@ -6,7 +6,7 @@
 //! has no working entry for it gets [`ClientError::Unavailable`], never the global server (its
 //! data must not land in shared storage).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::{Hash as _, Hasher as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,9 +17,10 @@ use crossbeam_utils::CachePadded;
 use k8s_openapi::api::core::v1::Secret;
 
 use super::error::ClientError;
+use super::record::{ConfigRecord, Promoted, PromotedServer, Serves};
 use super::sharded::ShardedMap;
-use crate::api::conditions::{self, reason};
-use crate::api::{ActiveConfig, ActiveServer, GlobalMcpConfigSpec, TenantMcpConfig};
+use crate::api::conditions::reason;
+use crate::api::{GlobalMcpConfigSpec, TenantMcpConfig};
 use crate::config::binding::{self, Claim};
 use crate::config::candidate::{self, Candidate, ServerKey, snapshot_keys};
 use crate::config::failure::{SplitErrors, split_errors};
@@ -166,6 +167,46 @@ pub struct Unavailable {
 /// A declared server type: usable, or why not.
 pub type Route = Result<Arc<Endpoint>, Unavailable>;
 
+/// The routes of the server types a config declares: a boxed slice searched in order. A
+/// config declares one to a few; a `BTreeMap` allocated a node of eleven slots for each
+/// (some 800 bytes per tenant), and a lookup scans no more entries than a node does.
+#[derive(Debug, Default)]
+pub struct ServerRoutes(Box<[(ServerKey, Route)]>);
+
+impl ServerRoutes {
+    /// The route of `key`, if declared.
+    pub fn get(&self, key: &ServerKey) -> Option<&Route> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, r)| r)
+    }
+
+    /// Every declared server type and its route, ordered by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&ServerKey, &Route)> {
+        self.0.iter().map(|(k, r)| (k, r))
+    }
+
+    /// How many server types are declared.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<(ServerKey, Route)> for ServerRoutes {
+    /// Ordered by key; of two routes for one key the last wins, as in a map.
+    fn from_iter<I: IntoIterator<Item = (ServerKey, Route)>>(iter: I) -> Self {
+        let mut all: Vec<(ServerKey, Route)> = iter.into_iter().collect();
+        all.reverse();
+        // Stable: among equal keys the last given comes first, and dedup keeps the first.
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.dedup_by(|a, b| a.0 == b.0);
+        Self(all.into_boxed_slice())
+    }
+}
+
 /// The routes of one tenant's config.
 #[derive(Debug)]
 pub struct TenantRoutes {
@@ -174,7 +215,7 @@ pub struct TenantRoutes {
     /// `spec.enabled`: when false the tenant uses the global servers.
     pub enabled: bool,
     /// Every server type the config declares.
-    pub servers: BTreeMap<ServerKey, Route>,
+    pub servers: ServerRoutes,
 }
 
 /// The global servers and the feature flag.
@@ -183,7 +224,7 @@ pub struct GlobalRoutes {
     /// `spec.tenantConfigsEnabled` (true when no GlobalMcpConfig exists).
     pub tenant_configs_enabled: bool,
     /// Every server type the GlobalMcpConfig declares.
-    pub servers: BTreeMap<ServerKey, Route>,
+    pub servers: ServerRoutes,
 }
 
 /// What serves every tenant, swapped in piecewise as the watched objects change.
@@ -210,7 +251,7 @@ impl Routes {
             writer: std::sync::Mutex::new(()),
             global: ArcSwap::from_pointee(GlobalRoutes {
                 tenant_configs_enabled: true,
-                servers: BTreeMap::new(),
+                servers: ServerRoutes::default(),
             }),
             tenant_configs_enabled,
         }
@@ -358,37 +399,39 @@ impl Routes {
     }
 }
 
-/// A config that claims a tenant, with its namespace's labels (`None`: unknown or none).
-pub type Claimed<'a, 'l> = (&'a TenantMcpConfig, Option<&'l BTreeMap<String, String>>);
+/// A config that claims a tenant, with the tenant its namespace is bound to (`None`: the
+/// namespace is unknown or carries no binding).
+pub type Claimed<'a> = (&'a ConfigRecord, Option<&'a str>);
 
 /// The config that serves `tenant` among `claims` (every config claiming it, each with its
-/// namespace's labels), by the binding rule the controller and the management tools apply
+/// namespace's binding), by the binding rule the controller and the management tools apply
 /// ([`binding::decide`]). `None` when none serves: the tenant then uses the global servers,
 /// exactly as if the configs that claim it without serving did not exist.
 pub fn serving_config<'a>(
     tenant: &str,
-    claims: &[Claimed<'a, '_>],
+    claims: &[Claimed<'a>],
     allow_unbound: bool,
-) -> Option<&'a TenantMcpConfig> {
-    let rule: Vec<Claim<'_>> = claims.iter().map(|(c, l)| Claim::of(c, *l)).collect();
+) -> Option<&'a ConfigRecord> {
+    let rule: Vec<Claim<'_>> = claims.iter().map(|(c, t)| c.claim(*t)).collect();
     binding::decide(tenant, &rule, allow_unbound)
         .serving
         .map(|i| claims[i].0)
 }
 
-/// The routes of `tenant` from every config that claims it (with its namespace's labels): the
-/// config the binding rule says serves it, from its `status.active`, with `snapshot` finding
-/// a snapshot Secret by (config, name); `None` when no config serves the tenant. The client
-/// library's Kubernetes source and the `status` / `route` commands build routes this way.
+/// The routes of `tenant` from every config that claims it (with its namespace's binding):
+/// the config the binding rule says serves it, with `find` finding a Secret of that config by
+/// name (its snapshot Secrets; for a config served from its spec, the Secrets it references);
+/// `None` when no config serves the tenant. The client library's sources and the `status` /
+/// `route` commands build routes this way.
 pub fn tenant_routes_of(
     tenant: &str,
-    claims: &[Claimed<'_, '_>],
+    claims: &[Claimed<'_>],
     allow_unbound: bool,
     policy: &Arc<EndpointPolicy>,
-    snapshot: &dyn Fn(&TenantMcpConfig, &str) -> Option<Secret>,
+    find: &dyn Fn(&ConfigRecord, &str) -> Option<Secret>,
 ) -> Option<TenantRoutes> {
     let config = serving_config(tenant, claims, allow_unbound)?;
-    Some(from_status(config, &|name| snapshot(config, name), policy))
+    Some(record_routes(config, &|name| find(config, name), policy))
 }
 
 /// The routes of a config the controller manages: each declared server type from
@@ -401,17 +444,51 @@ pub fn from_status(
     snapshot: &dyn Fn(&str) -> Option<Secret>,
     policy: &Arc<EndpointPolicy>,
 ) -> TenantRoutes {
-    let ns = config.metadata.namespace.clone().unwrap_or_default();
-    let status = config.status.clone().unwrap_or_default();
-    tenant_routes(config, |key| {
-        match active_candidate(&status.active, key, &ns, snapshot) {
-            Some(found) => found.and_then(|c| {
-                recheck(&c, key, policy)?;
-                Ok(Arc::new(Endpoint::new(Origin::Tenant, c, policy.clone())))
-            }),
-            None => Err(not_active(&status, key)),
+    record_routes(&ConfigRecord::from_status(config), snapshot, policy)
+}
+
+/// The routes of a config without a controller (a directory of manifests): the spec itself,
+/// checked statically and against `policy`, with credentials from the Secrets `lookup` finds
+/// in the config's namespace.
+pub fn from_spec(
+    config: &TenantMcpConfig,
+    policy: &Arc<EndpointPolicy>,
+    lookup: &dyn Fn(&str) -> Option<Secret>,
+) -> TenantRoutes {
+    record_routes(&ConfigRecord::from_spec(config), lookup, policy)
+}
+
+/// The routes of `record`, `find` finding a Secret by name in its namespace: from its
+/// promoted entries ([`from_status`]) or from its spec ([`from_spec`]).
+pub fn record_routes(
+    record: &ConfigRecord,
+    find: &dyn Fn(&str) -> Option<Secret>,
+    policy: &Arc<EndpointPolicy>,
+) -> TenantRoutes {
+    let servers = match &record.serves {
+        Serves::Active(entries) => entries
+            .iter()
+            .map(|(key, entry)| {
+                let route = entry.as_ref().map_err(Clone::clone).and_then(|p| {
+                    let c = active_candidate(p, key, &record.namespace, find)?;
+                    recheck(&c, key, policy)?;
+                    Ok(Arc::new(Endpoint::new(Origin::Tenant, c, policy.clone())))
+                });
+                (key.clone(), route)
+            })
+            .collect(),
+        Serves::Spec(spec) => {
+            let errors = split_errors(&validate_tenant_spec(spec, policy), &spec.servers);
+            declared_routes(&spec.servers, |key| {
+                route_from_spec(&spec.servers, key, &errors, find, Origin::Tenant, policy)
+            })
         }
-    })
+    };
+    TenantRoutes {
+        config: record.key(),
+        enabled: record.enabled,
+        servers,
+    }
 }
 
 /// Checks an active server against the current policy, statically (the rule the controller
@@ -439,46 +516,11 @@ fn recheck(
     }
 }
 
-/// The routes of a config without a controller (a directory of manifests): the spec itself,
-/// checked statically and against `policy`, with credentials from the Secrets `lookup` finds
-/// in the config's namespace.
-pub fn from_spec(
-    config: &TenantMcpConfig,
-    policy: &Arc<EndpointPolicy>,
-    lookup: &dyn Fn(&str) -> Option<Secret>,
-) -> TenantRoutes {
-    let errors = split_errors(
-        &validate_tenant_spec(&config.spec, policy),
-        &config.spec.servers,
-    );
-    tenant_routes(config, |key| {
-        route_from_spec(
-            &config.spec.servers,
-            key,
-            &errors,
-            lookup,
-            Origin::Tenant,
-            policy,
-        )
-    })
-}
-
-/// The routes of `config`: `route` of every server type it declares.
-fn tenant_routes(config: &TenantMcpConfig, route: impl Fn(&ServerKey) -> Route) -> TenantRoutes {
-    let ns = config.metadata.namespace.as_deref().unwrap_or_default();
-    let name = config.metadata.name.as_deref().unwrap_or_default();
-    TenantRoutes {
-        config: format!("{ns}/{name}"),
-        enabled: config.spec.enabled,
-        servers: declared_routes(&config.spec.servers, route),
-    }
-}
-
 /// `route` of every server type `servers` declares.
 fn declared_routes(
     servers: &crate::api::ServersSpec,
     route: impl Fn(&ServerKey) -> Route,
-) -> BTreeMap<ServerKey, Route> {
+) -> ServerRoutes {
     ServerKey::declared(servers)
         .into_iter()
         .map(|key| {
@@ -497,7 +539,7 @@ pub fn global_routes(
     let Some(spec) = spec else {
         return GlobalRoutes {
             tenant_configs_enabled: true,
-            servers: BTreeMap::new(),
+            servers: ServerRoutes::default(),
         };
     };
     // The global servers are checked against the global policy, as the controller would.
@@ -541,108 +583,60 @@ fn route_from_spec(
         })
 }
 
-/// The reason a declared server type has no active entry, from `status.servers`.
-fn not_active(status: &crate::api::McpConfigStatus, key: &ServerKey) -> Unavailable {
-    let health = status.servers.get(&key.as_string());
-    let gate = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == conditions::READY && c.status == "False");
-    match (health.and_then(|h| h.reason.clone()), gate) {
-        (Some(r), _) => Unavailable {
-            message: health
-                .and_then(|h| h.message.clone())
-                .unwrap_or_else(|| format!("{} has not passed its checks", key.field())),
-            reason: r,
-        },
-        (None, Some(c)) if c.reason != reason::SERVERS_FAILING => Unavailable {
-            reason: c.reason.clone(),
-            message: c.message.clone(),
-        },
-        _ => Unavailable {
-            reason: reason::PENDING.to_owned(),
-            message: format!(
-                "{} has not been checked and promoted by the controller yet",
-                key.field()
-            ),
-        },
-    }
-}
-
-/// The active entry of `key` with the credentials of its snapshot; `None` when there is no
-/// active entry.
+/// The promoted entry `p` of `key` with the credentials of its snapshot.
 fn active_candidate(
-    active: &ActiveConfig,
+    p: &Promoted,
     key: &ServerKey,
     namespace: &str,
     snapshot: &dyn Fn(&str) -> Option<Secret>,
-) -> Option<Result<Candidate, Unavailable>> {
-    fn load<T>(
-        entry: &ActiveServer<T>,
-        namespace: &str,
-        snapshot: &dyn Fn(&str) -> Option<Secret>,
-    ) -> Result<Option<Secret>, Unavailable> {
-        match &entry.snapshot_secret {
-            None => Ok(None),
-            Some(name) => snapshot(name).map(Some).ok_or_else(|| Unavailable {
-                reason: "SnapshotNotVisible".to_owned(),
-                message: format!(
-                    "snapshot Secret {namespace}/{name} is not visible to this client (yet): it may \
-                     still be arriving, or the client's Role cannot read Secrets labelled \
-                     app.kubernetes.io/managed-by=tenant-mcp"
-                ),
-            }),
-        }
-    }
-    let damaged = |name: &str| Unavailable {
-        reason: reason::SECRET_KEY_MISSING.to_owned(),
-        message: format!("snapshot Secret of {name} lacks a credential key"),
+) -> Result<Candidate, Unavailable> {
+    let secret = match &p.snapshot {
+        None => None,
+        Some(name) => Some(snapshot(name).ok_or_else(|| Unavailable {
+            reason: "SnapshotNotVisible".to_owned(),
+            message: format!(
+                "snapshot Secret {namespace}/{name} is not visible to this client (yet): it may \
+                 still be arriving, or the client's Role cannot read Secrets labelled \
+                 app.kubernetes.io/managed-by=tenant-mcp"
+            ),
+        })?),
     };
-    Some(match key {
-        ServerKey::Postgres => {
-            let entry = active.postgres.as_ref()?;
-            load(entry, namespace, snapshot).and_then(|secret| {
-                let secret = secret.ok_or_else(|| damaged("postgres"))?;
-                let credentials = candidate::postgres_from_snapshot(&secret)
-                    .ok_or_else(|| damaged("postgres"))?;
-                let ca_pem = secret
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get(snapshot_keys::CA_CERT))
-                    .map(|b| b.0.clone());
-                Ok(Candidate::Postgres {
-                    spec: entry.spec.clone(),
-                    credentials,
-                    ca_pem,
-                })
-            })
+    let damaged = || Unavailable {
+        reason: reason::SECRET_KEY_MISSING.to_owned(),
+        message: format!(
+            "snapshot Secret of {} lacks a credential key",
+            key.as_string()
+        ),
+    };
+    Ok(match &p.server {
+        PromotedServer::Postgres(spec) => {
+            let secret = secret.ok_or_else(damaged)?;
+            let credentials = candidate::postgres_from_snapshot(&secret).ok_or_else(damaged)?;
+            let ca_pem = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(snapshot_keys::CA_CERT))
+                .map(|b| b.0.clone());
+            Candidate::Postgres {
+                spec: spec.clone(),
+                credentials,
+                ca_pem,
+            }
         }
-        ServerKey::Minio => {
-            let entry = active.minio.as_ref()?;
-            load(entry, namespace, snapshot).and_then(|secret| {
-                let secret = secret.ok_or_else(|| damaged("minio"))?;
-                let credentials =
-                    candidate::s3_from_snapshot(&secret).ok_or_else(|| damaged("minio"))?;
-                Ok(Candidate::Minio {
-                    spec: entry.spec.clone(),
-                    credentials,
-                })
-            })
+        PromotedServer::Minio(spec) => {
+            let secret = secret.ok_or_else(damaged)?;
+            Candidate::Minio {
+                spec: spec.clone(),
+                credentials: candidate::s3_from_snapshot(&secret).ok_or_else(damaged)?,
+            }
         }
-        ServerKey::AiMcp | ServerKey::Mcp(_) => {
-            let entry = match key {
-                ServerKey::AiMcp => active.ai_mcp_server.as_ref()?,
-                ServerKey::Mcp(name) => active.mcp_servers.get(name)?,
-                _ => return None,
-            };
-            load(entry, namespace, snapshot).map(|secret| Candidate::Mcp {
-                spec: entry.spec.clone(),
-                credentials: secret
-                    .as_ref()
-                    .map(candidate::mcp_from_snapshot)
-                    .unwrap_or_default(),
-            })
-        }
+        PromotedServer::Mcp(spec) => Candidate::Mcp {
+            spec: spec.clone(),
+            credentials: secret
+                .as_ref()
+                .map(candidate::mcp_from_snapshot)
+                .unwrap_or_default(),
+        },
     })
 }
 
@@ -861,7 +855,7 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(fp(&a), fp(&b));
-        let spec = match &a.servers[&ServerKey::Postgres] {
+        let spec = match a.servers.get(&ServerKey::Postgres).expect("declared") {
             Ok(e) => e.server.clone(),
             Err(e) => panic!("{e:?}"),
         };
@@ -922,7 +916,12 @@ mod tests {
             let policy = Arc::new(EndpointPolicy::compile_or_strict(&policy));
             from_status(&c, &|_| Some(snap.clone()), &policy)
         };
-        let route = |r: &TenantRoutes| r.servers[&ServerKey::Postgres].clone();
+        let route = |r: &TenantRoutes| {
+            r.servers
+                .get(&ServerKey::Postgres)
+                .expect("declared")
+                .clone()
+        };
         assert!(route(&promoted(Default::default())).is_ok());
         for (what, policy) in [
             (
@@ -966,8 +965,7 @@ mod tests {
             }))
             .unwrap()
         };
-        let bound = |t: &str| BTreeMap::from([(crate::api::TENANT_LABEL.to_owned(), t.to_owned())]);
-        let (acme, evil) = (bound("acme"), bound("evil"));
+        let (acme, evil) = ("acme", "evil");
         // The impostor is older and its status even claims health: it still never serves.
         let impostor = make(
             "tenant-evil",
@@ -975,19 +973,25 @@ mod tests {
             Some("AllServersHealthy"),
         );
         let own = make("tenant-acme", "2026-02-01T00:00:00Z", None);
-        let pick = |cs: &[(&TenantMcpConfig, Option<&BTreeMap<String, String>>)], unbound| {
-            serving_config("acme", cs, unbound).and_then(|c| c.metadata.namespace.clone())
+        let pick = |cs: &[(&TenantMcpConfig, Option<&str>)], unbound| {
+            let records: Vec<ConfigRecord> = cs
+                .iter()
+                .map(|(c, _)| ConfigRecord::from_status(c))
+                .collect();
+            let claims: Vec<Claimed<'_>> =
+                records.iter().zip(cs).map(|(r, (_, t))| (r, *t)).collect();
+            serving_config("acme", &claims, unbound).map(|c| c.namespace.clone())
         };
-        assert_eq!(pick(&[(&impostor, Some(&evil))], false), None);
-        assert_eq!(pick(&[(&impostor, Some(&evil))], true), None);
+        assert_eq!(pick(&[(&impostor, Some(evil))], false), None);
+        assert_eq!(pick(&[(&impostor, Some(evil))], true), None);
         assert_eq!(
-            pick(&[(&impostor, Some(&evil)), (&own, Some(&acme))], false),
+            pick(&[(&impostor, Some(evil)), (&own, Some(acme))], false),
             Some("tenant-acme".into())
         );
         // Two bound configs: the oldest, as the controller decides.
         let older = make("tenant-acme-2", "2026-01-01T00:00:00Z", None);
         assert_eq!(
-            pick(&[(&own, Some(&acme)), (&older, Some(&acme))], false),
+            pick(&[(&own, Some(acme)), (&older, Some(acme))], false),
             Some("tenant-acme-2".into())
         );
         // Unbound: only when allowed, and never over a bound one.
@@ -995,7 +999,7 @@ mod tests {
         assert_eq!(pick(&[(&unbound, None)], false), None);
         assert_eq!(pick(&[(&unbound, None)], true), Some("shared".into()));
         assert_eq!(
-            pick(&[(&unbound, None), (&own, Some(&acme))], true),
+            pick(&[(&unbound, None), (&own, Some(acme))], true),
             Some("tenant-acme".into())
         );
     }

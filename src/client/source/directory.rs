@@ -9,62 +9,69 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::ResourceExt as _;
+use kube::api::ObjectMeta;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::api::{
-    DEFAULT_CREDENTIALS_NAMESPACE, GLOBAL_CONFIG_NAME, GlobalMcpConfig, TenantMcpConfig,
+    DEFAULT_CREDENTIALS_NAMESPACE, GLOBAL_CONFIG_NAME, GlobalMcpConfig, TENANT_LABEL,
+    TenantMcpConfig,
 };
 use crate::client::error::ClientError;
+use crate::client::record::ConfigRecord;
 use crate::client::routes::{self, Routes};
 use crate::config::EndpointPolicy;
 use crate::config::manifest::documents;
 
-/// The objects of a directory of manifests.
+/// What routing needs of a directory of manifests; each object is converted as it is read and
+/// dropped, so a load holds one parsed document at a time besides these.
 #[derive(Default)]
 pub struct Manifests {
-    /// Every TenantMcpConfig.
-    pub configs: Vec<TenantMcpConfig>,
+    /// Every TenantMcpConfig: served from its `status.active` when it has one (copied from a
+    /// cluster), else from its spec, since no controller tests it.
+    pub configs: Vec<ConfigRecord>,
     /// The GlobalMcpConfig `default`, if any.
     pub global: Option<GlobalMcpConfig>,
-    /// Every Namespace (their labels bind them to tenants).
-    pub namespaces: Vec<Namespace>,
-    /// Every Secret (`stringData` folded into `data`).
-    pub secrets: Vec<Secret>,
+    /// The tenant each Namespace is bound to, by name (its `tenantmcp.dev/tenant` label);
+    /// namespaces without the label are not kept.
+    pub namespaces: HashMap<String, String>,
+    /// Every Secret's data (`stringData` folded in), by (namespace, name); of two Secrets with
+    /// one name the first read wins.
+    pub secrets: HashMap<(String, String), BTreeMap<String, ByteString>>,
+}
+
+impl Manifests {
+    /// Secret `name` of namespace `ns`, if the directory holds it.
+    pub fn secret(&self, ns: &str, name: &str) -> Option<Secret> {
+        let data = self.secrets.get(&(ns.to_owned(), name.to_owned()))?;
+        Some(Secret {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(ns.to_owned()),
+                ..ObjectMeta::default()
+            },
+            data: Some(data.clone()),
+            ..Secret::default()
+        })
+    }
 }
 
 // Secrets hold credentials: print which ones and their keys, never a value.
 impl std::fmt::Debug for Manifests {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let secrets: Vec<String> = self
+        let mut secrets: Vec<String> = self
             .secrets
             .iter()
-            .map(|s| {
-                let keys: Vec<&str> = s
-                    .data
-                    .iter()
-                    .flat_map(|d| d.keys().map(String::as_str))
-                    .collect();
-                format!(
-                    "{}/{} {keys:?}",
-                    s.namespace().unwrap_or_else(|| "default".into()),
-                    s.name_any()
-                )
-            })
+            .map(|((ns, name), data)| format!("{ns}/{name} {:?}", data.keys().collect::<Vec<_>>()))
             .collect();
+        secrets.sort();
         f.debug_struct("Manifests")
             .field("configs", &self.configs)
             .field("global", &self.global)
-            .field(
-                "namespaces",
-                &self
-                    .namespaces
-                    .iter()
-                    .map(|n| n.name_any())
-                    .collect::<Vec<_>>(),
-            )
+            .field("namespaces", &self.namespaces)
             .field("secrets", &secrets)
             .finish()
     }
@@ -90,25 +97,42 @@ pub fn load_directory(dir: &Path) -> Result<Manifests, ClientError> {
                 .to_owned();
             let bad = |e: serde_json::Error| ClientError::Source(format!("{at}: {kind}: {e}"));
             match kind.as_str() {
-                "TenantMcpConfig" => manifests
-                    .configs
-                    .push(serde_json::from_value(value).map_err(bad)?),
+                "TenantMcpConfig" => {
+                    let mut c: TenantMcpConfig = serde_json::from_value(value).map_err(bad)?;
+                    c.metadata
+                        .namespace
+                        .get_or_insert_with(|| "default".to_owned());
+                    let has_active = c
+                        .status
+                        .as_ref()
+                        .is_some_and(|s| s.active != Default::default());
+                    manifests.configs.push(if has_active {
+                        ConfigRecord::from_status(&c)
+                    } else {
+                        ConfigRecord::from_spec(&c)
+                    });
+                }
                 "GlobalMcpConfig" => {
                     let g: GlobalMcpConfig = serde_json::from_value(value).map_err(bad)?;
                     if g.name_any() == GLOBAL_CONFIG_NAME {
                         manifests.global = Some(g);
                     }
                 }
-                "Namespace" => manifests
-                    .namespaces
-                    .push(serde_json::from_value(value).map_err(bad)?),
-                "Secret" => {
-                    let mut s: Secret = serde_json::from_value(value).map_err(bad)?;
-                    let data = s.data.get_or_insert_with(Default::default);
-                    for (k, v) in s.string_data.take().unwrap_or_default() {
-                        data.insert(k, k8s_openapi::ByteString(v.into_bytes()));
+                "Namespace" => {
+                    let n: Namespace = serde_json::from_value(value).map_err(bad)?;
+                    if let Some(tenant) = n.labels().get(TENANT_LABEL) {
+                        manifests.namespaces.insert(n.name_any(), tenant.clone());
                     }
-                    manifests.secrets.push(s);
+                }
+                "Secret" => {
+                    let s: Secret = serde_json::from_value(value).map_err(bad)?;
+                    let ns = s.namespace().unwrap_or_else(|| "default".into());
+                    let name = s.name_any();
+                    let mut data = s.data.unwrap_or_default();
+                    for (k, v) in s.string_data.unwrap_or_default() {
+                        data.insert(k, ByteString(v.into_bytes()));
+                    }
+                    manifests.secrets.entry((ns, name)).or_insert(data);
                 }
                 _ => {}
             }
@@ -152,55 +176,28 @@ pub fn directory_routes(manifests: &Manifests, routes: &Routes) {
     );
     let credentials_ns =
         global_spec.map_or(DEFAULT_CREDENTIALS_NAMESPACE, |g| &g.credentials_namespace);
-    // By (namespace, name): a scan per lookup made loading 10,000 tenants quadratic.
-    // The first of two Secrets with one name wins, as a scan would find it.
-    let mut secrets: HashMap<(String, String), &Secret> = HashMap::new();
-    for s in &manifests.secrets {
-        let ns = s.namespace().unwrap_or_else(|| "default".into());
-        secrets.entry((ns, s.name_any())).or_insert(s);
-    }
-    let secret_in = |ns: &str, name: &str| {
-        secrets
-            .get(&(ns.to_owned(), name.to_owned()))
-            .map(|s| (*s).clone())
-    };
     routes.set_global(routes::global_routes(global_spec, &|n| {
-        secret_in(credentials_ns, n)
+        manifests.secret(credentials_ns, n)
     }));
     let allow_unbound = global_spec.is_some_and(|g| g.allow_unbound_namespaces);
-    let labels: HashMap<String, &BTreeMap<String, String>> = manifests
-        .namespaces
-        .iter()
-        .filter_map(|n| Some((n.name_any(), n.metadata.labels.as_ref()?)))
-        .collect();
-    let mut by_tenant: HashMap<&str, Vec<routes::Claimed<'_, '_>>> = HashMap::new();
+    let mut by_tenant: HashMap<&str, Vec<routes::Claimed<'_>>> = HashMap::new();
     for c in &manifests.configs {
-        let ns = c.namespace().unwrap_or_else(|| "default".into());
-        by_tenant
-            .entry(&c.spec.tenant_id)
-            .or_default()
-            .push((c, labels.get(&ns).copied()));
+        by_tenant.entry(&c.tenant).or_default().push((
+            c,
+            manifests.namespaces.get(&c.namespace).map(String::as_str),
+        ));
     }
+    let find = |config: &ConfigRecord, name: &str| manifests.secret(&config.namespace, name);
     let all = by_tenant
         .into_iter()
         .filter_map(|(tenant, claims)| {
-            let Some(config) = routes::serving_config(tenant, &claims, allow_unbound) else {
+            let Some(r) = routes::tenant_routes_of(tenant, &claims, allow_unbound, &policy, &find)
+            else {
                 warn!(
                     %tenant,
                     "no config in the directory serves tenant {tenant:?}: each claims it from a namespace that is not bound to it (declare the Namespace with the label tenantmcp.dev/tenant={tenant}); it uses the global servers"
                 );
                 return None;
-            };
-            let ns = config.namespace().unwrap_or_else(|| "default".into());
-            let lookup = |n: &str| secret_in(&ns, n);
-            let has_active = config
-                .status
-                .as_ref()
-                .is_some_and(|s| s.active != Default::default());
-            let r = if has_active {
-                routes::from_status(config, &lookup, &policy)
-            } else {
-                routes::from_spec(config, &policy, &lookup)
             };
             Some((tenant.to_owned(), r))
         })

@@ -14,19 +14,21 @@
 
 pub mod directory;
 mod global_secrets;
+mod listed;
 pub mod slim;
 mod snapshots;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, ResourceExt as _};
+use listed::{Applied, Listed};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -36,8 +38,9 @@ pub use directory::{
     watch_directory,
 };
 
+use super::record::ConfigRecord;
 use super::routes::{self, Routes, TenantRoutes};
-use crate::api::{GLOBAL_CONFIG_NAME, GlobalMcpConfig, TenantMcpConfig};
+use crate::api::{GLOBAL_CONFIG_NAME, GlobalMcpConfig, TENANT_LABEL, TenantMcpConfig};
 use crate::config::EndpointPolicy;
 use global_secrets::GlobalSecrets;
 use snapshots::Snapshots;
@@ -58,6 +61,7 @@ pub type SyncState = Result<(), String>;
 /// Updates from the tasks the source runs besides its watches.
 enum Internal {
     Snapshot(snapshots::Fetched),
+    SnapshotDue(snapshots::Due),
     GlobalSecret(global_secrets::Update),
 }
 
@@ -82,8 +86,6 @@ pub async fn run_kube(
     synced: watch::Sender<SyncState>,
     stop: CancellationToken,
 ) {
-    let (configs, configs_writer) = reflector::store::<TenantMcpConfig>();
-    let (namespaces, namespaces_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
     let (globals, globals_writer) = reflector::store::<GlobalMcpConfig>();
     let (internal_tx, mut internal_rx) = mpsc::unbounded_channel::<Internal>();
 
@@ -97,8 +99,6 @@ pub async fn run_kube(
     };
     let config_stream = watcher(config_api, config_watch)
         .default_backoff()
-        .modify(slim::config)
-        .reflect(configs_writer)
         .map(|e| e.map(Change::Config));
     // A client of one namespace reads that namespace's labels only (RBAC can grant exactly it).
     let mut namespace_watch = watcher::Config::default();
@@ -110,8 +110,6 @@ pub async fn run_kube(
         namespace_watch,
     )
     .default_backoff()
-    .modify(slim::namespace)
-    .reflect(namespaces_writer)
     .map(|e| e.map(Change::Namespace));
     let global_stream = watcher(
         Api::<GlobalMcpConfig>::all(client.clone()),
@@ -130,13 +128,12 @@ pub async fn run_kube(
         internal_stream.boxed(),
     ]);
     let mut state = KubeState {
-        configs,
-        namespaces,
+        configs: Listed::default(),
+        namespaces: Listed::default(),
         globals,
         snapshots: Snapshots::new(client.clone(), internal_tx.clone(), stop.clone()),
         global_secrets: GlobalSecrets::new(client, internal_tx, stop.clone()),
         by_tenant: HashMap::new(),
-        tenant_of: HashMap::new(),
         allow_unbound: false,
         policy: Arc::new(EndpointPolicy::default()),
         routes,
@@ -168,16 +165,33 @@ pub async fn run_kube(
     }
 }
 
+/// A config by (namespace, name).
+type ConfigKey = (String, String);
+
+/// A config's key and routing record.
+fn config_record(c: &TenantMcpConfig) -> (ConfigKey, Option<ConfigRecord>) {
+    let record = ConfigRecord::from_status(c);
+    (
+        (record.namespace.clone(), record.name.clone()),
+        Some(record),
+    )
+}
+
+/// A namespace's name and the tenant it is bound to, if any.
+fn namespace_binding(n: &PartialObjectMeta<Namespace>) -> (String, Option<String>) {
+    (n.name_any(), n.labels().get(TENANT_LABEL).cloned())
+}
+
 struct KubeState {
-    configs: Store<TenantMcpConfig>,
-    namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Every config's routing record.
+    configs: Listed<ConfigKey, ConfigRecord>,
+    /// The tenant each namespace is bound to (namespaces without the label are left out).
+    namespaces: Listed<String, String>,
     globals: Store<GlobalMcpConfig>,
     snapshots: Snapshots,
     global_secrets: GlobalSecrets,
     /// The configs claiming each tenant.
-    by_tenant: HashMap<String, HashSet<ObjectRef<TenantMcpConfig>>>,
-    /// The tenant each config claimed when last seen (a changed `tenantId` leaves the old one).
-    tenant_of: HashMap<ObjectRef<TenantMcpConfig>, String>,
+    by_tenant: HashMap<String, Vec<ConfigKey>>,
     /// The GlobalMcpConfig's `allowUnboundNamespaces`.
     allow_unbound: bool,
     /// The GlobalMcpConfig's endpoint policy (the strict default without one).
@@ -191,39 +205,42 @@ impl KubeState {
     fn apply(&mut self, change: Change) {
         use watcher::Event::{Apply, Delete, InitDone};
         match change {
-            Change::Config(Apply(c)) => {
-                let tenants = self.index(&c, true);
-                self.recompute(tenants);
-            }
-            Change::Config(Delete(c)) => {
-                let tenants = self.index(&c, false);
-                self.recompute(tenants);
-            }
-            Change::Config(InitDone) => {
-                self.listed |= CONFIGS;
-                self.reindex();
-                self.recompute_all();
-            }
-            Change::Namespace(Apply(n) | Delete(n)) => {
-                // Its label may bind or unbind it: every tenant with a config there may change.
-                let ns = n.name_any();
-                let tenants = self
-                    .tenant_of
-                    .iter()
-                    .filter(|(r, _)| r.namespace.as_deref() == Some(ns.as_str()))
-                    .map(|(_, t)| t.clone())
-                    .collect();
-                self.recompute(tenants);
-            }
-            Change::Namespace(InitDone) => {
-                self.listed |= NAMESPACES;
-                self.recompute_all();
-            }
+            Change::Config(event) => match self.configs.apply(event, config_record) {
+                Applied::Changed { key, old } => {
+                    let tenants = self.index(&key, old.map(|r| r.tenant));
+                    self.recompute(tenants);
+                }
+                Applied::Relisted => {
+                    self.listed |= CONFIGS;
+                    self.reindex();
+                    self.recompute_all();
+                }
+                Applied::Buffered => {}
+            },
+            Change::Namespace(event) => match self.namespaces.apply(event, namespace_binding) {
+                Applied::Changed { key: ns, .. } => {
+                    // Its label may bind or unbind it: every tenant with a config there may
+                    // change.
+                    let tenants = self
+                        .configs
+                        .iter()
+                        .filter(|((n, _), _)| *n == ns)
+                        .map(|(_, r)| r.tenant.clone())
+                        .collect();
+                    self.recompute(tenants);
+                }
+                Applied::Relisted => {
+                    self.listed |= NAMESPACES;
+                    self.recompute_all();
+                }
+                Applied::Buffered => {}
+            },
             Change::Global(InitDone) => {
                 self.listed |= GLOBAL;
                 self.global_changed();
             }
             Change::Global(Apply(_) | Delete(_)) => self.global_changed(),
+            Change::Internal(Internal::SnapshotDue(due)) => self.snapshots.due(due),
             Change::Internal(Internal::Snapshot(fetched)) => {
                 let tenants = self.snapshots.fetched(fetched);
                 self.recompute(tenants);
@@ -235,7 +252,7 @@ impl KubeState {
                 }
             }
             // The reflector buffers a re-list; InitDone acts on the whole result.
-            _ => {}
+            Change::Global(_) => {}
         }
     }
 
@@ -299,79 +316,63 @@ impl KubeState {
         }
     }
 
-    /// Updates the tenant index for `config`; returns the tenants whose routes may change.
-    fn index(&mut self, config: &TenantMcpConfig, present: bool) -> BTreeSet<String> {
-        let key = ObjectRef::from_obj(config);
+    /// Moves config `key` in the tenant index from the tenant it claimed (`old`) to the one
+    /// its record claims now; returns the tenants whose routes may change.
+    fn index(&mut self, key: &ConfigKey, old: Option<String>) -> BTreeSet<String> {
         let mut touched = BTreeSet::new();
-        if let Some(old) = self.tenant_of.remove(&key) {
-            if let Some(set) = self.by_tenant.get_mut(&old) {
-                set.remove(&key);
-                if set.is_empty() {
+        if let Some(old) = old {
+            if let Some(keys) = self.by_tenant.get_mut(&old) {
+                keys.retain(|k| k != key);
+                if keys.is_empty() {
                     self.by_tenant.remove(&old);
                 }
             }
             touched.insert(old);
         }
-        if present {
-            let tenant = config.spec.tenant_id.clone();
-            self.by_tenant
-                .entry(tenant.clone())
-                .or_default()
-                .insert(key.clone());
-            self.tenant_of.insert(key, tenant.clone());
-            touched.insert(tenant);
+        if let Some(record) = self.configs.get(key) {
+            let keys = self.by_tenant.entry(record.tenant.clone()).or_default();
+            if !keys.contains(key) {
+                keys.push(key.clone());
+            }
+            touched.insert(record.tenant.clone());
         }
         touched
     }
 
     fn reindex(&mut self) {
         self.by_tenant.clear();
-        self.tenant_of.clear();
-        for c in self.configs.state() {
-            self.index(&c, true);
+        for (key, record) in self.configs.iter() {
+            self.by_tenant
+                .entry(record.tenant.clone())
+                .or_default()
+                .push(key.clone());
         }
     }
 
     /// The routes of `tenant`: its serving config's active entries, with the snapshots it
     /// points at (asked for when not read yet). `None` when no config serves the tenant.
     fn tenant_routes(&mut self, tenant: &str) -> Option<TenantRoutes> {
-        let configs: Vec<Arc<TenantMcpConfig>> = self
+        let claims: Vec<routes::Claimed<'_>> = self
             .by_tenant
             .get(tenant)
             .into_iter()
             .flatten()
-            .filter_map(|r| self.configs.get(r))
-            .collect();
-        let namespaces: Vec<Option<Arc<PartialObjectMeta<Namespace>>>> = configs
-            .iter()
-            .map(|c| {
-                self.namespaces
-                    .get(&ObjectRef::new(&c.namespace().unwrap_or_default()))
-            })
-            .collect();
-        let claims: Vec<_> = configs
-            .iter()
-            .zip(&namespaces)
-            .map(|(c, n)| {
-                (
-                    c.as_ref(),
-                    n.as_ref().and_then(|n| n.metadata.labels.as_ref()),
-                )
-            })
+            .filter_map(|k| self.configs.get(k))
+            .map(|r| (r, self.namespaces.get(&r.namespace).map(String::as_str)))
             .collect();
         let wanted = std::cell::RefCell::new(Vec::new());
         let snapshots = &self.snapshots;
-        let lookup = |config: &TenantMcpConfig, name: &str| {
-            let ns = config.namespace().unwrap_or_default();
-            let owner = config.uid().unwrap_or_default();
-            let found = snapshots.get(&ns, name, &owner);
-            wanted.borrow_mut().push((ns, name.to_owned()));
+        let lookup = |config: &ConfigRecord, name: &str| {
+            let found = snapshots.get(&config.namespace, name, &config.uid);
+            wanted
+                .borrow_mut()
+                .push((config.namespace.clone(), name.to_owned()));
             found
         };
         let routes =
             routes::tenant_routes_of(tenant, &claims, self.allow_unbound, &self.policy, &lookup);
-        if routes.is_none() && !configs.is_empty() {
-            debug!(%tenant, claims = configs.len(), "no config serves this tenant: global fallback");
+        if routes.is_none() && !claims.is_empty() {
+            debug!(%tenant, claims = claims.len(), "no config serves this tenant: global fallback");
         }
         self.snapshots.need(tenant, wanted.into_inner());
         routes
@@ -404,15 +405,4 @@ impl KubeState {
         self.routes
             .set_global(routes::global_routes(global.as_ref(), &lookup));
     }
-}
-
-/// Whether `secret` is a snapshot the controller made for the config with uid `owner`: the
-/// client takes credentials only from those, never from another Secret that happens to carry
-/// the name.
-fn is_snapshot_of(secret: &Secret, owner: &str) -> bool {
-    secret.type_.as_deref() == Some(crate::api::SNAPSHOT_TYPE)
-        && secret
-            .owner_references()
-            .iter()
-            .any(|o| o.uid == owner && o.kind == "TenantMcpConfig")
 }

@@ -8,14 +8,15 @@
 //! unavailable (`SnapshotNotVisible`), never routed elsewhere. A snapshot no tenant uses any
 //! more is dropped from memory.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::Api;
-use tokio::sync::{Semaphore, mpsc};
+use kube::api::ObjectMeta;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -26,6 +27,46 @@ pub(super) type Key = (String, String);
 
 /// Most reads under way at once (a new client with 10,000 tenants must not flood the API).
 const CONCURRENT_READS: usize = 16;
+
+/// What the client keeps of a snapshot Secret: the configs it belongs to (by uid; none when it
+/// is not a snapshot at all) and its data. Its metadata is not kept: at 10,000 tenants the
+/// Secrets' object metadata outweighed their credentials.
+struct Kept {
+    owners: Box<[String]>,
+    data: BTreeMap<String, ByteString>,
+}
+
+impl Kept {
+    fn of(secret: Secret) -> Self {
+        let owners = if secret.type_.as_deref() == Some(crate::api::SNAPSHOT_TYPE) {
+            secret
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .filter(|o| o.kind == "TenantMcpConfig")
+                .map(|o| o.uid.clone())
+                .collect()
+        } else {
+            Box::default()
+        };
+        Self {
+            owners,
+            data: secret.data.unwrap_or_default(),
+        }
+    }
+
+    /// Whether the controller made it for the config with uid `owner`.
+    fn belongs_to(&self, owner: &str) -> bool {
+        self.owners.iter().any(|o| o == owner)
+    }
+}
+
+/// A read whose retry backoff ended.
+pub(super) struct Due {
+    key: Key,
+    attempt: u32,
+}
 
 /// The outcome of one read.
 pub(super) struct Fetched {
@@ -38,13 +79,17 @@ pub(super) struct Snapshots {
     client: Client,
     tx: mpsc::UnboundedSender<Internal>,
     stop: CancellationToken,
-    reads: Arc<Semaphore>,
-    cache: HashMap<Key, Secret>,
-    /// Which tenants use each snapshot, and which snapshots each tenant uses.
-    users: HashMap<Key, BTreeSet<String>>,
+    cache: HashMap<Key, Kept>,
+    /// Which tenants use each snapshot (rarely more than one), and which snapshots each
+    /// tenant uses.
+    users: HashMap<Key, Vec<String>>,
     used_by: HashMap<String, Vec<Key>>,
-    /// Reads under way or scheduled.
+    /// Reads under way, queued or waiting for their backoff.
     pending: HashSet<Key>,
+    /// Reads due, in order.
+    queue: VecDeque<(Key, u32)>,
+    /// Reads under way.
+    in_flight: usize,
     /// Snapshots read at least once (found or not): the first sync waits for these only.
     attempted: HashSet<Key>,
     last_error: HashMap<Key, String>,
@@ -60,23 +105,35 @@ impl Snapshots {
             client,
             tx,
             stop,
-            reads: Arc::new(Semaphore::new(CONCURRENT_READS)),
             cache: HashMap::new(),
             users: HashMap::new(),
             used_by: HashMap::new(),
             pending: HashSet::new(),
+            queue: VecDeque::new(),
+            in_flight: 0,
             attempted: HashSet::new(),
             last_error: HashMap::new(),
         }
     }
 
     /// Snapshot `namespace/name` if it was read and is one the controller made for the config
-    /// with uid `owner`.
+    /// with uid `owner`: the client takes credentials only from those, never from another
+    /// Secret that happens to carry the name.
     pub(super) fn get(&self, namespace: &str, name: &str, owner: &str) -> Option<Secret> {
-        self.cache
+        let kept = self
+            .cache
             .get(&(namespace.to_owned(), name.to_owned()))
-            .filter(|s| super::is_snapshot_of(s, owner))
-            .cloned()
+            .filter(|k| k.belongs_to(owner))?;
+        Some(Secret {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(namespace.to_owned()),
+                ..ObjectMeta::default()
+            },
+            type_: Some(crate::api::SNAPSHOT_TYPE.to_owned()),
+            data: Some(kept.data.clone()),
+            ..Secret::default()
+        })
     }
 
     /// Records that `tenant` now uses exactly `keys`: reads the new ones, forgets the ones
@@ -90,10 +147,10 @@ impl Snapshots {
                 .unwrap_or_default()
         };
         for key in &keys {
-            self.users
-                .entry(key.clone())
-                .or_default()
-                .insert(tenant.to_owned());
+            let users = self.users.entry(key.clone()).or_default();
+            if !users.iter().any(|u| u == tenant) {
+                users.push(tenant.to_owned());
+            }
             if !self.cache.contains_key(key) && !self.pending.contains(key) {
                 self.read(key.clone(), 0);
             }
@@ -118,7 +175,7 @@ impl Snapshots {
 
     fn release(&mut self, key: &Key, tenant: &str) {
         if let Some(users) = self.users.get_mut(key) {
-            users.remove(tenant);
+            users.retain(|u| u != tenant);
             if users.is_empty() {
                 self.users.remove(key);
                 self.cache.remove(key);
@@ -136,15 +193,16 @@ impl Snapshots {
             attempt,
         } = fetched;
         self.pending.remove(&key);
-        let Some(users) = self.users.get(&key).cloned() else {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.pump();
+        let Some(users) = self.users.get(&key).map(|u| u.iter().cloned().collect()) else {
             return BTreeSet::new();
         };
         self.attempted.insert(key.clone());
         match result {
-            Ok(Some(mut secret)) => {
+            Ok(Some(secret)) => {
                 self.last_error.remove(&key);
-                super::slim::snapshot(&mut secret);
-                self.cache.insert(key, secret);
+                self.cache.insert(key, Kept::of(secret));
                 users
             }
             outcome => {
@@ -183,34 +241,106 @@ impl Snapshots {
         waiting
     }
 
-    /// Reads `key` (after a backoff for a retry), reporting to the source's loop.
+    /// Reads `key` now, or after a backoff for a retry.
     fn read(&mut self, key: Key, attempt: u32) {
         self.pending.insert(key.clone());
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), &key.0);
-        let (tx, stop, reads) = (self.tx.clone(), self.stop.clone(), self.reads.clone());
+        if attempt == 0 {
+            self.queue.push_back((key, attempt));
+            self.pump();
+            return;
+        }
+        let (tx, stop) = (self.tx.clone(), self.stop.clone());
+        let delay = Duration::from_millis(200 << attempt.min(8)).min(Duration::from_secs(30));
         tokio::spawn(async move {
-            if attempt > 0 {
-                let delay =
-                    Duration::from_millis(200 << attempt.min(8)).min(Duration::from_secs(30));
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(delay) => {}
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = tokio::time::sleep(delay) => {
+                    let _ = tx.send(Internal::SnapshotDue(Due { key, attempt }));
                 }
             }
-            let result = {
-                let Ok(_permit) = reads.acquire().await else {
-                    return;
-                };
-                tokio::select! {
+        });
+    }
+
+    /// A retry's backoff ended: queue its read.
+    pub(super) fn due(&mut self, due: Due) {
+        self.queue.push_back((due.key, due.attempt));
+        self.pump();
+    }
+
+    /// Starts queued reads while fewer than [`CONCURRENT_READS`] are under way. One task per
+    /// read under way, not per read queued: a new client with 10,000 tenants queued 10,000
+    /// reads, and their tasks (each a pending API request) were the peak of its memory.
+    fn pump(&mut self) {
+        while self.in_flight < CONCURRENT_READS {
+            let Some((key, attempt)) = self.queue.pop_front() else {
+                return;
+            };
+            if !self.users.contains_key(&key) {
+                // Nobody uses it any more.
+                self.pending.remove(&key);
+                continue;
+            }
+            self.in_flight += 1;
+            let api: Api<Secret> = Api::namespaced(self.client.clone(), &key.0);
+            let (tx, stop) = (self.tx.clone(), self.stop.clone());
+            tokio::spawn(async move {
+                let result = tokio::select! {
                     () = stop.cancelled() => return,
                     r = api.get_opt(&key.1) => r.map_err(|e| e.to_string()),
-                }
-            };
-            let _ = tx.send(Internal::Snapshot(Fetched {
-                key,
-                result,
-                attempt,
-            }));
-        });
+                };
+                let _ = tx.send(Internal::Snapshot(Fetched {
+                    key,
+                    result,
+                    attempt,
+                }));
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(type_: &str, kind: &str, uid: &str) -> Secret {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "snap", "namespace": "tenant-acme",
+                "ownerReferences": [{"apiVersion": "tenantmcp.dev/v1alpha1", "kind": kind,
+                    "name": "config", "uid": uid}]},
+            "type": type_,
+            "stringData": {"password": "p"}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A tenant admin can create a Secret with the snapshot's name in its own namespace (before
+    /// the controller does, or after deleting it): its values must never become the
+    /// credentials of the config's routes.
+    #[test]
+    fn only_a_snapshot_the_controller_made_for_this_config_is_used() {
+        let owner = "uid-of-the-config";
+        assert!(
+            Kept::of(secret(crate::api::SNAPSHOT_TYPE, "TenantMcpConfig", owner)).belongs_to(owner)
+        );
+        for (what, forged) in [
+            (
+                "an ordinary Secret",
+                secret("Opaque", "TenantMcpConfig", owner),
+            ),
+            (
+                "a snapshot of another config",
+                secret(
+                    crate::api::SNAPSHOT_TYPE,
+                    "TenantMcpConfig",
+                    "uid-of-another",
+                ),
+            ),
+            (
+                "owned by another kind with the config's uid",
+                secret(crate::api::SNAPSHOT_TYPE, "ConfigMap", owner),
+            ),
+        ] {
+            assert!(!Kept::of(forged).belongs_to(owner), "{what} was taken");
+        }
     }
 }

@@ -136,9 +136,9 @@ async fn create_tenant(client: &kube::Client, t: &str) -> anyhow::Result<()> {
 /// RSS of the client process: before the client starts, and once it is in sync.
 pub struct ChildMemory {
     /// Before `from_kube`.
-    pub before: u64,
+    pub before: super::Footprint,
     /// In sync, every tenant routed.
-    pub loaded: u64,
+    pub loaded: super::Footprint,
 }
 
 /// Measures the client's memory in a child process against `populated`.
@@ -163,7 +163,7 @@ pub async fn measure_memory(populated: &Populated) -> anyhow::Result<ChildMemory
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let field = |name: &str| -> anyhow::Result<u64> {
+    let number = |name: &str| -> anyhow::Result<u64> {
         stdout
             .lines()
             .find_map(|l| l.strip_prefix(name))
@@ -172,16 +172,22 @@ pub async fn measure_memory(populated: &Populated) -> anyhow::Result<ChildMemory
             .parse()
             .context(name.to_owned())
     };
+    let field = |at: &str| -> anyhow::Result<super::Footprint> {
+        Ok(super::Footprint {
+            rss: number(&format!("rss-{at} "))?,
+            live: number(&format!("live-{at} "))?,
+        })
+    };
     Ok(ChildMemory {
-        before: field("rss-before")?,
-        loaded: field("rss-loaded")?,
+        before: field("before")?,
+        loaded: field("loaded")?,
     })
 }
 
 /// The child's side: start the client on `kubeconfig`, wait for sync, check that the sample
 /// tenants route to their own servers, print RSS before and after.
 pub async fn memory_child(kubeconfig: &Path) -> anyhow::Result<()> {
-    let before = super::rss()?;
+    let before = super::footprint()?;
     let client = tenant_mcp_e2e::harness::client_for(kubeconfig).await?;
     let clients = TenantClients::from_kube(
         client,
@@ -205,7 +211,11 @@ pub async fn memory_child(kubeconfig: &Path) -> anyhow::Result<()> {
     }
     // Let the watch tasks' buffers from the initial lists go.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    println!("rss-before {before}\nrss-loaded {}", super::rss()?);
+    let loaded = super::footprint()?;
+    println!(
+        "rss-before {}\nlive-before {}\nrss-loaded {}\nlive-loaded {}",
+        before.rss, before.live, loaded.rss, loaded.live
+    );
     clients.shutdown().await;
     Ok(())
 }

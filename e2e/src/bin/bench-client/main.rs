@@ -17,9 +17,15 @@
 
 // The allocator is the application's choice; `--features mimalloc` measures the library
 // under mimalloc instead of the system's (glibc) malloc.
+// Either is wrapped by `cap` to count live heap bytes (RSS also holds what the allocator
+// keeps after a free, so the memory table reports both; an atomic add per allocation, and the
+// lookups allocate nothing).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: cap::Cap<mimalloc::MiMalloc> = cap::Cap::new(mimalloc::MiMalloc, usize::MAX);
+#[cfg(not(feature = "mimalloc"))]
+#[global_allocator]
+static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
 
 mod kube_source;
 mod manifests;
@@ -304,11 +310,26 @@ fn rss() -> anyhow::Result<u64> {
     Ok(pages * 4096)
 }
 
+/// Resident set size and live heap bytes at one moment.
+#[derive(Clone, Copy, Debug)]
+struct Footprint {
+    rss: u64,
+    live: u64,
+}
+
+/// This process's [`Footprint`] now.
+fn footprint() -> anyhow::Result<Footprint> {
+    Ok(Footprint {
+        rss: rss()?,
+        live: ALLOCATOR.allocated() as u64,
+    })
+}
+
 /// RSS at each step of the memory and churn measurements.
 struct Memory {
-    start: u64,
-    configs: u64,
-    cached: u64,
+    start: Footprint,
+    configs: Footprint,
+    cached: Footprint,
     cached_tenants: usize,
     churn_cycles: usize,
     warm_up: usize,
@@ -324,14 +345,14 @@ async fn memory_and_churn(
     cached: usize,
     churn: usize,
 ) -> anyhow::Result<Memory> {
-    let start = rss()?;
+    let start = footprint()?;
     let settings = ClientSettings {
         max_cached_tenants: cached,
         idle_ttl: Duration::from_secs(3600),
         ..ClientSettings::default()
     };
     let clients = TenantClients::from_directory(dir, settings)?;
-    let configs = rss()?;
+    let configs = footprint()?;
     let use_tenant = |name: &str| {
         let clients = clients.clone();
         let name = name.to_owned();
@@ -345,7 +366,7 @@ async fn memory_and_churn(
     for name in names.iter().take(cached) {
         use_tenant(name).await?;
     }
-    let cached_rss = rss()?;
+    let cached_rss = footprint()?;
     let cached_tenants = clients.cached_tenants();
     // Churn: every cycle takes a tenant not cached into the full cache (building its three
     // clients) and evicts the least recently used one (closing them).
@@ -393,32 +414,59 @@ fn mib(bytes: u64) -> String {
 }
 
 fn render_memory(m: &Memory, tenants: usize, kube: &kube_source::ChildMemory) -> String {
-    let per_config = |from: u64, to: u64| to.saturating_sub(from) as f64 / tenants as f64 / 1024.0;
+    let kib_each =
+        |from: u64, to: u64, n: usize| to.saturating_sub(from) as f64 / n.max(1) as f64 / 1024.0;
+    let row = |what: String, at: Footprint, from: Option<(Footprint, usize, &str)>| match from {
+        None => format!("| {what} | {} | {} | | |\n", mib(at.rss), mib(at.live)),
+        Some((from, n, unit)) => format!(
+            "| {what} | {} | {} | {:.1} KiB {unit} | {:.1} KiB {unit} |\n",
+            mib(at.rss),
+            mib(at.live),
+            kib_each(from.rss, at.rss, n),
+            kib_each(from.live, at.live, n),
+        ),
+    };
     let end = m.churn_quarters[3];
     let measured = (m.churn_cycles - m.warm_up).max(1);
     let per_cycle = (end as f64 - m.churn_warm as f64) / measured as f64;
     let growth = (end as f64 - m.churn_warm as f64) / m.churn_warm.max(1) as f64 * 100.0;
     let quarters: Vec<String> = m.churn_quarters.iter().map(|q| mib(*q)).collect();
+    let mut table = String::from(
+        "\n| memory | RSS | live heap | RSS per tenant | live heap per tenant |\n|---|---|---|---|---|\n",
+    );
+    table.push_str(&row(
+        "directory source: process before loading configs (baseline)".into(),
+        m.start,
+        None,
+    ));
+    table.push_str(&row(
+        format!("directory source: {tenants} tenant configs loaded, nothing cached"),
+        m.configs,
+        Some((m.start, tenants, "per config")),
+    ));
+    table.push_str(&row(
+        format!(
+            "and {} tenants with 3 cached clients each",
+            m.cached_tenants
+        ),
+        m.cached,
+        Some((m.configs, m.cached_tenants, "per cached tenant")),
+    ));
+    table.push_str(&row(
+        "Kubernetes source (child process): before the client starts (baseline)".into(),
+        kube.before,
+        None,
+    ));
+    table.push_str(&row(
+        format!("Kubernetes source: {tenants} configs, namespaces and snapshot Secrets in sync"),
+        kube.loaded,
+        Some((kube.before, tenants, "per config")),
+    ));
     format!(
-        "\n| memory | RSS | per tenant |\n|---|---|---|\n\
-| directory source: process before loading configs (baseline) | {} | |\n\
-| directory source: {tenants} tenant configs loaded, nothing cached | {} | {:.1} KiB per config |\n\
-| and {} tenants with 3 cached clients each | {} | {:.1} KiB per cached tenant |\n\
-| Kubernetes source (child process): before the client starts (baseline) | {} | |\n\
-| Kubernetes source: {tenants} configs, namespaces and snapshot Secrets in sync | {} | {:.1} KiB per config |\n\
-\nChurn: {} cycles (a tenant taken into the full cache of {}, its three clients built, the \
+        "{table}\nChurn: {} cycles (a tenant taken into the full cache of {}, its three clients built, the \
 least recently used tenant evicted and its clients closed) in {:.1} s ({:.0} cycles/s). RSS \
 after {} warm-up cycles {}; after 25 %, 50 %, 75 % and 100 % of the remaining cycles {}: \
 {per_cycle:+.1} bytes per cycle, {growth:+.2} % in all (target under 5 %).\n",
-        mib(m.start),
-        mib(m.configs),
-        per_config(m.start, m.configs),
-        m.cached_tenants,
-        mib(m.cached),
-        (m.cached.saturating_sub(m.configs)) as f64 / m.cached_tenants.max(1) as f64 / 1024.0,
-        mib(kube.before),
-        mib(kube.loaded),
-        per_config(kube.before, kube.loaded),
         m.churn_cycles,
         m.cached_tenants,
         m.churn_seconds,

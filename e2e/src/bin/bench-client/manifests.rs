@@ -2,7 +2,7 @@
 //! namespace bound to it, declaring its own Postgres, S3 and AI MCP server with a credentials
 //! Secret, and a GlobalMcpConfig whose servers serve every tenant without a config.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 /// Where the tenants' servers are: the local stack's for the connection set-up, unused
 /// loopback addresses for everything else (pools are lazy, MCP sessions open on first call).
@@ -49,11 +49,16 @@ pub fn write(
     servers: &Servers,
 ) -> anyhow::Result<()> {
     let (pg_host, pg_port) = &servers.postgres;
-    let mut text = format!(
+    // Streamed to the file, not built as one string: freeing a string of tens of megabytes
+    // raises glibc's mmap threshold, and the memory measured next would then find the
+    // directory's text on its heap instead of in a mapping returned when it is dropped.
+    let mut text = std::io::BufWriter::new(std::fs::File::create(dir.join("tenants.yaml"))?);
+    write!(
+        text,
         "apiVersion: tenantmcp.dev/v1alpha1\nkind: GlobalMcpConfig\nmetadata:\n  name: default\nspec:\n  endpointPolicy:\n    allowLoopback: true\n  servers:\n    postgres:\n      host: {pg_host}\n      port: {pg_port}\n      database: global\n      sslMode: disable\n      credentialsSecretRef:\n        name: global\n    minio:\n      endpoint: {}\n      bucket: global\n      credentialsSecretRef:\n        name: global\n    aiMcpServer:\n      url: {}\n      bearerTokenSecretRef:\n        name: global\n        key: token\n\
 ---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: global\n  namespace: tenant-mcp-credentials\nstringData:\n  username: platform\n  password: platform\n  accessKeyId: platform\n  secretAccessKey: platform\n  token: platform\n",
         servers.s3, servers.ai_mcp
-    );
+    )?;
     for i in 0..n {
         let t = tenant(prefix, i);
         let (user, password) = servers
@@ -75,7 +80,7 @@ pub fn write(
             servers.ai_mcp,
         )?;
     }
-    std::fs::write(dir.join("tenants.yaml"), text)?;
+    text.flush()?;
     Ok(())
 }
 
