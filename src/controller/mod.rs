@@ -14,6 +14,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod mirrored;
+mod phases;
 pub mod plan;
 pub mod readers;
 pub mod reconcile;

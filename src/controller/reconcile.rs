@@ -1,7 +1,9 @@
 //! The reconcile of one `TenantMcpConfig`: gate (binding, conflicts, flags) → validate →
 //! resolve Secrets → probe what is due → promote passing servers into snapshots and
 //! `status.active` → mirror → status → events → snapshot cleanup. The decisions are in
-//! [`super::plan`]; this module does the I/O around them.
+//! [`super::plan`] (gate, when a check is due, conditions), `controller::phases` (resolve and
+//! promote, per server type) and [`crate::config::binding`]; this module does the I/O
+//! around them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -25,17 +27,15 @@ use tracing::{info, warn};
 use super::claim_index::ClaimIndex;
 use super::metrics::{Metrics, TenantState};
 use super::mirrored;
-use super::plan::{self, ConditionInputs, Due, Gate, Intervals};
+use super::phases::{self, Assessment, Resolved};
+use super::plan::{self, ConditionInputs, Gate, Intervals};
 use super::secret_index::SecretIndex;
 use super::snapshot::{self, Cleanup};
 use super::{Error, Settings, active, readers};
 use crate::api::conditions::{self, reason};
-use crate::api::{
-    GlobalMcpConfig, GlobalMcpConfigSpec, McpConfigStatus, ServerHealth, ServerState,
-    TenantMcpConfig,
-};
+use crate::api::{GlobalMcpConfig, GlobalMcpConfigSpec, McpConfigStatus, TenantMcpConfig};
 use crate::config::binding::{self, Claim, Verdict};
-use crate::config::candidate::{self, Candidate, ServerKey};
+use crate::config::candidate::{Candidate, ServerKey};
 use crate::config::failure::Failure;
 use crate::config::validate::policy_failure;
 use crate::config::{EndpointPolicy, validate_tenant_spec};
@@ -316,14 +316,6 @@ fn requeue_stale_claims(ctx: &Context, others: &[(Arc<TenantMcpConfig>, Verdict)
     }
 }
 
-/// A server ready to be checked: its candidate, the Secret versions it was read from, and
-/// whether it is already the active entry.
-struct Resolved {
-    candidate: Candidate,
-    versions: BTreeMap<String, String>,
-    in_sync: bool,
-}
-
 /// One reconcile's working state, passed through the phases of [`apply`]: what was read at
 /// the start, the status being built, and what the phases found along the way.
 struct Run<'a> {
@@ -474,93 +466,43 @@ async fn resolve(run: &mut Run<'_>) -> Result<Vec<(ServerKey, Resolved)>, Error>
         fetched.insert(secret.clone(), found);
     }
     read_snapshots(&run.secrets_api, &run.status, &mut run.snapshots).await?;
-    let intervals = run.intervals;
     let lookup = |n: &str| fetched.get(n).cloned().flatten();
     let mut due_now: Vec<(ServerKey, Resolved)> = Vec::new();
     for key in run.declared.clone() {
-        let key_name = key.as_string();
-        let failure = if !run.split.config_wide.is_empty() {
-            Some(Failure::new(
-                reason::INVALID_SPEC,
-                run.split.config_wide.join("; "),
-                false,
-            ))
-        } else {
-            run.split.per_server.get(&key).cloned()
-        };
-        if let Some(failure) = failure {
-            run.status.servers.insert(
-                key_name,
-                failing(
-                    &failure,
-                    None,
-                    BTreeMap::new(),
-                    &run.global.policy_hash,
+        let assessment = phases::assess(
+            &key,
+            &phases::Inputs {
+                servers: &spec.servers,
+                split: &run.split,
+                uses: &run.uses,
+                secret: &lookup,
+                status: &run.status,
+                snapshots: &run.snapshots,
+                checking: phases::Checking {
+                    policy_hash: &run.global.policy_hash,
                     now,
-                ),
-            );
-            continue;
-        }
-        let versions: BTreeMap<String, String> = run
-            .uses
-            .iter()
-            .filter(|(k, _)| k.as_ref() == Some(&key))
-            .filter_map(|(_, name)| {
-                let s = lookup(name)?;
-                Some((
-                    name.clone(),
-                    s.metadata.resource_version.clone().unwrap_or_default(),
-                ))
-            })
-            .collect();
-        let candidate = match candidate::resolve(&spec.servers, &key, &lookup) {
-            Ok(c) => c,
-            Err(failure) => {
-                run.status.servers.insert(
-                    key_name,
-                    failing(&failure, None, versions, &run.global.policy_hash, now),
-                );
-                continue;
-            }
-        };
-        let spec_hash = candidate.spec_hash();
-        let synced = match active::entry(&run.status.active, &key) {
-            Some((hash, snap)) if hash == spec_hash => match snap {
-                Some(snap) => run
-                    .snapshots
-                    .get(&snap)
-                    .is_some_and(|s| snapshot::holds(s, &candidate)),
-                None => candidate.snapshot_data().is_empty(),
-            },
-            _ => false,
-        };
-        if synced {
-            run.in_sync.insert(key.clone());
-        }
-        let last = run.status.servers.get(&key_name);
-        let due = if synced || last.is_some_and(|h| h.spec_hash.as_deref() == Some(&spec_hash)) {
-            plan::due(
-                last,
-                &spec_hash,
-                &versions,
-                &run.global.policy_hash,
-                now,
-                intervals,
-            )
-        } else {
-            Due::Now
-        };
-        match due {
-            Due::Now => due_now.push((
-                key,
-                Resolved {
-                    candidate,
-                    versions,
-                    in_sync: synced,
+                    intervals: run.intervals,
                 },
-            )),
-            Due::In(after) => run.next_check = Some(run.next_check.map_or(after, |n| n.min(after))),
-            Due::OnChange => {}
+            },
+        );
+        match assessment {
+            Assessment::Failing(health) => {
+                run.status.servers.insert(key.as_string(), health);
+            }
+            Assessment::Due(resolved) => {
+                if resolved.in_sync {
+                    run.in_sync.insert(key.clone());
+                }
+                due_now.push((key, resolved));
+            }
+            Assessment::Current { in_sync, again } => {
+                if in_sync {
+                    run.in_sync.insert(key);
+                }
+                if let Some(after) = again {
+                    run.next_check = Some(run.next_check.map_or(after, |n| n.min(after)));
+                }
+            }
         }
     }
     Ok(due_now)
@@ -602,92 +544,48 @@ async fn promote(
     due: Vec<(ServerKey, Resolved)>,
     outcomes: Vec<Result<Duration, Failure>>,
 ) -> Result<(), Error> {
-    let now = run.now;
-    let intervals = run.intervals;
     for ((key, resolved), outcome) in due.into_iter().zip(outcomes) {
-        let key_name = key.as_string();
-        let spec_hash = resolved.candidate.spec_hash();
-        match outcome {
-            Ok(latency) => {
-                if !resolved.in_sync {
-                    let snap_name = if resolved.candidate.snapshot_data().is_empty() {
-                        None
-                    } else {
-                        let secret = snapshot::build(run.config, &key, &resolved.candidate);
-                        fence(ctx)?;
-                        let created = run
-                            .secrets_api
-                            .create(&PostParams::default(), &secret)
-                            .await
-                            .map_err(|e| {
-                                Error::kube(format!("creating a snapshot Secret for {key_name}"), e)
-                            })?;
-                        let created_name = created.name_any();
-                        run.snapshots.insert(created_name.clone(), created);
-                        Some(created_name)
-                    };
-                    active::promote(
-                        &mut run.status.active,
-                        &key,
-                        &resolved.candidate,
-                        snap_name,
-                        now,
-                    );
-                    run.promoted.push(key_name.clone());
-                    run.in_sync.insert(key.clone());
-                }
-                run.status.servers.insert(
-                    key_name,
-                    ServerHealth {
-                        state: ServerState::Healthy,
-                        reason: None,
-                        message: None,
-                        last_checked_at: Some(
-                            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
-                        ),
-                        latency_ms: i64::try_from(latency.as_millis()).ok(),
-                        spec_hash: Some(spec_hash),
-                        secret_versions: resolved.versions,
-                        policy_hash: Some(run.global.policy_hash.clone()),
-                    },
-                );
-            }
-            Err(failure) => {
-                // The active entry itself now connects somewhere the policy denies (its
-                // name resolves elsewhere since promotion): out of service. A server that
-                // is merely down keeps serving as last-known-good.
-                if resolved.in_sync
-                    && failure.reason == reason::POLICY_DENIED
-                    && active::demote(&mut run.status.active, &key)
-                {
-                    run.in_sync.remove(&key);
-                    run.demoted
-                        .push((key_name.clone(), failure.message.clone()));
-                }
-                run.status.servers.insert(
-                    key_name,
-                    failing(
-                        &failure,
-                        Some(spec_hash),
-                        resolved.versions,
-                        &run.global.policy_hash,
-                        now,
-                    ),
-                );
-            }
+        let snapshot = if phases::needs_snapshot(&resolved, &outcome) {
+            let secret = snapshot::build(run.config, &key, &resolved.candidate);
+            fence(ctx)?;
+            let created = run
+                .secrets_api
+                .create(&PostParams::default(), &secret)
+                .await
+                .map_err(|e| {
+                    Error::kube(
+                        format!("creating a snapshot Secret for {}", key.as_string()),
+                        e,
+                    )
+                })?;
+            let name = created.name_any();
+            run.snapshots.insert(name.clone(), created);
+            Some(name)
+        } else {
+            None
+        };
+        let recorded = phases::record_check(
+            &mut run.status,
+            &key,
+            resolved,
+            outcome,
+            snapshot,
+            &phases::Checking {
+                policy_hash: &run.global.policy_hash,
+                now: run.now,
+                intervals: run.intervals,
+            },
+        );
+        if recorded.promoted {
+            run.promoted.push(key.as_string());
+            run.in_sync.insert(key.clone());
         }
-        if let Some(h) = run.status.servers.get(&key.as_string()) {
-            let again = plan::due(
-                Some(h),
-                h.spec_hash.as_deref().unwrap_or_default(),
-                &h.secret_versions,
-                &run.global.policy_hash,
-                now,
-                intervals,
-            );
-            if let Due::In(after) = again {
-                run.next_check = Some(run.next_check.map_or(after, |n| n.min(after)));
-            }
+        if let Some(why) = recorded.demoted {
+            run.in_sync.remove(&key);
+            run.demoted.push((key.as_string(), why));
+        }
+        if let Some(after) = recorded.again {
+            run.next_check = Some(run.next_check.map_or(after, |n| n.min(after)));
         }
     }
     active::retain_declared(&mut run.status.active, &run.declared);
@@ -830,25 +728,6 @@ async fn report(
     let _ = TIMES.try_with(|t| t.borrow_mut().0 = probing);
     info!(config = %id, state = ?state, promoted = ?promoted, "reconciled");
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
-}
-
-fn failing(
-    failure: &Failure,
-    spec_hash: Option<String>,
-    versions: BTreeMap<String, String>,
-    policy_hash: &str,
-    now: Timestamp,
-) -> ServerHealth {
-    ServerHealth {
-        state: ServerState::Failing,
-        reason: Some(failure.reason.clone()),
-        message: Some(failure.message.clone()),
-        last_checked_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)),
-        latency_ms: None,
-        spec_hash,
-        secret_versions: versions,
-        policy_hash: Some(policy_hash.to_owned()),
-    }
 }
 
 async fn probe(
