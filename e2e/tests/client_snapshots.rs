@@ -140,14 +140,15 @@ async fn snapshots_are_read_for_every_tenant_late_ones_on_a_retry_and_never_from
         uids.push(promoted_config(&client, t).await);
     }
     for t in &late {
+        // Its config is first seen without a status (Pending), then promoted.
         wait_for(
-            "the late tenant's route",
+            "the late tenant's promoted route, its snapshot not there",
             Duration::from_secs(30),
-            async || {
-                clients
-                    .endpoint(t, &ServerKey::Postgres)
-                    .is_err()
-                    .then(|| assert!(not_visible(t)))
+            async || match clients.endpoint(t, &ServerKey::Postgres) {
+                Err(ClientError::Unavailable { reason, .. }) => {
+                    (reason == "SnapshotNotVisible").then_some(())
+                }
+                _ => None,
             },
         )
         .await;

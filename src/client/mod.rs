@@ -158,7 +158,7 @@ impl TenantClients {
         let manifests = source::load_directory(&dir)?;
         let (_, rx) = watch::channel(Ok(()));
         let this = Self::new(&settings, rx)?;
-        source::directory_routes(&manifests, &this.inner.routes);
+        source::directory_routes(manifests, &this.inner.routes);
         tokio::spawn(source::watch_directory(
             dir,
             stamp,

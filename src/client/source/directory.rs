@@ -4,7 +4,7 @@
 //! a Namespace (declared in the directory) bound to its tenant, unless the GlobalMcpConfig
 //! allows unbound namespaces.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -26,6 +26,9 @@ use crate::client::routes::{self, Routes};
 use crate::config::EndpointPolicy;
 use crate::config::manifest::documents;
 
+/// A Secret's data as (key, value) pairs.
+pub type SecretData = Box<[(String, ByteString)]>;
+
 /// What routing needs of a directory of manifests; each object is converted as it is read and
 /// dropped, so a load holds one parsed document at a time besides these.
 #[derive(Default)]
@@ -38,9 +41,10 @@ pub struct Manifests {
     /// The tenant each Namespace is bound to, by name (its `tenantmcp.dev/tenant` label);
     /// namespaces without the label are not kept.
     pub namespaces: HashMap<String, String>,
-    /// Every Secret's data (`stringData` folded in), by (namespace, name); of two Secrets with
-    /// one name the first read wins.
-    pub secrets: HashMap<(String, String), BTreeMap<String, ByteString>>,
+    /// Every Secret's data (`stringData` folded in) as (key, value) pairs, by (namespace,
+    /// name); of two Secrets with one name the first read wins. Pairs, not a map: a
+    /// `BTreeMap` of a few keys allocates a node of eleven slots.
+    pub secrets: HashMap<(String, String), SecretData>,
 }
 
 impl Manifests {
@@ -53,7 +57,7 @@ impl Manifests {
                 namespace: Some(ns.to_owned()),
                 ..ObjectMeta::default()
             },
-            data: Some(data.clone()),
+            data: Some(data.iter().cloned().collect()),
             ..Secret::default()
         })
     }
@@ -65,7 +69,10 @@ impl std::fmt::Debug for Manifests {
         let mut secrets: Vec<String> = self
             .secrets
             .iter()
-            .map(|((ns, name), data)| format!("{ns}/{name} {:?}", data.keys().collect::<Vec<_>>()))
+            .map(|((ns, name), data)| {
+                let keys: Vec<&str> = data.iter().map(|(k, _)| k.as_str()).collect();
+                format!("{ns}/{name} {keys:?}")
+            })
             .collect();
         secrets.sort();
         f.debug_struct("Manifests")
@@ -132,7 +139,10 @@ pub fn load_directory(dir: &Path) -> Result<Manifests, ClientError> {
                     for (k, v) in s.string_data.unwrap_or_default() {
                         data.insert(k, ByteString(v.into_bytes()));
                     }
-                    manifests.secrets.entry((ns, name)).or_insert(data);
+                    manifests
+                        .secrets
+                        .entry((ns, name))
+                        .or_insert_with(|| data.into_iter().collect());
                 }
                 _ => {}
             }
@@ -166,9 +176,21 @@ fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, ClientError> {
 
 /// Computes every route from a directory's manifests. A config with a `status.active` (copied
 /// from a cluster) is served from it; one without is served from its spec, checked statically
-/// and against the global endpoint policy, since no controller tests it.
-pub fn directory_routes(manifests: &Manifests, routes: &Routes) {
-    let global_spec = manifests.global.as_ref().map(|g| &g.spec);
+/// and against the global endpoint policy, since no controller tests it. Each tenant's
+/// records are dropped once its routes are built, so the load does not hold every record and
+/// every route at once.
+pub fn directory_routes(manifests: Manifests, routes: &Routes) {
+    let Manifests {
+        configs,
+        global,
+        namespaces,
+        secrets,
+    } = manifests;
+    let manifests = Manifests {
+        secrets,
+        ..Manifests::default()
+    };
+    let global_spec = global.as_ref().map(|g| &g.spec);
     let policy = Arc::new(
         global_spec
             .map(|g| EndpointPolicy::compile_or_strict(&g.endpoint_policy))
@@ -180,28 +202,27 @@ pub fn directory_routes(manifests: &Manifests, routes: &Routes) {
         manifests.secret(credentials_ns, n)
     }));
     let allow_unbound = global_spec.is_some_and(|g| g.allow_unbound_namespaces);
-    let mut by_tenant: HashMap<&str, Vec<routes::Claimed<'_>>> = HashMap::new();
-    for c in &manifests.configs {
-        by_tenant.entry(&c.tenant).or_default().push((
-            c,
-            manifests.namespaces.get(&c.namespace).map(String::as_str),
-        ));
+    let mut by_tenant: HashMap<String, Vec<ConfigRecord>> = HashMap::new();
+    for c in configs {
+        by_tenant.entry(c.tenant.clone()).or_default().push(c);
     }
     let find = |config: &ConfigRecord, name: &str| manifests.secret(&config.namespace, name);
-    let all = by_tenant
-        .into_iter()
-        .filter_map(|(tenant, claims)| {
-            let Some(r) = routes::tenant_routes_of(tenant, &claims, allow_unbound, &policy, &find)
-            else {
-                warn!(
-                    %tenant,
-                    "no config in the directory serves tenant {tenant:?}: each claims it from a namespace that is not bound to it (declare the Namespace with the label tenantmcp.dev/tenant={tenant}); it uses the global servers"
-                );
-                return None;
-            };
-            Some((tenant.to_owned(), r))
-        })
-        .collect();
+    let mut all = HashMap::with_capacity(by_tenant.len());
+    for (tenant, records) in by_tenant.drain() {
+        let claims: Vec<routes::Claimed<'_>> = records
+            .iter()
+            .map(|c| (c, namespaces.get(&c.namespace).map(String::as_str)))
+            .collect();
+        match routes::tenant_routes_of(&tenant, &claims, allow_unbound, &policy, &find) {
+            Some(r) => {
+                all.insert(tenant, r);
+            }
+            None => warn!(
+                %tenant,
+                "no config in the directory serves tenant {tenant:?}: each claims it from a namespace that is not bound to it (declare the Namespace with the label tenantmcp.dev/tenant={tenant}); it uses the global servers"
+            ),
+        }
+    }
     routes.set_all_tenants(all);
 }
 
@@ -288,7 +309,7 @@ pub async fn watch_directory(
         }
         settle.loaded(now);
         match loaded {
-            Ok(m) => directory_routes(&m, &routes),
+            Ok(m) => directory_routes(m, &routes),
             Err(e) => warn!(
                 "reloading {}: {e}; keeping the previous configs",
                 dir.display()

@@ -89,7 +89,7 @@ pub async fn run_kube(
     let (globals, globals_writer) = reflector::store::<GlobalMcpConfig>();
     let (internal_tx, mut internal_rx) = mpsc::unbounded_channel::<Internal>();
 
-    let mut config_watch = watcher::Config::default();
+    let mut config_watch = watcher::Config::default().page_size(100);
     if let Some(selector) = &source.label_selector {
         config_watch = config_watch.labels(selector);
     }
@@ -101,7 +101,7 @@ pub async fn run_kube(
         .default_backoff()
         .map(|e| e.map(Change::Config));
     // A client of one namespace reads that namespace's labels only (RBAC can grant exactly it).
-    let mut namespace_watch = watcher::Config::default();
+    let mut namespace_watch = watcher::Config::default().page_size(100);
     if let Some(ns) = &source.namespace {
         namespace_watch = namespace_watch.fields(&format!("metadata.name={ns}"));
     }
