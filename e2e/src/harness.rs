@@ -233,6 +233,23 @@ pub async fn create_namespace(
     Ok(())
 }
 
+/// Creates the GlobalMcpConfig `default` with `spec` through `client`.
+pub async fn create_global_config(
+    client: &kube::Client,
+    spec: serde_json::Value,
+) -> anyhow::Result<()> {
+    let global = serde_json::json!({
+        "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "GlobalMcpConfig",
+        "metadata": {"name": tenant_mcp::api::GLOBAL_CONFIG_NAME},
+        "spec": spec
+    });
+    Api::<tenant_mcp::api::GlobalMcpConfig>::all(client.clone())
+        .create(&PostParams::default(), &serde_json::from_value(global)?)
+        .await
+        .context("creating the GlobalMcpConfig")?;
+    Ok(())
+}
+
 /// `helm template` of the project's chart as release `t` in namespace `tenant-mcp-system`, with
 /// `--set` values (and the CRDs with `include_crds`): the YAML, or helm's error. helm is the
 /// project's pinned copy (`scripts/test` installs it) or `$HELM`.

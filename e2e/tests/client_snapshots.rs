@@ -13,7 +13,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use tenant_mcp::api::{SNAPSHOT_TYPE, TenantMcpConfig};
 use tenant_mcp::client::{ClientError, ClientSettings, Origin, TenantClients};
 use tenant_mcp::config::candidate::ServerKey;
-use tenant_mcp_e2e::harness::{Cluster, create_namespace, wait_for};
+use tenant_mcp_e2e::harness::{Cluster, create_global_config, create_namespace, wait_for};
 
 /// More than the client reads at once (16).
 const TENANTS: usize = 40;
@@ -90,20 +90,14 @@ async fn snapshots_are_read_for_every_tenant_late_ones_on_a_retry_and_never_from
     let cluster = Cluster::start().await.unwrap();
     cluster.install_crds().await.unwrap();
     let client = cluster.client();
-    Api::<tenant_mcp::api::GlobalMcpConfig>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({
-                "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "GlobalMcpConfig",
-                "metadata": {"name": "default"},
-                "spec": {"endpointPolicy": {"allowLoopback": true}, "servers": {"postgres": {
-                    "host": "127.0.0.1", "database": "global", "sslMode": "disable",
-                    "credentialsSecretRef": {"name": "global"}}}}
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    create_global_config(
+        &client,
+        serde_json::json!({"endpointPolicy": {"allowLoopback": true}, "servers": {"postgres": {
+            "host": "127.0.0.1", "database": "global", "sslMode": "disable",
+            "credentialsSecretRef": {"name": "global"}}}}),
+    )
+    .await
+    .unwrap();
     let suffix = std::process::id();
     let names: Vec<String> = (0..TENANTS).map(|i| format!("snap-{suffix}-{i}")).collect();
     // Every tenant has its snapshot before the client starts (so no read fails and is

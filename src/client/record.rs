@@ -12,6 +12,8 @@ use crate::api::{ActiveConfig, McpConfigStatus, McpServer, PostgresServer, S3Ser
 use crate::api::{TenantMcpConfig, TenantMcpConfigSpec};
 use crate::config::binding::Claim;
 use crate::config::candidate::ServerKey;
+use crate::config::validate::ServerSpecRef;
+use crate::controller::active;
 
 /// What routing reads of one TenantMcpConfig.
 #[derive(Clone, Debug, PartialEq)]
@@ -119,28 +121,13 @@ impl ConfigRecord {
 
 /// The promoted entry of `key` in `active`, if any.
 fn promoted(active: &ActiveConfig, key: &ServerKey) -> Option<Promoted> {
-    let (server, snapshot) = match key {
-        ServerKey::Postgres => {
-            let e = active.postgres.as_ref()?;
-            (PromotedServer::Postgres(e.spec.clone()), &e.snapshot_secret)
-        }
-        ServerKey::Minio => {
-            let e = active.minio.as_ref()?;
-            (PromotedServer::Minio(e.spec.clone()), &e.snapshot_secret)
-        }
-        ServerKey::AiMcp => {
-            let e = active.ai_mcp_server.as_ref()?;
-            (PromotedServer::Mcp(e.spec.clone()), &e.snapshot_secret)
-        }
-        ServerKey::Mcp(name) => {
-            let e = active.mcp_servers.get(name)?;
-            (PromotedServer::Mcp(e.spec.clone()), &e.snapshot_secret)
-        }
+    let server = match active::spec(active, key)? {
+        ServerSpecRef::Postgres(s) => PromotedServer::Postgres(s.clone()),
+        ServerSpecRef::Minio(s) => PromotedServer::Minio(s.clone()),
+        ServerSpecRef::Mcp(s) => PromotedServer::Mcp(s.clone()),
     };
-    Some(Promoted {
-        server,
-        snapshot: snapshot.clone(),
-    })
+    let (_, snapshot) = active::entry(active, key)?;
+    Some(Promoted { server, snapshot })
 }
 
 /// The reason a declared server type has no active entry, from `status.servers`.

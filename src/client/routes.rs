@@ -178,21 +178,6 @@ impl ServerRoutes {
     pub fn get(&self, key: &ServerKey) -> Option<&Route> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, r)| r)
     }
-
-    /// Every declared server type and its route, ordered by key.
-    pub fn iter(&self) -> impl Iterator<Item = (&ServerKey, &Route)> {
-        self.0.iter().map(|(k, r)| (k, r))
-    }
-
-    /// How many server types are declared.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 impl FromIterator<(ServerKey, Route)> for ServerRoutes {
@@ -447,19 +432,9 @@ pub fn from_status(
     record_routes(&ConfigRecord::from_status(config), snapshot, policy)
 }
 
-/// The routes of a config without a controller (a directory of manifests): the spec itself,
-/// checked statically and against `policy`, with credentials from the Secrets `lookup` finds
-/// in the config's namespace.
-pub fn from_spec(
-    config: &TenantMcpConfig,
-    policy: &Arc<EndpointPolicy>,
-    lookup: &dyn Fn(&str) -> Option<Secret>,
-) -> TenantRoutes {
-    record_routes(&ConfigRecord::from_spec(config), lookup, policy)
-}
-
 /// The routes of `record`, `find` finding a Secret by name in its namespace: from its
-/// promoted entries ([`from_status`]) or from its spec ([`from_spec`]).
+/// promoted entries ([`from_status`]) or, for a directory config without a controller, from
+/// its spec, checked statically and against `policy`.
 pub fn record_routes(
     record: &ConfigRecord,
     find: &dyn Fn(&str) -> Option<Secret>,

@@ -350,6 +350,13 @@ struct Run<'a> {
     demoted: Vec<(String, String)>,
 }
 
+impl Run<'_> {
+    /// Schedules the next check no later than `after` from now.
+    fn check_again_in(&mut self, after: Duration) {
+        self.next_check = Some(self.next_check.map_or(after, |n| n.min(after)));
+    }
+}
+
 /// The reconcile of a config that is not being deleted, as a pipeline of phases: gate →
 /// resolve → probe → promote → mirror → report. Each phase reads and extends the [`Run`].
 async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error> {
@@ -500,7 +507,7 @@ async fn resolve(run: &mut Run<'_>) -> Result<Vec<(ServerKey, Resolved)>, Error>
                     run.in_sync.insert(key);
                 }
                 if let Some(after) = again {
-                    run.next_check = Some(run.next_check.map_or(after, |n| n.min(after)));
+                    run.check_again_in(after);
                 }
             }
         }
@@ -585,7 +592,7 @@ async fn promote(
             run.demoted.push((key.as_string(), why));
         }
         if let Some(after) = recorded.again {
-            run.next_check = Some(run.next_check.map_or(after, |n| n.min(after)));
+            run.check_again_in(after);
         }
     }
     active::retain_declared(&mut run.status.active, &run.declared);

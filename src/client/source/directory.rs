@@ -179,18 +179,9 @@ fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, ClientError> {
 /// and against the global endpoint policy, since no controller tests it. Each tenant's
 /// records are dropped once its routes are built, so the load does not hold every record and
 /// every route at once.
-pub fn directory_routes(manifests: Manifests, routes: &Routes) {
-    let Manifests {
-        configs,
-        global,
-        namespaces,
-        secrets,
-    } = manifests;
-    let manifests = Manifests {
-        secrets,
-        ..Manifests::default()
-    };
-    let global_spec = global.as_ref().map(|g| &g.spec);
+pub fn directory_routes(mut manifests: Manifests, routes: &Routes) {
+    let configs = std::mem::take(&mut manifests.configs);
+    let global_spec = manifests.global.as_ref().map(|g| &g.spec);
     let policy = Arc::new(
         global_spec
             .map(|g| EndpointPolicy::compile_or_strict(&g.endpoint_policy))
@@ -211,7 +202,10 @@ pub fn directory_routes(manifests: Manifests, routes: &Routes) {
     for (tenant, records) in by_tenant.drain() {
         let claims: Vec<routes::Claimed<'_>> = records
             .iter()
-            .map(|c| (c, namespaces.get(&c.namespace).map(String::as_str)))
+            .map(|c| {
+                let bound = manifests.namespaces.get(&c.namespace);
+                (c, bound.map(String::as_str))
+            })
             .collect();
         match routes::tenant_routes_of(&tenant, &claims, allow_unbound, &policy, &find) {
             Some(r) => {

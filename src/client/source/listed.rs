@@ -51,24 +51,26 @@ impl<K: Eq + Hash + Clone, V> Listed<K, V> {
         self.live.iter()
     }
 
-    /// Applies `event`; `convert` makes an object into its key and entry (`None`: the object
-    /// is known but keeps no entry, like a namespace bound to no tenant).
+    /// Applies `event`: `key` names an object's entry, `value` makes the entry (`None`: the
+    /// object is known but keeps no entry, like a namespace bound to no tenant). A deleted
+    /// object is only keyed.
     pub(super) fn apply<O>(
         &mut self,
         event: Event<O>,
-        convert: impl Fn(&O) -> (K, Option<V>),
+        key: impl Fn(&O) -> K,
+        value: impl Fn(&O) -> Option<V>,
     ) -> Applied<K, V> {
         match event {
             Event::Apply(o) => {
-                let (key, value) = convert(&o);
-                let old = match value {
+                let key = key(&o);
+                let old = match value(&o) {
                     Some(v) => self.live.insert(key.clone(), v),
                     None => self.live.remove(&key),
                 };
                 Applied::Changed { key, old }
             }
             Event::Delete(o) => {
-                let (key, _) = convert(&o);
+                let key = key(&o);
                 let old = self.live.remove(&key);
                 Applied::Changed { key, old }
             }
@@ -77,8 +79,10 @@ impl<K: Eq + Hash + Clone, V> Listed<K, V> {
                 Applied::Buffered
             }
             Event::InitApply(o) => {
-                if let (key, Some(v)) = convert(&o) {
-                    self.relist.get_or_insert_with(HashMap::new).insert(key, v);
+                if let Some(v) = value(&o) {
+                    self.relist
+                        .get_or_insert_with(HashMap::new)
+                        .insert(key(&o), v);
                 }
                 Applied::Buffered
             }
@@ -94,24 +98,30 @@ impl<K: Eq + Hash + Clone, V> Listed<K, V> {
 mod tests {
     use super::*;
 
-    fn bound(o: &(&'static str, Option<&'static str>)) -> (String, Option<String>) {
-        (o.0.to_owned(), o.1.map(str::to_owned))
+    type Namespace = (&'static str, Option<&'static str>);
+
+    fn name(o: &Namespace) -> String {
+        o.0.to_owned()
+    }
+
+    fn bound(o: &Namespace) -> Option<String> {
+        o.1.map(str::to_owned)
     }
 
     #[test]
     fn a_relist_is_swapped_in_whole_when_it_ends() {
         let mut l: Listed<String, String> = Listed::default();
-        l.apply(Event::Init, bound);
-        l.apply(Event::InitApply(("a", Some("acme"))), bound);
+        l.apply(Event::Init, name, bound);
+        l.apply(Event::InitApply(("a", Some("acme"))), name, bound);
         assert_eq!(l.get(&"a".to_owned()), None, "not before the list ends");
-        assert_eq!(l.apply(Event::InitDone, bound), Applied::Relisted);
+        assert_eq!(l.apply(Event::InitDone, name, bound), Applied::Relisted);
         assert_eq!(l.get(&"a".to_owned()).map(String::as_str), Some("acme"));
         // A re-list that no longer holds `a` (deleted while the watch was down) drops it,
         // and keeps serving the old entries until it ends.
-        l.apply(Event::Init, bound);
-        l.apply(Event::InitApply(("b", Some("beta"))), bound);
+        l.apply(Event::Init, name, bound);
+        l.apply(Event::InitApply(("b", Some("beta"))), name, bound);
         assert!(l.get(&"a".to_owned()).is_some());
-        l.apply(Event::InitDone, bound);
+        l.apply(Event::InitDone, name, bound);
         assert_eq!(l.get(&"a".to_owned()), None);
         assert_eq!(l.iter().count(), 1);
     }
@@ -119,10 +129,10 @@ mod tests {
     #[test]
     fn an_object_that_keeps_no_entry_removes_the_old_one() {
         let mut l: Listed<String, String> = Listed::default();
-        l.apply(Event::Apply(("ns", Some("acme"))), bound);
+        l.apply(Event::Apply(("ns", Some("acme"))), name, bound);
         // The namespace lost its binding label.
         assert_eq!(
-            l.apply(Event::Apply(("ns", None)), bound),
+            l.apply(Event::Apply(("ns", None)), name, bound),
             Applied::Changed {
                 key: "ns".to_owned(),
                 old: Some("acme".to_owned())
@@ -130,7 +140,7 @@ mod tests {
         );
         assert_eq!(l.get(&"ns".to_owned()), None);
         assert_eq!(
-            l.apply(Event::Delete(("ns", None)), bound),
+            l.apply(Event::Delete(("ns", None)), name, bound),
             Applied::Changed {
                 key: "ns".to_owned(),
                 old: None

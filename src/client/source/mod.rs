@@ -168,18 +168,23 @@ pub async fn run_kube(
 /// A config by (namespace, name).
 type ConfigKey = (String, String);
 
-/// A config's key and routing record.
-fn config_record(c: &TenantMcpConfig) -> (ConfigKey, Option<ConfigRecord>) {
-    let record = ConfigRecord::from_status(c);
+/// A config's key.
+fn config_key(c: &TenantMcpConfig) -> ConfigKey {
+    let meta = &c.metadata;
     (
-        (record.namespace.clone(), record.name.clone()),
-        Some(record),
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
     )
 }
 
-/// A namespace's name and the tenant it is bound to, if any.
-fn namespace_binding(n: &PartialObjectMeta<Namespace>) -> (String, Option<String>) {
-    (n.name_any(), n.labels().get(TENANT_LABEL).cloned())
+/// A config's routing record.
+fn config_record(c: &TenantMcpConfig) -> Option<ConfigRecord> {
+    Some(ConfigRecord::from_status(c))
+}
+
+/// The tenant a namespace is bound to, if any.
+fn namespace_binding(n: &PartialObjectMeta<Namespace>) -> Option<String> {
+    n.labels().get(TENANT_LABEL).cloned()
 }
 
 struct KubeState {
@@ -205,7 +210,7 @@ impl KubeState {
     fn apply(&mut self, change: Change) {
         use watcher::Event::{Apply, Delete, InitDone};
         match change {
-            Change::Config(event) => match self.configs.apply(event, config_record) {
+            Change::Config(event) => match self.configs.apply(event, config_key, config_record) {
                 Applied::Changed { key, old } => {
                     let tenants = self.index(&key, old.map(|r| r.tenant));
                     self.recompute(tenants);
@@ -217,24 +222,29 @@ impl KubeState {
                 }
                 Applied::Buffered => {}
             },
-            Change::Namespace(event) => match self.namespaces.apply(event, namespace_binding) {
-                Applied::Changed { key: ns, .. } => {
-                    // Its label may bind or unbind it: every tenant with a config there may
-                    // change.
-                    let tenants = self
-                        .configs
-                        .iter()
-                        .filter(|((n, _), _)| *n == ns)
-                        .map(|(_, r)| r.tenant.clone())
-                        .collect();
-                    self.recompute(tenants);
+            Change::Namespace(event) => {
+                match self
+                    .namespaces
+                    .apply(event, |n| n.name_any(), namespace_binding)
+                {
+                    Applied::Changed { key: ns, .. } => {
+                        // Its label may bind or unbind it: every tenant with a config there may
+                        // change.
+                        let tenants = self
+                            .configs
+                            .iter()
+                            .filter(|((n, _), _)| *n == ns)
+                            .map(|(_, r)| r.tenant.clone())
+                            .collect();
+                        self.recompute(tenants);
+                    }
+                    Applied::Relisted => {
+                        self.listed |= NAMESPACES;
+                        self.recompute_all();
+                    }
+                    Applied::Buffered => {}
                 }
-                Applied::Relisted => {
-                    self.listed |= NAMESPACES;
-                    self.recompute_all();
-                }
-                Applied::Buffered => {}
-            },
+            }
             Change::Global(InitDone) => {
                 self.listed |= GLOBAL;
                 self.global_changed();

@@ -81,17 +81,11 @@ pub async fn populate(n: usize) -> anyhow::Result<Populated> {
 
 /// The GlobalMcpConfig allowing loopback servers, which the default policy denies.
 pub async fn allow_loopback(client: &kube::Client) -> anyhow::Result<()> {
-    Api::<tenant_mcp::api::GlobalMcpConfig>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({
-                "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "GlobalMcpConfig",
-                "metadata": {"name": "default"},
-                "spec": {"endpointPolicy": {"allowLoopback": true}}
-            }))?,
-        )
-        .await?;
-    Ok(())
+    tenant_mcp_e2e::harness::create_global_config(
+        client,
+        serde_json::json!({"endpointPolicy": {"allowLoopback": true}}),
+    )
+    .await
 }
 
 async fn create_tenant(client: &kube::Client, t: &str) -> anyhow::Result<()> {
