@@ -166,9 +166,29 @@ ensure_python_mcp() {
   "$py" -m pip install --quiet --disable-pip-version-check "mcp==$PYTHON_MCP_VERSION"
 }
 
-# Everything the local stack and the tests run: kubectl, Postgres, the S3 server, the MCP
-# reference server, Python's cryptography and MCP SDK.
+# The real Kubernetes control plane (etcd, kube-apiserver and kube-controller-manager v1.36) that
+# the tests, the demo and the benchmarks start: $KUBEBUILDER_ASSETS when set (the envtest
+# convention), else the binaries of ../shared/kube beside the checkout, unpacked once into
+# ~/.cache/kube-bin. Exports KUBEBUILDER_ASSETS, so each test skips the unpacking check.
+ensure_kube() {
+  local bin
+  if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
+    for bin in etcd kube-apiserver kube-controller-manager; do
+      [ -x "$KUBEBUILDER_ASSETS/$bin" ] || die "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS has no $bin (it needs etcd, kube-apiserver and kube-controller-manager v1.36)"
+    done
+    return
+  fi
+  local install="$ROOT/../shared/kube/install"
+  [ -x "$install" ] || die "no Kubernetes control plane: set KUBEBUILDER_ASSETS to a directory with etcd, kube-apiserver and kube-controller-manager v1.36 (\`setup-envtest use 1.36 -p path\` gives the first two on a machine with internet), or check out ../shared beside this repository"
+  command -v xz >/dev/null || ensure_apt xz-utils
+  KUBEBUILDER_ASSETS=$("$install") || die "$install failed"
+  export KUBEBUILDER_ASSETS
+}
+
+# Everything the local stack and the tests run: the control plane, kubectl, Postgres, the S3
+# server, the MCP reference server, Python's cryptography and MCP SDK.
 ensure_stack() {
+  ensure_kube
   ensure_kubectl
   ensure_postgres
   ensure_s3s_fs

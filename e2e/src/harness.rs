@@ -1,6 +1,11 @@
-//! The test harness: a cluster to run scenarios against — an in-process API stand-in, or a
-//! real cluster when `E2E_KUBECONFIG` names its kubeconfig — plus kubectl and per-test
-//! namespaces, so every scenario runs unchanged on both.
+//! The test harness: a cluster to run scenarios against — a real control plane of its own
+//! (etcd, kube-apiserver and kube-controller-manager, [`ControlPlane`]), or the cluster in
+//! `E2E_KUBECONFIG` — plus kubectl, identities and per-test namespaces, so every scenario runs
+//! unchanged on both.
+//!
+//! Each test gets its own control plane (a few seconds to start): cluster-scoped objects (the
+//! CRDs, `GlobalMcpConfig default`) and each test's controller watching every namespace never
+//! meet another test's.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -10,14 +15,15 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::apiserver::{ApiServer, Config};
+use crate::stack::kube::{ControlPlane, ControlPlaneOptions, User};
 
 /// Where the scenarios run.
 pub struct Cluster {
-    stand_in: Option<ApiServer>,
-    kubeconfig: PathBuf,
     client: kube::Client,
-    _dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+    // Before the directory, so the processes stop before their files go.
+    plane: Option<ControlPlane>,
+    dir: tempfile::TempDir,
 }
 
 /// kubectl: `$KUBECTL`, else the project's pinned copy in `.tools/bin`, else `kubectl` on PATH.
@@ -42,61 +48,101 @@ pub async fn client_for(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
 }
 
 impl Cluster {
-    /// The cluster in `E2E_KUBECONFIG`, or a fresh stand-in.
+    /// The cluster in `E2E_KUBECONFIG`, or a control plane of this test's own.
     pub async fn start() -> anyhow::Result<Self> {
         match std::env::var_os("E2E_KUBECONFIG") {
             Some(path) => {
-                let dir = tempfile::tempdir()?;
                 let kubeconfig = PathBuf::from(path);
                 let client = client_for(&kubeconfig).await?;
                 Ok(Self {
-                    stand_in: None,
-                    kubeconfig,
                     client,
-                    _dir: dir,
+                    kubeconfig,
+                    plane: None,
+                    dir: tempfile::tempdir()?,
                 })
             }
-            None => Self::stand_in(Config::default()).await,
+            None => Self::local(ControlPlaneOptions::default()).await,
         }
     }
 
-    /// A fresh stand-in with `config`, whatever `E2E_KUBECONFIG` says (for scenarios only a
-    /// stand-in can run: restarts, compaction, token users).
-    pub async fn stand_in(config: Config) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let server = ApiServer::start(config).await?;
-        let kubeconfig = dir.path().join("kubeconfig");
-        server.write_kubeconfig(&kubeconfig, None)?;
+    /// A control plane of this test's own with `options`, whatever `E2E_KUBECONFIG` says: for
+    /// scenarios that stop, pause or restart the API server or etcd.
+    pub async fn local(options: ControlPlaneOptions) -> anyhow::Result<Self> {
+        crate::stack::install_crypto_provider();
+        let plane = tokio::task::spawn_blocking(move || ControlPlane::start_with(options))
+            .await
+            .context("starting the control plane")??;
+        let kubeconfig = plane.kubeconfig().to_path_buf();
         let client = client_for(&kubeconfig).await?;
         Ok(Self {
-            stand_in: Some(server),
-            kubeconfig,
             client,
-            _dir: dir,
+            kubeconfig,
+            plane: Some(plane),
+            dir: tempfile::tempdir()?,
         })
     }
 
-    /// Whether this is the stand-in (some scenarios need to restart or inspect it).
-    pub fn is_stand_in(&self) -> bool {
-        self.stand_in.is_some()
+    /// The control plane, when this test started one (not under `E2E_KUBECONFIG`).
+    pub fn control_plane(&self) -> Option<&ControlPlane> {
+        self.plane.as_ref()
     }
 
-    /// The stand-in, if this is one.
-    pub fn stand_in_server(&self) -> Option<&ApiServer> {
-        self.stand_in.as_ref()
+    /// The control plane, to stop, pause or restart its parts.
+    pub fn control_plane_mut(&mut self) -> Option<&mut ControlPlane> {
+        self.plane.as_mut()
     }
 
-    /// Stops the stand-in and returns it as its parts, so a test can restart it.
-    pub async fn stop_stand_in(&mut self) {
-        if let Some(server) = self.stand_in.take() {
-            server.stop().await;
+    /// A kubeconfig for `user` against this cluster (written once per user). Under
+    /// `E2E_KUBECONFIG`, impersonation goes through that kubeconfig's own user.
+    pub fn kubeconfig_for(&self, user: &User) -> anyhow::Result<PathBuf> {
+        let name = match user {
+            User::Admin => return Ok(self.kubeconfig.clone()),
+            User::Token(token) => format!("token-{}", short_hash(token)),
+            User::Impersonate { name, groups } => {
+                format!("as-{}", short_hash(&format!("{name}/{}", groups.join(","))))
+            }
+        };
+        let path = self.dir.path().join(format!("kubeconfig-{name}"));
+        if path.exists() {
+            return Ok(path);
         }
+        match &self.plane {
+            Some(plane) => plane.write_kubeconfig(&path, user)?,
+            None => write_derived_kubeconfig(&self.kubeconfig, &path, user)?,
+        }
+        Ok(path)
     }
 
-    /// Replaces the (stopped) stand-in with a new one, e.g. restarted on the same port and
-    /// data file. The kubeconfig and client keep working if the URL is the same.
-    pub fn set_stand_in(&mut self, server: ApiServer) {
-        self.stand_in = Some(server);
+    /// A kube-rs client as `user`.
+    pub async fn client_as(&self, user: &User) -> anyhow::Result<kube::Client> {
+        client_for(&self.kubeconfig_for(user)?).await
+    }
+
+    /// A bearer token for ServiceAccount `namespace/name`, from the TokenRequest API (valid for
+    /// an hour): what a pod running under that account would present.
+    pub async fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> anyhow::Result<String> {
+        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: Vec::new(),
+                expiration_seconds: Some(3600),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let issued = Api::<ServiceAccount>::namespaced(self.client(), namespace)
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .with_context(|| format!("requesting a token for ServiceAccount {namespace}/{name}"))?;
+        issued
+            .status
+            .map(|s| s.token)
+            .with_context(|| format!("no token in the TokenRequest of {namespace}/{name}"))
     }
 
     /// A kube-rs client for the cluster.
@@ -174,6 +220,54 @@ impl Cluster {
         let api: Api<Namespace> = Api::all(self.client());
         let _ = api.delete(name, &DeleteParams::default()).await;
     }
+}
+
+fn short_hash(text: &str) -> String {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// A copy of the kubeconfig at `from` whose user is `user`: a token replaces its credentials;
+/// impersonation keeps them and adds `as` / `as-groups`.
+fn write_derived_kubeconfig(from: &Path, to: &Path, user: &User) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(from).with_context(|| format!("reading {}", from.display()))?;
+    let mut config: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)?;
+    let current = config["current-context"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let user_name = config["contexts"]
+        .as_sequence()
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c["name"].as_str() == Some(current.as_str()))
+        })
+        .and_then(|c| c["context"]["user"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    if let Some(users) = config["users"].as_sequence_mut() {
+        for entry in users
+            .iter_mut()
+            .filter(|u| u["name"].as_str() == Some(user_name.as_str()))
+        {
+            match user {
+                User::Admin => {}
+                User::Token(token) => {
+                    entry["user"] = serde_yaml_ng::to_value(serde_json::json!({ "token": token }))?;
+                }
+                User::Impersonate { name, groups } => {
+                    entry["user"]["as"] = name.as_str().into();
+                    entry["user"]["as-groups"] = serde_yaml_ng::to_value(groups)?;
+                }
+            }
+        }
+    }
+    std::fs::write(to, serde_yaml_ng::to_string(&config)?)
+        .with_context(|| format!("writing {}", to.display()))?;
+    Ok(())
 }
 
 impl Cluster {

@@ -1,10 +1,9 @@
-//! The local stack of tenant-mcp: a Kubernetes API stand-in that real `kubectl` and kube-rs
-//! drive, and launchers for the real servers (Postgres, S3, MCP) the scenarios run against.
+//! The local stack of tenant-mcp: launchers for the real servers the scenarios run against —
+//! a Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager), Postgres, S3 and
+//! MCP servers — and the harness that runs each scenario on them.
 //!
-//! Everything here exists to test tenant-mcp honestly on a machine without a kube-apiserver;
-//! every scenario also runs against a real cluster when `E2E_KUBECONFIG` is set.
+//! Every scenario also runs against another cluster when `E2E_KUBECONFIG` points at one.
 
-pub mod apiserver;
 pub mod bench;
 pub mod controller_process;
 pub mod harness;

@@ -1,17 +1,22 @@
-//! A stand-in that enforces RBAC, with the chart's rendered manifests applied and a token per
-//! identity: the controller's, the management server's and two application pods' service
-//! accounts, two tenant admins (acme's alice and evil's eve) and an uber admin (carol). Tests
-//! act as each identity with kubectl or kube-rs and see what RBAC lets through.
+//! A real control plane with the chart installed by `helm install`, and every identity the
+//! threat model names: the controller's, the management server's and two application pods'
+//! ServiceAccounts (each with a token from the TokenRequest API, as a pod gets), and three
+//! people — acme's tenant admin alice, evil's tenant admin eve and the uber admin carol —
+//! signed in as the cluster's authenticator would report them (impersonated by the
+//! administrator). The API server's RBAC authorizer decides what each may do.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::apiserver::Config;
-use crate::harness::{Cluster, client_for, helm_template, kubectl_path};
+use crate::harness::{Cluster, client_for, kubectl_path};
+use crate::stack::kube::User;
 use crate::stack::repo_root;
 
 /// The release namespace.
 pub const NS: &str = "tenant-mcp-system";
+/// The release name.
+pub const RELEASE: &str = "t";
 /// Where the global servers' credentials live (the chart's default).
 pub const CREDENTIALS_NS: &str = "tenant-mcp-credentials";
 /// The controller's service account.
@@ -23,31 +28,82 @@ pub const APP: &str = "system:serviceaccount:rag:rag-api";
 /// An application account whose client watches tenant-acme only.
 pub const WORKER: &str = "system:serviceaccount:rag:acme-worker";
 
-/// The stand-in with the chart applied, and a scratch directory for kubeconfigs.
+/// Who acts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Identity {
+    /// The cluster administrator (`system:masters`).
+    Admin,
+    /// The controller's ServiceAccount.
+    Controller,
+    /// The management MCP server's ServiceAccount.
+    McpServer,
+    /// An application pod's ServiceAccount whose client watches every namespace.
+    App,
+    /// An application pod's ServiceAccount whose client watches tenant-acme only.
+    Worker,
+    /// acme's tenant admin (group `acme-admins`).
+    Alice,
+    /// The uber admin (group `platform-admins`).
+    Carol,
+    /// evil's tenant admin (group `evil-admins`).
+    Eve,
+}
+
+impl Identity {
+    /// Every identity.
+    pub const ALL: [Self; 8] = [
+        Self::Admin,
+        Self::Controller,
+        Self::McpServer,
+        Self::App,
+        Self::Worker,
+        Self::Alice,
+        Self::Carol,
+        Self::Eve,
+    ];
+
+    /// The ServiceAccount `(namespace, name)` this identity is, if it is one.
+    pub fn service_account(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Self::Controller => Some((NS, "t-tenant-mcp-controller")),
+            Self::McpServer => Some((NS, "t-tenant-mcp-mcp-server")),
+            Self::App => Some(("rag", "rag-api")),
+            Self::Worker => Some(("rag", "acme-worker")),
+            Self::Admin | Self::Alice | Self::Carol | Self::Eve => None,
+        }
+    }
+
+    fn person(self) -> Option<User> {
+        match self {
+            Self::Alice => Some(User::person("alice", &["acme-admins"])),
+            Self::Carol => Some(User::person("carol", &["platform-admins"])),
+            Self::Eve => Some(User::person("eve", &["evil-admins"])),
+            _ => None,
+        }
+    }
+}
+
+/// The control plane with the chart installed, and a kubeconfig per identity.
 pub struct RbacWorld {
-    /// The stand-in.
+    /// The cluster.
     pub cluster: Cluster,
     /// Kubeconfigs and rendered manifests.
     pub dir: tempfile::TempDir,
+    kubeconfigs: HashMap<Identity, PathBuf>,
 }
 
 impl RbacWorld {
-    /// A kubeconfig for the holder of `token`.
-    pub fn kubeconfig(&self, token: &str) -> PathBuf {
-        let path = self.dir.path().join(format!("kubeconfig-{token}"));
-        if !path.exists()
-            && let Some(server) = self.cluster.stand_in_server()
-            && let Err(e) = server.write_kubeconfig(&path, Some(token))
-        {
-            panic!("writing {}: {e}", path.display());
-        }
-        path
+    /// The kubeconfig of `who`.
+    pub fn kubeconfig(&self, who: Identity) -> &Path {
+        self.kubeconfigs
+            .get(&who)
+            .map_or_else(|| self.cluster.kubeconfig(), PathBuf::as_path)
     }
 
-    /// kubectl as the holder of `token`.
-    pub fn kubectl(&self, token: &str, args: &[&str]) -> Output {
+    /// kubectl as `who`.
+    pub fn kubectl(&self, who: Identity, args: &[&str]) -> Output {
         Command::new(kubectl_path())
-            .env("KUBECONFIG", self.kubeconfig(token))
+            .env("KUBECONFIG", self.kubeconfig(who))
             .args(args)
             .output()
             .unwrap_or_else(|e| panic!("kubectl could not run: {e}"))
@@ -56,7 +112,7 @@ impl RbacWorld {
     /// `kubectl apply --server-side -f path` as the cluster admin; panics when it fails.
     pub fn apply(&self, path: &Path) {
         let out = self.kubectl(
-            "admin-token",
+            Identity::Admin,
             &["apply", "--server-side", "-f", &path.display().to_string()],
         );
         assert!(
@@ -66,44 +122,44 @@ impl RbacWorld {
         );
     }
 
-    /// Writes `yaml` to a file and applies it as the holder of `token`; kubectl's output.
-    pub fn apply_as(&self, token: &str, yaml: &str) -> Output {
+    /// Writes `yaml` to a file and applies it as `who`; kubectl's output.
+    pub fn apply_as(&self, who: Identity, yaml: &str) -> Output {
         let path = self
             .dir
             .path()
             .join(format!("apply-{}.yaml", uuid::Uuid::new_v4().simple()));
         std::fs::write(&path, yaml).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-        self.kubectl(token, &["apply", "-f", &path.display().to_string()])
+        self.kubectl(who, &["apply", "-f", &path.display().to_string()])
     }
 
-    /// `kubectl auth can-i` as the holder of `token`.
-    pub fn can(&self, token: &str, args: &[&str]) -> bool {
+    /// `kubectl auth can-i` as `who`: the API server's authorizer answers.
+    pub fn can(&self, who: Identity, args: &[&str]) -> bool {
         let mut all = vec!["auth", "can-i"];
         all.extend_from_slice(args);
-        let out = self.kubectl(token, &all);
+        let out = self.kubectl(who, &all);
         match String::from_utf8_lossy(&out.stdout).trim() {
             "yes" => true,
             "no" => false,
             other => panic!(
-                "can-i {args:?}: {other:?} {}",
+                "can-i {args:?} as {who:?}: {other:?} {}",
                 String::from_utf8_lossy(&out.stderr)
             ),
         }
     }
 
-    /// A kube-rs client as the holder of `token`.
-    pub async fn client(&self, token: &str) -> kube::Client {
-        client_for(&self.kubeconfig(token))
+    /// A kube-rs client as `who`.
+    pub async fn client(&self, who: Identity) -> kube::Client {
+        client_for(self.kubeconfig(who))
             .await
-            .unwrap_or_else(|e| panic!("a client for {token}: {e}"))
+            .unwrap_or_else(|e| panic!("a client for {who:?}: {e}"))
     }
 }
 
-/// The namespaces of the world: the release's, the global credentials', the application's and
-/// three tenants' (acme, globex, evil), each bound to its tenant.
-const NAMESPACES: [(&str, Option<&str>); 6] = [
+/// The namespaces of the world made before the chart: the release's, the application's and
+/// three tenants' (acme, globex, evil), each bound to its tenant. The chart makes the global
+/// credentials' namespace itself (helm refuses to adopt one it did not make).
+const NAMESPACES: [(&str, Option<&str>); 5] = [
     (NS, None),
-    (CREDENTIALS_NS, None),
     ("rag", None),
     ("tenant-acme", Some("acme")),
     ("tenant-globex", Some("globex")),
@@ -132,6 +188,9 @@ pub fn chart_values(extra: &[&str]) -> Vec<String> {
         "globalConfig.servers.postgres.credentialsSecretRef.name=global-postgres",
         "database.enabled=true",
         "database.urlSecret.name=controller-database",
+        // The migration Job is a pre-install hook; with no kubelet it would never finish, so
+        // the tests that need the schema run `tenant-mcp migrate up` as the Job would.
+        "database.migration.enabled=false",
         // Made beforehand, as a GitOps pipeline must (the world creates them).
         "encryptionKeys.existingSecret=t-tenant-mcp-keys",
         "mcpServer.auth.jwtSecret.existingSecret=t-tenant-mcp-mcp-jwt",
@@ -143,37 +202,61 @@ pub fn chart_values(extra: &[&str]) -> Vec<String> {
     sets
 }
 
-/// Starts the world: a stand-in with a token per identity, the namespaces, the CRDs and the
-/// chart rendered with [`chart_values`] (and `extra`).
+/// `helm` with `args` against the cluster at `kubeconfig`: its output, or helm's error.
+pub fn helm(kubeconfig: &Path, args: &[&str]) -> Result<String, String> {
+    let helm = crate::stack::tool("helm", "HELM", "run scripts/test, which installs helm")
+        .map_err(|e| e.to_string())?;
+    let out = Command::new(helm)
+        .env("KUBECONFIG", kubeconfig)
+        .args(args)
+        .output()
+        .map_err(|e| format!("running helm: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "helm {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// `helm install` (or `upgrade --install`) of the project's chart as release [`RELEASE`] in
+/// [`NS`] with `--set` values; helm's output.
+pub fn helm_install(kubeconfig: &Path, sets: &[String]) -> Result<String, String> {
+    let chart = repo_root().join("charts/tenant-mcp").display().to_string();
+    let mut args = vec![
+        "upgrade",
+        "--install",
+        RELEASE,
+        chart.as_str(),
+        "--namespace",
+        NS,
+    ];
+    for set in sets {
+        args.extend(["--set", set.as_str()]);
+    }
+    helm(kubeconfig, &args)
+}
+
+/// Starts the world: a control plane, the namespaces, the key material, the application pods'
+/// ServiceAccounts, the chart installed with [`chart_values`] (and `extra`), and a kubeconfig
+/// per [`Identity`].
 pub async fn start(extra: &[&str]) -> RbacWorld {
     crate::stack::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("a temporary directory: {e}"));
-    let tokens = dir.path().join("tokens.csv");
-    let sa = |user: &str, ns: &str| {
-        format!("{user},\"system:serviceaccounts,system:serviceaccounts:{ns}\"")
+    let cluster = Cluster::start()
+        .await
+        .unwrap_or_else(|e| panic!("starting the control plane: {e}"));
+    let mut world = RbacWorld {
+        cluster,
+        dir,
+        kubeconfigs: HashMap::new(),
     };
-    let lines = [
-        "admin-token,admin,1,\"system:masters\"".to_owned(),
-        format!("controller-token,{},2", sa(CONTROLLER, NS)),
-        format!("mcp-token,{},3", sa(MCP, NS)),
-        format!("app-token,{},4", sa(APP, "rag")),
-        format!("worker-token,{},7", sa(WORKER, "rag")),
-        "alice-token,alice,5,\"acme-admins\"".to_owned(),
-        "carol-token,carol,6,\"platform-admins\"".to_owned(),
-        "eve-token,eve,8,\"evil-admins\"".to_owned(),
-    ];
-    std::fs::write(&tokens, lines.join("\n"))
-        .unwrap_or_else(|e| panic!("writing the token file: {e}"));
-    let cluster = Cluster::stand_in(Config {
-        token_file: Some(tokens),
-        ..Config::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("starting the stand-in: {e}"));
-    let world = RbacWorld { cluster, dir };
 
     let namespaces = world.dir.path().join("namespaces.yaml");
-    let docs: Vec<String> = NAMESPACES
+    let mut docs: Vec<String> = NAMESPACES
         .iter()
         .map(|(name, tenant)| {
             let labels = tenant.map_or_else(String::new, |t| {
@@ -182,10 +265,18 @@ pub async fn start(extra: &[&str]) -> RbacWorld {
             format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}{labels}}}\n")
         })
         .collect();
+    // The application pods' accounts belong to the application, not the chart.
+    for (_, name) in [Identity::App, Identity::Worker]
+        .iter()
+        .filter_map(|i| i.service_account())
+    {
+        docs.push(format!(
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {name}, namespace: rag}}\n"
+        ));
+    }
     std::fs::write(&namespaces, docs.join("---\n"))
         .unwrap_or_else(|e| panic!("writing namespaces: {e}"));
     world.apply(&namespaces);
-    world.apply(&repo_root().join("charts/tenant-mcp/crds"));
 
     // The control plane's key material, created once outside the chart.
     let key_material = world.dir.path().join("key-material.yaml");
@@ -199,11 +290,26 @@ pub async fn start(extra: &[&str]) -> RbacWorld {
     )
     .unwrap_or_else(|e| panic!("writing the key material: {e}"));
     world.apply(&key_material);
-    let values = chart_values(extra);
-    let sets: Vec<&str> = values.iter().map(String::as_str).collect();
-    let rendered = helm_template(&sets, false).unwrap_or_else(|e| panic!("helm template: {e}"));
-    let path = world.dir.path().join("chart.yaml");
-    std::fs::write(&path, rendered).unwrap_or_else(|e| panic!("writing the chart: {e}"));
-    world.apply(&path);
+    helm_install(world.cluster.kubeconfig(), &chart_values(extra))
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    for who in Identity::ALL {
+        let user = if let Some((namespace, name)) = who.service_account() {
+            User::Token(
+                world
+                    .cluster
+                    .service_account_token(namespace, name)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e:#}")),
+            )
+        } else {
+            who.person().unwrap_or(User::Admin)
+        };
+        let path = world
+            .cluster
+            .kubeconfig_for(&user)
+            .unwrap_or_else(|e| panic!("a kubeconfig for {who:?}: {e:#}"));
+        world.kubeconfigs.insert(who, path);
+    }
     world
 }

@@ -4,7 +4,7 @@
 
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-use tenant_mcp::api::{GlobalMcpConfig, McpConfigStatus, TenantMcpConfig};
+use tenant_mcp::api::{McpConfigStatus, TenantMcpConfig};
 
 /// Tenant `tenant`'s namespace (`tenant`, bound to it), Secret `pg` with `login` and
 /// `password`, and a config on its own Postgres database `database` at 127.0.0.1:`port` with
@@ -50,36 +50,34 @@ pub const MANAGER: &str = "e2e-scenario";
 
 /// Applies `object` (a full manifest as JSON) server-side, forcing ownership.
 pub async fn apply(client: &kube::Client, object: &Value) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use kube::api::{DynamicObject, GroupVersionKind};
+    use kube::discovery::{Scope, pinned_kind};
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
     let kind = object["kind"].as_str().unwrap_or_default();
     let name = object["metadata"]["name"].as_str().unwrap_or_default();
-    let namespace = object["metadata"]["namespace"].as_str();
-    let params = PatchParams::apply(MANAGER).force();
-    match kind {
-        "Secret" => {
-            Api::<k8s_openapi::api::core::v1::Secret>::namespaced(
-                client.clone(),
-                namespace.unwrap_or("default"),
-            )
-            .patch(name, &params, &Patch::Apply(object))
-            .await?;
-        }
-        "Namespace" => {
-            Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
-                .patch(name, &params, &Patch::Apply(object))
-                .await?;
-        }
-        "TenantMcpConfig" => {
-            Api::<TenantMcpConfig>::namespaced(client.clone(), namespace.unwrap_or("default"))
-                .patch(name, &params, &Patch::Apply(object))
-                .await?;
-        }
-        "GlobalMcpConfig" => {
-            Api::<GlobalMcpConfig>::all(client.clone())
-                .patch(name, &params, &Patch::Apply(object))
-                .await?;
-        }
-        other => anyhow::bail!("apply: kind {other} is not handled"),
-    }
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let (resource, capabilities) =
+        pinned_kind(client, &GroupVersionKind::gvk(group, version, kind))
+            .await
+            .with_context(|| format!("apply: discovering {api_version} {kind}"))?;
+    let api: Api<DynamicObject> = match capabilities.scope {
+        Scope::Namespaced => Api::namespaced_with(
+            client.clone(),
+            object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default"),
+            &resource,
+        ),
+        Scope::Cluster => Api::all_with(client.clone(), &resource),
+    };
+    api.patch(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .with_context(|| format!("applying {kind} {name}"))?;
     Ok(())
 }
 

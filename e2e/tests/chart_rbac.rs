@@ -1,5 +1,5 @@
-//! The chart's rendered manifests applied with kubectl to the API stand-in, which enforces
-//! RBAC from them: each identity can do what it needs and no more. Beyond `kubectl auth
+//! The chart installed with `helm install` on a real control plane, whose RBAC authorizer
+//! decides: each identity can do what it needs and no more. Beyond `kubectl auth
 //! can-i`, the identities do their real jobs: the controller (as its service account) promotes
 //! a tenant config against a real Postgres, the management tools (as theirs) register and delete
 //! one, an application pod's account reads configs through the client library and cannot write,
@@ -16,7 +16,7 @@ use tenant_mcp::api::TenantMcpConfig;
 use tenant_mcp::controller::{self, LeaseSettings, Settings};
 use tenant_mcp::mcp_server::auth::Caller;
 use tenant_mcp_e2e::harness::wait_for;
-use tenant_mcp_e2e::rbac::{self, CREDENTIALS_NS, NS, RbacWorld};
+use tenant_mcp_e2e::rbac::{self, CREDENTIALS_NS, Identity, NS, RbacWorld};
 use tenant_mcp_e2e::stack::postgres::{Postgres, execute};
 use tokio_util::sync::CancellationToken;
 
@@ -31,17 +31,17 @@ async fn each_identity_can_do_its_job_and_no_more() {
     let tmc = "tenantmcpconfigs.tenantmcp.dev";
     let gmc = "globalmcpconfigs.tenantmcp.dev";
     let one_tmc = format!("{tmc}/x");
-    // (token, what, allowed)
-    let matrix: Vec<(&str, Vec<&str>, bool)> = vec![
+    // (who, what, allowed)
+    let matrix: Vec<(Identity, Vec<&str>, bool)> = vec![
         // The controller: what docs/controller.md lists.
-        ("controller-token", vec!["watch", tmc, all], true),
+        (Identity::Controller, vec!["watch", tmc, all], true),
         (
-            "controller-token",
+            Identity::Controller,
             vec!["patch", tmc, "-n", "tenant-acme"],
             true,
         ),
         (
-            "controller-token",
+            Identity::Controller,
             vec![
                 "patch",
                 &one_tmc,
@@ -52,60 +52,64 @@ async fn each_identity_can_do_its_job_and_no_more() {
             ],
             true,
         ),
-        ("controller-token", vec!["watch", gmc], true),
-        ("controller-token", vec!["watch", "namespaces"], true),
+        (Identity::Controller, vec!["watch", gmc], true),
+        (Identity::Controller, vec!["watch", "namespaces"], true),
         (
-            "controller-token",
+            Identity::Controller,
             vec!["create", "secrets", "-n", "tenant-acme"],
             true,
         ),
         (
-            "controller-token",
+            Identity::Controller,
             vec!["delete", "secrets", "-n", "tenant-acme"],
             true,
         ),
         (
-            "controller-token",
+            Identity::Controller,
             vec!["create", "events.events.k8s.io", "-n", "tenant-acme"],
             true,
         ),
         (
-            "controller-token",
+            Identity::Controller,
             vec!["update", "leases.coordination.k8s.io", "-n", NS],
             true,
         ),
         // … and no more.
         (
-            "controller-token",
+            Identity::Controller,
             vec!["create", tmc, "-n", "tenant-acme"],
             false,
         ),
         (
-            "controller-token",
+            Identity::Controller,
             vec!["delete", tmc, "-n", "tenant-acme"],
             false,
         ),
-        ("controller-token", vec!["update", gmc], false),
+        (Identity::Controller, vec!["update", gmc], false),
         (
-            "controller-token",
+            Identity::Controller,
             vec!["update", "leases.coordination.k8s.io", "-n", "tenant-acme"],
             false,
         ),
-        ("controller-token", vec!["create", "pods", "-n", NS], false),
-        ("controller-token", vec!["delete", "namespaces"], false),
         (
-            "controller-token",
+            Identity::Controller,
+            vec!["create", "pods", "-n", NS],
+            false,
+        ),
+        (Identity::Controller, vec!["delete", "namespaces"], false),
+        (
+            Identity::Controller,
             vec!["get", "configmaps", "-n", NS],
             false,
         ),
         (
-            "controller-token",
+            Identity::Controller,
             vec!["create", "clusterrolebindings.rbac.authorization.k8s.io"],
             false,
         ),
         // The per-config snapshot reader Roles.
         (
-            "controller-token",
+            Identity::Controller,
             vec![
                 "patch",
                 "roles.rbac.authorization.k8s.io",
@@ -115,7 +119,7 @@ async fn each_identity_can_do_its_job_and_no_more() {
             true,
         ),
         (
-            "controller-token",
+            Identity::Controller,
             vec![
                 "patch",
                 "rolebindings.rbac.authorization.k8s.io",
@@ -125,22 +129,34 @@ async fn each_identity_can_do_its_job_and_no_more() {
             true,
         ),
         (
-            "controller-token",
+            Identity::Controller,
             vec!["create", "clusterroles.rbac.authorization.k8s.io"],
             false,
         ),
         // The management server: configs and Secrets, never status or the global config.
-        ("mcp-token", vec!["create", tmc, "-n", "tenant-acme"], true),
-        ("mcp-token", vec!["patch", tmc, "-n", "tenant-acme"], true),
-        ("mcp-token", vec!["delete", tmc, "-n", "tenant-acme"], true),
         (
-            "mcp-token",
+            Identity::McpServer,
+            vec!["create", tmc, "-n", "tenant-acme"],
+            true,
+        ),
+        (
+            Identity::McpServer,
+            vec!["patch", tmc, "-n", "tenant-acme"],
+            true,
+        ),
+        (
+            Identity::McpServer,
+            vec!["delete", tmc, "-n", "tenant-acme"],
+            true,
+        ),
+        (
+            Identity::McpServer,
             vec!["patch", "secrets", "-n", "tenant-acme"],
             true,
         ),
-        ("mcp-token", vec!["get", gmc], true),
+        (Identity::McpServer, vec!["get", gmc], true),
         (
-            "mcp-token",
+            Identity::McpServer,
             vec![
                 "patch",
                 &one_tmc,
@@ -151,38 +167,38 @@ async fn each_identity_can_do_its_job_and_no_more() {
             ],
             false,
         ),
-        ("mcp-token", vec!["update", gmc], false),
+        (Identity::McpServer, vec!["update", gmc], false),
         (
-            "mcp-token",
+            Identity::McpServer,
             vec!["create", "leases.coordination.k8s.io", "-n", NS],
             false,
         ),
-        ("mcp-token", vec!["create", "pods", "-n", NS], false),
+        (Identity::McpServer, vec!["create", "pods", "-n", NS], false),
         // A tenant admin: its own namespace only.
         (
-            "alice-token",
+            Identity::Alice,
             vec!["create", tmc, "-n", "tenant-acme"],
             true,
         ),
         (
-            "alice-token",
+            Identity::Alice,
             vec!["create", "secrets", "-n", "tenant-acme"],
             true,
         ),
         (
-            "alice-token",
+            Identity::Alice,
             vec!["create", tmc, "-n", "tenant-globex"],
             false,
         ),
         (
-            "alice-token",
+            Identity::Alice,
             vec!["get", "secrets", "-n", "tenant-globex"],
             false,
         ),
-        ("alice-token", vec!["list", tmc, all], false),
-        ("alice-token", vec!["update", gmc], false),
+        (Identity::Alice, vec!["list", tmc, all], false),
+        (Identity::Alice, vec!["update", gmc], false),
         (
-            "alice-token",
+            Identity::Alice,
             vec![
                 "patch",
                 &one_tmc,
@@ -195,54 +211,66 @@ async fn each_identity_can_do_its_job_and_no_more() {
         ),
         // An uber admin: every tenant and the global config, not the cluster.
         (
-            "carol-token",
+            Identity::Carol,
             vec!["create", tmc, "-n", "tenant-globex"],
             true,
         ),
-        ("carol-token", vec!["update", gmc], true),
+        (Identity::Carol, vec!["update", gmc], true),
         (
-            "carol-token",
+            Identity::Carol,
             vec!["create", "secrets", "-n", "tenant-acme"],
             true,
         ),
         (
-            "carol-token",
+            Identity::Carol,
             vec!["create", "pods", "-n", "tenant-acme"],
             false,
         ),
-        ("carol-token", vec!["delete", "namespaces"], false),
+        (Identity::Carol, vec!["delete", "namespaces"], false),
         // An application pod: reads configs and namespaces, never writes; Secrets only by
         // name: the global credentials it uses (and, through Roles the controller keeps per
         // config, the snapshots it serves). Nothing of the control plane.
-        ("app-token", vec!["watch", tmc, all], true),
-        ("app-token", vec!["watch", gmc], true),
-        ("app-token", vec!["watch", "namespaces"], true),
-        ("app-token", vec!["create", tmc, "-n", "tenant-acme"], false),
-        ("app-token", vec!["patch", tmc, "-n", "tenant-acme"], false),
-        ("app-token", vec!["delete", tmc, "-n", "tenant-acme"], false),
+        (Identity::App, vec!["watch", tmc, all], true),
+        (Identity::App, vec!["watch", gmc], true),
+        (Identity::App, vec!["watch", "namespaces"], true),
         (
-            "app-token",
+            Identity::App,
+            vec!["create", tmc, "-n", "tenant-acme"],
+            false,
+        ),
+        (
+            Identity::App,
+            vec!["patch", tmc, "-n", "tenant-acme"],
+            false,
+        ),
+        (
+            Identity::App,
+            vec!["delete", tmc, "-n", "tenant-acme"],
+            false,
+        ),
+        (
+            Identity::App,
             vec!["create", "secrets", "-n", "tenant-acme"],
             false,
         ),
         (
-            "app-token",
+            Identity::App,
             vec!["patch", "secrets", "-n", "tenant-acme"],
             false,
         ),
-        ("app-token", vec!["update", gmc], false),
+        (Identity::App, vec!["update", gmc], false),
         (
-            "app-token",
+            Identity::App,
             vec!["get", "secrets/global-postgres", "-n", CREDENTIALS_NS],
             true,
         ),
         (
-            "app-token",
+            Identity::App,
             vec!["watch", "secrets/global-postgres", "-n", CREDENTIALS_NS],
             true,
         ),
         (
-            "app-token",
+            Identity::App,
             vec![
                 "get",
                 "secrets/not-a-global-credential",
@@ -252,114 +280,114 @@ async fn each_identity_can_do_its_job_and_no_more() {
             false,
         ),
         (
-            "app-token",
+            Identity::App,
             vec!["list", "secrets", "-n", CREDENTIALS_NS],
             false,
         ),
-        ("app-token", vec!["watch", "secrets", all], false),
+        (Identity::App, vec!["watch", "secrets", all], false),
         (
-            "app-token",
+            Identity::App,
             vec!["list", "secrets", "-n", "tenant-acme"],
             false,
         ),
-        ("app-token", vec!["list", "secrets", "-n", NS], false),
+        (Identity::App, vec!["list", "secrets", "-n", NS], false),
         // The control plane's own Secrets: mirror keys, the JWT signing secret, the
         // controller's database URL, Helm's release records.
         (
-            "app-token",
+            Identity::App,
             vec!["get", "secrets/t-tenant-mcp-keys", "-n", NS],
             false,
         ),
         (
-            "app-token",
+            Identity::App,
             vec!["get", "secrets/t-tenant-mcp-mcp-jwt", "-n", NS],
             false,
         ),
         (
-            "app-token",
+            Identity::App,
             vec!["get", "secrets/controller-database", "-n", NS],
             false,
         ),
         (
-            "app-token",
+            Identity::App,
             vec!["get", "secrets/sh.helm.release.v1.t.v1", "-n", NS],
             false,
         ),
         // An application pod whose client watches one namespace: configs there, Secrets there
         // by name, the global credentials it uses; nothing else.
         (
-            "worker-token",
+            Identity::Worker,
             vec!["watch", tmc, "-n", "tenant-acme"],
             true,
         ),
         (
-            "worker-token",
+            Identity::Worker,
             vec!["get", "secrets/acme-snapshot", "-n", "tenant-acme"],
             true,
         ),
         (
-            "worker-token",
+            Identity::Worker,
             vec!["list", "secrets", "-n", "tenant-acme"],
             false,
         ),
         (
-            "worker-token",
+            Identity::Worker,
             vec!["get", "secrets/global-postgres", "-n", CREDENTIALS_NS],
             true,
         ),
-        ("worker-token", vec!["watch", gmc], true),
+        (Identity::Worker, vec!["watch", gmc], true),
         (
-            "worker-token",
+            Identity::Worker,
             vec!["watch", "namespaces/tenant-acme"],
             true,
         ),
         (
-            "worker-token",
+            Identity::Worker,
             vec!["get", "namespaces/tenant-globex"],
             false,
         ),
         (
-            "worker-token",
+            Identity::Worker,
             vec!["get", "secrets/x", "-n", "tenant-globex"],
             false,
         ),
-        ("worker-token", vec!["watch", "secrets", all], false),
-        ("worker-token", vec!["watch", tmc, all], false),
+        (Identity::Worker, vec!["watch", "secrets", all], false),
+        (Identity::Worker, vec!["watch", tmc, all], false),
         (
-            "worker-token",
+            Identity::Worker,
             vec!["create", tmc, "-n", "tenant-acme"],
             false,
         ),
         (
-            "worker-token",
+            Identity::Worker,
             vec!["patch", "secrets", "-n", "tenant-acme"],
             false,
         ),
         (
-            "worker-token",
+            Identity::Worker,
             vec!["get", "secrets/t-tenant-mcp-keys", "-n", NS],
             false,
         ),
         (
-            "worker-token",
+            Identity::Worker,
             vec!["get", "secrets/t-tenant-mcp-mcp-jwt", "-n", NS],
             false,
         ),
         (
-            "worker-token",
+            Identity::Worker,
             vec!["get", "secrets/controller-database", "-n", NS],
             false,
         ),
         (
-            "worker-token",
+            Identity::Worker,
             vec!["get", "secrets/sh.helm.release.v1.t.v1", "-n", NS],
             false,
         ),
     ];
     let wrong: Vec<String> = matrix
         .iter()
-        .filter(|(token, args, allowed)| w.can(token, args) != *allowed)
-        .map(|(token, args, allowed)| format!("{token} {args:?}: expected {allowed}"))
+        .filter(|(who, args, allowed)| w.can(*who, args) != *allowed)
+        .map(|(who, args, allowed)| format!("{who:?} {args:?}: expected {allowed}"))
         .collect();
     assert!(wrong.is_empty(), "RBAC differs:\n{}", wrong.join("\n"));
 
@@ -370,7 +398,7 @@ async fn each_identity_can_do_its_job_and_no_more() {
         "apiVersion: tenantmcp.dev/v1alpha1\nkind: TenantMcpConfig\nmetadata: {name: x, namespace: tenant-globex}\nspec: {tenantId: globex}\n",
     )
     .unwrap();
-    let out = w.kubectl("alice-token", &["apply", "-f", foreign.to_str().unwrap()]);
+    let out = w.kubectl(Identity::Alice, &["apply", "-f", foreign.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("forbidden"),
@@ -381,7 +409,7 @@ async fn each_identity_can_do_its_job_and_no_more() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_accounts_do_their_real_jobs_with_the_charts_rbac() {
     let w = world().await;
-    let admin = w.client("admin-token").await;
+    let admin = w.client(Identity::Admin).await;
 
     // A tenant with its own Postgres login, applied by the platform team.
     let pg = Postgres::start().unwrap();
@@ -418,7 +446,7 @@ async fn the_service_accounts_do_their_real_jobs_with_the_charts_rbac() {
     // The controller, as its service account, with leader election in its namespace.
     let stop = CancellationToken::new();
     let task = tokio::spawn(controller::run(
-        w.client("controller-token").await,
+        w.client(Identity::Controller).await,
         Settings {
             identity: "rbac-test".into(),
             // As the chart sets it from rbac.clientServiceAccounts.
@@ -451,7 +479,7 @@ async fn the_service_accounts_do_their_real_jobs_with_the_charts_rbac() {
     .await;
 
     // The application pod's account reads configs through the client library…
-    let app = w.client("app-token").await;
+    let app = w.client(Identity::App).await;
     let clients = tenant_mcp::client::TenantClients::from_kube(
         app.clone(),
         tenant_mcp::client::ClientSettings {
@@ -476,7 +504,7 @@ async fn the_service_accounts_do_their_real_jobs_with_the_charts_rbac() {
     assert_eq!(current, user);
     // An account scoped to tenant-acme does the same with a client that watches that namespace.
     let scoped = tenant_mcp::client::TenantClients::from_kube(
-        w.client("worker-token").await,
+        w.client(Identity::Worker).await,
         tenant_mcp::client::ClientSettings {
             kube: tenant_mcp::client::KubeSource {
                 namespace: Some("tenant-acme".into()),
@@ -510,7 +538,7 @@ async fn the_service_accounts_do_their_real_jobs_with_the_charts_rbac() {
 
     // The management tools, as their account: register and delete a config with credentials.
     let tools = tenant_mcp::mcp_server::tools::ManagementTools::new(
-        w.client("mcp-token").await,
+        w.client(Identity::McpServer).await,
         tenant_mcp::probe::Prober::new(4),
         Arc::new(tenant_mcp::mcp_server::limits::Limits::default()),
     )

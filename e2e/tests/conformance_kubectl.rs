@@ -1,4 +1,4 @@
-//! Conformance of the API stand-in, driven by real kubectl (v1.35, pinned by scripts/test):
+//! What the docs promise a kubectl user (v1.35, pinned by scripts/test) on a real API server:
 //! apply, get with printer columns, describe, wait, delete, server-side apply, strict field
 //! validation, and RBAC with `kubectl auth can-i`.
 
@@ -11,7 +11,6 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::json;
 use tenant_mcp::api::TenantMcpConfig;
-use tenant_mcp_e2e::apiserver::Config;
 use tenant_mcp_e2e::harness::Cluster;
 
 fn repo(path: &str) -> String {
@@ -320,32 +319,13 @@ async fn kubectl_server_side_apply_reports_conflicts() {
     cleanup(&cluster, &p);
 }
 
-/// RBAC needs users, so this scenario runs on a stand-in with a token file.
+/// RBAC for people: alice (group tenant-admins) and bob (no group), as the administrator
+/// impersonates them — what an OIDC sign-in would give the authorizer.
 #[tokio::test]
 async fn kubectl_auth_can_i_follows_rbac() {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens.csv");
-    std::fs::write(&tokens, "admin-token,admin,1,\"system:masters\"\nalice-token,alice,2,\"tenant-admins\"\nbob-token,bob,3\n").unwrap();
-    let cluster = Cluster::stand_in(Config {
-        token_file: Some(tokens),
-        ..Config::default()
-    })
-    .await
-    .unwrap();
-    // The harness's kubeconfig carries no valid token for this server: use the admin's.
-    let kubeconfig = dir.path().join("admin");
-    cluster
-        .stand_in_server()
-        .unwrap()
-        .write_kubeconfig(&kubeconfig, Some("admin-token"))
-        .unwrap();
-    let kubectl = |args: &[&str]| {
-        std::process::Command::new(tenant_mcp_e2e::harness::kubectl_path())
-            .env("KUBECONFIG", &kubeconfig)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let cluster = Cluster::start().await.unwrap();
+    let kubectl = |args: &[&str]| cluster.kubectl(args);
     let rbac = r#"
 apiVersion: v1
 kind: Namespace
@@ -391,53 +371,57 @@ subjects:
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let can = |token: &str, args: &[&str]| -> String {
-        let mut all = vec!["auth", "can-i", "--token", token];
+    let can = |who: &str, args: &[&str]| -> String {
+        let mut all = vec!["auth", "can-i"];
         all.extend_from_slice(args);
+        all.extend_from_slice(identity(who));
         String::from_utf8_lossy(&kubectl(&all).stdout)
             .trim()
             .to_owned()
     };
     assert_eq!(
         can(
-            "alice-token",
+            "alice",
             &["create", "tenantmcpconfigs.tenantmcp.dev", "-n", "team-a"]
         ),
         "yes"
     );
     assert_eq!(
         can(
-            "alice-token",
+            "alice",
             &["create", "tenantmcpconfigs.tenantmcp.dev", "-n", "team-b"]
         ),
         "no"
     );
     assert_eq!(
-        can(
-            "alice-token",
-            &["get", "secrets/acme-postgres", "-n", "team-a"]
-        ),
+        can("alice", &["get", "secrets/acme-postgres", "-n", "team-a"]),
         "yes"
     );
     assert_eq!(
-        can("alice-token", &["get", "secrets/other", "-n", "team-a"]),
+        can("alice", &["get", "secrets/other", "-n", "team-a"]),
         "no"
     );
-    assert_eq!(
-        can("alice-token", &["list", "secrets", "-n", "team-a"]),
-        "no"
-    );
+    assert_eq!(can("alice", &["list", "secrets", "-n", "team-a"]), "no");
     assert_eq!(
         can(
-            "bob-token",
+            "bob",
             &["get", "tenantmcpconfigs.tenantmcp.dev", "-n", "team-a"]
         ),
         "no"
     );
-    assert_eq!(can("admin-token", &["delete", "namespaces"]), "yes");
+    assert_eq!(can("admin", &["delete", "namespaces"]), "yes");
 
     // Real requests agree with can-i.
-    let denied = kubectl(&["get", "secrets", "-n", "team-a", "--token", "alice-token"]);
+    let denied = kubectl(&[
+        "get",
+        "secrets",
+        "-n",
+        "team-a",
+        "--as",
+        "alice",
+        "--as-group",
+        "tenant-admins",
+    ]);
     assert!(!denied.status.success());
     let stderr = String::from_utf8_lossy(&denied.stderr);
     assert!(stderr.contains("Error from server (Forbidden): secrets is forbidden: User \"alice\" cannot list resource \"secrets\" in API group \"\" in the namespace \"team-a\""), "{stderr}");
@@ -451,8 +435,10 @@ subjects:
             "team-a",
             "--field-selector",
             &format!("metadata.name={name}"),
-            "--token",
-            "alice-token",
+            "--as",
+            "alice",
+            "--as-group",
+            "tenant-admins",
         ])
     };
     let allowed = by_name("acme-postgres");
@@ -468,19 +454,18 @@ subjects:
         "{other:?}"
     );
     let unauthenticated = kubectl(&["get", "ns", "--token", "wrong"]);
-    assert!(String::from_utf8_lossy(&unauthenticated.stderr).contains("Unauthorized"));
-    // Impersonation, as an administrator.
-    let as_alice = kubectl(&[
-        "auth",
-        "can-i",
-        "create",
-        "tenantmcpconfigs.tenantmcp.dev",
-        "-n",
-        "team-a",
-        "--as",
-        "alice",
-        "--as-group",
-        "tenant-admins",
-    ]);
-    assert_eq!(String::from_utf8_lossy(&as_alice.stdout).trim(), "yes");
+    assert!(
+        String::from_utf8_lossy(&unauthenticated.stderr).contains("Unauthorized"),
+        "{unauthenticated:?}"
+    );
+    drop(dir);
+}
+
+/// kubectl's impersonation flags for `who`.
+fn identity(who: &str) -> &'static [&'static str] {
+    match who {
+        "alice" => &["--as", "alice", "--as-group", "tenant-admins"],
+        "bob" => &["--as", "bob"],
+        _ => &[],
+    }
 }

@@ -62,7 +62,7 @@ fn port_of(url: &str) -> u16 {
     authority.rsplit(':').next().unwrap().parse().unwrap()
 }
 
-/// The stand-in with acme's namespace, the three real servers, and a GlobalMcpConfig whose
+/// A control plane with acme's namespace, the three real servers, and a GlobalMcpConfig whose
 /// policy allows loopback but denies 127.0.0.2.
 struct World {
     cluster: Cluster,
@@ -76,7 +76,7 @@ struct World {
 
 async fn world() -> World {
     tenant_mcp_e2e::stack::install_crypto_provider();
-    let cluster = Cluster::stand_in(Default::default()).await.unwrap();
+    let cluster = Cluster::local(Default::default()).await.unwrap();
     cluster.install_crds().await.unwrap();
     cluster
         .create_namespace("tenant-acme", Some("acme"))

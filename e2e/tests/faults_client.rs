@@ -180,8 +180,10 @@ async fn client_restarts_under_load_never_serve_a_tenant_with_another_tenants_cl
         unclear.is_empty(),
         "failed without a clear error: {unclear:?}"
     );
+    // How many requests fit in the run depends on the machine's load: only that the
+    // instances served is asserted, not how fast.
     assert!(
-        all.get(&Outcome::Served).copied().unwrap_or(0) > 300,
+        all.get(&Outcome::Served).copied().unwrap_or(0) >= TENANTS as u64 / 4,
         "{all:?}"
     );
     assert!(

@@ -1,4 +1,4 @@
-//! Faults 1, 5 and 6 of issue 22, on the real controller binary and the API stand-in:
+//! Faults 1, 5 and 6 of issue 22, on the real controller binary and a real control plane:
 //!
 //! 1. the Kubernetes API down for 10 s: the client library serves every tenant, cached or not,
 //!    from its last routes throughout, and both it and the controller take in the changes made
@@ -23,11 +23,11 @@ use sqlx::Connection as _;
 use tenant_mcp::api::{SNAPSHOT_TYPE, TenantMcpConfig};
 use tenant_mcp::client::{ClientSettings, Origin, TenantClients};
 use tenant_mcp::config::candidate::ServerKey;
-use tenant_mcp_e2e::apiserver::faults::Release;
-use tenant_mcp_e2e::apiserver::{ApiServer, Config};
 use tenant_mcp_e2e::controller_process::{ControllerOptions, ControllerProcess};
-use tenant_mcp_e2e::harness::{Cluster, client_for, wait_for};
+use tenant_mcp_e2e::harness::{Cluster, wait_for};
 use tenant_mcp_e2e::scenario::{self, apply};
+use tenant_mcp_e2e::stack::admission_hold::{AdmissionHold, HoldRule, Release};
+use tenant_mcp_e2e::stack::kube::{Component, ControlPlaneOptions, User};
 use tenant_mcp_e2e::stack::mirror_db::MirrorDatabase;
 use tenant_mcp_e2e::stack::postgres::Postgres;
 
@@ -107,13 +107,9 @@ async fn served_as(clients: &TenantClients, tenant: &str) -> Result<String, Stri
 async fn tenants_are_served_through_an_api_outage_and_changes_around_it_are_taken_in() {
     tenant_mcp_e2e::stack::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("store.json");
-    let mut cluster = Cluster::stand_in(Config {
-        data_file: Some(data.clone()),
-        ..Config::default()
-    })
-    .await
-    .unwrap();
+    let mut cluster = Cluster::local(ControlPlaneOptions::default())
+        .await
+        .unwrap();
     cluster.install_crds().await.unwrap();
     let client = cluster.client();
     let pg = Postgres::start().unwrap();
@@ -206,8 +202,11 @@ async fn tenants_are_served_through_an_api_outage_and_changes_around_it_are_take
         disable.clone(),
     )
     .await;
-    let addr = cluster.stand_in_server().unwrap().local_addr();
-    cluster.stop_stand_in().await;
+    // The API server dies (SIGKILL): every connection to it is cut, nothing answers.
+    cluster
+        .control_plane_mut()
+        .unwrap()
+        .kill_component(Component::ApiServer);
     let outage = Instant::now();
     let mut served = 0;
     while outage.elapsed() < Duration::from_secs(10) {
@@ -232,14 +231,8 @@ async fn tenants_are_served_through_an_api_outage_and_changes_around_it_are_take
         "the controller survived the outage"
     );
 
-    let restarted = ApiServer::start(Config {
-        listen: Some(addr),
-        data_file: Some(data),
-        ..Config::default()
-    })
-    .await
-    .unwrap();
-    cluster.set_stand_in(restarted);
+    let plane = cluster.control_plane_mut().unwrap();
+    tokio::task::block_in_place(|| plane.start_component(Component::ApiServer)).unwrap();
     // A change after it is back.
     tenant(&client, &pg, &db, "t5", &user("t5"), "t5-pass", disable).await;
     // The controller's watches reconnect with kube-runtime's backoff (as client-go's: from
@@ -342,9 +335,14 @@ async fn converged(
 async fn a_controller_killed_mid_promotion_leaves_a_state_the_next_one_converges_from() {
     tenant_mcp_e2e::stack::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::stand_in(Config::default()).await.unwrap();
+    let cluster = Cluster::local(ControlPlaneOptions::default())
+        .await
+        .unwrap();
     cluster.install_crds().await.unwrap();
     let client = cluster.client();
+    let faults = AdmissionHold::install(&client, &["tenantmcpconfigs/status"])
+        .await
+        .unwrap();
     let pg = Postgres::start().unwrap();
     let db = pg.create_database("crash").await.unwrap();
     let mirror = MirrorDatabase::create(&pg, "mirror").await.unwrap();
@@ -374,11 +372,12 @@ async fn a_controller_killed_mid_promotion_leaves_a_state_the_next_one_converges
     converged(&client, &cluster, &mirror, &keys, "pass-1").await;
 
     // 1. Killed after it made the new snapshot (and mirrored it), before its status write.
-    let server = cluster.stand_in_server().unwrap();
-    let hold = server.faults().hold(
-        "PATCH",
-        "/namespaces/tenant-acme/tenantmcpconfigs/acme/status",
-    );
+    let hold = faults.hold(HoldRule::object(
+        "tenantmcpconfigs",
+        "status",
+        "tenant-acme",
+        "acme",
+    ));
     pg.set_login(&acme, "pass-2").await.unwrap();
     tenant(&client, &pg, &db, "acme", &acme, "pass-2", json!({})).await;
     hold.wait_held(1, Duration::from_secs(30)).await;
@@ -389,7 +388,7 @@ async fn a_controller_killed_mid_promotion_leaves_a_state_the_next_one_converges
         "the new snapshot exists before the status write: {made:?}"
     );
     first.kill();
-    hold.release(Release::Drop);
+    hold.release(Release::Deny);
     let mut second = start("second");
     converged(&client, &cluster, &mirror, &keys, "pass-2").await;
 
@@ -438,51 +437,66 @@ async fn a_controller_killed_mid_promotion_leaves_a_state_the_next_one_converges
     third.terminate();
 }
 
-/// Kubeconfigs per identity on a stand-in with tokens: the admin and two controller
-/// replicas (all cluster admins, so only their names tell them apart).
-async fn stand_in_with_users(dir: &Path) -> (Cluster, PathBuf, PathBuf, PathBuf) {
-    let tokens = dir.join("tokens.csv");
-    std::fs::write(
-        &tokens,
-        "admin-token,admin,1,\"system:masters\"\na-token,replica-a,2,\"system:masters\"\nb-token,replica-b,3,\"system:masters\"\n",
-    )
-    .unwrap();
-    let cluster = Cluster::stand_in(Config {
-        token_file: Some(tokens),
-        ..Config::default()
-    })
-    .await
-    .unwrap();
-    let paths = ["admin-token", "a-token", "b-token"].map(|token| {
-        let path = dir.join(format!("kubeconfig-{token}"));
-        cluster
-            .stand_in_server()
-            .unwrap()
-            .write_kubeconfig(&path, Some(token))
+/// Two controller replicas, each a ServiceAccount of its own (`default/replica-a`,
+/// `default/replica-b`, both cluster admins so only their names tell them apart): the
+/// kubeconfig of each, with a token from the TokenRequest API.
+async fn replicas(cluster: &Cluster) -> (PathBuf, PathBuf) {
+    for name in ["replica-a", "replica-b"] {
+        apply(
+            &cluster.client(),
+            &json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                    "metadata": {"name": name, "namespace": "default"}}),
+        )
+        .await
+        .unwrap();
+        apply(
+            &cluster.client(),
+            &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                    "metadata": {"name": format!("e2e-{name}")},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                "name": "cluster-admin"},
+                    "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "default"}]}),
+        )
+        .await
+        .unwrap();
+    }
+    let mut paths = Vec::new();
+    for name in ["replica-a", "replica-b"] {
+        let token = cluster
+            .service_account_token("default", name)
+            .await
             .unwrap();
-        path
-    });
-    let [admin, a, b] = paths;
-    (cluster, admin, a, b)
+        paths.push(cluster.kubeconfig_for(&User::Token(token)).unwrap());
+    }
+    (paths.remove(0), paths.remove(0))
 }
+
+const REPLICA_A: &str = "system:serviceaccount:default:replica-a";
+const REPLICA_B: &str = "system:serviceaccount:default:replica-b";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_paused_past_its_lease_writes_nothing_after_the_other_takes_over() {
     tenant_mcp_e2e::stack::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
-    let (cluster, admin, as_a, as_b) = stand_in_with_users(dir.path()).await;
-    let client = client_for(&admin).await.unwrap();
-    tenant_mcp_e2e::harness::install_crds(&client)
-        .await
-        .unwrap();
+    // Who wrote what, and with which answer: the API server's audit log.
+    let cluster = Cluster::local(ControlPlaneOptions {
+        audit_writes: true,
+        ..ControlPlaneOptions::default()
+    })
+    .await
+    .unwrap();
+    let (as_a, as_b) = replicas(&cluster).await;
+    let client = cluster.client();
+    cluster.install_crds().await.unwrap();
     apply(
         &client,
         &scenario::global("tenant-mcp-credentials", json!({})),
     )
     .await
     .unwrap();
-    let server = cluster.stand_in_server().unwrap();
-    let faults = server.faults();
+    let faults = AdmissionHold::install(&client, &["tenantmcpconfigs/status"])
+        .await
+        .unwrap();
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(client.clone(), "default");
     let holder = async || {
@@ -501,10 +515,9 @@ async fn a_leader_paused_past_its_lease_writes_nothing_after_the_other_takes_ove
     let b = controller(&as_b, dir.path(), "replica-b", None, 3);
 
     // A's status write for a new config is in flight (held at the server) when A freezes.
-    let hold = faults.hold_from(
-        Some("replica-a"),
-        "PATCH",
-        "/tenantmcpconfigs/paused/status",
+    let hold = faults.hold(
+        HoldRule::object("tenantmcpconfigs", "status", "tenant-paused", "paused")
+            .from_user(REPLICA_A),
     );
     apply(
         &client,
@@ -536,14 +549,14 @@ async fn a_leader_paused_past_its_lease_writes_nothing_after_the_other_takes_ove
         },
     )
     .await;
-    let taken_over = faults
-        .writes()
+    let writes = || cluster.control_plane().unwrap().audited_writes();
+    let taken_over = writes()
         .iter()
-        .find(|w| w.user == "replica-b" && w.path.contains("/leases/") && w.code < 300)
+        .find(|w| w.user == REPLICA_B && w.uri.contains("/leases/") && w.code < 300)
         .map(|w| w.at)
         .unwrap();
-    // A's write arrives at the server late, and A resumes.
-    hold.release(Release::Proceed);
+    // A's write goes on to storage late, and A resumes.
+    hold.release(Release::Allow);
     a.resume();
     tokio::time::sleep(Duration::from_secs(3)).await;
     // Another change: only B may act on it.
@@ -564,19 +577,17 @@ async fn a_leader_paused_past_its_lease_writes_nothing_after_the_other_takes_ove
             .filter(|r| r.1 == "Disabled")
     })
     .await;
-    let late: Vec<_> = faults
-        .writes()
+    let late: Vec<_> = writes()
         .into_iter()
-        .filter(|w| w.user == "replica-a" && w.at > taken_over && w.code < 300)
+        .filter(|w| w.user == REPLICA_A && w.at > taken_over && w.code < 300)
         .collect();
     assert!(
         late.is_empty(),
         "replica-a wrote after losing the Lease: {late:?}"
     );
-    let refused = faults
-        .writes()
+    let refused = writes()
         .into_iter()
-        .find(|w| w.user == "replica-a" && w.path.ends_with("/paused/status"));
+        .find(|w| w.user == REPLICA_A && w.uri.contains("/paused/status"));
     assert_eq!(
         refused.map(|w| w.code),
         Some(409),

@@ -1,6 +1,6 @@
 //! The management server under load and hostile input, driven by a client nobody here wrote:
-//! the official MCP Python SDK (`e2e/python/load_client.py`) over Streamable HTTP, on the API
-//! stand-in and a real Postgres.
+//! the official MCP Python SDK (`e2e/python/load_client.py`) over Streamable HTTP, on a real
+//! control plane and a real Postgres.
 //!
 //! Every refusal (401, 413, 429) must reach the client as a complete response on a connection
 //! it can reuse or is told to close: a refusal written before the request body was read, on a
@@ -17,13 +17,12 @@ use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 use tenant_mcp::api::TenantMcpConfig;
 use tenant_mcp::mcp_server::limits::Limits;
-use tenant_mcp_e2e::apiserver::Config;
-use tenant_mcp_e2e::apiserver::faults::Release;
 use tenant_mcp_e2e::harness::Cluster;
 use tenant_mcp_e2e::mcp_admin::{
     AUDIENCE, AdminServer, ISSUER, SECRET, call, load_client, python_client, token,
 };
 use tenant_mcp_e2e::scenario;
+use tenant_mcp_e2e::stack::admission_hold::{AdmissionHold, HoldHandle, HoldRule, Release};
 use tenant_mcp_e2e::stack::postgres::Postgres;
 use tenant_mcp_e2e::stack::process::{Service, Workdir, free_port};
 
@@ -355,7 +354,7 @@ impl ServerProcess {
 /// Waits until the config write of `call` is held; fails with the call's answer if it ends
 /// first (the tool refused before writing anything).
 async fn held_or_answered(
-    hold: &tenant_mcp_e2e::apiserver::faults::HoldHandle,
+    hold: &HoldHandle,
     call: &mut tokio::task::JoinHandle<Result<Value, tenant_mcp_e2e::mcp_admin::CallError>>,
 ) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -408,7 +407,7 @@ async fn secrets(client: &kube::Client) -> Vec<(String, String)> {
 async fn a_management_server_killed_between_secrets_and_config_leaves_what_the_next_call_fixes() {
     tenant_mcp_e2e::stack::install_crypto_provider();
     let dir = Workdir::new("mcp-server-killed").unwrap();
-    let cluster = Cluster::stand_in(Config::default()).await.unwrap();
+    let cluster = Cluster::local(Default::default()).await.unwrap();
     cluster.install_crds().await.unwrap();
     let client = cluster.client();
     let pg = Postgres::start().unwrap();
@@ -428,14 +427,18 @@ async fn a_management_server_killed_between_secrets_and_config_leaves_what_the_n
                                         "sslMode": "disable", "credentialsSecretRef": {"name": secret}}},
                "credentials": {"postgres": {"username": user, "password": password}}})
     };
-    let faults = cluster.stand_in_server().unwrap().faults();
+    let faults = AdmissionHold::install(&client, &["tenantmcpconfigs"])
+        .await
+        .unwrap();
 
     // 1. Killed after it wrote the Secret, before the config: a retry of the call succeeds.
     let mut server = ServerProcess::start(&cluster, &dir);
-    let hold = faults.hold(
-        "PATCH",
-        "/namespaces/tenant-acme/tenantmcpconfigs/tenant-mcp",
-    );
+    let hold = faults.hold(HoldRule::object(
+        "tenantmcpconfigs",
+        "",
+        "tenant-acme",
+        "tenant-mcp",
+    ));
     let mut cut = tokio::spawn({
         let (url, bearer, args) = (
             server.url.clone(),
@@ -451,7 +454,7 @@ async fn a_management_server_killed_between_secrets_and_config_leaves_what_the_n
         "the Secret is written before the config"
     );
     server.kill();
-    hold.release(Release::Drop);
+    hold.release(Release::Deny);
     assert!(!succeeded(cut).await, "the killed server's call succeeded");
     let configs = Api::<TenantMcpConfig>::namespaced(client.clone(), "tenant-acme");
     assert!(configs.get_opt("tenant-mcp").await.unwrap().is_none());
@@ -474,10 +477,12 @@ async fn a_management_server_killed_between_secrets_and_config_leaves_what_the_n
 
     // 2. Killed mid-update that moves the credentials to a new Secret: the next call of the
     // tenant removes the Secret the config never came to use.
-    let hold = faults.hold(
-        "PATCH",
-        "/namespaces/tenant-acme/tenantmcpconfigs/tenant-mcp",
-    );
+    let hold = faults.hold(HoldRule::object(
+        "tenantmcpconfigs",
+        "",
+        "tenant-acme",
+        "tenant-mcp",
+    ));
     let mut cut = tokio::spawn({
         let (url, bearer, args) = (
             server.url.clone(),
@@ -488,7 +493,7 @@ async fn a_management_server_killed_between_secrets_and_config_leaves_what_the_n
     });
     held_or_answered(&hold, &mut cut).await;
     server.kill();
-    hold.release(Release::Drop);
+    hold.release(Release::Deny);
     assert!(!succeeded(cut).await);
     assert_eq!(
         secrets(&client).await.len(),

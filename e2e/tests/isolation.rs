@@ -18,7 +18,7 @@ use tenant_mcp::controller::{self, Settings};
 use tenant_mcp::mcp_server::limits::Limits;
 use tenant_mcp_e2e::harness::{Cluster, wait_for};
 use tenant_mcp_e2e::mcp_admin::{AdminServer, call, token};
-use tenant_mcp_e2e::rbac;
+use tenant_mcp_e2e::rbac::{self, Identity};
 use tenant_mcp_e2e::stack::postgres::{Postgres, execute};
 use tokio_util::sync::CancellationToken;
 
@@ -60,7 +60,7 @@ fn config_yaml(namespace: &str, name: &str, tenant: &str, port: u16, database: &
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_impostor_config_never_receives_a_tenants_credentials_through_the_tools() {
     let w = rbac::start(&[]).await;
-    let admin = w.client("admin-token").await;
+    let admin = w.client(Identity::Admin).await;
     let pg = Postgres::start().unwrap();
     let db = pg.create_database("acme").await.unwrap();
     let user = format!("acme_{}", &db[db.len() - 6..]);
@@ -75,7 +75,7 @@ async fn an_impostor_config_never_receives_a_tenants_credentials_through_the_too
     // evil's tenant admin, as its own Kubernetes identity, claims acme from evil's namespace
     // before acme has registered anything. RBAC allows it: the namespace is evil's.
     let impostor = config_yaml("tenant-evil", "default", "acme", pg.port(), &db);
-    let out = w.apply_as("eve-token", &impostor);
+    let out = w.apply_as(Identity::Eve, &impostor);
     assert!(
         out.status.success(),
         "{}",
@@ -84,7 +84,7 @@ async fn an_impostor_config_never_receives_a_tenants_credentials_through_the_too
 
     let stop = CancellationToken::new();
     let controller = tokio::spawn(controller::run(
-        w.client("controller-token").await,
+        w.client(Identity::Controller).await,
         Settings {
             identity: "isolation-test".into(),
             ..Settings::default()
@@ -98,7 +98,7 @@ async fn an_impostor_config_never_receives_a_tenants_credentials_through_the_too
         burst: 10_000,
         ..Limits::default()
     };
-    let server = AdminServer::start(w.client("mcp-token").await, limits)
+    let server = AdminServer::start(w.client(Identity::McpServer).await, limits)
         .await
         .unwrap();
     let url = &server.url;
@@ -287,7 +287,7 @@ async fn global(cluster: &Cluster, credentials_ns: &str, allow_unbound: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_impostor_config_never_changes_a_tenants_routes() {
     tenant_mcp_e2e::stack::install_crypto_provider();
-    let cluster = Cluster::stand_in(Default::default()).await.unwrap();
+    let cluster = Cluster::local(Default::default()).await.unwrap();
     cluster.install_crds().await.unwrap();
     let client = cluster.client();
     for (ns, tenant) in [

@@ -97,7 +97,7 @@ initech  postgres  global  postgres://127.0.0.1:PORT/platform_DB  -  -  -  -  - 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_route_say_what_serves_each_tenant_and_why() {
     tenant_mcp_e2e::stack::install_crypto_provider();
-    let cluster = Cluster::stand_in(Default::default()).await.unwrap();
+    let cluster = Cluster::local(Default::default()).await.unwrap();
     cluster.install_crds().await.unwrap();
     for (ns, tenant) in [
         ("tenant-mcp-credentials", None),

@@ -80,24 +80,24 @@ pub struct EndpointPolicySpec {
     pub allowed_schemes: Vec<UrlScheme>,
     /// Ports or port ranges (`443`, `9000-9001`) allowed; empty allows every port.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 11)))]
     pub allowed_ports: Vec<String>,
     /// Host patterns allowed (`db.example.com`, `*.svc.cluster.local`); empty allows every host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 253)))]
     pub allowed_hosts: Vec<String>,
     /// Host patterns always denied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 253)))]
     pub denied_hosts: Vec<String>,
     /// Address ranges (CIDR) allowed even when private, loopback or link-local, e.g. the
     /// cluster's service range.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 49)))]
     pub allowed_cidrs: Vec<String>,
     /// Address ranges (CIDR) always denied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 49)))]
     pub denied_cidrs: Vec<String>,
     /// Allow private addresses (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7).
     #[serde(default)]

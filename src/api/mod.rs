@@ -9,6 +9,7 @@ pub mod conditions;
 pub mod crd;
 pub mod global;
 pub mod reference;
+pub mod schema;
 pub mod secret_ref;
 pub mod servers;
 pub mod status;
@@ -35,5 +36,10 @@ pub const API_VERSION: &str = "tenantmcp.dev/v1alpha1";
 pub const GLOBAL_CONFIG_NAME: &str = "default";
 /// The namespace label that binds a namespace to the tenant it serves.
 pub const TENANT_LABEL: &str = "tenantmcp.dev/tenant";
+/// Most further MCP servers one config declares (`spec.servers.mcpServers`).
+pub const MAX_NAMED_MCP_SERVERS: u32 = 32;
+/// Most server keys a status reports on: `postgres`, `minio`, `aiMcpServer` and every named
+/// MCP server.
+pub const MAX_SERVER_KEYS: u32 = MAX_NAMED_MCP_SERVERS + 3;
 /// The Secret `type` of the controller's snapshot Secrets.
 pub const SNAPSHOT_TYPE: &str = "tenantmcp.dev/snapshot";

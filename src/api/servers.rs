@@ -23,7 +23,7 @@ pub struct ServersSpec {
     pub ai_mcp_server: Option<McpServer>,
     /// Further MCP servers, each under a unique name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = super::MAX_NAMED_MCP_SERVERS))]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["name".into()]))]
     pub mcp_servers: Vec<NamedMcpServer>,
 }

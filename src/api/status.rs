@@ -19,15 +19,21 @@ pub struct McpConfigStatus {
     pub observed_generation: Option<i64>,
     /// `Ready`, `Validated`, `Mirrored` and `Degraded`, each with a reason and message.
     #[serde(default)]
+    #[schemars(length(max = 16))]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
     /// Health of each declared server, keyed `postgres`, `minio`, `aiMcpServer` or
     /// `mcpServers.<name>`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = super::MAX_SERVER_KEYS))]
     pub servers: BTreeMap<String, ServerHealth>,
     /// The last config of each server type that passed validation and connection tests:
     /// what clients use.
+    ///
+    /// Only the controller writes status, and only what passed validation, so the spec's CEL
+    /// rules are left out of this copy: they would only spend the API server's rule budget.
     #[serde(default)]
+    #[schemars(transform = super::schema::without_cel_rules)]
     pub active: ActiveConfig,
 }
 
@@ -88,6 +94,7 @@ pub struct ActiveConfig {
     pub ai_mcp_server: Option<ActiveServer<McpServer>>,
     /// The active further MCP servers, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = super::MAX_NAMED_MCP_SERVERS))]
     pub mcp_servers: BTreeMap<String, ActiveServer<McpServer>>,
 }
 

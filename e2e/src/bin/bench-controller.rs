@@ -219,7 +219,7 @@ async fn run(
     with_postgres: bool,
     measure_process: bool,
 ) -> anyhow::Result<(RunResult, Option<ProcessMemory>)> {
-    let cluster = Cluster::stand_in(Default::default()).await?;
+    let cluster = Cluster::local(Default::default()).await?;
     cluster.install_crds().await?;
     let client = cluster.client();
     let global: serde_json::Value = serde_json::json!({

@@ -26,7 +26,6 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tenant_mcp::api::TenantMcpConfig;
 use tenant_mcp::client::{ClientSettings, TenantClients};
-use tenant_mcp_e2e::apiserver::Config;
 use tenant_mcp_e2e::bench::{measured_line, write_section};
 use tenant_mcp_e2e::controller_process::{ControllerOptions, ControllerProcess};
 use tenant_mcp_e2e::harness::Cluster;
@@ -185,7 +184,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|_| FaultProxy::start(format!("127.0.0.1:{}", pg.port()).parse()?).map_err(Into::into))
         .collect::<anyhow::Result<_>>()?;
 
-    let cluster = Cluster::stand_in(Config::default()).await?;
+    let cluster = Cluster::local(Default::default()).await?;
     cluster.install_crds().await?;
     let client = cluster.client();
     let creds = "tenant-mcp-credentials";

@@ -1,16 +1,17 @@
-//! `local-stack`: the whole local stack in one process, for the demo and for poking around by
-//! hand: the Kubernetes API stand-in (with tenant-mcp's CRDs installed), Postgres, a global
-//! and a per-tenant S3 server, the MCP reference server and the test AI MCP server. It writes
-//! a kubeconfig and a shell-sourceable `env` file with every endpoint and credential into the
-//! state directory, then runs until interrupted and tears everything down.
+//! `local-stack`: the whole local stack, for the demo and for poking around by hand: a real
+//! Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, with tenant-mcp's
+//! CRDs installed), Postgres, a global and a per-tenant S3 server, the MCP reference server and
+//! the test AI MCP server. It writes a kubeconfig and a shell-sourceable `env` file with every
+//! endpoint and credential into the state directory, then runs until interrupted and tears
+//! everything down.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use tenant_mcp_e2e::apiserver::{ApiServer, Config};
 use tenant_mcp_e2e::stack::ai_mcp::{AiMcpConfig, AiMcpServer, Token};
+use tenant_mcp_e2e::stack::kube::ControlPlane;
 use tenant_mcp_e2e::stack::mcp_everything::EverythingMcpServer;
 use tenant_mcp_e2e::stack::postgres::Postgres;
 use tenant_mcp_e2e::stack::s3::S3Server;
@@ -22,7 +23,7 @@ const BUCKET: &str = "documents";
 #[derive(Debug, Parser)]
 #[command(name = "local-stack", version)]
 struct Args {
-    /// Where the kubeconfig, the `env` file and the API objects are kept.
+    /// Where the kubeconfig and the `env` file are written.
     #[arg(long, env = "STACK_DIR", default_value = ".stack")]
     state_dir: PathBuf,
     /// Start everything, print the timings, then stop (a smoke test of the stack).
@@ -92,18 +93,15 @@ async fn main() -> anyhow::Result<()> {
     });
 
     let start = Instant::now();
-    let api = ApiServer::start(Config {
-        data_file: Some(state_dir.join("objects.json")),
-        ..Config::default()
-    })
-    .await
-    .context("starting the Kubernetes API stand-in")?;
+    let api = tokio::task::spawn_blocking(ControlPlane::start)
+        .await?
+        .context("starting the Kubernetes control plane")?;
     let kubeconfig = state_dir.join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig, None)
+    api.write_kubeconfig(&kubeconfig, &tenant_mcp_e2e::stack::kube::User::Admin)
         .with_context(|| format!("writing {}", kubeconfig.display()))?;
     let client = tenant_mcp_e2e::harness::client_for(&kubeconfig).await?;
     tenant_mcp_e2e::harness::install_crds(&client).await?;
-    timings.push(("Kubernetes API stand-in + CRDs", start.elapsed()));
+    timings.push(("Kubernetes control plane + CRDs", start.elapsed()));
 
     let (global_key, global_secret) = ("global-access".to_owned(), secret());
     let (gk, gs) = (global_key.clone(), global_secret.clone());
@@ -202,7 +200,11 @@ async fn main() -> anyhow::Result<()> {
     for (name, took) in &timings {
         println!("  {name:<32} {:>6.2}s", took.as_secs_f64());
     }
-    println!("  Kubernetes API   {}", api.url());
+    println!(
+        "  Kubernetes API   {} (logs in {})",
+        api.url(),
+        api.dir().display()
+    );
     println!(
         "  Postgres         127.0.0.1:{} database {database}",
         pg.port()
@@ -223,7 +225,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let _ = std::fs::remove_file(&env_file);
-    api.stop().await;
+    drop(api);
     ai.stop();
     tenant_ai.stop();
     pg.stop();

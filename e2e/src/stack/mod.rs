@@ -11,13 +11,16 @@
 //! `scripts/test` installs the external programs (`scripts/lib.sh`); a launcher whose program
 //! is missing says which script installs it.
 
+pub mod admission_hold;
 pub mod ai_mcp;
 pub mod fault_proxy;
+pub mod kube;
 pub mod mcp_everything;
 pub mod mirror_db;
 pub mod postgres;
 pub mod process;
 pub mod s3;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -63,7 +63,7 @@ fn status(t: &str, database: &str) -> serde_json::Value {
 
 /// Starts the stand-in and creates `n` tenants (64 at a time).
 pub async fn populate(n: usize) -> anyhow::Result<Populated> {
-    let cluster = Cluster::stand_in(Default::default()).await?;
+    let cluster = Cluster::local(Default::default()).await?;
     cluster.install_crds().await?;
     let client = cluster.client();
     allow_loopback(&client).await?;

@@ -1,12 +1,8 @@
-//! HTTPS for the stand-in: a throwaway CA and a serving certificate for loopback, and a
-//! listener that completes TLS handshakes off the accept loop.
-//!
-//! HTTPS is the default because clients behave differently without it: kubectl (client-go)
-//! never sends a bearer token over plain HTTP, so users, RBAC and `kubectl auth can-i` can
-//! only be exercised over TLS, as on a real cluster.
+//! HTTPS for the servers the tests run: a throwaway CA and a serving certificate for loopback
+//! (the control plane's API server, the admission webhooks a test serves), and a listener that
+//! completes TLS handshakes off the accept loop.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,27 +26,25 @@ pub struct Identity {
     key_pem: String,
 }
 
-const CA_FILE: &str = "ca.crt";
-const CERT_FILE: &str = "tls.crt";
-const KEY_FILE: &str = "tls.key";
-
 impl Identity {
-    /// A new CA, and a certificate for `localhost`, `127.0.0.1`, `::1` and `extra_host`.
-    pub fn generate(extra_host: &str) -> Result<Self, rcgen::Error> {
+    /// A new CA named `name`, and a certificate it signed for `localhost`, `127.0.0.1`, `::1`
+    /// and `extra_hosts`.
+    pub fn generate(name: &str, extra_hosts: &[&str]) -> Result<Self, rcgen::Error> {
         let mut ca = CertificateParams::new(Vec::<String>::new())?;
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca.distinguished_name
-            .push(DnType::CommonName, "kube-standin CA");
+            .push(DnType::CommonName, format!("{name} CA"));
         ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
 
         let mut hosts = vec!["localhost".to_owned(), "127.0.0.1".into(), "::1".into()];
-        if !hosts.iter().any(|h| h == extra_host) {
-            hosts.push(extra_host.to_owned());
+        for host in extra_hosts {
+            if !hosts.iter().any(|h| h == host) {
+                hosts.push((*host).to_owned());
+            }
         }
         let mut leaf = CertificateParams::new(hosts)?;
-        leaf.distinguished_name
-            .push(DnType::CommonName, "kube-standin");
+        leaf.distinguished_name.push(DnType::CommonName, name);
         leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let key = KeyPair::generate()?;
         let cert = leaf.signed_by(&key, &ca)?;
@@ -61,31 +55,14 @@ impl Identity {
         })
     }
 
-    /// The identity kept in `dir`, or a new one written there, so that a restarted server
-    /// presents the same CA and existing kubeconfigs keep working.
-    pub fn load_or_generate(dir: &Path, extra_host: &str) -> Result<Self, String> {
-        let read = |name: &str| std::fs::read_to_string(dir.join(name));
-        if let (Ok(ca_pem), Ok(cert_pem), Ok(key_pem)) =
-            (read(CA_FILE), read(CERT_FILE), read(KEY_FILE))
-        {
-            return Ok(Self {
-                ca_pem,
-                cert_pem,
-                key_pem,
-            });
-        }
-        let identity = Self::generate(extra_host)
-            .map_err(|e| format!("generating the serving certificate: {e}"))?;
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        for (name, text) in [
-            (CA_FILE, &identity.ca_pem),
-            (CERT_FILE, &identity.cert_pem),
-            (KEY_FILE, &identity.key_pem),
-        ] {
-            let path = dir.join(name);
-            std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
-        }
-        Ok(identity)
+    /// The serving certificate, as PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The serving certificate's private key, as PEM.
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
     }
 
     /// The rustls configuration serving this certificate over HTTP/1.1.
