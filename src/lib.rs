@@ -11,6 +11,7 @@
 //! - [`mirror`]: the Postgres mirror of active configs (migrations, writer, key rotation).
 //! - [`probe`]: connection tests of the declared servers, under the endpoint policy.
 //! - [`services`]: tenant-aware Postgres (row-level security), object storage and AI MCP.
+//! - [`watch_backoff`]: how every watch of the cluster backs off after a failure.
 
 pub mod api;
 pub mod client;
@@ -22,3 +23,4 @@ pub mod mcp_server;
 pub mod mirror;
 pub mod probe;
 pub mod services;
+pub mod watch_backoff;

@@ -37,7 +37,11 @@ pub struct ControllerOptions<'a> {
 impl ControllerProcess {
     /// Starts one with `options`, logging at debug level.
     pub fn start(options: &ControllerOptions<'_>) -> Self {
-        Self::start_logging(options, "info,tenant_mcp=debug,kube=warn")
+        Self::start_logging(
+            options,
+            &std::env::var("E2E_CONTROLLER_LOG")
+                .unwrap_or_else(|_| "info,tenant_mcp=debug,kube=warn".into()),
+        )
     }
 
     /// As [`Self::start`], with the log filter `filter` (a long run's log at debug level

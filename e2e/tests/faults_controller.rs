@@ -30,6 +30,7 @@ use tenant_mcp_e2e::stack::admission_hold::{AdmissionHold, HoldRule, Release};
 use tenant_mcp_e2e::stack::kube::{Component, ControlPlaneOptions, User};
 use tenant_mcp_e2e::stack::mirror_db::MirrorDatabase;
 use tenant_mcp_e2e::stack::postgres::Postgres;
+use tenant_mcp_e2e::stack::process::Workdir;
 
 fn controller(
     kubeconfig: &Path,
@@ -106,7 +107,7 @@ async fn served_as(clients: &TenantClients, tenant: &str) -> Result<String, Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_are_served_through_an_api_outage_and_changes_around_it_are_taken_in() {
     tenant_mcp_e2e::stack::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Workdir::new("outage").unwrap();
     let mut cluster = Cluster::local(ControlPlaneOptions::default())
         .await
         .unwrap();
@@ -235,13 +236,14 @@ async fn tenants_are_served_through_an_api_outage_and_changes_around_it_are_take
     tokio::task::block_in_place(|| plane.start_component(Component::ApiServer)).unwrap();
     // A change after it is back.
     tenant(&client, &pg, &db, "t5", &user("t5"), "t5-pass", disable).await;
-    // The controller's watches reconnect with kube-runtime's backoff (as client-go's: from
-    // 0.8 s doubling to 30 s between attempts), which grew during the outage, and the resumed
-    // watch may find its version compacted (410) and list again.
+    // The controller's watches reconnect within their back-off (capped at 5 s,
+    // tenant_mcp::watch_backoff) and, their resumed versions being unknown to the restarted
+    // API server (410 Gone), list again. With kube-runtime's default back-off (30 s, also on
+    // the Controller's merged trigger stream) this took more than two minutes.
     for t in ["t4", "t5"] {
         wait_for(
             &format!("{t} Disabled by the controller"),
-            Duration::from_secs(120),
+            Duration::from_secs(60),
             async || ready_reason(&client, t).await.filter(|r| r.1 == "Disabled"),
         )
         .await;

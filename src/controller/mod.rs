@@ -20,6 +20,7 @@ pub mod readers;
 pub mod reconcile;
 pub mod secret_index;
 pub mod snapshot;
+pub mod snapshot_index;
 pub mod synced;
 pub mod verify;
 
@@ -28,6 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::watch_backoff::WatchBackoff;
 use futures::StreamExt as _;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -291,6 +293,7 @@ pub async fn run(
         namespaces,
         synced: synced.clone(),
         secret_index: secret_index::SecretIndex::default(),
+        snapshots: snapshot_index::SnapshotIndex::default(),
         claims: claim_index::ClaimIndex::default(),
         requeue: requeue_tx,
         failures: Default::default(),
@@ -304,7 +307,7 @@ pub async fn run(
         Api::<TenantMcpConfig>::all(client.clone()),
         watcher::Config::default(),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::capped(crate::watch_backoff::CONTROLLER_CAP))
     .reflect(configs_writer)
     .inspect({
         let ctx = ctx.clone();
@@ -315,12 +318,14 @@ pub async fn run(
         }
     })
     .inspect(synced::mark_on_init_done(&synced, synced::Cache::Configs))
-    .applied_objects();
+    .applied_objects()
+    // Only the controller writes status: its own status writes trigger no reconcile.
+    .predicate_filter(reconcile::not_status, Default::default());
     let global_stream = watcher(
         Api::<GlobalMcpConfig>::all(client.clone()),
         watcher::Config::default(),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::capped(crate::watch_backoff::CONTROLLER_CAP))
     .reflect(globals_writer)
     .inspect(synced::mark_on_init_done(&synced, synced::Cache::Globals))
     .touched_objects();
@@ -328,19 +333,34 @@ pub async fn run(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         watcher::Config::default(),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::capped(crate::watch_backoff::CONTROLLER_CAP))
     .reflect(namespaces_writer)
     .inspect(synced::mark_on_init_done(
         &synced,
         synced::Cache::Namespaces,
     ))
     .touched_objects();
+    // Every Secret's metadata (never its data): a change reconciles the configs that read the
+    // Secret or own the snapshot; the snapshot index keeps what the cleanup needs and drops
+    // the events of the controller's own snapshot writes.
+    let snapshot_index = ctx.clone();
     let secret_stream = watcher(
         Api::<PartialObjectMeta<Secret>>::all(client.clone()),
         watcher::Config::default(),
     )
-    .default_backoff()
-    .touched_objects();
+    .backoff(WatchBackoff::capped(crate::watch_backoff::CONTROLLER_CAP))
+    .flat_map(move |event| {
+        let news: Vec<Result<PartialObjectMeta<Secret>, watcher::Error>> = match event {
+            Ok(event) => snapshot_index
+                .snapshots
+                .observe(&event)
+                .into_iter()
+                .map(Ok)
+                .collect(),
+            Err(e) => vec![Err(e)],
+        };
+        futures::stream::iter(news)
+    });
 
     let all = configs.clone();
     let in_namespace = ctx.clone();
@@ -355,6 +375,10 @@ pub async fn run(
     let stop_lost = lost.clone();
     Controller::for_stream(config_stream, configs)
         .with_config(controller::Config::default().concurrency(settings.reconcile_concurrency))
+        // The Controller backs off its merged trigger stream on any watch's error, pausing
+        // every trigger; with kube-runtime's default (30 s cap) an API restart stalled all
+        // reconciles for minutes (each watch's first answer after it is 410 Gone).
+        .trigger_backoff(WatchBackoff::capped(crate::watch_backoff::CONTROLLER_CAP))
         .watches_stream(global_stream, move |_global: GlobalMcpConfig| {
             all.state()
                 .iter()

@@ -153,14 +153,14 @@ fn snapshots_freeze_exactly_the_tested_credentials() {
 
 #[test]
 fn superseded_snapshots_are_marked_then_deleted_after_the_grace_period() {
-    let owned: Vec<Secret> = [
+    let owned: Vec<kube::api::ObjectMeta> = [
         "metadata: {name: current}",
         "metadata: {name: fresh-old}",
         "metadata: {name: marked, annotations: {tenantmcp.dev/superseded-at: '2026-11-24T09:59:00Z'}}",
         "metadata: {name: expired, annotations: {tenantmcp.dev/superseded-at: '2026-11-24T09:50:00Z'}}",
     ]
     .iter()
-    .map(|y| secret(y))
+    .map(|y| secret(y).metadata)
     .collect();
     let actions = snapshot::cleanup(&owned, &["current".into()], now(), Duration::from_secs(300));
     assert_eq!(

@@ -31,6 +31,7 @@ use super::phases::{self, Assessment, Resolved};
 use super::plan::{self, ConditionInputs, Gate, Intervals};
 use super::secret_index::SecretIndex;
 use super::snapshot::{self, Cleanup};
+use super::snapshot_index::SnapshotIndex;
 use super::{Error, Settings, active, readers};
 use crate::api::conditions::{self, reason};
 use crate::api::{GlobalMcpConfig, GlobalMcpConfigSpec, McpConfigStatus, TenantMcpConfig};
@@ -87,6 +88,8 @@ pub struct Context {
     pub synced: Arc<super::synced::Synced>,
     /// Which configs read which Secret.
     pub secret_index: SecretIndex,
+    /// Each config's snapshot Secrets, from the Secret metadata watch.
+    pub snapshots: SnapshotIndex,
     /// Configs by tenant and namespace, from the config watch.
     pub claims: ClaimIndex,
     /// Asks for other configs to be reconciled (e.g. the loser of a conflict when the winner
@@ -566,6 +569,7 @@ async fn promote(
                     )
                 })?;
             let name = created.name_any();
+            ctx.snapshots.record(&created.metadata);
             run.snapshots.insert(name.clone(), created);
             Some(name)
         } else {
@@ -841,22 +845,27 @@ async fn collect_snapshots(
 ) -> Result<Option<Duration>, Error> {
     let ns = config.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let owned = list_snapshots(&api, config).await?;
+    let owned = ctx
+        .snapshots
+        .owned(&ns, config.metadata.uid.as_deref().unwrap_or_default());
     let referenced = active::snapshots(&status.active);
     let mut wait: Option<Duration> = None;
     for action in snapshot::cleanup(&owned, &referenced, now, ctx.settings.snapshot_grace) {
         match action {
             Cleanup::MarkSuperseded(name) => {
                 let patch = json!({"metadata": {"annotations": {snapshot::SUPERSEDED_ANNOTATION: now.to_string()}}});
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                let marked = api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
                     .map_err(|e| Error::kube(format!("marking snapshot {name} superseded"), e))?;
+                ctx.snapshots.record(&marked.metadata);
                 let grace = ctx.settings.snapshot_grace;
                 wait = Some(wait.map_or(grace, |w| w.min(grace)));
             }
             Cleanup::Delete(name) => {
                 fence(ctx)?;
                 delete_snapshot(&api, &name).await?;
+                ctx.snapshots.forget(&ns, &name);
             }
             Cleanup::Wait(d) => wait = Some(wait.map_or(d, |w| w.min(d))),
         }
@@ -984,8 +993,11 @@ async fn cleanup(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Erro
         }
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    // A config going away lists its snapshots from the API, not the index: nothing of it may
+    // stay behind.
     for secret in list_snapshots(&api, config).await? {
         delete_snapshot(&api, &secret.name_any()).await?;
+        ctx.snapshots.forget(&ns, &secret.name_any());
     }
     if !ctx.settings.snapshot_readers.is_empty() {
         let object = readers::object_name(&name);
@@ -1022,8 +1034,9 @@ async fn cleanup(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Erro
     Ok(Action::await_change())
 }
 
-/// Events only when something changed: Ready flipped or changed reason, or a server was
-/// promoted.
+/// Events only for what a person must see: Ready flipped or changed reason (but not a new
+/// config turning Ready at its first reconcile, which its status and printer columns say), or a
+/// server was promoted.
 async fn publish_transitions(
     ctx: &Context,
     config: &TenantMcpConfig,
@@ -1038,8 +1051,10 @@ async fn publish_transitions(
             .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
     };
     let (old, new) = (ready(before), ready(after));
+    let first_success = old.is_none() && new.as_ref().is_some_and(|(s, _, _)| s == "True");
     if let Some((status, reason, message)) = &new
         && old.as_ref().map(|(s, r, _)| (s, r)) != Some((status, reason))
+        && !first_success
     {
         let kind = if status == "True" {
             EventType::Normal
@@ -1127,6 +1142,25 @@ fn tenant_state(gate: &Gate, status: &McpConfigStatus) -> TenantState {
             }
         }
     }
+}
+
+/// What of a config calls for a reconcile: everything but its status (which only the
+/// controller writes, so its own status writes would otherwise each cost a reconcile and the
+/// reads in it). Changes to the spec (generation), finalizers, labels, annotations and the
+/// deletion mark all pass.
+pub fn not_status(config: &TenantMcpConfig) -> Option<u64> {
+    use std::hash::{Hash as _, Hasher as _};
+    let meta = &config.metadata;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut hasher);
+    meta.finalizers.hash(&mut hasher);
+    meta.labels.hash(&mut hasher);
+    meta.annotations.hash(&mut hasher);
+    meta.deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// An object's `resourceVersion` as a number (etcd revisions are); `None` otherwise.

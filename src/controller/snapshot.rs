@@ -98,23 +98,22 @@ pub enum Cleanup {
     Wait(Duration),
 }
 
-/// The cleanup of `owned` snapshots given the ones still `referenced`.
+/// The cleanup of the snapshots whose metadata is `owned`, given the ones still `referenced`.
 pub fn cleanup(
-    owned: &[Secret],
+    owned: &[ObjectMeta],
     referenced: &[String],
     now: Timestamp,
     grace: Duration,
 ) -> Vec<Cleanup> {
     let mut actions = Vec::new();
-    for secret in owned {
-        let Some(name) = secret.metadata.name.clone() else {
+    for meta in owned {
+        let Some(name) = meta.name.clone() else {
             continue;
         };
         if referenced.contains(&name) {
             continue;
         }
-        let superseded = secret
-            .metadata
+        let superseded = meta
             .annotations
             .as_ref()
             .and_then(|a| a.get(SUPERSEDED_ANNOTATION))

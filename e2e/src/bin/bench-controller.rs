@@ -1,6 +1,7 @@
-//! Benchmark of the controller reconciling many tenants on the local stack (API stand-in, real
-//! Postgres as both the tenants' database and the mirror). Not a test: it measures and writes
-//! the results to `docs/benchmarks.md`.
+//! Benchmark of the controller reconciling many tenants on the local stack (a real control
+//! plane — etcd, kube-apiserver, kube-controller-manager — and a real Postgres as both the
+//! tenants' database and the mirror). Not a test: it measures and writes the results to
+//! `docs/benchmarks.md`.
 //!
 //! Two runs in one process, same machine, same moment:
 //! - baseline: N configs that declare no server (finalizer, gate, status write: the
@@ -9,12 +10,15 @@
 //!   encrypted mirror row, status).
 //!
 //! For each: configs per second from controller start until all N are `Ready=True`, and
-//! p50/p99 of the time one reconcile took minus the wall time of its probes. Both runs are
-//! repeated (`--runs`, 5 by default) for their spread; then one full run at 10,000 tenants
-//! (`--large`), after which a `tenant-mcp controller` process (the release binary, so
-//! `cargo build --release -p tenant-mcp` first) takes over the same 10,000 configs and its
-//! RSS is read once it has reconciled them all.
+//! p50/p99 of the time one reconcile took minus the wall time of its probes, and the API
+//! requests the run cost per tenant, by verb and resource (the API server's own
+//! `apiserver_request_total`, before and after). Both runs are repeated (`--runs`, 5 by
+//! default) for their spread; then both at 10,000 tenants (`--large`), after which a
+//! `tenant-mcp controller` process (the release binary, so `cargo build --release -p
+//! tenant-mcp` first) takes over the same 10,000 configs and its RSS is read once it has
+//! reconciled them all.
 
+use futures::{StreamExt as _, TryStreamExt as _};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tenant_mcp_e2e::bench::{self, measured_line, ms, quantile};
@@ -22,7 +26,7 @@ use tenant_mcp_e2e::bench::{self, measured_line, ms, quantile};
 use anyhow::Context as _;
 use clap::Parser;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use tenant_mcp::api::TenantMcpConfig;
 use tenant_mcp::controller::{self, ReconcileTiming, Settings};
 use tenant_mcp_e2e::harness::Cluster;
@@ -56,9 +60,10 @@ struct RunResult {
     p99: Duration,
     p999: Duration,
     probe_p50: Duration,
-    /// RSS of this whole process (stand-in with every object, controller, clients) when all
-    /// were Ready.
+    /// RSS of this whole process (controller, its caches, clients) when all were Ready.
     bench_rss: u64,
+    /// API requests from controller start until all were Ready, by (verb, resource).
+    requests: std::collections::BTreeMap<(String, String), u64>,
     /// Wall time per reconcile phase, over every reconcile that ran the phase, and for the
     /// rest of each reconcile ("finalizer and the rest": the finalizer patch, the wait for
     /// the caches, and every reconcile that only added the finalizer).
@@ -136,12 +141,17 @@ async fn main() -> anyhow::Result<()> {
             results.push(result);
         }
     }
-    let mut large = None;
+    let mut large = Vec::new();
     if args.large > 0 {
-        eprintln!("large run: {} tenants", args.large);
-        large = Some(run(&pg, args.large, true, true).await?);
+        for with_postgres in [false, true] {
+            eprintln!(
+                "large run: {} tenants, postgres {with_postgres}",
+                args.large
+            );
+            large.push(run(&pg, args.large, with_postgres, with_postgres).await?);
+        }
     }
-    let report = render(&results, large.as_ref());
+    let report = render(&results, &large);
     println!("{report}");
     write_section(&args.output, &report)?;
     Ok(())
@@ -222,6 +232,10 @@ async fn run(
     let cluster = Cluster::local(Default::default()).await?;
     cluster.install_crds().await?;
     let client = cluster.client();
+    let counts = || {
+        let plane = cluster.control_plane().context("a local control plane")?;
+        tokio::task::block_in_place(|| plane.request_counts()).map_err(anyhow::Error::msg)
+    };
     let global: serde_json::Value = serde_json::json!({
         "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "GlobalMcpConfig",
         "metadata": {"name": "default"},
@@ -238,45 +252,15 @@ async fn run(
     let mirror_db = MirrorDatabase::create(pg, "bench").await?;
     let database = pg.create_database("tenants").await?;
     let started = Instant::now();
-    for i in 0..n {
-        let ns = format!("tenant-{i:05}");
-        let nss: Api<Namespace> = Api::all(client.clone());
-        nss.create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({
-                "metadata": {"name": ns, "labels": {"tenantmcp.dev/tenant": format!("t{i:05}")}}
-            }))?,
-        )
+    let create = |i: usize| {
+        let (client, database) = (client.clone(), database.clone());
+        async move { create_tenant(&client, pg, &database, i, with_postgres).await }
+    };
+    futures::stream::iter(0..n)
+        .map(create)
+        .buffer_unordered(32)
+        .try_collect::<()>()
         .await?;
-        let mut servers = serde_json::json!({});
-        if with_postgres {
-            let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-            secrets
-                .create(
-                    &PostParams::default(),
-                    &serde_json::from_value(serde_json::json!({
-                        "metadata": {"name": "pg"},
-                        "stringData": {"username": Postgres::SUPERUSER, "password": pg.password()}
-                    }))?,
-                )
-                .await?;
-            servers = serde_json::json!({"postgres": {
-                "host": "127.0.0.1", "port": pg.port(), "database": database, "sslMode": "disable",
-                "credentialsSecretRef": {"name": "pg"}
-            }});
-        }
-        let configs: Api<TenantMcpConfig> = Api::namespaced(client.clone(), &ns);
-        configs
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(serde_json::json!({
-                    "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "TenantMcpConfig",
-                    "metadata": {"name": "config"},
-                    "spec": {"tenantId": format!("t{i:05}"), "servers": servers}
-                }))?,
-            )
-            .await?;
-    }
     eprintln!("created {n} tenants in {:?}", started.elapsed());
 
     let keyring = tenant_mcp::crypto::Keyring::from_entries([
@@ -294,6 +278,9 @@ async fn run(
         identity: "bench".into(),
         ..Settings::default()
     };
+    let all: Api<TenantMcpConfig> = Api::all(client.clone());
+    let ready = ReadyWatch::start(all.clone());
+    let before = counts()?;
     let started = Instant::now();
     let task = tokio::spawn(controller::run(
         client.clone(),
@@ -302,9 +289,16 @@ async fn run(
         shutdown.clone(),
         Some(timings.clone()),
     ));
-    let all: Api<TenantMcpConfig> = Api::all(client.clone());
-    wait_all_ready(&all, n, started).await?;
+    ready.wait_all(n, started).await?;
     let elapsed = started.elapsed();
+    let after = counts()?;
+    let requests = after
+        .into_iter()
+        .filter_map(|(key, n)| {
+            let delta = n - before.get(&key).copied().unwrap_or(0);
+            (delta > 0).then_some((key, delta))
+        })
+        .collect();
     let bench_rss = rss_of("self")?;
     shutdown.cancel();
     task.await.context("controller task")??;
@@ -340,62 +334,137 @@ async fn run(
             p999: quantile(&overhead, 0.999),
             probe_p50: quantile(&probes, 0.50),
             bench_rss,
+            requests,
             phases: by_phase(&timings),
         },
         process,
     ))
 }
 
+/// Tenant `i`: its namespace (bound to `t<i>`), with a Postgres server its Secret, and its
+/// config.
+async fn create_tenant(
+    client: &kube::Client,
+    pg: &Postgres,
+    database: &str,
+    i: usize,
+    with_postgres: bool,
+) -> anyhow::Result<()> {
+    let ns = format!("tenant-{i:05}");
+    let nss: Api<Namespace> = Api::all(client.clone());
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(serde_json::json!({
+            "metadata": {"name": ns, "labels": {"tenantmcp.dev/tenant": format!("t{i:05}")}}
+        }))?,
+    )
+    .await?;
+    let mut servers = serde_json::json!({});
+    if with_postgres {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        secrets
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": "pg"},
+                    "stringData": {"username": Postgres::SUPERUSER, "password": pg.password()}
+                }))?,
+            )
+            .await?;
+        servers = serde_json::json!({"postgres": {
+            "host": "127.0.0.1", "port": pg.port(), "database": database, "sslMode": "disable",
+            "credentialsSecretRef": {"name": "pg"}
+        }});
+    }
+    let configs: Api<TenantMcpConfig> = Api::namespaced(client.clone(), &ns);
+    configs
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "TenantMcpConfig",
+                "metadata": {"name": "config"},
+                "spec": {"tenantId": format!("t{i:05}"), "servers": servers}
+            }))?,
+        )
+        .await?;
+    Ok(())
+}
+
 /// How long without a single config turning Ready before the run is declared stalled.
 const STALL: Duration = Duration::from_secs(120);
 
-/// Polls until all `n` configs are `Ready=True`. Prints progress every 10 s with the configs
-/// counted by their Ready reason; when nothing turns Ready for [`STALL`], prints the stuck
-/// configs' finalizers, generations and conditions and fails, so a stall can be diagnosed.
-async fn wait_all_ready(
-    all: &Api<TenantMcpConfig>,
-    n: usize,
-    started: Instant,
-) -> anyhow::Result<()> {
-    let mut last_ready = 0;
-    let mut last_progress = Instant::now();
-    let mut last_print = Instant::now();
-    loop {
-        let list = all.list(&ListParams::default()).await?;
-        let not_ready: Vec<&TenantMcpConfig> = list.items.iter().filter(|c| !is_ready(c)).collect();
-        let ready = list.items.len() - not_ready.len();
-        if ready == n {
-            return Ok(());
-        }
-        if ready > last_ready {
-            last_ready = ready;
-            last_progress = Instant::now();
-        }
-        if last_print.elapsed() >= Duration::from_secs(10) {
-            last_print = Instant::now();
-            eprintln!(
-                "{:>5.0} s: {ready}/{n} Ready; not ready by reason: {:?}",
-                started.elapsed().as_secs_f64(),
-                reasons(&not_ready)
-            );
-        }
-        if last_progress.elapsed() >= STALL {
-            for c in not_ready.iter().take(5) {
+/// Every config as a watch sees it: the bench counts Ready configs without listing them all
+/// again and again (a list of 10,000 configs every 250 ms would load the API server it
+/// measures).
+struct ReadyWatch {
+    store: kube::runtime::reflector::Store<TenantMcpConfig>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReadyWatch {
+    fn start(api: Api<TenantMcpConfig>) -> Self {
+        use futures::StreamExt as _;
+        use kube::runtime::{WatchStreamExt as _, reflector, watcher};
+        let (store, writer) = reflector::store();
+        let task = tokio::spawn(
+            watcher(api, watcher::Config::default())
+                .default_backoff()
+                .reflect(writer)
+                .for_each(|_| std::future::ready(())),
+        );
+        Self { store, task }
+    }
+
+    /// Waits until all `n` configs are `Ready=True`. Prints progress every 10 s with the
+    /// configs counted by their Ready reason; when nothing turns Ready for [`STALL`], prints the
+    /// stuck configs' finalizers, generations and conditions and fails, so a stall can be
+    /// diagnosed.
+    async fn wait_all(self, n: usize, started: Instant) -> anyhow::Result<()> {
+        let mut last_ready = 0;
+        let mut last_progress = Instant::now();
+        let mut last_print = Instant::now();
+        loop {
+            let state = self.store.state();
+            let not_ready: Vec<&TenantMcpConfig> = state
+                .iter()
+                .map(AsRef::as_ref)
+                .filter(|c| !is_ready(c))
+                .collect();
+            let ready = state.len() - not_ready.len();
+            if ready == n {
+                self.task.abort();
+                return Ok(());
+            }
+            if ready > last_ready {
+                last_ready = ready;
+                last_progress = Instant::now();
+            }
+            if last_print.elapsed() >= Duration::from_secs(10) {
+                last_print = Instant::now();
                 eprintln!(
-                    "stuck: {}/{} generation {:?} finalizers {:?} status {}",
-                    c.metadata.namespace.as_deref().unwrap_or(""),
-                    c.metadata.name.as_deref().unwrap_or(""),
-                    c.metadata.generation,
-                    c.metadata.finalizers,
-                    serde_json::to_string(&c.status).unwrap_or_default()
+                    "{:>5.0} s: {ready}/{n} Ready; not ready by reason: {:?}",
+                    started.elapsed().as_secs_f64(),
+                    reasons(&not_ready)
                 );
             }
-            anyhow::bail!(
-                "stalled: {ready}/{n} Ready and none more for {} s",
-                STALL.as_secs()
-            );
+            if last_progress.elapsed() >= STALL {
+                for c in not_ready.iter().take(5) {
+                    eprintln!(
+                        "stuck: {}/{} generation {:?} finalizers {:?} status {}",
+                        c.metadata.namespace.as_deref().unwrap_or(""),
+                        c.metadata.name.as_deref().unwrap_or(""),
+                        c.metadata.generation,
+                        c.metadata.finalizers,
+                        serde_json::to_string(&c.status).unwrap_or_default()
+                    );
+                }
+                anyhow::bail!(
+                    "stalled: {ready}/{n} Ready and none more for {} s",
+                    STALL.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -440,7 +509,41 @@ fn row(r: &RunResult, run: &str) -> String {
     )
 }
 
-fn render(results: &[RunResult], large: Option<&(RunResult, Option<ProcessMemory>)>) -> String {
+/// API requests per tenant by verb and resource, for each of `runs` (label, result).
+fn render_requests(runs: &[(&str, &RunResult)]) -> String {
+    let mut keys: Vec<&(String, String)> =
+        runs.iter().flat_map(|(_, r)| r.requests.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let mut out = String::from(
+        "\nAPI requests per tenant, from controller start until all were Ready (the API server's \
+`apiserver_request_total`, before and after; everything the control plane served in that time, \
+so the controller manager's and the bench's own watch are in it too):\n\n| verb | resource |",
+    );
+    for (label, _) in runs {
+        out.push_str(&format!(" {label} |"));
+    }
+    out.push_str("\n|---|---|");
+    out.push_str(&"---|".repeat(runs.len()));
+    out.push('\n');
+    for key in keys {
+        out.push_str(&format!("| {} | {} |", key.0, key.1));
+        for (_, r) in runs {
+            let n = r.requests.get(key).copied().unwrap_or(0);
+            out.push_str(&format!(" {:.2} |", n as f64 / r.tenants as f64));
+        }
+        out.push('\n');
+    }
+    out.push_str("| **all** | |");
+    for (_, r) in runs {
+        let total: u64 = r.requests.values().sum();
+        out.push_str(&format!(" **{:.2}** |", total as f64 / r.tenants as f64));
+    }
+    out.push('\n');
+    out
+}
+
+fn render(results: &[RunResult], large: &[(RunResult, Option<ProcessMemory>)]) -> String {
     let mut out = String::from(
         "| run | # | tenants | until all Ready | configs/s | reconciles | p50 reconcile (excl. probes) | p99 | p99.9 | p50 probe wall time |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
@@ -450,7 +553,7 @@ fn render(results: &[RunResult], large: Option<&(RunResult, Option<ProcessMemory
             out.push_str(&row(r, &format!("{}/{rounds}", i + 1)));
         }
     }
-    if let Some((r, _)) = large {
+    for (r, _) in large {
         out.push_str(&row(r, "large"));
     }
     // Median (the upper one of an even count), lowest and highest of `f` over the rounds of
@@ -481,17 +584,40 @@ configs/s, p99 {}.\n",
         spread("full", &rate, ""),
         spread("full", &p99, " ms"),
     ));
-    if let Some(last_full) = results.iter().rev().find(|r| r.label.starts_with("full")) {
+    let last = |with: &str| results.iter().rev().find(|r| r.label.starts_with(with));
+    let mut request_runs: Vec<(String, &RunResult)> = Vec::new();
+    for with in ["baseline", "full"] {
+        if let Some(r) = last(with) {
+            request_runs.push((format!("{with} {}", r.tenants), r));
+        }
+    }
+    for (r, _) in large {
+        let with = if r.label.starts_with("full") {
+            "full"
+        } else {
+            "baseline"
+        };
+        request_runs.push((format!("{with} {}", r.tenants), r));
+    }
+    let labelled: Vec<(&str, &RunResult)> =
+        request_runs.iter().map(|(l, r)| (l.as_str(), *r)).collect();
+    out.push_str(&render_requests(&labelled));
+    if let Some(last_full) = last("full") {
         out.push_str(&render_phases(last_full));
     }
-    if let Some((r, process)) = large {
+    for (r, process) in large {
+        let with = if r.label.starts_with("full") {
+            "full"
+        } else {
+            "baseline"
+        };
         out.push_str(&render_phases(r));
-        let (median, _, _) = stats("full", &rate);
+        let (median, _, _) = stats(with, &rate);
         out.push_str(&format!(
-            "\nLarge run: {} tenants at {:.0} configs/s (×{:.2} the median {}-tenant full run); \
-this process (stand-in holding every object, controller, Postgres clients) at {:.0} MiB RSS \
-when all were Ready.",
+            "\nLarge {with} run: {} tenants Ready in {:.1} s, {:.0} configs/s (×{:.2} the median {}-tenant {with} run); \
+this process (the controller, its caches, Postgres clients) at {:.0} MiB RSS when all were Ready.",
             r.tenants,
+            r.elapsed.as_secs_f64(),
             rate(r),
             rate(r) / median.max(1e-9),
             results.first().map_or(0, |r| r.tenants),
@@ -516,10 +642,12 @@ when all were Ready.",
 fn write_section(path: &std::path::Path, table: &str) -> anyhow::Result<()> {
     let body = format!(
         "{}\n\n\
-Method: one process starts the API stand-in, a real Postgres (the tenants' database and the mirror) and \
-the controller in-process (reconcile concurrency 16, probe cap 32). Per run, N labelled namespaces with \
+Method: one process starts a real control plane per run (etcd, kube-apiserver and \
+kube-controller-manager v1.36 on loopback, as `e2e/src/stack/kube.rs` runs them for the tests), a \
+real Postgres (the tenants' database and the mirror) and the controller in-process (reconcile \
+concurrency 16, probe cap 32); the control plane shares the machine's CPUs with it. Per run, N labelled namespaces with \
 a TenantMcpConfig each (and, in the full run, a Secret and a Postgres server) exist before the \
-controller starts; the clock runs from controller start until a list shows all N `Ready=True`. \
+controller starts; the clock runs from controller start until a watch shows all N `Ready=True`. \
 Reconcile times are every reconcile the controller ran, timed around the whole finalizer call \
 (the pass that only adds the finalizer, the promoting one, the one its own status write triggers, \
 and any that failed and were retried), each minus the wall time of its probes; the full run also \

@@ -14,6 +14,7 @@
 //! ports, certificates, keys and data stay, so clients reconnect as they would to a real
 //! cluster's restarted control plane.
 
+use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -316,6 +317,17 @@ impl ControlPlane {
             .collect()
     }
 
+    /// The API server's `apiserver_request_total` counters, summed by (verb, resource with its
+    /// subresource), e.g. `("PATCH", "tenantmcpconfigs/status")`: what a benchmark subtracts
+    /// before from after to count the requests a run cost.
+    pub fn request_counts(&self) -> Result<BTreeMap<(String, String), u64>, String> {
+        let (status, text) = self.get("/metrics")?;
+        if status != 200 {
+            return Err(format!("GET /metrics: HTTP {status}"));
+        }
+        Ok(parse_request_counts(&text))
+    }
+
     /// Whether `component` is running.
     pub fn is_running(&mut self, component: Component) -> bool {
         self.slot(component)
@@ -614,6 +626,38 @@ fn https_get(port: u16, ca_pem: &str, token: &str, path: &str) -> Result<(u16, S
     ))
 }
 
+/// `apiserver_request_total` in Prometheus text, summed by (verb, resource[/subresource]).
+fn parse_request_counts(text: &str) -> BTreeMap<(String, String), u64> {
+    let mut counts = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split("\",")
+                .find_map(|pair| {
+                    pair.trim_start_matches(',')
+                        .strip_prefix(&format!("{name}=\""))
+                })
+                .map(|v| v.trim_end_matches('"').to_owned())
+                .unwrap_or_default()
+        };
+        let resource = match label("subresource").as_str() {
+            "" => label("resource"),
+            sub => format!("{}/{sub}", label("resource")),
+        };
+        let Ok(value) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        *counts.entry((label("verb"), resource)).or_insert(0) += value as u64;
+    }
+    counts
+}
+
 /// The body of a chunked HTTP/1.1 response.
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
@@ -633,6 +677,21 @@ fn dechunk(mut body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_counters_are_summed_by_verb_and_resource() {
+        let text = "# HELP apiserver_request_total x\n\
+apiserver_request_total{code=\"200\",component=\"apiserver\",dry_run=\"\",group=\"\",resource=\"secrets\",scope=\"namespace\",subresource=\"\",verb=\"LIST\",version=\"v1\"} 3\n\
+apiserver_request_total{code=\"404\",component=\"apiserver\",dry_run=\"\",group=\"\",resource=\"secrets\",scope=\"namespace\",subresource=\"\",verb=\"LIST\",version=\"v1\"} 2\n\
+apiserver_request_total{code=\"201\",component=\"apiserver\",dry_run=\"\",group=\"tenantmcp.dev\",resource=\"tenantmcpconfigs\",scope=\"namespace\",subresource=\"status\",verb=\"APPLY\",version=\"v1alpha1\"} 7\n";
+        let counts = parse_request_counts(text);
+        assert_eq!(counts[&("LIST".into(), "secrets".into())], 5);
+        assert_eq!(
+            counts[&("APPLY".into(), "tenantmcpconfigs/status".into())],
+            7
+        );
+        assert_eq!(counts.len(), 2);
+    }
 
     #[test]
     fn chunked_bodies_are_joined() {

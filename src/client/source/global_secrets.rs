@@ -99,7 +99,11 @@ impl GlobalSecrets {
         let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
         let (tx, generation) = (self.tx.clone(), self.generation);
         tokio::spawn(async move {
-            let mut events = watcher(api, config).default_backoff().boxed();
+            let mut events = watcher(api, config)
+                .backoff(crate::watch_backoff::WatchBackoff::capped(
+                    crate::watch_backoff::CLIENT_CAP,
+                ))
+                .boxed();
             loop {
                 let next = tokio::select! {
                     () = stop.cancelled() => return,

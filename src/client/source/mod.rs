@@ -98,7 +98,9 @@ pub async fn run_kube(
         None => Api::all(client.clone()),
     };
     let config_stream = watcher(config_api, config_watch)
-        .default_backoff()
+        .backoff(crate::watch_backoff::WatchBackoff::capped(
+            crate::watch_backoff::CLIENT_CAP,
+        ))
         .map(|e| e.map(Change::Config));
     // A client of one namespace reads that namespace's labels only (RBAC can grant exactly it).
     let mut namespace_watch = watcher::Config::default().page_size(100);
@@ -109,13 +111,17 @@ pub async fn run_kube(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         namespace_watch,
     )
-    .default_backoff()
+    .backoff(crate::watch_backoff::WatchBackoff::capped(
+        crate::watch_backoff::CLIENT_CAP,
+    ))
     .map(|e| e.map(Change::Namespace));
     let global_stream = watcher(
         Api::<GlobalMcpConfig>::all(client.clone()),
         watcher::Config::default().fields(&format!("metadata.name={GLOBAL_CONFIG_NAME}")),
     )
-    .default_backoff()
+    .backoff(crate::watch_backoff::WatchBackoff::capped(
+        crate::watch_backoff::CLIENT_CAP,
+    ))
     .modify(slim::global)
     .reflect(globals_writer)
     .map(|e| e.map(Change::Global));

@@ -1,0 +1,315 @@
+//! The controller's snapshot Secrets by the config they belong to, kept from the Secret
+//! metadata watch the controller runs anyway, so the snapshot cleanup of a reconcile reads
+//! memory instead of listing Secrets (a LIST per reconcile was two of the five API requests a
+//! tenant cost on first sync). It also says which Secret events are news: a snapshot the
+//! controller itself just wrote or deleted is not, so its own writes trigger no reconcile.
+//!
+//! What counts as a snapshot is what the old label selector matched
+//! ([`snapshot::selector`](super::snapshot::selector)): `app.kubernetes.io/managed-by=tenant-mcp`
+//! and a `tenantmcp.dev/config-uid`, in the config's own namespace. Only metadata is kept, never
+//! a credential.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::ObjectMeta;
+use kube::core::PartialObjectMeta;
+use kube::runtime::watcher::Event;
+
+use super::snapshot::{CONFIG_UID_LABEL, MANAGED_BY_LABEL};
+
+/// (namespace, config uid).
+type Owner = (String, String);
+/// (namespace, Secret name).
+type Name = (String, String);
+
+#[derive(Debug, Default)]
+struct Inner {
+    by_owner: HashMap<Owner, BTreeMap<String, ObjectMeta>>,
+    owner_of: HashMap<Name, Owner>,
+    /// The snapshots of a relist in progress (between `Init` and `InitDone`), swapped in whole.
+    relist: Option<Vec<ObjectMeta>>,
+}
+
+/// Snapshot Secrets' metadata by owning config.
+#[derive(Debug, Default)]
+pub struct SnapshotIndex {
+    inner: Mutex<Inner>,
+}
+
+impl SnapshotIndex {
+    /// The snapshots of the config with `uid` in `namespace`, by name.
+    pub fn owned(&self, namespace: &str, uid: &str) -> Vec<ObjectMeta> {
+        self.lock()
+            .by_owner
+            .get(&(namespace.to_owned(), uid.to_owned()))
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Records a snapshot as the controller just wrote it (created or annotated), so the
+    /// watch event of that write is not news.
+    pub fn record(&self, meta: &ObjectMeta) {
+        self.lock().insert(slim(meta));
+    }
+
+    /// Forgets a snapshot the controller just deleted, so the watch event of that delete is
+    /// not news.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        self.lock().remove(&(namespace.to_owned(), name.to_owned()));
+    }
+
+    /// Takes one event of the Secret metadata watch (call it for every event, in order) and
+    /// returns the Secrets whose change is news: every Secret that is not a snapshot, and a
+    /// snapshot that is new, changed or gone other than by the controller's own hand
+    /// (including one that went while the watch was down, found at the end of a relist).
+    pub fn observe(
+        &self,
+        event: &Event<PartialObjectMeta<Secret>>,
+    ) -> Vec<PartialObjectMeta<Secret>> {
+        let mut inner = self.lock();
+        match event {
+            Event::Apply(secret) => match owner(&secret.metadata) {
+                Some(_) if inner.knows(&secret.metadata) => Vec::new(),
+                Some(_) => {
+                    inner.insert(slim(&secret.metadata));
+                    vec![secret.clone()]
+                }
+                None => {
+                    // Relabelled away from being a snapshot: forget it.
+                    inner.remove(&name(&secret.metadata));
+                    vec![secret.clone()]
+                }
+            },
+            Event::Delete(secret) => {
+                let key = name(&secret.metadata);
+                let known = inner.owner_of.contains_key(&key);
+                inner.remove(&key);
+                if owner(&secret.metadata).is_none() || known {
+                    vec![secret.clone()]
+                } else {
+                    Vec::new()
+                }
+            }
+            Event::Init => {
+                inner.relist = Some(Vec::new());
+                Vec::new()
+            }
+            Event::InitApply(secret) => {
+                let news = owner(&secret.metadata).is_none() || !inner.knows(&secret.metadata);
+                if owner(&secret.metadata).is_some() {
+                    inner
+                        .relist
+                        .get_or_insert_with(Vec::new)
+                        .push(slim(&secret.metadata));
+                }
+                if news {
+                    vec![secret.clone()]
+                } else {
+                    Vec::new()
+                }
+            }
+            Event::InitDone => {
+                let fresh = inner.relist.take().unwrap_or_default();
+                let listed: std::collections::HashSet<Name> = fresh.iter().map(name).collect();
+                // Snapshots that went while the watch was down: their owners look again.
+                let gone: Vec<PartialObjectMeta<Secret>> = inner
+                    .by_owner
+                    .values()
+                    .flat_map(BTreeMap::values)
+                    .filter(|m| !listed.contains(&name(m)))
+                    .map(|m| PartialObjectMeta {
+                        metadata: m.clone(),
+                        ..PartialObjectMeta::default()
+                    })
+                    .collect();
+                inner.by_owner.clear();
+                inner.owner_of.clear();
+                for meta in fresh {
+                    inner.insert(meta);
+                }
+                gone
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Inner {
+    /// Whether `meta` is a snapshot already indexed at this very version.
+    fn knows(&self, meta: &ObjectMeta) -> bool {
+        let Some(owner) = owner(meta) else {
+            return false;
+        };
+        self.by_owner
+            .get(&owner)
+            .and_then(|m| m.get(meta.name.as_deref().unwrap_or_default()))
+            .is_some_and(|known| {
+                known.uid == meta.uid && known.resource_version == meta.resource_version
+            })
+    }
+
+    fn insert(&mut self, meta: ObjectMeta) {
+        let Some(owner) = owner(&meta) else {
+            return;
+        };
+        let key = name(&meta);
+        self.remove(&key);
+        self.owner_of.insert(key.clone(), owner.clone());
+        self.by_owner.entry(owner).or_default().insert(key.1, meta);
+    }
+
+    fn remove(&mut self, key: &Name) {
+        let Some(owner) = self.owner_of.remove(key) else {
+            return;
+        };
+        if let Some(m) = self.by_owner.get_mut(&owner) {
+            m.remove(&key.1);
+            if m.is_empty() {
+                self.by_owner.remove(&owner);
+            }
+        }
+    }
+}
+
+/// The config a snapshot belongs to, if `meta` is one.
+fn owner(meta: &ObjectMeta) -> Option<Owner> {
+    let labels = meta.labels.as_ref()?;
+    if labels.get(MANAGED_BY_LABEL).map(String::as_str) != Some("tenant-mcp") {
+        return None;
+    }
+    let uid = labels.get(CONFIG_UID_LABEL)?;
+    Some((meta.namespace.clone()?, uid.clone()))
+}
+
+fn name(meta: &ObjectMeta) -> Name {
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// What the index keeps of a Secret's metadata: identity, labels, annotations, owners.
+fn slim(meta: &ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        resource_version: meta.resource_version.clone(),
+        labels: meta.labels.clone(),
+        annotations: meta.annotations.clone(),
+        owner_references: meta.owner_references.clone(),
+        ..ObjectMeta::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(
+        name: &str,
+        uid: &str,
+        version: &str,
+        owner: Option<&str>,
+    ) -> PartialObjectMeta<Secret> {
+        let mut labels = BTreeMap::new();
+        if let Some(owner) = owner {
+            labels.insert(MANAGED_BY_LABEL.to_owned(), "tenant-mcp".to_owned());
+            labels.insert(CONFIG_UID_LABEL.to_owned(), owner.to_owned());
+        }
+        PartialObjectMeta {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("team-acme".into()),
+                uid: Some(uid.into()),
+                resource_version: Some(version.into()),
+                labels: Some(labels),
+                ..ObjectMeta::default()
+            },
+            ..PartialObjectMeta::default()
+        }
+    }
+
+    fn names(news: &[PartialObjectMeta<Secret>]) -> Vec<&str> {
+        news.iter()
+            .filter_map(|s| s.metadata.name.as_deref())
+            .collect()
+    }
+
+    #[test]
+    fn the_controllers_own_writes_are_not_news_and_everyone_elses_are() {
+        let index = SnapshotIndex::default();
+        // Written by the controller, then seen on the watch at that version: no reconcile.
+        let made = secret("acme-postgres-1", "u1", "10", Some("config-a"));
+        index.record(&made.metadata);
+        assert!(index.observe(&Event::Apply(made.clone())).is_empty());
+        assert_eq!(index.owned("team-acme", "config-a").len(), 1);
+        // Changed by someone else (a newer version): news.
+        let edited = secret("acme-postgres-1", "u1", "11", Some("config-a"));
+        assert_eq!(
+            names(&index.observe(&Event::Apply(edited.clone()))),
+            ["acme-postgres-1"]
+        );
+        // Deleted and recreated under the same name (another uid): news.
+        let forged = secret("acme-postgres-1", "u2", "12", Some("config-a"));
+        assert_eq!(
+            names(&index.observe(&Event::Apply(forged.clone()))),
+            ["acme-postgres-1"]
+        );
+        // Deleted by the controller: not news. Deleted by someone else: news.
+        index.forget("team-acme", "acme-postgres-1");
+        assert!(index.observe(&Event::Delete(forged)).is_empty());
+        let other = secret("acme-postgres-2", "u3", "13", Some("config-a"));
+        index.observe(&Event::Apply(other.clone()));
+        assert_eq!(
+            names(&index.observe(&Event::Delete(other))),
+            ["acme-postgres-2"]
+        );
+        assert!(index.owned("team-acme", "config-a").is_empty());
+        // A Secret that is not a snapshot (a referenced one) is always news.
+        let pg = secret("acme-pg", "u4", "14", None);
+        assert_eq!(
+            names(&index.observe(&Event::Apply(pg.clone()))),
+            ["acme-pg"]
+        );
+        assert_eq!(names(&index.observe(&Event::Apply(pg))), ["acme-pg"]);
+    }
+
+    #[test]
+    fn a_snapshot_in_another_namespace_is_never_anothers_config() {
+        let index = SnapshotIndex::default();
+        let mut elsewhere = secret("acme-postgres-1", "u1", "10", Some("config-a"));
+        elsewhere.metadata.namespace = Some("team-evil".into());
+        index.observe(&Event::Apply(elsewhere));
+        assert!(index.owned("team-acme", "config-a").is_empty());
+        assert_eq!(index.owned("team-evil", "config-a").len(), 1);
+    }
+
+    #[test]
+    fn a_relist_swaps_the_index_and_reports_what_went_while_the_watch_was_down() {
+        let index = SnapshotIndex::default();
+        let kept = secret("kept", "u1", "10", Some("config-a"));
+        let gone = secret("gone", "u2", "11", Some("config-a"));
+        index.observe(&Event::Apply(kept.clone()));
+        index.observe(&Event::Apply(gone));
+        index.observe(&Event::Init);
+        // Unchanged across the relist: not news.
+        assert!(index.observe(&Event::InitApply(kept)).is_empty());
+        let new = secret("new", "u3", "12", Some("config-a"));
+        assert_eq!(names(&index.observe(&Event::InitApply(new))), ["new"]);
+        assert_eq!(names(&index.observe(&Event::InitDone)), ["gone"]);
+        let owned: Vec<String> = index
+            .owned("team-acme", "config-a")
+            .into_iter()
+            .filter_map(|m| m.name)
+            .collect();
+        assert_eq!(owned, ["kept", "new"]);
+    }
+}
