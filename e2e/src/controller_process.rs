@@ -12,6 +12,7 @@ use crate::stack::tenant_mcp_binary;
 /// A running controller, killed when dropped.
 pub struct ControllerProcess {
     child: Child,
+    _reaper: crate::stack::process::Reaper,
     /// Its log file (stderr).
     pub log: PathBuf,
     metrics: u16,
@@ -71,10 +72,14 @@ impl ControllerProcess {
                 .env("TENANT_MCP_KEYS_DIR", keys)
                 .env("TENANT_MCP_KEYS_RELOAD_SECONDS", "1");
         }
+        use std::os::unix::process::CommandExt as _;
+        let child = cmd
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting the controller: {e}"));
         Self {
-            child: cmd
-                .spawn()
-                .unwrap_or_else(|e| panic!("starting the controller: {e}")),
+            _reaper: crate::stack::process::Reaper::watch(child.id()),
+            child,
             log,
             metrics,
         }

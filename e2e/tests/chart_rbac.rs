@@ -391,6 +391,37 @@ async fn each_identity_can_do_its_job_and_no_more() {
         .collect();
     assert!(wrong.is_empty(), "RBAC differs:\n{}", wrong.join("\n"));
 
+    // The API server lets the controller write Roles that grant only what it holds itself
+    // (RBAC's escalation check): the snapshot readers' `get` on Secrets passes, anything more
+    // is refused, whatever the controller's own `create roles` says.
+    let as_controller = Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(
+        w.client(Identity::Controller).await,
+        "tenant-acme",
+    );
+    let role = |name: &str, resource: &str, verb: &str| {
+        serde_json::from_value::<k8s_openapi::api::rbac::v1::Role>(json!({
+            "metadata": {"name": name},
+            "rules": [{"apiGroups": [""], "resources": [resource], "verbs": [verb],
+                       "resourceNames": ["acme-postgres-0123456789"]}]
+        }))
+        .unwrap()
+    };
+    as_controller
+        .create(&PostParams::default(), &role("readers", "secrets", "get"))
+        .await
+        .unwrap();
+    let escalation = as_controller
+        .create(
+            &PostParams::default(),
+            &role("escalation", "pods", "delete"),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&escalation, kube::Error::Api(s) if s.code == 403 && s.message.contains("escalat")),
+        "{escalation}"
+    );
+
     // A tenant admin's kubectl is refused in another tenant's namespace.
     let foreign = w.dir.path().join("foreign.yaml");
     std::fs::write(

@@ -15,17 +15,16 @@ fn parse_env(text: &str) -> HashMap<String, String> {
         .collect()
 }
 
-#[test]
-fn local_stack_serves_until_terminated_then_cleans_up() {
-    let dir = tempfile::tempdir().unwrap();
+/// Starts `local-stack` with its state in `dir`; returns it once its env file is written.
+fn start_stack(dir: &std::path::Path) -> (std::process::Child, HashMap<String, String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_local-stack"))
         .arg("--state-dir")
-        .arg(dir.path())
+        .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let env_file = dir.path().join("env");
+    let env_file = dir.join("env");
     let deadline = Instant::now() + Duration::from_secs(120);
     while !env_file.exists() {
         assert!(Instant::now() < deadline, "no env file");
@@ -37,13 +36,43 @@ fn local_stack_serves_until_terminated_then_cleans_up() {
     }
     std::thread::sleep(Duration::from_millis(100));
     let env = parse_env(&std::fs::read_to_string(&env_file).unwrap());
+    (child, env)
+}
+
+/// The port of the Kubernetes API server in the kubeconfig at `path`.
+fn api_port(path: &str) -> u16 {
+    let text = std::fs::read_to_string(path).unwrap();
+    let server = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap();
+    server.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// The port of a `postgres://…@127.0.0.1:<port>/…` URL.
+fn postgres_port(url: &str) -> u16 {
+    url.rsplit_once(':')
+        .unwrap()
+        .1
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn local_stack_serves_until_terminated_then_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, env) = start_stack(dir.path());
+    let env_file = dir.path().join("env");
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(
         std::fs::metadata(&env_file).unwrap().permissions().mode() & 0o777,
         0o600
     );
 
-    // kubectl reaches the stand-in with the kubeconfig, and the CRDs are installed.
+    // kubectl reaches the control plane with the kubeconfig, and the CRDs are installed.
     let out = Command::new(tenant_mcp_e2e::harness::kubectl_path())
         .env("KUBECONFIG", &env["KUBECONFIG"])
         .args(["get", "crd", "-o", "name"])
@@ -98,5 +127,56 @@ fn local_stack_serves_until_terminated_then_cleans_up() {
             std::net::TcpStream::connect(("127.0.0.1", *port)).is_err(),
             "port {port} closed"
         );
+    }
+}
+
+/// A test or stack killed outright (SIGKILL: a test's timeout, an interrupted benchmark) runs
+/// no destructor; its control plane and Postgres must still go, not run on through the suite.
+#[test]
+fn a_killed_stack_leaves_no_server_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, env) = start_stack(dir.path());
+    let ports = [
+        api_port(&env["KUBECONFIG"]),
+        postgres_port(&env["STACK_DATABASE_URL"]),
+    ];
+    for port in ports {
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for port in ports {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "port {port} still serves after its stack was killed"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Without control-plane binaries the stack stops at once and says where they come from.
+#[test]
+fn local_stack_without_control_plane_binaries_says_where_they_come_from() {
+    let empty = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_local-stack"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg("--check")
+        .env("KUBEBUILDER_ASSETS", empty.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for hint in [
+        "etcd",
+        "KUBEBUILDER_ASSETS",
+        "setup-envtest use 1.36",
+        "../shared/kube/install",
+    ] {
+        assert!(stderr.contains(hint), "no {hint:?} in: {stderr}");
     }
 }

@@ -174,10 +174,27 @@ impl ControlPlane {
             kubeconfig: dir.path().join("kubeconfig"),
             dir,
         };
-        plane.write_kubeconfig(&plane.kubeconfig.clone(), &User::Admin)?;
         write_file(&plane.dir.path().join("audit-policy.yaml"), AUDIT_POLICY)?;
-        plane.start_component(Component::Etcd)?;
-        plane.start_component(Component::ApiServer)?;
+        // The ports were free a moment ago; another process may take one first, so retry.
+        for component in [Component::Etcd, Component::ApiServer] {
+            let mut attempt = 0;
+            loop {
+                plane.write_kubeconfig(&plane.kubeconfig.clone(), &User::Admin)?;
+                match plane.start_component(component) {
+                    Ok(()) => break,
+                    Err(e @ StackError::Exited { .. })
+                        if attempt < 3 && e.to_string().contains("address already in use") =>
+                    {
+                        attempt += 1;
+                        match component {
+                            Component::Etcd => plane.etcd_ports = (free_port()?, free_port()?),
+                            _ => plane.api_port = free_port()?,
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         if plane.options.controller_manager {
             plane.start_component(Component::ControllerManager)?;
         }
@@ -328,6 +345,16 @@ impl ControlPlane {
         Ok(parse_request_counts(&text))
     }
 
+    /// The process id of `component`, while it runs (to read its CPU time or memory).
+    pub fn pid(&self, component: Component) -> Option<u32> {
+        match component {
+            Component::Etcd => self.etcd.as_ref(),
+            Component::ApiServer => self.apiserver.as_ref(),
+            Component::ControllerManager => self.controller_manager.as_ref(),
+        }
+        .and_then(Service::pid)
+    }
+
     /// Whether `component` is running.
     pub fn is_running(&mut self, component: Component) -> bool {
         self.slot(component)
@@ -429,6 +456,9 @@ impl ControlPlane {
                     ))
                     .arg(format!("--root-ca-file={}", path("pki/ca.crt")))
                     .arg("--use-service-account-credentials=true")
+                    // client-go's default 20 requests/s per controller would take minutes to
+                    // set up (and collect) the thousands of namespaces a benchmark makes.
+                    .args(["--kube-api-qps=200", "--kube-api-burst=400"])
                     // No nodes and no cloud: the controllers for them would only log errors.
                     .arg("--controllers=*,-nodeipam,-nodelifecycle,-service,-route,-cloud-node-lifecycle")
                     .arg("--v=1");

@@ -85,11 +85,53 @@ pub async fn silent_server() -> std::io::Result<(u16, tokio::task::JoinHandle<()
     Ok((port, held))
 }
 
-/// A running server process, stopped (SIGTERM, then SIGKILL) when dropped.
+/// Kills the process group of a child if the process that started it goes away without
+/// stopping it (a test killed by its timeout, a benchmark interrupted): `Drop` never runs then,
+/// and a control plane or Postgres left behind would hold CPU and memory for the rest of the
+/// suite. A shell polls once a second whether it still has the test process as its parent
+/// (when that process dies, even before it is reaped, its children are re-parented) and whether
+/// the child still runs; dropping the guard stops it.
+#[derive(Debug)]
+pub struct Reaper {
+    shell: Option<Child>,
+}
+
+impl Reaper {
+    /// Watches `child`, which must lead its own process group (`Command::process_group(0)`).
+    pub fn watch(child: u32) -> Self {
+        let parent = std::process::id();
+        let script = format!(
+            "parent() {{ cut -d' ' -f4 /proc/$$/stat; }}; \
+             while [ \"$(parent)\" = {parent} ] && kill -0 {child} 2>/dev/null; do sleep 1; done; \
+             [ \"$(parent)\" = {parent} ] || kill -KILL -{child} 2>/dev/null"
+        );
+        let shell = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok();
+        Self { shell }
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(mut shell) = self.shell.take() {
+            let _ = shell.kill();
+            let _ = shell.wait();
+        }
+    }
+}
+
+/// A running server process, stopped (SIGTERM, then SIGKILL) when dropped, and killed with
+/// its whole process group if the test process dies first ([`Reaper`]).
 pub struct Service {
     name: String,
     child: Option<Child>,
     log_file: PathBuf,
+    _reaper: Option<Reaper>,
 }
 
 impl Service {
@@ -105,8 +147,10 @@ impl Service {
             source: e,
         })?;
         let program = command.get_program().to_string_lossy().into_owned();
+        use std::os::unix::process::CommandExt as _;
         let child = command
             .current_dir(dir.path())
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err_log)
@@ -116,10 +160,12 @@ impl Service {
                 program,
                 source: e,
             })?;
+        let reaper = Reaper::watch(child.id());
         Ok(Self {
             name: name.to_owned(),
             child: Some(child),
             log_file,
+            _reaper: Some(reaper),
         })
     }
 
@@ -202,6 +248,7 @@ impl Service {
             // SIGTERM lets servers (Postgres) shut down cleanly.
             let _ = Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
+                .stderr(Stdio::null())
                 .status();
         }
         let deadline = Instant::now() + grace;
