@@ -46,9 +46,9 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # the packages it builds, and a build of one package alone gets another feature set for shared
 # dependencies, so kube, sqlx and the rest would build a second time (see e2e/Cargo.toml).
 build_binaries() {
-  log "building tenant-mcp, the local stack and the sample app"
+  log "building tenant-mcp, the local stack, the sample app and run-pod"
   cargo build --locked --quiet --workspace --bin tenant-mcp --bin local-stack --bin tenant-mcp-sample-app
-  for bin in tenant-mcp local-stack tenant-mcp-sample-app; do
+  for bin in tenant-mcp local-stack tenant-mcp-sample-app run-pod; do
     [ -x "$TARGET_DIR/debug/$bin" ] || die "cargo did not build $bin"
   done
   TENANT_MCP="$TARGET_DIR/debug/tenant-mcp"

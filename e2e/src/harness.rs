@@ -51,18 +51,20 @@ impl Cluster {
     /// The cluster in `E2E_KUBECONFIG`, or a control plane of this test's own.
     pub async fn start() -> anyhow::Result<Self> {
         match std::env::var_os("E2E_KUBECONFIG") {
-            Some(path) => {
-                let kubeconfig = PathBuf::from(path);
-                let client = client_for(&kubeconfig).await?;
-                Ok(Self {
-                    client,
-                    kubeconfig,
-                    plane: None,
-                    dir: tempfile::tempdir()?,
-                })
-            }
+            Some(path) => Self::from_kubeconfig(PathBuf::from(path)).await,
             None => Self::local(ControlPlaneOptions::default()).await,
         }
+    }
+
+    /// The cluster whose administrator's kubeconfig is at `kubeconfig` (a running one).
+    pub async fn from_kubeconfig(kubeconfig: PathBuf) -> anyhow::Result<Self> {
+        let client = client_for(&kubeconfig).await?;
+        Ok(Self {
+            client,
+            kubeconfig,
+            plane: None,
+            dir: tempfile::tempdir()?,
+        })
     }
 
     /// A control plane of this test's own with `options`, whatever `E2E_KUBECONFIG` says: for

@@ -11,3 +11,4 @@ pub mod mcp_admin;
 pub mod rbac;
 pub mod scenario;
 pub mod stack;
+pub mod workload;

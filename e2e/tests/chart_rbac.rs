@@ -1,24 +1,24 @@
 //! The chart installed with `helm install` on a real control plane, whose RBAC authorizer
 //! decides: each identity can do what it needs and no more. Beyond `kubectl auth
 //! can-i`, the identities do their real jobs: the controller (as its service account) promotes
-//! a tenant config against a real Postgres, the management tools (as theirs) register and delete
-//! one, an application pod's account reads configs through the client library and cannot write,
-//! and a tenant admin is refused another tenant's namespace.
+//! a tenant config against a real Postgres, the management server (as its) registers and
+//! deletes one, an application's sample app (as its account) reads configs through the client
+//! library and cannot write, and a tenant admin is refused another tenant's namespace.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use tenant_mcp::api::TenantMcpConfig;
-use tenant_mcp::controller::{self, LeaseSettings, Settings};
-use tenant_mcp::mcp_server::auth::Caller;
 use tenant_mcp_e2e::harness::wait_for;
+use tenant_mcp_e2e::mcp_admin::{call, claims, sign};
 use tenant_mcp_e2e::rbac::{self, CREDENTIALS_NS, Identity, NS, RbacWorld};
+use tenant_mcp_e2e::stack::mirror_db::MirrorDatabase;
 use tenant_mcp_e2e::stack::postgres::{Postgres, execute};
-use tokio_util::sync::CancellationToken;
+use tenant_mcp_e2e::stack::process::free_port;
+use tenant_mcp_e2e::workload::{LocalPod, PodOptions};
 
 async fn world() -> RbacWorld {
     rbac::start(&[]).await
@@ -437,12 +437,19 @@ async fn each_identity_can_do_its_job_and_no_more() {
     );
 }
 
+/// The chart's controller and management server Deployments, and an application's sample-app
+/// Deployment, each run as its pod would (`tenant_mcp_e2e::workload`): under its
+/// ServiceAccount's token, configured by the environment and mounted Secrets `helm install`
+/// put there. The real authorizer decides every request, including its escalation check on the
+/// snapshot readers' Role the controller writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_accounts_do_their_real_jobs_with_the_charts_rbac() {
     let w = world().await;
     let admin = w.client(Identity::Admin).await;
+    let binary = tenant_mcp_e2e::stack::tenant_mcp_binary().unwrap();
 
-    // A tenant with its own Postgres login, applied by the platform team.
+    // A tenant with its own Postgres login, applied by the platform team; the mirror database
+    // whose URL the chart's controller reads from the Secret `database.urlSecret` names.
     let pg = Postgres::start().unwrap();
     let db = pg.create_database("acme").await.unwrap();
     let user = format!("acme_{}", &db[db.len() - 6..]);
@@ -452,15 +459,27 @@ async fn the_service_accounts_do_their_real_jobs_with_the_charts_rbac() {
     )
     .await
     .unwrap();
-    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), "tenant-acme")
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "pg"},
-                "stringData": {"username": user, "password": "pw"}}))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    let mirror = MirrorDatabase::create(&pg, "mirror").await.unwrap();
+    for (ns, secret) in [
+        (
+            "tenant-acme",
+            json!({"metadata": {"name": "pg"},
+            "stringData": {"username": user, "password": "pw"}}),
+        ),
+        (
+            NS,
+            json!({"metadata": {"name": "controller-database"},
+            "stringData": {"url": mirror.controller_url}}),
+        ),
+    ] {
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), ns)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(secret).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
     Api::<TenantMcpConfig>::namespaced(admin.clone(), "tenant-acme")
         .create(
             &PostParams::default(),
@@ -474,66 +493,118 @@ async fn the_service_accounts_do_their_real_jobs_with_the_charts_rbac() {
         .await
         .unwrap();
 
-    // The controller, as its service account, with leader election in its namespace.
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(controller::run(
-        w.client(Identity::Controller).await,
-        Settings {
-            identity: "rbac-test".into(),
-            // As the chart sets it from rbac.clientServiceAccounts.
-            snapshot_readers: vec!["rag/rag-api".parse().unwrap()],
-            lease: Some(LeaseSettings {
-                namespace: NS.into(),
-                name: "t-tenant-mcp-controller".into(),
-                duration: Duration::from_secs(15),
-            }),
-            ..Settings::default()
-        },
-        None,
-        stop.clone(),
-        None,
-    ));
-    let configs: Api<TenantMcpConfig> = Api::namespaced(admin.clone(), "tenant-acme");
-    wait_for(
-        "acme promoted by the controller's account",
-        Duration::from_secs(60),
-        async || {
-            let c = configs.get("acme").await.ok()?;
-            let status = c.status?;
-            let ready = status
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True");
-            (ready && status.active.postgres.is_some()).then_some(())
-        },
-    )
-    .await;
-
-    // The application pod's account reads configs through the client library…
-    let app = w.client(Identity::App).await;
-    let clients = tenant_mcp::client::TenantClients::from_kube(
-        app.clone(),
-        tenant_mcp::client::ClientSettings {
-            kube: tenant_mcp::client::KubeSource {
-                ..Default::default()
-            },
-            ..Default::default()
+    // The chart's controller, as its pod: the Lease in the release namespace, the snapshot
+    // reader Role for rag/rag-api, the mirror with the keys from the mounted Secret.
+    let port = |()| free_port().unwrap();
+    let controller = LocalPod::start(
+        &w.cluster,
+        &PodOptions {
+            namespace: NS,
+            deployment: "t-tenant-mcp-controller",
+            program: &binary,
+            env_overrides: &[
+                (
+                    "TENANT_MCP_METRICS_ADDRESS",
+                    format!("127.0.0.1:{}", port(())),
+                ),
+                ("TENANT_MCP_LOG_FORMAT", "text".into()),
+            ],
         },
     )
     .await
     .unwrap();
-    let pool = wait_for(
-        "acme's pool for the app",
-        Duration::from_secs(30),
-        async || clients.postgres("acme").await.ok(),
+    let configs: Api<TenantMcpConfig> = Api::namespaced(admin.clone(), "tenant-acme");
+    wait_for(
+        "acme promoted and mirrored by the chart's controller",
+        Duration::from_secs(90),
+        async || {
+            let status = configs.get("acme").await.ok()?.status?;
+            let is_true = |t: &str| {
+                status
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == t && c.status == "True")
+            };
+            (is_true("Ready") && is_true("Mirrored") && status.active.postgres.is_some())
+                .then_some(())
+        },
     )
     .await;
-    let current: String = sqlx::query_scalar("SELECT current_user::text")
-        .fetch_one(&pool)
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(admin.clone(), NS)
+        .get("t-tenant-mcp-controller")
         .await
         .unwrap();
-    assert_eq!(current, user);
-    // An account scoped to tenant-acme does the same with a client that watches that namespace.
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some(controller.name.as_str())
+    );
+
+    // The application's own Deployment of the sample app, under rag/rag-api: the client
+    // library reads the config, the global fallback and acme's snapshot by name.
+    let app_port = port(());
+    tenant_mcp_e2e::scenario::apply(
+        &admin,
+        &json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "sample-app", "namespace": "rag"},
+            "spec": {"selector": {"matchLabels": {"app": "sample-app"}},
+                "template": {"metadata": {"labels": {"app": "sample-app"}},
+                    "spec": {"serviceAccountName": "rag-api", "containers": [{
+                        "name": "app", "image": "sample-app",
+                        "env": [{"name": "SAMPLE_APP_LISTEN", "value": "0.0.0.0:8088"}]}]}}}}),
+    )
+    .await
+    .unwrap();
+    let sample_app = tenant_mcp_e2e::stack::workspace_binary("tenant-mcp-sample-app").unwrap();
+    let _app = LocalPod::start(
+        &w.cluster,
+        &PodOptions {
+            namespace: "rag",
+            deployment: "sample-app",
+            program: &sample_app,
+            env_overrides: &[("SAMPLE_APP_LISTEN", format!("127.0.0.1:{app_port}"))],
+        },
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let endpoints: serde_json::Value = wait_for(
+        "the sample app serving acme from its own server",
+        Duration::from_secs(60),
+        async || {
+            let rows: serde_json::Value = http
+                .get(format!("http://127.0.0.1:{app_port}/endpoints"))
+                .header("x-tenant-id", "acme")
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let postgres = rows
+                .as_array()?
+                .iter()
+                .find(|r| r["server"] == "postgres")?
+                .clone();
+            (postgres["origin"] == "tenant").then_some(postgres)
+        },
+    )
+    .await;
+    assert!(
+        endpoints["endpoint"]["Ok"]
+            .as_str()
+            .is_some_and(|e| e.contains(&db)),
+        "{endpoints}"
+    );
+    // The application's account cannot write.
+    let refused = Api::<TenantMcpConfig>::namespaced(w.client(Identity::App).await, "tenant-acme")
+        .delete("acme", &Default::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, kube::Error::Api(ref s) if s.code == 403),
+        "{refused}"
+    );
+    // An account scoped to tenant-acme reads through a client that watches that namespace.
     let scoped = tenant_mcp::client::TenantClients::from_kube(
         w.client(Identity::Worker).await,
         tenant_mcp::client::ClientSettings {
@@ -557,67 +628,63 @@ async fn the_service_accounts_do_their_real_jobs_with_the_charts_rbac() {
         .await
         .unwrap();
     assert_eq!(current, user);
-    // …and neither can write.
-    let refused = Api::<TenantMcpConfig>::namespaced(app, "tenant-acme")
-        .delete("acme", &Default::default())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(refused, kube::Error::Api(ref s) if s.code == 403),
-        "{refused}"
-    );
 
-    // The management tools, as their account: register and delete a config with credentials.
-    let tools = tenant_mcp::mcp_server::tools::ManagementTools::new(
-        w.client(Identity::McpServer).await,
-        tenant_mcp::probe::Prober::new(4),
-        Arc::new(tenant_mcp::mcp_server::limits::Limits::default()),
+    // The chart's management server, as its pod, with the JWT secret from its mounted Secret:
+    // an uber admin registers and deletes a config with credentials.
+    let mcp_port = port(());
+    let _mcp = LocalPod::start(
+        &w.cluster,
+        &PodOptions {
+            namespace: NS,
+            deployment: "t-tenant-mcp-mcp-server",
+            program: &binary,
+            env_overrides: &[("TENANT_MCP_MCP_LISTEN", format!("127.0.0.1:{mcp_port}"))],
+        },
     )
-    .for_caller(Caller {
-        subject: "carol".into(),
-        tenant: None,
-        roles: [tenant_mcp::mcp_server::auth::Role::UberAdmin].into(),
-    });
-    let (client, server) = tokio::io::duplex(64 * 1024);
-    let served = tokio::spawn(async move {
-        use rmcp::ServiceExt as _;
-        let running = tools.serve(server).await.unwrap();
-        running.waiting().await.unwrap();
-    });
-    {
-        use rmcp::ServiceExt as _;
-        let session = ().serve(client).await.unwrap();
-        let call = async |tool: &str, arguments: serde_json::Value| {
-            session
-                .call_tool(
-                    rmcp::model::CallToolRequestParams::new(tool.to_owned())
-                        .with_arguments(arguments.as_object().cloned().unwrap()),
-                )
+    .await
+    .unwrap();
+    let jwt = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), NS)
+        .get("t-tenant-mcp-mcp-jwt")
+        .await
+        .unwrap()
+        .data
+        .unwrap()["jwt-secret"]
+        .0
+        .clone();
+    let bearer = sign(&claims(&["uber_admin"], None, 600), &jwt);
+    let url = format!("http://127.0.0.1:{mcp_port}/mcp");
+    wait_for(
+        "the management server",
+        Duration::from_secs(30),
+        async || {
+            http.get(format!("http://127.0.0.1:{mcp_port}/healthz"))
+                .send()
                 .await
-                .map(|r| r.structured_content)
-        };
-        let registered = call(
-            "rag_register_tenant_mcp_config",
-            json!({"tenantId": "globex", "connectionTest": false,
-                   "servers": {"postgres": {"host": "db.example.com", "database": "rag",
-                                            "credentialsSecretRef": {"name": "globex-pg"}}},
-                   "credentials": {"postgres": {"username": "g", "password": "p"}}}),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-        assert_eq!(registered["secretsWritten"], json!(["globex-pg"]));
-        let deleted = call(
-            "rag_delete_tenant_mcp_config",
-            json!({"tenantId": "globex"}),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-        assert_eq!(deleted["secretsDeleted"], json!(["globex-pg"]));
-        session.cancel().await.unwrap();
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(5), served).await;
-    stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+                .ok()
+                .filter(|r| r.status().is_success())
+        },
+    )
+    .await;
+    let registered = call(
+        &url,
+        &bearer,
+        "rag_register_tenant_mcp_config",
+        json!({"tenantId": "globex", "connectionTest": false,
+               "servers": {"postgres": {"host": "db.example.com", "database": "rag",
+                                        "credentialsSecretRef": {"name": "globex-pg"}}},
+               "credentials": {"postgres": {"username": "g", "password": "p"}}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(registered["secretsWritten"], json!(["globex-pg"]));
+    let deleted = call(
+        &url,
+        &bearer,
+        "rag_delete_tenant_mcp_config",
+        json!({"tenantId": "globex"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(deleted["secretsDeleted"], json!(["globex-pg"]));
+    drop(controller);
 }
