@@ -1,5 +1,5 @@
 //! The client library end to end: the controller (in-process) promotes tenant configs on the
-//! API stand-in (or `E2E_KUBECONFIG`'s cluster), and `TenantClients` watching the same API
+//! real control plane (or `E2E_KUBECONFIG`'s cluster), and `TenantClients` watching the same API
 //! hands out Postgres pools of a real Postgres server: the tenant's own login, the global one
 //! for tenants without a config, a switch to new credentials after a change, and closed
 //! connections after eviction, each checked on the server in `pg_stat_activity`.

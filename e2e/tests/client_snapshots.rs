@@ -1,4 +1,4 @@
-//! The client library's snapshot reads on the API stand-in (or `E2E_KUBECONFIG`'s cluster),
+//! The client library's snapshot reads on a real control plane (or `E2E_KUBECONFIG`'s cluster),
 //! without a controller: configs whose `status.active` names snapshot Secrets as the
 //! controller would write it. More tenants than reads run at once, snapshots arriving only
 //! after the client saw their config (read again after a backoff), and one Secret that

@@ -1,5 +1,6 @@
-//! Conformance of the API stand-in: object semantics, driven by kube-rs. Every test also runs
-//! against a real cluster when `E2E_KUBECONFIG` is set, so a difference shows up as a failure.
+//! The object semantics tenant-mcp relies on, checked on a real API server with kube-rs
+//! (resource versions, generations, finalizers, server-side apply and its conflicts, status
+//! subresource, strict field validation); they run against any cluster with `E2E_KUBECONFIG`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 

@@ -1,5 +1,5 @@
 //! The controller end to end, driven by kubectl like a platform team would: the real
-//! `tenant-mcp controller` binary against the API stand-in (or `E2E_KUBECONFIG`'s cluster), a
+//! `tenant-mcp controller` binary against a real control plane (or `E2E_KUBECONFIG`'s cluster), a
 //! real Postgres (tenant database and mirror), a real S3 server and the test AI MCP server.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
@@ -75,7 +75,7 @@ fn secret_yaml(ns: &str, name: &str, pairs: &[(&str, &str)]) -> String {
     )
 }
 
-/// What the mirror tests start from: the API stand-in with the CRDs, a Postgres with acme's
+/// What the mirror tests start from: a control plane with the CRDs, a Postgres with acme's
 /// database and login (`acme_app` with `password`), a migrated mirror database, acme's
 /// namespace bound to it, and the GlobalMcpConfig.
 struct World {
@@ -691,5 +691,116 @@ async fn a_mirror_row_pushed_ahead_is_reported_listed_and_repaired() {
         controller
             .metrics()
             .contains("tenant_mcp_mirror_rows_behind 0")
+    );
+}
+
+/// A reconcile triggered while the controller's own status write has not reached its cache
+/// (here: the credential Secret touched over and over during the first promotion) decides on
+/// the cached status. Before the controller checked that, it promoted the server a second
+/// time: a second snapshot, mirrored, and then the status write refused with 409, so the
+/// mirror row named a snapshot that `status.active` never did (seen in CI as "a refused update
+/// changed the mirror"). Threat model: the mirror is a copy of `status.active`, nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciles_on_a_stale_cache_promote_once_and_mirror_what_status_says() {
+    let World {
+        dir,
+        cluster,
+        pg,
+        tenant_db,
+        mirror,
+        ns,
+    } = World::start("acme-pass-1").await;
+    cluster.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &secret_yaml(
+            &ns,
+            "acme-pg",
+            &[("username", "acme_app"), ("password", "acme-pass-1")],
+        ),
+    );
+    let keys = write_keys(dir.path());
+    let _controller = start_controller(
+        &cluster,
+        dir.path(),
+        "solo",
+        &ns,
+        Some((&mirror.controller_url, &keys)),
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let touching: Vec<_> = (0..4)
+        .map(|worker| {
+            let secrets: Api<Secret> = Api::namespaced(cluster.client(), &ns);
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let patch = serde_json::json!({"metadata": {"annotations": {
+                        format!("touched-{worker}"): i.to_string()}}});
+                    secrets
+                        .patch(
+                            "acme-pg",
+                            &kube::api::PatchParams::default(),
+                            &kube::api::Patch::Merge(&patch),
+                        )
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    cluster.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: tenantmcp.dev/v1alpha1\nkind: TenantMcpConfig\nmetadata: {{name: acme, namespace: {ns}}}\nspec:\n  tenantId: acme\n  servers:\n    postgres: {{host: 127.0.0.1, port: {port}, database: {tenant_db}, sslMode: disable, credentialsSecretRef: {{name: acme-pg}}}}\n",
+            port = pg.port()
+        ),
+    );
+    let api: Api<TenantMcpConfig> = Api::namespaced(cluster.client(), &ns);
+    wait_for("Mirrored=True", Duration::from_secs(60), async || {
+        let s = status(&api, "acme").await;
+        (condition(&s, "Mirrored") == Some(("True".into(), "Mirrored".into()))).then_some(())
+    })
+    .await;
+    // Reconciles on top of the promotion's status write, and after it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in touching {
+        t.await.unwrap();
+    }
+    // Let the reconciles of the last touches finish.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let snapshots = cluster.kubectl_ok(&[
+        "get",
+        "secrets",
+        "-n",
+        &ns,
+        "-l",
+        "tenantmcp.dev/server-type=postgres",
+        "-o",
+        "name",
+    ]);
+    let active = status(&api, "acme")
+        .await
+        .active
+        .postgres
+        .and_then(|e| e.snapshot_secret)
+        .unwrap();
+    assert_eq!(
+        snapshots.trim(),
+        format!("secret/{active}"),
+        "one promotion, one snapshot"
+    );
+    let mirrored: String = sqlx::query_scalar(
+        "SELECT mcp_server_config #>> '{servers,postgres,snapshotSecret}'
+           FROM tenant_configs WHERE tenant_id = 'acme'",
+    )
+    .fetch_one(&sqlx::PgPool::connect(&mirror.admin_url).await.unwrap())
+    .await
+    .unwrap();
+    assert_eq!(
+        mirrored, active,
+        "the mirror names status.active's snapshot"
     );
 }

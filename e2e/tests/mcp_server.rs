@@ -1,5 +1,5 @@
 //! The management MCP server over Streamable HTTP, driven by an rmcp client, with configs on
-//! the API stand-in (or `E2E_KUBECONFIG`'s cluster): the authorization matrix over every tool,
+//! a real control plane (or `E2E_KUBECONFIG`'s cluster): the authorization matrix over every tool,
 //! and bad input refused by field with nothing stored or changed. Connection tests are turned
 //! off here (`connectionTest: false`) or fail on the policy before connecting; the ones against
 //! real servers are in `mcp_server_python.rs`.
@@ -641,7 +641,7 @@ async fn status_writes_do_not_get_in_the_way_of_updates_and_deletes() {
                 let _ = configs
                     .patch_status(
                         "tenant-mcp",
-                        &PatchParams::apply("controller-stand-in").force(),
+                        &PatchParams::apply("e2e-controller").force(),
                         &Patch::Apply(json!({
                             "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "TenantMcpConfig",
                             "status": {"observedGeneration": n}

@@ -1,4 +1,4 @@
-//! `tenant-mcp mcp-server`, the binary, against the API stand-in: over Streamable HTTP it
+//! `tenant-mcp mcp-server`, the binary, against a real control plane: over Streamable HTTP it
 //! audits every call (who, tenant, tool, outcome) and never logs a credential; over stdio the
 //! official MCP Python SDK drives it as the holder of TENANT_MCP_STDIO_TOKEN.
 

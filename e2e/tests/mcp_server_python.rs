@@ -1,6 +1,6 @@
 //! The management MCP server driven by a client nobody here wrote: the official MCP Python
 //! SDK (`e2e/python/admin_client.py`, installed into `.tools/python` by `scripts/test`), over
-//! Streamable HTTP, against the local stack: the API stand-in, a real Postgres, a real S3
+//! Streamable HTTP, against the local stack: a real control plane, a real Postgres, a real S3
 //! server that checks credentials, and the controller. A tenant admin registers a config
 //! (after a refused attempt with a wrong password), adds MinIO, waits for the controller to
 //! promote both (the controller mirrors them, sealed, into Postgres), fails to break MinIO with

@@ -1,4 +1,4 @@
-//! `tenant-mcp status` and `tenant-mcp route`, the binary against the API stand-in (or
+//! `tenant-mcp status` and `tenant-mcp route`, the binary against a real control plane (or
 //! `E2E_KUBECONFIG`'s cluster) with the controller promoting real servers: acme on its own
 //! Postgres, globex with a wrong password (failing, so unavailable — never global), initech on
 //! the global servers only, an impostor config claiming acme from evil's namespace, and then

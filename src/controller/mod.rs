@@ -14,6 +14,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod mirrored;
+pub mod own_writes;
 mod phases;
 pub mod plan;
 pub mod readers;
@@ -297,6 +298,7 @@ pub async fn run(
         claims: claim_index::ClaimIndex::default(),
         requeue: requeue_tx,
         failures: Default::default(),
+        status_written: Default::default(),
         readers_granted: Default::default(),
         timings,
         leadership,

@@ -27,6 +27,7 @@ use tracing::{info, warn};
 use super::claim_index::ClaimIndex;
 use super::metrics::{Metrics, TenantState};
 use super::mirrored;
+use super::own_writes::OwnWrites;
 use super::phases::{self, Assessment, Resolved};
 use super::plan::{self, ConditionInputs, Gate, Intervals};
 use super::secret_index::SecretIndex;
@@ -97,6 +98,8 @@ pub struct Context {
     pub requeue: mpsc::UnboundedSender<ObjectRef<TenantMcpConfig>>,
     /// Consecutive failures per config, for the retry backoff.
     pub failures: Mutex<HashMap<String, u32>>,
+    /// This replica's status writes the cache has not caught up with yet.
+    pub status_written: OwnWrites,
     /// The snapshot names each config's reader Role grants (by config uid), as last written.
     pub readers_granted: Mutex<HashMap<String, BTreeSet<String>>>,
     /// Per-reconcile timings, collected only when set (benchmarks).
@@ -370,6 +373,7 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
         clock = now;
         let _ = TIMES.try_with(|t| t.borrow_mut().1.push((phase, took)));
     };
+    behind_own_write(config, ctx)?;
     let mut run = gate_phase(config, ctx);
     if run.gate.clears_active() {
         run.status.active = Default::default();
@@ -388,6 +392,25 @@ async fn apply(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Error>
     let action = report(run, ctx, mirror_outcome).await;
     mark("report");
     action
+}
+
+/// Fails with `Stale` when the cached `config` is older than this replica's last status write
+/// to it. kube-runtime hands a reconcile the cached object, and a reconcile triggered by
+/// something else (a Secret, a rival config) can run before the watch delivers that write:
+/// deciding on the older status would promote a server already active a second time, with a
+/// second snapshot, and mirror that snapshot before the status write is refused.
+fn behind_own_write(config: &TenantMcpConfig, ctx: &Context) -> Result<(), Error> {
+    let (Some(uid), Some(cached)) = (config.metadata.uid.as_deref(), resource_version(config))
+    else {
+        return Ok(());
+    };
+    ctx.status_written
+        .check(uid, cached)
+        .map_err(|last| {
+            Error::Stale(format!(
+                "the cached config (resourceVersion {cached}) is older than this controller's status write ({last})"
+            ))
+        })
 }
 
 /// Gate: the binding rule's verdict on this config and its rivals (requeueing those whose
@@ -939,7 +962,14 @@ async fn write_status(
         )
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(written) => {
+            if let (Some(uid), Some(version)) =
+                (written.metadata.uid.as_deref(), resource_version(&written))
+            {
+                ctx.status_written.wrote(uid, version);
+            }
+            Ok(())
+        }
         Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Stale("writing status".into())),
         Err(e) => Err(Error::kube("writing status".into(), e)),
     }
@@ -1023,6 +1053,7 @@ async fn cleanup(config: &TenantMcpConfig, ctx: &Context) -> Result<Action, Erro
         }
     }
     ctx.secret_index.remove(&ns, &name);
+    ctx.status_written.forget(&config.uid().unwrap_or_default());
     ctx.metrics.config_gone(&format!("{ns}/{name}"));
     // Another config of the same tenant may now be the one to serve it.
     for other in ctx.claims.claiming(&config.spec.tenant_id) {

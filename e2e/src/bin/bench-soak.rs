@@ -3,7 +3,7 @@
 //!
 //! 1,000 tenants, each on a Postgres login of its own behind one of ten TCP fault proxies, and
 //! a global server on another login; the controller binary (with the mirror) and, in this
-//! process, the API stand-in and one client library instance with workers asking for random
+//! process, a real control plane (etcd, kube-apiserver, kube-controller-manager) and one client library instance with workers asking for random
 //! tenants' pools as fast as they can. Every two seconds one fault, chosen by a seeded
 //! generator: a config edit (pool size), a credential rotation (the role's password, then the
 //! Secret), a bad edit (a port nothing listens on, reverted after 6 s), an outage of a tenth of
@@ -607,7 +607,7 @@ fn render(
     out.push_str(&format!(
         "\nResources, first sample after the warm-up and last at the end of the faults ({:.0} s apart), growth extrapolated per hour:\n\n\
          | process | measure | start | end | per hour |\n|---|---|---|---|---|\n\
-         | bench (client library, API stand-in) | RSS KiB | {} | {} | {} |\n\
+         | bench (client library) | RSS KiB | {} | {} | {} |\n\
          | bench | tenants with cached clients | {} | {} | {} |\n\
          | bench | open file descriptors | {} | {} | {} |\n\
          | bench | tokio tasks | {} | {} | {} |\n\

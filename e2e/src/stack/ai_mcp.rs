@@ -229,7 +229,8 @@ async fn authenticate(State(shared): State<Shared>, mut request: Request, next: 
     next.run(request).await
 }
 
-/// A running test AI MCP server (on its own thread and runtime, like the API stand-in).
+/// A running test AI MCP server (on its own thread and runtime, so a test that blocks its own
+/// runtime cannot stall it).
 pub struct AiMcpServer {
     address: SocketAddr,
     served: Arc<Mutex<Vec<Served>>>,

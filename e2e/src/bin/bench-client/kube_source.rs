@@ -1,8 +1,8 @@
-//! The Kubernetes source at scale, on the API stand-in (in this process): N tenants, each a
-//! labelled namespace, a TenantMcpConfig with a `kubectl apply` annotation and a promoted
-//! status, and its snapshot Secret. The client's memory is measured in a child process (this
-//! binary again, `--kube-memory-child`), so the stand-in's own copy of the objects is not
-//! counted; then lookups run here while statuses are edited.
+//! The Kubernetes source at scale, on a real control plane this process starts: N tenants,
+//! each a labelled namespace, a TenantMcpConfig with a `kubectl apply` annotation and a
+//! promoted status, and its snapshot Secret. The client's memory is measured in a child process
+//! (this binary again, `--kube-memory-child`), so nothing else of this process is counted; then
+//! lookups run here while statuses are edited.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -19,9 +19,9 @@ use tenant_mcp_e2e::harness::Cluster;
 
 use super::manifests::{bucket, tenant};
 
-/// The stand-in with N tenants.
+/// A control plane with N tenants.
 pub struct Populated {
-    /// The stand-in.
+    /// The cluster.
     pub cluster: Cluster,
     /// The tenants, in order.
     pub names: Vec<String>,
@@ -61,7 +61,7 @@ fn status(t: &str, database: &str) -> serde_json::Value {
     }})
 }
 
-/// Starts the stand-in and creates `n` tenants (64 at a time).
+/// Starts a control plane and creates `n` tenants (64 at a time).
 pub async fn populate(n: usize) -> anyhow::Result<Populated> {
     let cluster = Cluster::local(Default::default()).await?;
     cluster.install_crds().await?;

@@ -5,9 +5,9 @@
 //!   tenants' clients cached;
 //! - churn: 100,000 cycles of a tenant taken into a full cache (1,000 tenants), used and
 //!   another evicted; RSS at each quarter after warm-up, growth in bytes per cycle;
-//! - memory (Kubernetes source): the same 10,000 tenants on the API stand-in, the client in a
+//! - memory (Kubernetes source): the same 10,000 tenants on a real control plane, the client in a
 //!   child process ([`kube_source`]); then lookups while statuses are edited;
-//! - propagation: a config's `status.active` changed on the API stand-in until
+//! - propagation: a config's `status.active` changed on the control plane until
 //!   `TenantClients` hands out the client of the new endpoint;
 //! - hot: lookups of cached pools, for tenants on their own servers and on the global ones;
 //! - cold: building a tenant's three clients against two baselines without a cache: building
@@ -45,7 +45,7 @@ use tenant_mcp_e2e::bench::{self, measured_line, quantile, us};
 /// Options.
 #[derive(Debug, Parser)]
 struct Args {
-    /// Tenants cached for the hot lookups, and on the API stand-in.
+    /// Tenants cached for the hot lookups, and on the control plane.
     #[arg(long, env = "BENCH_TENANTS", default_value_t = 10_000)]
     tenants: usize,
     /// Lookups per thread.
@@ -93,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
     // Memory and churn first, while the process holds nothing else.
     eprintln!("memory and churn (directory source)");
     let memory = memory_and_churn(dir.path(), &names, args.cached, args.churn).await?;
-    eprintln!("{} tenants on the API stand-in", args.tenants);
+    eprintln!("{} tenants on a real control plane", args.tenants);
     let populated = kube_source::populate(args.tenants).await?;
     let kube_memory = kube_source::measure_memory(&populated).await?;
     if args.only_memory {
@@ -479,7 +479,7 @@ after {} warm-up cycles {}; after 25 %, 50 %, 75 % and 100 % of the remaining cy
 
 fn render_edits(e: &kube_source::DuringEdits, tenants: usize, every_ms: u64) -> String {
     let mut out = format!(
-        "\nLookups while configs change (Kubernetes source, {tenants} tenants on the API stand-in \
+        "\nLookups while configs change (Kubernetes source, {tenants} tenants on a real control plane (kube-apiserver v1.36) \
 in this process, every pool cached; each call driven to completion with `block_on` from two OS \
 threads). Edited: one task patches a random tenant's `status.active` every {every_ms} ms \
 ({} edits landed, {:.0}/s); each edit moves the routes generation, so every tenant's next \
@@ -494,7 +494,7 @@ tenant's next lookup builds a new pool.\n\n\
     out
 }
 
-/// Timed status changes: the config's active Postgres database renamed on the API stand-in,
+/// Timed status changes: the config's active Postgres database renamed on the control plane,
 /// until `TenantClients` resolves and builds the client of the new one.
 async fn propagation(changes: usize) -> anyhow::Result<Vec<Duration>> {
     use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -603,7 +603,7 @@ async fn propagation(changes: usize) -> anyhow::Result<Vec<Duration>> {
 fn render_propagation(times: &[Duration]) -> String {
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
     format!(
-        "\nPropagation ({} status changes on the API stand-in, each timed from the PATCH until \
+        "\nPropagation ({} status changes on a real kube-apiserver, each timed from the PATCH until \
 `postgres(tenant)` returns the new database's pool; includes the PATCH round trip and a 1 ms \
 poll): p50 {}, p99 {}, max {} (target p99 under 1 s).\n",
         times.len(),
@@ -671,7 +671,7 @@ the three clients on every request without a cache — with one HTTPS connector 
 shared by all requests, as code without this library would reasonably do, and with new ones \
 per request. The Kubernetes source's memory is the client alone in a child process, synced \
 with N configs (each with a `kubectl apply` annotation and a promoted status), their labelled \
-namespaces and N snapshot Secrets served by the stand-in in the parent.\n\n{table}",
+namespaces and N snapshot Secrets served by a real control plane (etcd, kube-apiserver, kube-controller-manager v1.36) the parent started.\n\n{table}",
         measured_line("cargo run --release -p tenant-mcp-e2e --bin bench-client")
     );
     Ok(bench::write_section(
