@@ -15,7 +15,7 @@ prints() {
   [[ $out == *"$want"* ]]
 }
 
-log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+log() { printf '\033[1m==> [%ss] %s\033[0m\n' "$SECONDS" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # The Rust toolchain comes with the machine; rustfmt and clippy are its components.
