@@ -161,25 +161,51 @@ impl fmt::Display for AddressClass {
     }
 }
 
-/// Classifies an address. IPv4-mapped and NAT64 IPv6 addresses are classified by the IPv4
-/// address they carry, so `::ffff:127.0.0.1` is loopback.
+/// Classifies an address. An IPv6 address that carries an IPv4 one (see [`spellings`]) is
+/// classified by the IPv4 address it carries, so `::ffff:127.0.0.1` is loopback.
 pub fn classify(ip: IpAddr) -> AddressClass {
     match ip {
         IpAddr::V4(v4) => classify_v4(v4),
-        IpAddr::V6(v6) => match embedded_v4(v6) {
-            Some(v4) => classify_v4(v4),
+        IpAddr::V6(v6) => match embedded_v4(v6).first() {
+            Some(v4) => classify_v4(*v4),
             None => classify_v6(v6),
         },
     }
 }
 
+/// Every address that `ip` is: itself and, for an IPv6 address that carries an IPv4 one, each
+/// IPv4 address it may reach — IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`),
+/// NAT64 (`64:ff9b::/96`, and the local-use `64:ff9b:1::/48` read both as a /96 and as a /48
+/// prefix, a reading in 0.0.0.0/8 being the other prefix's padding) and 6to4 (`2002:aabb:ccdd::/48`). Every rule of the policy judges all of them, so a
+/// denied address cannot come back under another spelling.
+pub fn spellings(ip: IpAddr) -> Vec<IpAddr> {
+    let mut out = vec![ip];
+    if let IpAddr::V6(v6) = ip {
+        out.extend(embedded_v4(v6).into_iter().map(IpAddr::V4));
+    }
+    out
+}
+
+/// Cloud metadata services: AWS IMDS (also `fd00:ec2::254`), GCP, Azure and OpenStack at
+/// 169.254.169.254; ECS task metadata 169.254.170.2; EKS Pod Identity 169.254.170.23 and
+/// `fd00:ec2::23`; Azure WireServer 168.63.129.16; Alibaba Cloud 100.100.100.200; GCP's IPv6
+/// metadata server `fd20:ce::254`.
+const METADATA_V4: &[Ipv4Addr] = &[
+    Ipv4Addr::new(169, 254, 169, 254),
+    Ipv4Addr::new(169, 254, 170, 2),
+    Ipv4Addr::new(169, 254, 170, 23),
+    Ipv4Addr::new(168, 63, 129, 16),
+    Ipv4Addr::new(100, 100, 100, 200),
+];
+const METADATA_V6: &[Ipv6Addr] = &[
+    Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254),
+    Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x23),
+    Ipv6Addr::new(0xfd20, 0xce, 0, 0, 0, 0, 0, 0x254),
+];
+
 fn classify_v4(ip: Ipv4Addr) -> AddressClass {
     let [a, b, ..] = ip.octets();
-    // AWS, GCP, Azure and OpenStack; ECS task metadata; Alibaba Cloud.
-    if ip == Ipv4Addr::new(169, 254, 169, 254)
-        || ip == Ipv4Addr::new(169, 254, 170, 2)
-        || ip == Ipv4Addr::new(100, 100, 100, 200)
-    {
+    if METADATA_V4.contains(&ip) {
         AddressClass::CloudMetadata
     } else if ip.is_unspecified() || a == 0 {
         AddressClass::Unspecified
@@ -198,7 +224,7 @@ fn classify_v4(ip: Ipv4Addr) -> AddressClass {
 
 fn classify_v6(ip: Ipv6Addr) -> AddressClass {
     let first = ip.segments()[0];
-    if ip == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) {
+    if METADATA_V6.contains(&ip) {
         AddressClass::CloudMetadata
     } else if ip.is_unspecified() {
         AddressClass::Unspecified
@@ -215,18 +241,32 @@ fn classify_v6(ip: Ipv6Addr) -> AddressClass {
     }
 }
 
-/// The IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`) or NAT64 (`64:ff9b::a.b.c.d`)
-/// address.
-fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return Some(v4);
-    }
+/// The IPv4 addresses an IPv6 address carries (see [`spellings`]); the first is the one it is
+/// classified by.
+fn embedded_v4(ip: Ipv6Addr) -> Vec<Ipv4Addr> {
     let s = ip.segments();
-    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        let [.., a, b, c, d] = ip.octets();
-        return Some(Ipv4Addr::new(a, b, c, d));
+    let o = ip.octets();
+    let last = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return vec![v4];
     }
-    None
+    // IPv4-compatible (deprecated, still routed by some stacks); `::` and `::1` are not.
+    if s[..6] == [0; 6] && !matches!(u32::from(last), 0 | 1) {
+        return vec![last];
+    }
+    match s[..3] {
+        [0x64, 0xff9b, 0] if s[3..6] == [0; 3] => vec![last],
+        // Local-use NAT64 (RFC 8215): the prefix inside it may be a /96 or the /48 itself, whose
+        // IPv4 address sits in octets 6-7 and 9-10 (octet 8 is reserved, RFC 6052). A reading
+        // in 0.0.0.0/8 ("this network", never a destination) is the other prefix's padding:
+        // keeping it would deny every address of the range as unspecified.
+        [0x64, 0xff9b, 1] => [last, Ipv4Addr::new(o[6], o[7], o[9], o[10])]
+            .into_iter()
+            .filter(|v4| v4.octets()[0] != 0)
+            .collect(),
+        _ if s[0] == 0x2002 => vec![Ipv4Addr::new(o[2], o[3], o[4], o[5])],
+        _ => Vec::new(),
+    }
 }
 
 /// A host pattern: an exact host (`db.example.com`) or a wildcard for subdomains
@@ -260,6 +300,24 @@ impl HostPattern {
         Ok(Self {
             text: text.to_owned(),
             suffix,
+        })
+    }
+
+    /// The address this pattern names, when it is an IP literal (`10.0.0.1`, `::1`, `[::1]`).
+    fn ip(&self) -> Option<IpAddr> {
+        let text = self.text.trim();
+        let text = text
+            .strip_prefix('[')
+            .and_then(|t| t.strip_suffix(']'))
+            .unwrap_or(text);
+        self.suffix.is_none().then(|| text.parse().ok()).flatten()
+    }
+
+    /// Whether this pattern names `ip` under any spelling of either.
+    fn matches_ip(&self, ip: IpAddr) -> bool {
+        self.ip().is_some_and(|named| {
+            let named = spellings(named);
+            spellings(ip).iter().any(|form| named.contains(form))
         })
     }
 
@@ -480,13 +538,20 @@ impl EndpointPolicy {
             Host::Ipv4(ip) => ip.to_string(),
             Host::Ipv6(ip) => ip.to_string(),
         };
-        if let Some(p) = self.denied_hosts.iter().find(|p| p.matches(&text)) {
+        let literal = match host {
+            Host::Ipv4(ip) => Some(IpAddr::V4(*ip)),
+            Host::Ipv6(ip) => Some(IpAddr::V6(*ip)),
+            Host::Domain(_) => None,
+        };
+        let matches =
+            |p: &HostPattern| p.matches(&text) || literal.is_some_and(|ip| p.matches_ip(ip));
+        if let Some(p) = self.denied_hosts.iter().find(|p| matches(p)) {
             return Err(PolicyViolation::HostDenied {
                 host: text,
                 pattern: p.text.clone(),
             });
         }
-        if !self.allowed_hosts.is_empty() && !self.allowed_hosts.iter().any(|p| p.matches(&text)) {
+        if !self.allowed_hosts.is_empty() && !self.allowed_hosts.iter().any(matches) {
             return Err(PolicyViolation::HostNotAllowed { host: text });
         }
         match host {
@@ -512,17 +577,50 @@ impl EndpointPolicy {
         }
     }
 
-    /// Checks one address, literal or resolved.
+    /// Checks one address, literal or resolved, under every one of its [`spellings`]: deny
+    /// rules (`deniedCidrs`, IP entries of `deniedHosts`) refuse it if any spelling matches;
+    /// the class rules judge each IPv4 address it carries (or the address itself), and an
+    /// `allowedCidrs` range opens a class for it when it holds that address or the one written.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), PolicyViolation> {
-        if let Some(cidr) = self.denied_cidrs.iter().find(|n| n.contains(&ip)) {
-            return Err(PolicyViolation::AddressInDeniedRange { ip, cidr: *cidr });
+        let forms = spellings(ip);
+        for form in &forms {
+            if let Some(cidr) = self.denied_cidrs.iter().find(|n| n.contains(form)) {
+                return Err(PolicyViolation::AddressInDeniedRange { ip, cidr: *cidr });
+            }
         }
-        let class = classify(ip);
+        if let Some(p) = self.denied_hosts.iter().find(|p| p.matches_ip(ip)) {
+            return Err(PolicyViolation::HostDenied {
+                host: ip.to_string(),
+                pattern: p.text.clone(),
+            });
+        }
+        let carried = if forms.len() > 1 {
+            &forms[1..]
+        } else {
+            &forms[..]
+        };
+        for form in carried {
+            let allowed_range = self
+                .allowed_cidrs
+                .iter()
+                .any(|n| n.contains(form) || n.contains(&ip));
+            self.check_class(ip, classify(*form), allowed_range)?;
+        }
+        Ok(())
+    }
+
+    /// The class rules for `ip` of class `class`.
+    fn check_class(
+        &self,
+        ip: IpAddr,
+        class: AddressClass,
+        allowed_range: bool,
+    ) -> Result<(), PolicyViolation> {
         let deny = |hint| Err(PolicyViolation::AddressDenied { ip, class, hint });
         match class {
             AddressClass::CloudMetadata if !self.allow_cloud_metadata => deny(""),
             AddressClass::Unspecified | AddressClass::Multicast => deny(""),
-            _ if self.allowed_cidrs.iter().any(|n| n.contains(&ip)) => Ok(()),
+            _ if allowed_range => Ok(()),
             AddressClass::Loopback if !self.allow_loopback => {
                 deny(" (set endpointPolicy.allowLoopback for local development)")
             }
@@ -711,5 +809,142 @@ mod tests {
                 "spec.endpointPolicy.allowedSchemes",
             ]
         );
+    }
+
+    /// Every way of writing IPv4 address `v4` as IPv6 that reaches it (`suffix` fills the
+    /// bits a spelling leaves free).
+    fn spelled(v4: Ipv4Addr, suffix: u16) -> Vec<IpAddr> {
+        let [a, b, c, d] = v4.octets();
+        let (hi, lo) = (u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]));
+        let mut out = vec![
+            IpAddr::V6(v4.to_ipv6_mapped()),
+            IpAddr::V6(Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, hi, lo)),
+            IpAddr::V6(Ipv6Addr::new(0x2002, hi, lo, suffix, 0, 0, 0, suffix)),
+        ];
+        // The local-use NAT64 range carries no address in 0.0.0.0/8 (see `embedded_v4`).
+        if a != 0 {
+            out.push(IpAddr::V6(Ipv6Addr::new(
+                0x64, 0xff9b, 1, suffix, 0, 0, hi, lo,
+            )));
+            out.push(IpAddr::V6(Ipv6Addr::new(
+                0x64,
+                0xff9b,
+                1,
+                hi,
+                u16::from(c),
+                u16::from(d) << 8,
+                0,
+                suffix,
+            )));
+        }
+        if u32::from(v4) > 1 {
+            out.push(IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0, hi, lo)));
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Threat model, "a hostile tenant admin points a server at an internal address": a
+        /// range or address the policy denies stays denied under every spelling (issue 27,
+        /// item 1: `[::ffff:10.96.0.1]` passed `deniedCidrs: [10.96.0.0/12]`).
+        #[test]
+        fn a_denied_address_is_denied_under_every_spelling(
+            bits: u32, prefix in 8u8..=32, suffix: u16
+        ) {
+            let v4 = Ipv4Addr::from(bits);
+            let net = ipnet::Ipv4Net::new(v4, prefix).unwrap().trunc();
+            let cidr = policy(EndpointPolicySpec {
+                allow_private_networks: true,
+                allow_loopback: true,
+                allow_link_local: true,
+                denied_cidrs: vec![net.to_string()],
+                ..EndpointPolicySpec::default()
+            });
+            let host = policy(EndpointPolicySpec {
+                allow_private_networks: true,
+                allow_loopback: true,
+                allow_link_local: true,
+                denied_hosts: vec![v4.to_string()],
+                ..EndpointPolicySpec::default()
+            });
+            for form in spelled(v4, suffix) {
+                proptest::prop_assert!(cidr.check_ip(form).is_err(), "{form} passed deniedCidrs {net}");
+                proptest::prop_assert!(host.check_ip(form).is_err(), "{form} passed deniedHosts {v4}");
+                let literal = match form {
+                    IpAddr::V6(v6) => Host::Ipv6(v6),
+                    IpAddr::V4(v4) => Host::Ipv4(v4),
+                };
+                proptest::prop_assert!(cidr.check_host(&literal).is_err());
+                proptest::prop_assert!(host.check_host(&literal).is_err(), "{form} as a literal host passed deniedHosts {v4}");
+            }
+        }
+
+        /// Every spelling of an address has its class, and is allowed by the same rules: an
+        /// `allowedCidrs` range opens it in every spelling, the class rules close it in every
+        /// spelling.
+        #[test]
+        fn every_spelling_is_judged_as_the_address(bits: u32, suffix: u16) {
+            let v4 = Ipv4Addr::from(bits);
+            let strict = EndpointPolicy::default();
+            let opened = policy(EndpointPolicySpec {
+                allowed_cidrs: vec![format!("{v4}/32")],
+                ..EndpointPolicySpec::default()
+            });
+            for form in spelled(v4, suffix) {
+                // The /48 local-use reading of a /96 spelling carries a second address; the
+                // verdict may only get stricter for it.
+                let carried = spellings(form);
+                proptest::prop_assert!(carried.contains(&IpAddr::V4(v4)), "{form} does not carry {v4}");
+                if strict.check_ip(IpAddr::V4(v4)).is_err() {
+                    proptest::prop_assert!(strict.check_ip(form).is_err(), "{form} passed where {v4} is denied");
+                }
+                if opened.check_ip(form).is_ok() {
+                    proptest::prop_assert!(opened.check_ip(IpAddr::V4(v4)).is_ok());
+                }
+                if carried.len() == 2 {
+                    proptest::prop_assert_eq!(
+                        opened.check_ip(form).is_ok(),
+                        opened.check_ip(IpAddr::V4(v4)).is_ok(),
+                        "{} under allowedCidrs {}/32", form, v4
+                    );
+                }
+            }
+        }
+    }
+
+    /// Issue 27, item 2: the metadata services missing from the list, each denied under every
+    /// allow flag but `allowCloudMetadata`, in every spelling.
+    #[test]
+    fn every_cloud_metadata_address_needs_allow_cloud_metadata() {
+        let open = EndpointPolicySpec {
+            allow_private_networks: true,
+            allow_loopback: true,
+            allow_link_local: true,
+            allowed_cidrs: vec!["0.0.0.0/0".into(), "::/0".into()],
+            ..EndpointPolicySpec::default()
+        };
+        let everything_but_metadata = policy(open.clone());
+        let with_metadata = policy(EndpointPolicySpec {
+            allow_cloud_metadata: true,
+            ..open
+        });
+        let mut addresses: Vec<IpAddr> = METADATA_V6.iter().map(|a| IpAddr::V6(*a)).collect();
+        for v4 in METADATA_V4 {
+            addresses.extend(spelled(*v4, 7));
+            addresses.push(IpAddr::V4(*v4));
+        }
+        for name in [
+            "fd20:ce::254",
+            "168.63.129.16",
+            "169.254.170.23",
+            "fd00:ec2::23",
+        ] {
+            assert!(addresses.contains(&ip(name)), "{name} is not in the list");
+        }
+        for a in addresses {
+            let err = everything_but_metadata.check_ip(a).unwrap_err();
+            assert!(err.to_string().contains("cloud metadata"), "{a}: {err}");
+            assert!(with_metadata.check_ip(a).is_ok(), "{a}");
+        }
     }
 }

@@ -495,3 +495,53 @@ servers:
         "spec.servers.postgres.port: port 6432 is not allowed by the endpoint policy (allowed: 5432)"
     );
 }
+
+/// Issue 27, item 1 (threat model: a hostile tenant admin points a server at a platform
+/// address the policy denies): other spellings of a denied address, in every endpoint field.
+#[test]
+fn a_denied_address_is_refused_under_every_spelling_in_every_field() {
+    let (policy, policy_errors) = EndpointPolicy::compile(
+        &EndpointPolicySpec {
+            allow_private_networks: true,
+            denied_cidrs: vec!["10.96.0.0/12".into()],
+            denied_hosts: vec!["10.0.0.53".into()],
+            ..Default::default()
+        },
+        &FieldPath::new("spec.endpointPolicy"),
+    );
+    assert!(policy_errors.is_empty());
+    for (host, rule) in [
+        ("::ffff:10.96.0.1", "deniedCidrs"),
+        ("64:ff9b::a60:1", "deniedCidrs"),
+        ("64:ff9b:1::a60:1", "deniedCidrs"),
+        ("2002:a60:1::1", "deniedCidrs"),
+        ("::10.96.0.1", "deniedCidrs"),
+        ("::ffff:10.0.0.53", "deniedHosts"),
+        ("64:ff9b::a00:35", "deniedHosts"),
+    ] {
+        let yaml = format!(
+            "tenantId: acme\nservers:\n  postgres: {{host: '{host}', database: rag, credentialsSecretRef: {{name: pg}}}}\n  aiMcpServer: {{url: 'http://[{host}]/mcp'}}\n  mcpServers: [{{name: s, url: 'https://[{host}]:8443/'}}]\n"
+        );
+        let found = errors_with(&yaml, &policy);
+        let fields: Vec<&str> = found
+            .iter()
+            .filter(|e| e.contains(rule))
+            .filter_map(|e| e.split(':').next())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.servers.postgres.host",
+                "spec.servers.aiMcpServer.url",
+                "spec.servers.mcpServers[s].url"
+            ],
+            "{host}: {found:#?}"
+        );
+    }
+    // The address itself, written plainly, is allowed: only the denied range is refused.
+    let found = errors_with(
+        "tenantId: acme\nservers:\n  aiMcpServer: {url: 'http://[::ffff:10.1.0.1]/mcp'}\n",
+        &policy,
+    );
+    assert!(found.is_empty(), "{found:#?}");
+}

@@ -47,9 +47,11 @@ impl CheckedResolver {
     /// [`Self::resolve`] without a port (connectors that know the port themselves check it
     /// with [`super::Egress::check_url`]).
     pub async fn resolve_ips(&self, host: &str) -> Result<Vec<IpAddr>, EgressError> {
-        // URLs write IPv6 hosts in brackets.
+        // URLs write IPv6 hosts in brackets; a Postgres host may be written either way.
         let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let parsed = Host::parse(bare)
+        let literal = bare.parse::<std::net::Ipv6Addr>().map(Host::Ipv6);
+        let parsed = literal
+            .or_else(|_| Host::parse(bare))
             .or_else(|_| Host::parse(host))
             .map_err(|e| EgressError::Unresolved {
                 host: host.to_owned(),
@@ -194,6 +196,66 @@ mod tests {
         );
         let ok = public.resolve("db.tenant.example.com", 5432).await.unwrap();
         assert_eq!(ok, [SocketAddr::new(v4(93, 184, 216, 34), 5432)]);
+    }
+
+    /// Issue 27, items 1 and 2 (threat model: a tenant controls its endpoint's DNS): an AAAA
+    /// record that spells a denied IPv4 address another way is refused at connect time —
+    /// in probes and clients alike, which all resolve through this resolver — and so are the
+    /// cloud metadata addresses the list missed, under every allow flag.
+    #[tokio::test]
+    async fn a_denied_address_behind_a_name_is_refused_under_every_spelling() {
+        let spec = EndpointPolicySpec {
+            allow_private_networks: true,
+            allow_link_local: true,
+            denied_cidrs: vec!["10.96.0.0/12".into()],
+            denied_hosts: vec!["10.0.0.53".into()],
+            ..EndpointPolicySpec::default()
+        };
+        let cases = [
+            v6("::ffff:10.96.0.1"),
+            v6("64:ff9b::a60:1"),
+            v6("64:ff9b:1::a60:1"),
+            v6("2002:a60:1::1"),
+            v6("::ffff:10.0.0.53"),
+            v6("fd20:ce::254"),
+            v6("fd00:ec2::23"),
+            v6("::ffff:168.63.129.16"),
+            v4(168, 63, 129, 16),
+            v4(169, 254, 170, 23),
+        ];
+        let table: Vec<(String, IpAddr)> = cases
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| (format!("h{i}.tenant.example.com"), *ip))
+            .collect();
+        let refs: Vec<(&str, IpAddr)> = table.iter().map(|(n, ip)| (n.as_str(), *ip)).collect();
+        let r = resolver(spec, &refs);
+        for (name, ip) in &refs {
+            let err = r.resolve(name, 443).await.unwrap_err();
+            assert_eq!(err.reason(), "PolicyDenied", "{ip} behind {name}: {err}");
+        }
+        assert!(
+            r.resolve("[::ffff:10.1.0.1]", 443).await.is_ok(),
+            "a private address outside the denied range stays allowed"
+        );
+    }
+
+    /// Issue 27, item 10: an IPv6 Postgres host is accepted by `validate` bare or bracketed,
+    /// so the resolver takes both.
+    #[tokio::test]
+    async fn ipv6_literals_resolve_bare_or_bracketed() {
+        let spec = EndpointPolicySpec {
+            allow_loopback: true,
+            ..EndpointPolicySpec::default()
+        };
+        let r = resolver(spec, &[]);
+        for host in ["::1", "[::1]"] {
+            assert_eq!(
+                r.resolve(host, 5432).await.unwrap(),
+                [SocketAddr::new(v6("::1"), 5432)],
+                "{host}"
+            );
+        }
     }
 
     /// A name with one allowed and one denied address is refused whole: a connector would try
