@@ -125,7 +125,7 @@ async fn every_tool_refuses_callers_outside_its_tenant_and_bad_tokens() {
                 "credentials": {"postgres": {"username": "acme", "password": "s3cret-pw"}},
                 "connectionTest": false}),
             "rag_update_tenant_mcp_config" => json!({
-                "tenantId": acme, "servers": {"postgres": {"port": 6432}}, "connectionTest": false}),
+                "tenantId": acme, "servers": {"postgres": {"database": "rag2"}}, "connectionTest": false}),
             "rag_test_tenant_mcp_config" => json!({
                 "tenantId": acme, "servers": {"postgres": postgres("169.254.169.254")},
                 "credentials": {"postgres": {"username": "acme", "password": "pw"}}}),
@@ -207,7 +207,8 @@ async fn every_tool_refuses_callers_outside_its_tenant_and_bad_tokens() {
         url,
         &uber,
         "rag_register_tenant_mcp_config",
-        json!({"tenantId": globex, "servers": {"postgres": postgres("db.example.com")}, "connectionTest": false}),
+        json!({"tenantId": globex, "servers": {"postgres": postgres("db.example.com")},
+               "credentials": {"postgres": {"username": "globex", "password": "pw"}}, "connectionTest": false}),
     )
     .await
     .unwrap();
@@ -360,13 +361,13 @@ async fn bad_input_is_refused_by_field_and_nothing_stored_changes() {
         ),
         (
             "a stale expectedVersion",
-            json!({"tenantId": acme, "expectedVersion": "1", "servers": {"postgres": {"port": 6432}}, "connectionTest": false}),
+            json!({"tenantId": acme, "expectedVersion": "1", "servers": {"postgres": {"database": "rag2"}}, "connectionTest": false}),
             "Conflict",
             vec![],
         ),
         (
             "a change to a field a GitOps tool owns",
-            json!({"tenantId": globex, "servers": {"postgres": {"host": "db2.example.com"}}, "connectionTest": false}),
+            json!({"tenantId": globex, "servers": {"postgres": {"database": "rag2"}}, "connectionTest": false}),
             "Conflict",
             vec![],
         ),
@@ -500,13 +501,13 @@ async fn bad_input_is_refused_by_field_and_nothing_stored_changes() {
         url,
         &uber,
         "rag_update_tenant_mcp_config",
-        json!({"tenantId": acme, "expectedVersion": version, "servers": {"postgres": {"port": 6432}}, "connectionTest": false}),
+        json!({"tenantId": acme, "expectedVersion": version, "servers": {"postgres": {"database": "rag2"}}, "connectionTest": false}),
     )
     .await
     .unwrap();
     assert_eq!(
-        updated["config"]["spec"]["servers"]["postgres"]["port"],
-        6432
+        updated["config"]["spec"]["servers"]["postgres"]["database"],
+        "rag2"
     );
     assert_ne!(updated["config"]["resourceVersion"], version.as_str());
 }
@@ -620,7 +621,8 @@ async fn status_writes_do_not_get_in_the_way_of_updates_and_deletes() {
         url,
         &uber,
         "rag_register_tenant_mcp_config",
-        json!({"tenantId": acme, "servers": {"postgres": postgres("db.example.com")}, "connectionTest": false}),
+        json!({"tenantId": acme, "servers": {"postgres": postgres("db.example.com")},
+               "credentials": {"postgres": {"username": "acme", "password": "pw"}}, "connectionTest": false}),
     )
     .await
     .unwrap();
@@ -652,18 +654,18 @@ async fn status_writes_do_not_get_in_the_way_of_updates_and_deletes() {
             n
         }
     });
-    for port in [6432, 6433, 6434] {
+    for database in ["rag2", "rag3", "rag4"] {
         let updated = call(
             url,
             &uber,
             "rag_update_tenant_mcp_config",
-            json!({"tenantId": acme, "servers": {"postgres": {"port": port}}, "connectionTest": false}),
+            json!({"tenantId": acme, "servers": {"postgres": {"database": database}}, "connectionTest": false}),
         )
         .await
         .unwrap();
         assert_eq!(
-            updated["config"]["spec"]["servers"]["postgres"]["port"],
-            port
+            updated["config"]["spec"]["servers"]["postgres"]["database"],
+            database
         );
     }
     // The version read before the status writes is stale now.
@@ -689,4 +691,252 @@ async fn status_writes_do_not_get_in_the_way_of_updates_and_deletes() {
     let writes = writer.await.unwrap();
     assert!(writes > 10, "only {writes} status writes raced the calls");
     assert!(configs.get_opt("tenant-mcp").await.unwrap().is_none());
+}
+
+/// A server that records every byte it is sent, and answers as one that wants a password:
+/// an HTTP request gets a 401; a Postgres client gets `N` to its TLS request and a request for
+/// the password in cleartext after its startup message. Plays the attacker's server.
+struct Trap {
+    port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Trap {
+    async fn start() -> Self {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let recorded = recorded.clone();
+                tokio::spawn(async move {
+                    let mut all = Vec::new();
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut answered_http = false;
+                    loop {
+                        let read = tokio::time::timeout(
+                            std::time::Duration::from_secs(3),
+                            socket.read(&mut buf),
+                        );
+                        let n = match read.await {
+                            Ok(Ok(n)) if n > 0 => n,
+                            _ => break,
+                        };
+                        let chunk = &buf[..n];
+                        recorded.lock().unwrap().extend_from_slice(chunk);
+                        all.extend_from_slice(chunk);
+                        let http = all.starts_with(b"POST")
+                            || all.starts_with(b"GET")
+                            || all.starts_with(b"DELETE");
+                        let reply: &[u8] = if http {
+                            if answered_http || !all.windows(4).any(|w| w == b"\r\n\r\n") {
+                                continue;
+                            }
+                            answered_http = true;
+                            b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n"
+                        } else if chunk == [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f] {
+                            b"N"
+                        } else if chunk.len() >= 8 && chunk[4..8] == [0, 3, 0, 0] {
+                            &[b'R', 0, 0, 0, 8, 0, 0, 0, 3]
+                        } else {
+                            continue;
+                        };
+                        if socket.write_all(reply).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, seen, task }
+    }
+
+    /// Whether nothing at all reached this server.
+    fn is_untouched(&self) -> bool {
+        self.seen.lock().unwrap().is_empty()
+    }
+
+    /// Whether `secret` reached this server.
+    fn received(&self, secret: &str) -> bool {
+        let seen = self.seen.lock().unwrap();
+        seen.windows(secret.len()).any(|w| w == secret.as_bytes())
+    }
+}
+
+impl Drop for Trap {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Issue 27, item 3. Threat model, uber admin: "never read credentials back through the
+/// tools". With acme's credentials stored, the uber admin points acme's servers (by test or
+/// update, with acme's own Secret references and no `credentials`) at a server of theirs: the
+/// stored token and password must not reach it, and the update must not be stored (the
+/// controller's probe would send them next). Unchanged endpoints may still use the stored
+/// credentials (the positive control that shows the trap would see them), and credentials the
+/// call supplies go where the call says. A Postgres server that asks for the password in
+/// cleartext over a connection whose certificate was not verified never gets it, even at the
+/// stored endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_credentials_never_follow_an_endpoint_change() {
+    let w = world().await;
+    let (acme, url) = (&w.acme, &w.server.url);
+    tenant_mcp_e2e::harness::create_global_config(
+        &w.client,
+        json!({"endpointPolicy": {"allowLoopback": true}}),
+    )
+    .await
+    .unwrap();
+    let uber = token(&["uber_admin"], None);
+    let (own, own_pg, theirs, their_pg) = (
+        Trap::start().await,
+        Trap::start().await,
+        Trap::start().await,
+        Trap::start().await,
+    );
+    let ai = |port: u16| {
+        json!({"url": format!("http://127.0.0.1:{port}/mcp"),
+               "bearerTokenSecretRef": {"name": "ai", "key": "token"}})
+    };
+    let pg = |port: u16| {
+        json!({"host": "127.0.0.1", "port": port, "sslMode": "disable", "database": "rag",
+               "credentialsSecretRef": {"name": "pg"}})
+    };
+    call(
+        url,
+        &uber,
+        "rag_register_tenant_mcp_config",
+        json!({"tenantId": acme,
+               "servers": {"aiMcpServer": ai(own.port), "postgres": pg(own_pg.port)},
+               "credentials": {"aiMcpServer": {"bearerToken": "acme-stored-token"},
+                               "postgres": {"username": "acme", "password": "acme-stored-pw"}},
+               "connectionTest": false}),
+    )
+    .await
+    .unwrap();
+    let before = state(&w.client, acme).await;
+    let problems = |tested: &Value| -> Vec<String> {
+        tested["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["path"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // The test tool, pointed elsewhere with acme's Secret references.
+    let tested = call(
+        url,
+        &uber,
+        "rag_test_tenant_mcp_config",
+        json!({"tenantId": acme,
+               "servers": {"aiMcpServer": ai(theirs.port), "postgres": pg(their_pg.port)}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(tested["passed"], false, "{tested}");
+    assert_eq!(
+        problems(&tested),
+        ["credentials.postgres", "credentials.aiMcpServer"],
+        "{tested}"
+    );
+    // Another of acme's Secrets behind an unchanged endpoint is a move too.
+    let tested = call(
+        url,
+        &uber,
+        "rag_test_tenant_mcp_config",
+        json!({"tenantId": acme, "servers": {"postgres": {
+            "host": "127.0.0.1", "port": own_pg.port, "sslMode": "disable", "database": "rag",
+            "credentialsSecretRef": {"name": "ai", "passwordKey": "token"}}}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(problems(&tested), ["credentials.postgres"], "{tested}");
+
+    // The update, pointed elsewhere: refused, nothing stored.
+    for servers in [
+        json!({"aiMcpServer": {"url": format!("http://127.0.0.1:{}/mcp", theirs.port)}}),
+        json!({"postgres": {"port": their_pg.port}}),
+        json!({"postgres": {"sslMode": "prefer"}}),
+        json!({"postgres": {"credentialsSecretRef": {"name": "ai", "passwordKey": "token"}}}),
+        json!({"mcpServers": {"new": ai(theirs.port)}}),
+    ] {
+        let err = refused_update(url, json!({"tenantId": acme, "servers": servers})).await;
+        assert_eq!(err.reason(), "Invalid", "{servers}: {err}");
+        assert!(
+            err.paths().iter().all(|p| p.starts_with("credentials.")) && !err.paths().is_empty(),
+            "{servers}: {err}"
+        );
+        assert!(err.message.contains("nothing changed"), "{err}");
+    }
+    assert_eq!(
+        state(&w.client, acme).await,
+        before,
+        "a refused update changed something"
+    );
+    assert!(
+        !theirs.received("acme-stored-token"),
+        "the stored token reached the new URL"
+    );
+    assert!(
+        !their_pg.received("acme-stored-pw"),
+        "the stored password reached the new host"
+    );
+    assert!(
+        theirs.is_untouched() && their_pg.is_untouched(),
+        "a connection reached the new endpoint"
+    );
+
+    // Credentials the call supplies go where the call says.
+    let tested = call(
+        url,
+        &uber,
+        "rag_test_tenant_mcp_config",
+        json!({"tenantId": acme, "servers": {"aiMcpServer": ai(theirs.port)},
+               "credentials": {"aiMcpServer": {"bearerToken": "callers-own-token"}}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        tested["connectionTests"][0]["reason"], "AuthFailed",
+        "{tested}"
+    );
+    assert!(theirs.received("callers-own-token"));
+    assert!(!theirs.received("acme-stored-token"));
+
+    // Unchanged endpoints use the stored credentials (so the trap does see what it is sent);
+    // the Postgres server asking for the password in cleartext over plain TCP is refused it.
+    let tested = call(
+        url,
+        &uber,
+        "rag_test_tenant_mcp_config",
+        json!({"tenantId": acme,
+               "servers": {"aiMcpServer": ai(own.port), "postgres": pg(own_pg.port)}}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        problems(&tested).iter().all(|p| p.starts_with("servers.")),
+        "{tested}"
+    );
+    assert!(own.received("acme-stored-token"), "{tested}");
+    let reasons: Vec<&str> = tested["connectionTests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["reason"].as_str())
+        .collect();
+    assert_eq!(reasons, ["InsecureAuth", "AuthFailed"], "{tested}");
+    assert!(
+        own_pg.received("acme"),
+        "the probe did not reach acme's Postgres"
+    );
+    assert!(
+        !own_pg.received("acme-stored-pw"),
+        "the password went out in cleartext"
+    );
 }

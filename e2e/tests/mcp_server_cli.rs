@@ -233,7 +233,8 @@ async fn the_binary_serves_one_caller_on_stdio() {
         {"token": "", "tool": "rag_register_tenant_mcp_config", "arguments": {
             "tenantId": "acme", "connectionTest": false,
             "servers": {"postgres": {"host": "db.example.com", "database": "rag",
-                                     "credentialsSecretRef": {"name": "pg"}}}}},
+                                     "credentialsSecretRef": {"name": "pg"}}},
+            "credentials": {"postgres": {"username": "acme", "password": "pw"}}}},
         {"token": "", "tool": "rag_list_tenant_mcp_configs", "arguments": {}},
         {"token": "", "tool": "rag_get_tenant_mcp_config", "arguments": {"tenantId": "globex"}},
     ]);

@@ -147,3 +147,82 @@ async fn a_policy_denied_address_is_never_connected_to() {
         "the probe connected although the policy denies the address"
     );
 }
+
+/// Issue 27, items 10 and 3, on a real Postgres serving TLS on 127.0.0.1 and ::1. An IPv6
+/// host works bare and bracketed, under every sslMode, with `verify-full` checking the
+/// certificate's IP SAN (and failing under another CA). A login whose server asks for the
+/// password in cleartext (`password` in pg_hba.conf) gets it only over TLS whose certificate
+/// was verified; over plain TCP or unverified TLS the relay refuses (`InsecureAuth`), as a
+/// server a bad DNS answer or a changed host led to would otherwise receive the password.
+#[tokio::test]
+async fn ipv6_hosts_work_bracketed_or_not_and_a_cleartext_password_needs_verified_tls() {
+    use tenant_mcp_e2e::stack::postgres::PostgresOptions;
+    use tenant_mcp_e2e::stack::tls::Identity;
+    tenant_mcp_e2e::stack::install_crypto_provider();
+    let identity = Identity::generate("pg", &[]).unwrap();
+    let pg = Postgres::start_with(&PostgresOptions {
+        tls: Some(&identity),
+        cleartext_role: Some("cleartext"),
+    })
+    .unwrap();
+    let db = pg.create_database("tls").await.unwrap();
+    for statement in [
+        "CREATE ROLE cleartext NOLOGIN",
+        "CREATE ROLE plain_login LOGIN PASSWORD 'plain-pw-77' IN ROLE cleartext",
+    ] {
+        tenant_mcp_e2e::stack::postgres::execute(&pg.admin_url(&db), statement)
+            .await
+            .unwrap();
+    }
+    let other_ca = Identity::generate("other", &[]).unwrap();
+    let prober = Prober::new(4);
+    let probe = |host: &str, mode: &str, user: &str, password: &str, ca: &Identity| {
+        let mut server = server(pg.port(), &db, mode);
+        server.host = host.to_owned();
+        let creds = PostgresCredentials {
+            username: user.into(),
+            password: Credential::new(password),
+        };
+        let ca = ca.ca_pem.clone().into_bytes();
+        let prober = prober.clone();
+        async move {
+            prober
+                .run(
+                    "postgres",
+                    Duration::from_secs(10),
+                    probe_postgres(&egress(loopback_policy()), &server, &creds, Some(&ca)),
+                )
+                .await
+        }
+    };
+    let superuser = Postgres::SUPERUSER;
+    for host in ["::1", "[::1]", "127.0.0.1"] {
+        for mode in ["disable", "prefer", "require", "verify-ca", "verify-full"] {
+            probe(host, mode, superuser, pg.password(), &identity)
+                .await
+                .unwrap_or_else(|e| panic!("{host} with sslMode {mode}: {e}"));
+        }
+        let err = probe(host, "verify-full", superuser, pg.password(), &other_ca)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), "TlsFailed", "{host}: {err}");
+    }
+
+    for (mode, allowed) in [
+        ("disable", false),
+        ("prefer", false),
+        ("require", false),
+        ("verify-ca", true),
+        ("verify-full", true),
+    ] {
+        let result = probe("::1", mode, "plain_login", "plain-pw-77", &identity).await;
+        match (result, allowed) {
+            (Ok(_), true) => {}
+            (Err(e), false) => {
+                assert_eq!(e.reason(), "InsecureAuth", "sslMode {mode}: {e}");
+                assert!(!e.to_string().contains("plain-pw-77"));
+            }
+            (other, _) => panic!("sslMode {mode}: {other:?}"),
+        }
+    }
+}

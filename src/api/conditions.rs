@@ -47,6 +47,9 @@ pub mod reason {
     pub const TLS_FAILED: &str = "TlsFailed";
     /// The server refused the credentials.
     pub const AUTH_FAILED: &str = "AuthFailed";
+    /// The server asked for the password in a form it could read (cleartext or MD5) over a
+    /// connection whose server certificate was not verified: the password is not sent.
+    pub const INSECURE_AUTH: &str = "InsecureAuth";
     /// The credentials are valid but lack a permission.
     pub const ACCESS_DENIED: &str = "AccessDenied";
     /// The configured database does not exist.

@@ -39,6 +39,10 @@ pub const SQLSTATE_UNREACHABLE: &str = "TM002";
 /// SQLSTATE of a failed TLS negotiation or certificate check.
 pub const SQLSTATE_TLS_FAILED: &str = "TM003";
 
+/// SQLSTATE of a login the relay stopped because the server asked for the password in
+/// cleartext or as MD5 over a connection whose certificate was not verified.
+pub const SQLSTATE_INSECURE_AUTH: &str = "TM004";
+
 /// The condition reason of a relay SQLSTATE, if `code` is one.
 pub fn reason_of_sqlstate(code: &str) -> Option<&'static str> {
     use crate::api::conditions::reason;
@@ -46,6 +50,7 @@ pub fn reason_of_sqlstate(code: &str) -> Option<&'static str> {
         SQLSTATE_POLICY_DENIED => Some(reason::POLICY_DENIED),
         SQLSTATE_UNREACHABLE => Some(reason::UNREACHABLE),
         SQLSTATE_TLS_FAILED => Some(reason::TLS_FAILED),
+        SQLSTATE_INSECURE_AUTH => Some(reason::INSECURE_AUTH),
         _ => None,
     }
 }
@@ -233,13 +238,13 @@ impl Upstream {
                 ))
             });
         match connected {
-            Ok(server) => {
+            Ok((server, verified)) => {
                 let report = |outcome| {
                     if let Some(hook) = &self.target.hook {
                         hook(outcome);
                     }
                 };
-                relay(client, server, started, report).await;
+                relay(client, server, verified, started, report).await;
             }
             Err((code, message)) => {
                 debug!(code, "relay refused a connection: {message}");
@@ -256,7 +261,9 @@ impl Upstream {
         }
     }
 
-    async fn connect(&self) -> Result<Box<dyn Stream>, (&'static str, String)> {
+    /// The upstream connection, and whether its server certificate was verified (the TLS of
+    /// `verify-ca` or `verify-full`).
+    async fn connect(&self) -> Result<(Box<dyn Stream>, bool), (&'static str, String)> {
         let t = &self.target;
         let endpoint = format!("{}:{}", t.host, t.port);
         let addrs = self
@@ -273,7 +280,7 @@ impl Upstream {
         let _ = tcp.set_nodelay(true);
         match t.ssl_mode {
             // sqlx does not implement `allow` either (it connects without TLS).
-            SslMode::Disable | SslMode::Allow => Ok(Box::new(tcp)),
+            SslMode::Disable | SslMode::Allow => Ok((Box::new(tcp), false)),
             mode => self.negotiate_tls(tcp, mode, &endpoint).await,
         }
     }
@@ -283,7 +290,7 @@ impl Upstream {
         mut tcp: TcpStream,
         mode: SslMode,
         endpoint: &str,
-    ) -> Result<Box<dyn Stream>, (&'static str, String)> {
+    ) -> Result<(Box<dyn Stream>, bool), (&'static str, String)> {
         let tls_failed = |m: String| (SQLSTATE_TLS_FAILED, format!("{endpoint}: {m}"));
         // SSLRequest: length 8, code 80877103.
         tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
@@ -295,7 +302,7 @@ impl Upstream {
             .map_err(|e| (SQLSTATE_UNREACHABLE, format!("{endpoint}: {e}")))?;
         match (answer[0], mode) {
             (b'S', _) => {}
-            (b'N', SslMode::Prefer) => return Ok(Box::new(tcp)),
+            (b'N', SslMode::Prefer) => return Ok((Box::new(tcp), false)),
             (b'N', _) => {
                 return Err(tls_failed(format!(
                     "the server does not support TLS, which sslMode {} requires",
@@ -311,14 +318,22 @@ impl Upstream {
         let Some(config) = &self.tls else {
             return Err(tls_failed("no TLS configuration".into()));
         };
-        // The certificate is checked against the configured name, never the address.
-        let name = ServerName::try_from(self.target.host.clone())
+        // The certificate is checked against the configured name, never the address; an IP
+        // literal host (bare or bracketed) is checked against the certificate's IP SANs, and
+        // no SNI is sent for it.
+        let host = self
+            .target
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let name = ServerName::try_from(host.to_owned())
             .map_err(|e| tls_failed(format!("host {:?}: {e}", self.target.host)))?;
         let stream = tokio_rustls::TlsConnector::from(config.clone())
             .connect(name, tcp)
             .await
             .map_err(|e| tls_failed(format!("TLS with sslMode {}: {e}", mode.as_str())))?;
-        Ok(Box::new(stream))
+        let verified = matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull);
+        Ok((Box::new(stream), verified))
     }
 }
 
@@ -328,10 +343,14 @@ const MAX_LOGIN_MESSAGE: usize = 64 * 1024;
 
 /// Relays bytes both ways. Until the server's first `ReadyForQuery` (or an `ErrorResponse`
 /// during login), its messages are forwarded one by one so the set-up can be timed and told
-/// to `report`; then it is plain copying.
+/// to `report`; then it is plain copying. Over a connection whose certificate was not
+/// `verified`, a request for the password in cleartext or as MD5 is answered with an error
+/// instead of being passed on (libpq's `require_auth=scram-sha-256`): a server that merely
+/// asks — one a DNS answer or a changed host sent us to — never receives the password.
 async fn relay(
     client: UnixStream,
     server: Box<dyn Stream>,
+    verified: bool,
     started: std::time::Instant,
     report: impl Fn(ConnectOutcome),
 ) {
@@ -362,6 +381,16 @@ async fn relay(
             if server_read.read_exact(&mut body).await.is_err() {
                 return ConnectOutcome::Failed(crate::api::conditions::reason::UNREACHABLE);
             }
+            if header[0] == b'R' && !verified && readable_password_request(&body) {
+                let refused = error_response(
+                    SQLSTATE_INSECURE_AUTH,
+                    "the server asked for the password in cleartext or as MD5 over a connection \
+                     whose certificate was not verified; the password was not sent (use \
+                     sslMode verify-full or verify-ca, or scram-sha-256 authentication)",
+                );
+                let _ = client_write.write_all(&refused).await;
+                return ConnectOutcome::Failed(crate::api::conditions::reason::INSECURE_AUTH);
+            }
             let forwarded = client_write.write_all(&header).await.is_ok()
                 && client_write.write_all(&body).await.is_ok();
             match header[0] {
@@ -387,6 +416,12 @@ async fn relay(
     }
     upstream.abort();
     let _ = client_write.shutdown().await;
+}
+
+/// Whether an `Authentication` message asks for the password in a form the server can read
+/// or crack offline: cleartext (3) or MD5 (5). SASL (SCRAM) never reveals it.
+fn readable_password_request(body: &[u8]) -> bool {
+    matches!(body, [0, 0, 0, 3, ..] | [0, 0, 0, 5, ..])
 }
 
 /// The reason of a login `ErrorResponse` from its SQLSTATE (`C` field).
@@ -657,14 +692,84 @@ mod tests {
             .await
             .unwrap();
         let seen = std::sync::Mutex::new(None);
-        relay(client, Box::new(server), std::time::Instant::now(), |o| {
-            *seen.lock().unwrap() = Some(o);
-        })
+        relay(
+            client,
+            Box::new(server),
+            false,
+            std::time::Instant::now(),
+            |o| {
+                *seen.lock().unwrap() = Some(o);
+            },
+        )
         .await;
         assert_eq!(
             *seen.lock().unwrap(),
             Some(ConnectOutcome::Failed("ServerError"))
         );
+    }
+
+    /// Issue 27, item 3 (threat model: a bad DNS answer or a changed host sends a tenant's
+    /// Postgres connection to a server that is not its own): a server that asks for the
+    /// password in cleartext or as MD5 over a connection whose certificate was not verified
+    /// gets no answer and the client an error; over a verified one, and for SCRAM, the request
+    /// is passed on.
+    #[tokio::test]
+    async fn a_readable_password_is_asked_for_only_over_verified_tls() {
+        let cleartext = [b'R', 0, 0, 0, 8, 0, 0, 0, 3];
+        let md5 = [b'R', 0, 0, 0, 12, 0, 0, 0, 5, 1, 2, 3, 4];
+        let scram = *b"R\0\0\0\x17\0\0\0\x0aSCRAM-SHA-256\0\0";
+        for (request, verified, passed) in [
+            (&cleartext[..], false, false),
+            (&md5[..], false, false),
+            (&cleartext[..], true, true),
+            (&md5[..], true, true),
+            (&scram[..], false, true),
+        ] {
+            let (client, mut app) = UnixStream::pair().unwrap();
+            let (server, mut db) = tokio::io::duplex(1024);
+            let seen = Arc::new(std::sync::Mutex::new(None));
+            let report = {
+                let seen = seen.clone();
+                move |o| *seen.lock().unwrap() = Some(o)
+            };
+            let relayed = tokio::spawn(relay(
+                client,
+                Box::new(server),
+                verified,
+                std::time::Instant::now(),
+                report,
+            ));
+            db.write_all(request).await.unwrap();
+            let mut got = vec![0u8; request.len()];
+            app.read_exact(&mut got[..1]).await.unwrap();
+            if passed {
+                app.read_exact(&mut got[1..]).await.unwrap();
+                assert_eq!(got, request, "verified {verified}");
+                // The client answers; the server receives it.
+                app.write_all(b"p-answer").await.unwrap();
+                let mut answer = [0u8; 8];
+                db.read_exact(&mut answer).await.unwrap();
+                assert_eq!(&answer, b"p-answer");
+                drop(app);
+                drop(db);
+                relayed.await.unwrap();
+            } else {
+                assert_eq!(got[0], b'E', "{request:?} was passed on");
+                let mut rest = Vec::new();
+                app.read_to_end(&mut rest).await.unwrap();
+                let text = String::from_utf8_lossy(&rest);
+                assert!(text.contains("CTM004\0"), "{text:?}");
+                relayed.await.unwrap();
+                assert_eq!(
+                    *seen.lock().unwrap(),
+                    Some(ConnectOutcome::Failed("InsecureAuth"))
+                );
+                // Nothing of the client reached the server.
+                let mut leaked = Vec::new();
+                db.read_to_end(&mut leaked).await.unwrap();
+                assert!(leaked.is_empty(), "{leaked:?}");
+            }
+        }
     }
 
     #[tokio::test]
@@ -679,6 +784,7 @@ mod tests {
         let relayed = tokio::spawn(relay(
             client,
             Box::new(server),
+            false,
             std::time::Instant::now(),
             report,
         ));

@@ -228,8 +228,10 @@ pub struct DeleteRequest {
 pub struct TestRequest {
     /// The tenant the config is for.
     pub tenant_id: String,
-    /// The namespace whose Secrets references without `credentials` are read from; default:
-    /// the namespace bound to the tenant.
+    /// Where Secrets the call does not supply (a CA bundle) are read from when the tenant has
+    /// no config yet; default: the namespace bound to the tenant. Once it has one, they come
+    /// from that config's namespace, and stored credentials only for servers whose endpoint,
+    /// TLS settings and Secret references are the stored ones.
     #[serde(default)]
     pub namespace: Option<String>,
     /// The servers, as in the TenantMcpConfig spec.

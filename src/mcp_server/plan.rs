@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::input::CredentialsInput;
 use crate::api::{ServersSpec, TenantMcpConfig};
 use crate::config::candidate::ServerKey;
+use crate::config::credential_reuse::{has_secret_headers, moves_credentials};
 use crate::config::{Credential, FieldError, FieldErrors, FieldPath};
 
 /// The field manager of every write the management server makes.
@@ -146,6 +147,65 @@ pub fn secret_writes(
             data: keys.into_iter().map(|(k, (v, _))| (k, v)).collect(),
         })
         .collect())
+}
+
+/// The credentials a write or test must bring itself: those of every server whose stored
+/// credentials would go somewhere `before` (the config as stored, if any) did not send them
+/// ([`moves_credentials`]). One error per server, at `credentials.<type>`; an MCP server that
+/// takes header values from Secrets cannot move through the tools at all.
+pub fn credentials_required(
+    before: Option<&ServersSpec>,
+    after: &ServersSpec,
+    credentials: &CredentialsInput,
+) -> FieldErrors {
+    let mut errors = FieldErrors::default();
+    for key in ServerKey::declared(after) {
+        if !moves_credentials(before, after, &key) {
+            continue;
+        }
+        let field = key.field();
+        let field = field.strip_prefix("spec.").unwrap_or(&field);
+        if has_secret_headers(after, &key) {
+            errors.push(FieldError::forbidden(
+                &FieldPath::new(field).child("headers"),
+                format!(
+                    "{field} takes header values from Secrets and would send them to a new \
+                     destination; the tools cannot supply those values: change it with kubectl \
+                     or GitOps, or drop the headers here"
+                ),
+            ));
+            continue;
+        }
+        let root = FieldPath::new("credentials");
+        let (path, supplied) = match &key {
+            ServerKey::Postgres => (root.child("postgres"), credentials.postgres.is_some()),
+            ServerKey::Minio => (root.child("minio"), credentials.minio.is_some()),
+            ServerKey::AiMcp => (
+                root.child("aiMcpServer"),
+                credentials.ai_mcp_server.is_some(),
+            ),
+            ServerKey::Mcp(name) => (
+                root.child("mcpServers").child(name),
+                credentials.mcp_servers.contains_key(name),
+            ),
+        };
+        if supplied {
+            continue;
+        }
+        let why = if before.is_some_and(|b| ServerKey::declared(b).contains(&key)) {
+            "changes where its credentials go (endpoint, TLS settings or Secret reference)"
+        } else {
+            "is not in the stored config"
+        };
+        errors.push(FieldError::required(
+            &path,
+            &format!(
+                "{field} {why}, and credentials already stored in a Secret never follow a \
+                 server to a new destination: give them in this call"
+            ),
+        ));
+    }
+    errors
 }
 
 fn undeclared(at: &FieldPath, field: &str) -> FieldError {

@@ -12,7 +12,10 @@ use super::auth::{Access, Caller, Role};
 use super::connection::{self, ConnectionTest};
 use super::error::ToolError;
 use super::input::{CredentialsInput, ListRequest, RegisterRequest, TestRequest, UpdateRequest};
-use super::plan::{SecretWrite, as_arguments, other_owners, secret_writes, touched, with_writes};
+use super::plan::{
+    SecretWrite, as_arguments, credentials_required, other_owners, secret_writes, touched,
+    with_writes,
+};
 use super::store::Store;
 use super::tools::{DEFAULT_CONFIG_NAME, ManagementTools};
 use super::view::{ConfigList, DeleteResult, TestResult, WriteResult, view, view_claimed};
@@ -135,6 +138,7 @@ impl ManagementTools {
         }
         let credentials = request.credentials.unwrap_or_default();
         let writes = planned_writes(&spec, &credentials, &mut errors);
+        errors.extend(credentials_required(None, &spec.servers, &credentials));
         if !errors.is_empty() {
             return Err(ToolError::invalid("invalid config, nothing stored", errors));
         }
@@ -206,6 +210,11 @@ impl ManagementTools {
         )));
         let credentials = request.credentials.unwrap_or_default();
         let writes = planned_writes(&spec, &credentials, &mut errors);
+        errors.extend(credentials_required(
+            Some(&current.spec.servers),
+            &spec.servers,
+            &credentials,
+        ));
         if !errors.is_empty() {
             return Err(ToolError::invalid(
                 "invalid update, nothing changed",
@@ -264,10 +273,22 @@ impl ManagementTools {
             servers: request.servers,
             validation: request.validation.unwrap_or_default(),
         };
-        let policy = self.store.global().await?.policy;
+        let global = self.store.global().await?;
+        let policy = global.policy.clone();
         let mut errors = as_arguments(validate_tenant_spec(&spec, &policy));
         let credentials = request.credentials.unwrap_or_default();
         let writes = planned_writes(&spec, &credentials, &mut errors);
+        // Stored credentials are tested only where the stored config already sends them.
+        let current = match self.store.config(&spec.tenant_id, &global).await {
+            Ok(config) => Some(config),
+            Err(ToolError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        errors.extend(credentials_required(
+            current.as_ref().map(|c| &c.spec.servers),
+            &spec.servers,
+            &credentials,
+        ));
         let mut tests = Vec::new();
         if errors.is_empty() {
             let needs_namespace = spec
@@ -277,10 +298,15 @@ impl ManagementTools {
                 .any(|u| !writes.iter().any(|w| w.name == u.name));
             let mut existing = HashMap::new();
             if needs_namespace {
-                let namespace = self
-                    .store
-                    .bound_namespace(&spec.tenant_id, request.namespace.as_deref())
-                    .await?;
+                // The stored config's own namespace: its Secrets are the ones it sends.
+                let namespace = match &current {
+                    Some(config) => config.namespace().unwrap_or_default(),
+                    None => {
+                        self.store
+                            .bound_namespace(&spec.tenant_id, request.namespace.as_deref())
+                            .await?
+                    }
+                };
                 let names: Vec<String> = spec
                     .servers
                     .secret_uses()

@@ -66,12 +66,28 @@ fn as_server_user(program: &Path, root: bool) -> Command {
     }
 }
 
+/// How a server is started beyond the defaults.
+#[derive(Default)]
+pub struct PostgresOptions<'a> {
+    /// Serve TLS with this certificate (its SANs: `localhost`, `127.0.0.1`, `::1`), and listen
+    /// on `::1` too.
+    pub tls: Option<&'a super::tls::Identity>,
+    /// Logins that authenticate with the password in cleartext (`password` in `pg_hba.conf`)
+    /// instead of SCRAM: members of this role.
+    pub cleartext_role: Option<&'a str>,
+}
+
 impl Postgres {
     /// The superuser's name.
     pub const SUPERUSER: &'static str = "postgres";
 
     /// initdb and start a server; blocks until it accepts connections (a second or two).
     pub fn start() -> Result<Self, StackError> {
+        Self::start_with(&PostgresOptions::default())
+    }
+
+    /// [`Self::start`] with `options`.
+    pub fn start_with(options: &PostgresOptions<'_>) -> Result<Self, StackError> {
         let bin = bin_dir()?;
         let root = running_as_root();
         let dir = Workdir::new("postgres")?;
@@ -103,6 +119,54 @@ impl Postgres {
             "--no-sync",
         ]);
         check("postgres", "initdb", initdb.output())?;
+        let mut extra: Vec<String> = Vec::new();
+        let write = |name: &str, text: &str| -> Result<PathBuf, StackError> {
+            use std::os::unix::fs::PermissionsExt as _;
+            let path = dir.path().join(name);
+            std::fs::write(&path, text)
+                .and_then(|()| {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                })
+                .map_err(|e| StackError::Io {
+                    what: format!("writing {}", path.display()),
+                    source: e,
+                })?;
+            Ok(path)
+        };
+        let mut files = Vec::new();
+        let mut listen = "127.0.0.1".to_owned();
+        if let Some(identity) = options.tls {
+            let cert = write("server.crt", identity.cert_pem())?;
+            let key = write("server.key", identity.key_pem())?;
+            extra.extend([
+                "ssl=on".into(),
+                format!("ssl_cert_file={}", cert.display()),
+                format!("ssl_key_file={}", key.display()),
+            ]);
+            files.extend([cert, key]);
+            listen.push_str(",::1");
+        }
+        if let Some(role) = options.cleartext_role {
+            let hba = write(
+                "pg_hba.conf",
+                &format!(
+                    "local all all trust\n\
+                     host all +{role} 127.0.0.1/32 password\n\
+                     host all +{role} ::1/128 password\n\
+                     host all all 127.0.0.1/32 scram-sha-256\n\
+                     host all all ::1/128 scram-sha-256\n"
+                ),
+            )?;
+            extra.push(format!("hba_file={}", hba.display()));
+            files.push(hba);
+        }
+        if root && !files.is_empty() {
+            let chown = Command::new("chown")
+                .arg("postgres:postgres")
+                .args(&files)
+                .output();
+            check("postgres", "chown of the TLS and hba files", chown)?;
+        }
 
         let mut last = None;
         // The port was free a moment ago; another process may take it first, so retry.
@@ -113,10 +177,13 @@ impl Postgres {
                 "-p",
                 &port.to_string(),
                 "-c",
-                "listen_addresses=127.0.0.1",
+                &format!("listen_addresses={listen}"),
                 "-c",
             ]);
             server.arg(format!("unix_socket_directories={}", dir.path().display()));
+            for setting in &extra {
+                server.args(["-c", setting]);
+            }
             // A throwaway cluster: durability is not wanted, speed is.
             for setting in [
                 "fsync=off",
