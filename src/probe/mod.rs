@@ -15,7 +15,8 @@ pub mod mcp;
 pub mod postgres;
 pub mod s3;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -83,27 +84,56 @@ impl From<ProbeError> for crate::config::failure::Failure {
     }
 }
 
-/// The global cap on concurrent probes, the time limit of each, and the connectors of the
-/// policy probes run under (shared between probes while the policy stays the same).
+/// The global cap on concurrent probes, each tenant's share of it, the time limit of each,
+/// and the connectors of the policy probes run under (shared between probes while the policy
+/// stays the same).
 #[derive(Clone, Debug)]
 pub struct Prober {
     permits: Arc<Semaphore>,
+    per_tenant: usize,
+    tenants: Arc<Mutex<HashMap<String, Weak<Semaphore>>>>,
     egress: Arc<EgressCache>,
 }
 
+/// How many tenants' semaphores are kept before the unused ones are dropped.
+const TENANT_SLOTS_KEPT: usize = 1024;
+
 impl Prober {
-    /// At most `max_concurrent` probes run at once, across all tenants; names resolve with the
-    /// system resolver.
+    /// At most `max_concurrent` probes run at once, across all tenants, and at most a quarter
+    /// of them (at least one) for any one tenant; names resolve with the system resolver.
     pub fn new(max_concurrent: usize) -> Self {
         Self::with_lookup(max_concurrent, Arc::new(crate::egress::SystemLookup))
     }
 
     /// As [`Self::new`], resolving names with `lookup`.
     pub fn with_lookup(max_concurrent: usize, lookup: Arc<dyn Lookup>) -> Self {
+        let max = max_concurrent.max(1);
         Self {
-            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            permits: Arc::new(Semaphore::new(max)),
+            per_tenant: (max / 4).max(1),
+            tenants: Arc::default(),
             egress: Arc::new(EgressCache::new(lookup)),
         }
+    }
+
+    /// How many probes of one tenant run at once, at most.
+    pub fn per_tenant(&self) -> usize {
+        self.per_tenant
+    }
+
+    /// Tenant `tenant`'s share: a config with many servers that never answer (a tarpit) holds
+    /// at most this many of the global slots, so every other tenant's tests still run.
+    fn tenant_permits(&self, tenant: &str) -> Arc<Semaphore> {
+        let mut tenants = self.tenants.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(permits) = tenants.get(tenant).and_then(Weak::upgrade) {
+            return permits;
+        }
+        if tenants.len() >= TENANT_SLOTS_KEPT {
+            tenants.retain(|_, p| p.strong_count() > 0);
+        }
+        let permits = Arc::new(Semaphore::new(self.per_tenant));
+        tenants.insert(tenant.to_owned(), Arc::downgrade(&permits));
+        permits
     }
 
     /// Runs `probe` once a slot is free, failing with `Timeout` when it takes longer than
@@ -137,6 +167,10 @@ impl Prober {
         candidate: &Candidate,
         timeout: Duration,
     ) -> Result<Duration, ProbeError> {
+        let own = self.tenant_permits(tenant);
+        // Never closed; held until this probe ends, and taken before a global slot so a
+        // tenant's waiting probes queue behind its own, not everyone's.
+        let _own = own.acquire().await;
         let egress = self
             .egress
             .get(policy)
@@ -213,5 +247,87 @@ mod tests {
         let (a, b, c) = tokio::join!(probe(), probe(), probe());
         assert!(a.is_ok() && b.is_ok() && c.is_ok());
         assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    /// Issue 27, item 5 (threat model: a tenant admin must not make the platform unusable for
+    /// other tenants): one tenant's config full of servers that accept and never answer holds
+    /// at most its share of the slots; another tenant's test runs meanwhile, and is done
+    /// before the first of the tarpit's probes times out.
+    #[tokio::test]
+    async fn one_tenants_tarpit_does_not_hold_every_probe_slot() {
+        let tarpit = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tarpit_port = tarpit.local_addr().unwrap().port();
+        let _held = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = tarpit.accept().await {
+                held.push(socket);
+            }
+        });
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed_port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let (policy, errors) = EndpointPolicy::compile(
+            &crate::api::EndpointPolicySpec {
+                allow_loopback: true,
+                ..Default::default()
+            },
+            &crate::config::FieldPath::new("policy"),
+        );
+        assert!(errors.is_empty());
+        let mcp = |port: u16| Candidate::Mcp {
+            spec: serde_json::from_value(
+                serde_json::json!({"url": format!("http://127.0.0.1:{port}/mcp")}),
+            )
+            .unwrap(),
+            credentials: crate::config::McpCredentials::default(),
+        };
+        let prober = Prober::new(4);
+        let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tarpits = Vec::new();
+        for i in 0..12 {
+            let (prober, policy, finished, candidate) = (
+                prober.clone(),
+                policy.clone(),
+                finished.clone(),
+                mcp(tarpit_port),
+            );
+            tarpits.push(tokio::spawn(async move {
+                let result = prober
+                    .test(
+                        &policy,
+                        "evil",
+                        &format!("mcpServers.t{i}"),
+                        &candidate,
+                        Duration::from_secs(3),
+                    )
+                    .await;
+                finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                result
+            }));
+        }
+        // Let the tarpit's probes take their slots.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let other = prober
+            .test(
+                &policy,
+                "acme",
+                "aiMcpServer",
+                &mcp(closed_port),
+                Duration::from_secs(3),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(other.reason(), "Unreachable", "{other}");
+        assert_eq!(
+            finished.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "acme's test waited for the tarpit's probes"
+        );
+        for t in tarpits.drain(..3) {
+            assert_eq!(t.await.unwrap().unwrap_err().reason(), "Timeout");
+        }
+        for t in tarpits {
+            t.abort();
+        }
     }
 }
