@@ -314,6 +314,34 @@ async fn only_the_controller_changes_the_mcp_columns() {
             .await
             .unwrap_err(),
         );
+        // Issue 27, item 6: nor may it delete the row (and insert it again empty), or
+        // empty the table past row-level security.
+        sqlx::query("SET app.tenant_id = 'acme'")
+            .execute(&mut session)
+            .await
+            .unwrap();
+        for attack in [
+            "DELETE FROM tenant_configs WHERE tenant_id = 'acme'",
+            "TRUNCATE tenant_configs",
+        ] {
+            let e = sqlx::raw_sql(attack)
+                .execute(&mut session)
+                .await
+                .unwrap_err();
+            let code = e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .map(|c| c.to_string());
+            assert_eq!(code.as_deref(), Some("42501"), "{attack}: {e}");
+            // The owner may truncate as far as privileges go: only the guard stops it.
+            if url == &db.owner_url || attack.starts_with("DELETE") {
+                assert!(e.to_string().contains("mirror document"), "{attack}: {e}");
+            }
+        }
+        sqlx::query("SET app.tenant_id = 'globex'")
+            .execute(&mut session)
+            .await
+            .unwrap();
         sqlx::query("INSERT INTO tenant_configs (tenant_id) VALUES ('globex')")
             .execute(&mut session)
             .await
