@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use kube::api::{Api, PostParams};
-use serde_json::json;
+use serde_json::{Value, json};
 use tenant_mcp::api::TenantMcpConfig;
 use tenant_mcp_e2e::harness::wait_for;
 use tenant_mcp_e2e::mcp_admin::{call, claims, sign};
@@ -400,26 +400,112 @@ async fn each_identity_can_do_its_job_and_no_more() {
     );
     let role = |name: &str, resource: &str, verb: &str| {
         serde_json::from_value::<k8s_openapi::api::rbac::v1::Role>(json!({
-            "metadata": {"name": name},
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "tenant-mcp"}},
             "rules": [{"apiGroups": [""], "resources": [resource], "verbs": [verb],
                        "resourceNames": ["acme-postgres-0123456789"]}]
         }))
         .unwrap()
     };
     as_controller
-        .create(&PostParams::default(), &role("readers", "secrets", "get"))
+        .create(
+            &PostParams::default(),
+            &role("tenant-mcp-snapshots-readers", "secrets", "get"),
+        )
         .await
         .unwrap();
     let escalation = as_controller
         .create(
             &PostParams::default(),
-            &role("escalation", "pods", "delete"),
+            &role("tenant-mcp-snapshots-escalation", "pods", "delete"),
         )
         .await
         .unwrap_err();
     assert!(
         matches!(&escalation, kube::Error::Api(s) if s.code == 403 && s.message.contains("escalat")),
         "{escalation}"
+    );
+
+    // Issue 27, item 8 (threat model: a compromised controller pod): what RBAC alone allows it
+    // — granting what it holds (every Secret's `get`) to anyone, in any namespace, or changing
+    // Roles it did not make — the chart's ValidatingAdmissionPolicy refuses.
+    let controller_client = w.client(Identity::Controller).await;
+    let binding = |name: &str, role: &str, subject: Value| {
+        serde_json::from_value::<k8s_openapi::api::rbac::v1::RoleBinding>(json!({
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "tenant-mcp"}},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+            "subjects": [subject]
+        }))
+        .unwrap()
+    };
+    let app = json!({"kind": "ServiceAccount", "name": "rag-api", "namespace": "rag"});
+    let alice = json!({"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "alice"});
+    let bindings = Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(
+        controller_client.clone(),
+        "tenant-acme",
+    );
+    let mut every_secret = role("tenant-mcp-snapshots-all", "secrets", "get");
+    every_secret.rules.as_mut().unwrap()[0].resource_names = None;
+    let mut unlabelled = role("tenant-mcp-snapshots-x", "secrets", "get");
+    unlabelled.metadata.labels = None;
+    let refused_roles = [
+        role("readers", "secrets", "get"),
+        unlabelled,
+        every_secret,
+        role("tenant-mcp-snapshots-list", "secrets", "list"),
+    ];
+    for bad in refused_roles {
+        let name = bad.metadata.name.clone().unwrap();
+        let err = as_controller
+            .create(&PostParams::default(), &bad)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, kube::Error::Api(s) if s.code == 403 || s.code == 422)
+                && err.to_string().contains("controller-rbac-writes"),
+            "Role {name}: {err}"
+        );
+    }
+    for (name, role_name, subject) in [
+        (
+            "tenant-mcp-snapshots-readers",
+            "tenant-mcp-snapshots-readers",
+            alice.clone(),
+        ),
+        (
+            "tenant-mcp-snapshots-other",
+            "tenant-mcp-snapshots-readers",
+            app.clone(),
+        ),
+        ("app-binding", "tenant-mcp-snapshots-readers", app.clone()),
+    ] {
+        let err = bindings
+            .create(&PostParams::default(), &binding(name, role_name, subject))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("controller-rbac-writes"),
+            "RoleBinding {name} of {role_name}: {err}"
+        );
+    }
+    bindings
+        .create(
+            &PostParams::default(),
+            &binding(
+                "tenant-mcp-snapshots-readers",
+                "tenant-mcp-snapshots-readers",
+                app,
+            ),
+        )
+        .await
+        .unwrap();
+    // Roles it did not make stay out of its reach, in any namespace.
+    let leader = Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(controller_client, NS)
+        .delete("t-tenant-mcp-leader-election", &Default::default())
+        .await
+        .unwrap_err();
+    assert!(
+        leader.to_string().contains("controller-rbac-writes"),
+        "{leader}"
     );
 
     // A tenant admin's kubectl is refused in another tenant's namespace.

@@ -49,10 +49,23 @@ impl std::str::FromStr for ServiceAccount {
     }
 }
 
-/// The name of the reader Role and RoleBinding of config `name`.
+/// The longest config name kept whole in [`object_name`].
+const WHOLE_NAME: usize = 200;
+
+/// The name of the reader Role and RoleBinding of config `config`: the config's name when it
+/// is at most 200 characters; else its first 200 and 16 hex digits of the SHA-256 of the whole
+/// (an object name holds 253). Distinct configs get distinct names: two long names that share
+/// their first 200 characters differ in the hash, and a hashed name is longer than any kept
+/// whole, so deleting one config's Role never removes another's.
 pub fn object_name(config: &str) -> String {
-    let config: String = config.chars().take(200).collect();
-    format!("tenant-mcp-snapshots-{config}")
+    use sha2::{Digest as _, Sha256};
+    if config.len() <= WHOLE_NAME {
+        return format!("tenant-mcp-snapshots-{config}");
+    }
+    // Object names are ASCII, so this is a character boundary.
+    let prefix = config.get(..WHOLE_NAME).unwrap_or(config);
+    let digest = hex::encode(Sha256::digest(config.as_bytes()));
+    format!("tenant-mcp-snapshots-{prefix}-{}", &digest[..16])
 }
 
 /// The Role that lets `readers` get exactly `snapshots` of `config`, and its RoleBinding.
@@ -165,6 +178,29 @@ mod tests {
     fn without_snapshots_the_role_grants_nothing() {
         let (role, _) = objects(&config(), &BTreeSet::new(), &readers());
         assert_eq!(role.rules, Some(Vec::new()));
+    }
+
+    /// Issue 27, item 8: configs whose names share their first 200 characters got one Role,
+    /// and deleting either removed the other's for good.
+    #[test]
+    fn long_config_names_sharing_a_prefix_get_their_own_roles() {
+        // Config names are DNS subdomains: labels of at most 63 characters.
+        let prefix = vec!["a".repeat(50); 4].join(".");
+        let names = [
+            "acme".to_owned(),
+            prefix.clone(),
+            format!("{prefix}b"),
+            format!("{prefix}c"),
+            format!("{prefix}.{}", "d".repeat(40)),
+        ];
+        let objects: BTreeSet<String> = names.iter().map(|n| object_name(n)).collect();
+        assert_eq!(objects.len(), names.len(), "{objects:#?}");
+        for (name, object) in names.iter().map(|n| (n, object_name(n))) {
+            // RBAC object names are path segments: no '/' or '%'; the API's limit is 253.
+            assert!(object.len() <= 253, "{name}: {}", object.len());
+            assert!(!object.contains(['/', '%']), "{object}");
+        }
+        assert_eq!(object_name("acme"), "tenant-mcp-snapshots-acme");
     }
 
     #[test]
