@@ -804,3 +804,105 @@ async fn reconciles_on_a_stale_cache_promote_once_and_mirror_what_status_says() 
         "the mirror names status.active's snapshot"
     );
 }
+
+/// Issue 27, item 9 (threat model: the mirror must never point a tenant at endpoints it is no
+/// longer served): when acme's namespace stops being bound to acme, clients fall back to the
+/// global servers at once; the mirror row must not keep the old endpoints. And a config that
+/// never served (a second one claiming acme in an unbound namespace) must not clear the row
+/// the serving config wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_that_stops_serving_clears_its_mirror_row_and_only_its_own() {
+    let World {
+        dir,
+        cluster,
+        pg,
+        tenant_db,
+        mirror,
+        ns,
+    } = World::start("acme-pass-1").await;
+    let config = |ns: &str| {
+        format!(
+            "{}---\napiVersion: tenantmcp.dev/v1alpha1\nkind: TenantMcpConfig\nmetadata: {{name: acme, namespace: {ns}}}\nspec:\n  tenantId: acme\n  servers:\n    postgres: {{host: 127.0.0.1, port: {port}, database: {tenant_db}, sslMode: disable, credentialsSecretRef: {{name: acme-pg}}}}\n",
+            secret_yaml(
+                ns,
+                "acme-pg",
+                &[("username", "acme_app"), ("password", "acme-pass-1")]
+            ),
+            port = pg.port()
+        )
+    };
+    let keys = write_keys(dir.path());
+    let _controller = start_controller(
+        &cluster,
+        dir.path(),
+        "solo",
+        &ns,
+        Some((&mirror.controller_url, &keys)),
+    );
+    let pool = sqlx::PgPool::connect(&mirror.admin_url).await.unwrap();
+    let row = async || -> Option<String> {
+        sqlx::query_scalar(
+            "SELECT mcp_server_config #>> '{source,namespace}' FROM tenant_configs WHERE tenant_id = 'acme'",
+        )
+        .fetch_optional(&pool)
+        .await
+        .unwrap()
+        .flatten()
+    };
+    cluster.kubectl_stdin(&["apply", "-f", "-"], &config(&ns));
+    let api: Api<TenantMcpConfig> = Api::namespaced(cluster.client(), &ns);
+    wait_for("acme mirrored", Duration::from_secs(60), async || {
+        (row().await.as_deref() == Some(ns.as_str())).then_some(())
+    })
+    .await;
+
+    // A second config claiming acme where nothing binds it: refused, and the row stays.
+    let other = cluster.namespace("other").await.unwrap();
+    cluster.kubectl_stdin(&["apply", "-f", "-"], &config(&other));
+    let others: Api<TenantMcpConfig> = Api::namespaced(cluster.client(), &other);
+    wait_for(
+        "the impostor refused",
+        Duration::from_secs(30),
+        async || {
+            let s = status(&others, "acme").await;
+            (condition(&s, "Ready").is_some_and(|(_, r)| r == "TenantNotBound")).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        row().await.as_deref(),
+        Some(ns.as_str()),
+        "the impostor cleared acme's row"
+    );
+
+    // acme's namespace unbound: the config stops serving, and its row goes.
+    cluster.kubectl_ok(&["label", "namespace", &ns, "tenantmcp.dev/tenant-"]);
+    wait_for("the row cleared", Duration::from_secs(30), async || {
+        row().await.is_none().then_some(())
+    })
+    .await;
+    wait_for(
+        "Mirrored gone from status",
+        Duration::from_secs(30),
+        async || {
+            let s = status(&api, "acme").await;
+            condition(&s, "Mirrored").is_none().then_some(())
+        },
+    )
+    .await;
+    let version: Option<i64> = sqlx::query_scalar(
+        "SELECT mcp_config_version FROM tenant_configs WHERE tenant_id = 'acme'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(version.is_some(), "the row keeps its version");
+
+    // Bound again: it serves, and mirrors again.
+    cluster.kubectl_ok(&["label", "namespace", &ns, "tenantmcp.dev/tenant=acme"]);
+    wait_for("acme mirrored again", Duration::from_secs(60), async || {
+        (row().await.as_deref() == Some(ns.as_str())).then_some(())
+    })
+    .await;
+}

@@ -630,12 +630,41 @@ async fn promote(
     Ok(())
 }
 
-/// Mirror: the served (or disabled) config's row; losers and unbound configs leave the
-/// tenant's row alone.
+/// Mirror: the served (or disabled) config's row. A config that stopped serving (unbound, or
+/// the loser of a conflict) and had mirrored clears the tenant's row if the row is still its
+/// own, and otherwise leaves it alone.
 async fn mirror_phase(
     run: &mut Run<'_>,
     ctx: &Context,
 ) -> Result<Option<Result<(), Failure>>, Error> {
+    if let (Some(writer), Gate::NotBound(_) | Gate::Conflict(_)) = (&ctx.mirror, &run.gate) {
+        ctx.metrics.mirror_released(&run.id);
+        let mirrored_before = run
+            .previous
+            .conditions
+            .iter()
+            .any(|c| c.type_ == conditions::MIRRORED);
+        if !mirrored_before {
+            return Ok(None);
+        }
+        fence(ctx)?;
+        let source = crate::mirror::document::ConfigSource {
+            namespace: run.ns.clone(),
+            name: run.config.name_any(),
+        };
+        // Cleared (or someone else's): the Mirrored condition goes. Failed: it says why, and
+        // the release is tried again.
+        return Ok(
+            match writer.release(&run.config.spec.tenant_id, &source).await {
+                Ok(_) => None,
+                Err(e) => Some(Err(Failure::new(
+                    e.reason(),
+                    e.to_string(),
+                    e.is_retryable(),
+                ))),
+            },
+        );
+    }
     let (Some(writer), Gate::Served | Gate::Disabled(_)) = (&ctx.mirror, &run.gate) else {
         ctx.metrics.mirror_released(&run.id);
         return Ok(None);

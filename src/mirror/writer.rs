@@ -331,6 +331,46 @@ impl MirrorWriter {
         Ok(outcome)
     }
 
+    /// Clears the tenant's document if config `source` wrote it: a config that stopped
+    /// serving (its namespace unbound, another config winning the tenant) must not leave its
+    /// endpoints in the row while clients have already gone back to the global servers. The
+    /// row's version stays, so the config that serves next is not refused as older; a document
+    /// another config wrote is left alone.
+    pub async fn release(
+        &self,
+        tenant: &str,
+        source: &super::document::ConfigSource,
+    ) -> Result<WriteOutcome, MirrorError> {
+        let param = self.param().await?;
+        let action = || {
+            format!(
+                "releasing tenant {tenant:?} from {}/{}",
+                source.namespace, source.name
+            )
+        };
+        let source = serde_json::to_value(source).map_err(|e| MirrorError::Corrupt {
+            tenant: tenant.to_owned(),
+            problem: e.to_string(),
+        })?;
+        let cleared = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE tenant_configs
+                SET mcp_server_config = NULL, mcp_config_updated_at = now()
+              WHERE tenant_id = {param}
+                AND mcp_server_config IS NOT NULL
+                AND mcp_server_config -> 'source' = $2"
+        )))
+        .bind(tenant)
+        .bind(source)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| connect_or_query(action(), e))?;
+        Ok(if cleared.rows_affected() > 0 {
+            WriteOutcome::Removed
+        } else {
+            WriteOutcome::NothingToRemove
+        })
+    }
+
     /// The tenant's document, opened, or `None` when the tenant has none.
     pub async fn read(&self, tenant: &str) -> Result<Option<MirrorRow>, MirrorError> {
         let param = self.param().await?;
