@@ -940,3 +940,223 @@ async fn stored_credentials_never_follow_an_endpoint_change() {
         "the password went out in cleartext"
     );
 }
+
+/// Issue 27, item 4. Threat model, tenant admin: "never reach another tenant's credentials".
+/// Under `allowUnboundNamespaces` two tenants' configs share a namespace, so acme's admin can
+/// name globex's Secret: by update, by test, or as the target of new credentials. None of them
+/// makes the server read or write a Secret acme could not name through `register` (which
+/// places configs in bound namespaces only): a reference to a Secret acme's stored config does
+/// not use is a move, which needs credentials in the call, and the tool writes only Secrets it
+/// made for the caller's own config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_use_another_tenants_secret_in_a_shared_namespace() {
+    let w = world().await;
+    let (acme, globex, url) = (&w.acme, &w.globex, &w.server.url);
+    tenant_mcp_e2e::harness::create_global_config(
+        &w.client,
+        json!({"allowUnboundNamespaces": true, "endpointPolicy": {"allowLoopback": true}}),
+    )
+    .await
+    .unwrap();
+    let shared = format!("shared-{acme}");
+    tenant_mcp_e2e::harness::create_namespace(&w.client, &shared, None)
+        .await
+        .unwrap();
+    let (globex_pg, trap) = (Trap::start().await, Trap::start().await);
+    let pg = |port: u16, secret: &str| {
+        json!({"host": "127.0.0.1", "port": port, "sslMode": "disable", "database": "rag",
+               "credentialsSecretRef": {"name": secret}})
+    };
+    let acme_admin = token(&["tenant_admin"], Some(acme));
+    // The tools place configs in bound namespaces only: these come from GitOps.
+    let secrets = Api::<Secret>::namespaced(w.client.clone(), &shared);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "globex-pg"},
+        "stringData": {"username": "globex", "password": "globex-stored-pw"}}))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let configs = Api::<TenantMcpConfig>::namespaced(w.client.clone(), &shared);
+    for (name, tenant, servers) in [
+        (
+            "globex",
+            globex,
+            json!({"postgres": pg(globex_pg.port, "globex-pg")}),
+        ),
+        (
+            "acme",
+            acme,
+            json!({"aiMcpServer": {"url": format!("http://127.0.0.1:{}/mcp", trap.port)}}),
+        ),
+    ] {
+        let config: TenantMcpConfig = serde_json::from_value(json!({
+            "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "TenantMcpConfig",
+            "metadata": {"name": name},
+            "spec": {"tenantId": tenant, "servers": servers}}))
+        .unwrap();
+        configs
+            .create(&PostParams::default(), &config)
+            .await
+            .unwrap();
+    }
+    let stored = secrets
+        .get("globex-pg")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+
+    // Globex's Secret behind acme's server, and behind globex's own endpoint: both moves.
+    for (what, postgres) in [
+        ("a server of acme's choosing", pg(trap.port, "globex-pg")),
+        ("globex's own endpoint", pg(globex_pg.port, "globex-pg")),
+    ] {
+        let err = call(
+            url,
+            &acme_admin,
+            "rag_update_tenant_mcp_config",
+            json!({"tenantId": acme, "servers": {"postgres": postgres.clone()}}),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            err.paths(),
+            ["credentials.postgres"],
+            "update, {what}: {err}"
+        );
+        let tested = call(
+            url,
+            &acme_admin,
+            "rag_test_tenant_mcp_config",
+            json!({"tenantId": acme, "servers": {"postgres": postgres}}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(tested["passed"], false, "test, {what}: {tested}");
+        assert_eq!(
+            tested["problems"][0]["path"], "credentials.postgres",
+            "test, {what}: {tested}"
+        );
+    }
+    // Credentials of acme's own into globex's Secret: refused, the Secret untouched.
+    let err = call(
+        url,
+        &acme_admin,
+        "rag_update_tenant_mcp_config",
+        json!({"tenantId": acme, "connectionTest": false,
+               "servers": {"postgres": pg(trap.port, "globex-pg")},
+               "credentials": {"postgres": {"username": "acme", "password": "overwrite"}}}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.reason(), "Invalid", "{err}");
+    assert!(
+        err.paths().iter().any(|p| p.starts_with("credentials")),
+        "{err}"
+    );
+    assert_eq!(
+        secrets
+            .get("globex-pg")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        stored,
+        "globex's Secret was written"
+    );
+    assert!(
+        !trap.received("globex-stored-pw") && !globex_pg.received("globex-stored-pw"),
+        "globex's password was sent"
+    );
+    assert!(
+        globex_pg.is_untouched(),
+        "acme's calls reached globex's Postgres"
+    );
+}
+
+/// Issue 27, item 5. Threat model, tenant admin: "never degrade another tenant's service".
+/// Acme's admin connection-tests a config of MCP servers that accept and never answer (a
+/// tarpit) with the longest timeout; globex's test, started while acme's probes hang, still gets
+/// a probe slot and its answer. With one global semaphore acme's probes held every slot (8 in
+/// this server), and globex's test waited until acme's timed out — after acme's call ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenants_tarpit_does_not_hold_up_another_tenants_connection_test() {
+    let w = world().await;
+    let (acme, globex, url) = (&w.acme, &w.globex, &w.server.url);
+    tenant_mcp_e2e::harness::create_global_config(
+        &w.client,
+        json!({"endpointPolicy": {"allowLoopback": true}}),
+    )
+    .await
+    .unwrap();
+    let tarpit = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tarpit_port = tarpit.local_addr().unwrap().port();
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = tarpit.accept().await {
+            held.push(socket);
+            let _ = accepted_tx.send(());
+        }
+    });
+    let servers: Vec<Value> = (0..12)
+        .map(|i| {
+            json!({"name": format!("tarpit{i}"), "timeoutSeconds": 600,
+                   "url": format!("http://127.0.0.1:{tarpit_port}/mcp")})
+        })
+        .collect();
+    let load = tokio::spawn({
+        let (url, acme) = (url.clone(), acme.clone());
+        async move {
+            call(
+                &url,
+                &token(&["tenant_admin"], Some(&acme)),
+                "rag_test_tenant_mcp_config",
+                json!({"tenantId": acme, "servers": {"mcpServers": servers},
+                       "validation": {"connectTimeoutSeconds": 60}}),
+            )
+            .await
+        }
+    });
+    // Acme's probes are hanging in the tarpit; give the rest of them time to take slots.
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), accepted.recv()).await;
+    if first.is_err() {
+        load.abort();
+        panic!("no probe of acme's reached the tarpit: {:?}", load.await);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let answering = Trap::start().await;
+    let tested = call(
+        url,
+        &token(&["tenant_admin"], Some(globex)),
+        "rag_test_tenant_mcp_config",
+        json!({"tenantId": globex, "servers": {"aiMcpServer": {
+                   "url": format!("http://127.0.0.1:{}/mcp", answering.port),
+                   "bearerTokenSecretRef": {"name": "ai", "key": "token"}}},
+               "credentials": {"aiMcpServer": {"bearerToken": "globex-token"}}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        tested["connectionTests"][0]["reason"], "AuthFailed",
+        "globex's server was not asked: {tested}"
+    );
+    assert!(answering.received("globex-token"));
+    assert!(
+        !load.is_finished(),
+        "acme's tarpit test ended before globex's test got a slot"
+    );
+    let mut hanging = 1;
+    while accepted.try_recv().is_ok() {
+        hanging += 1;
+    }
+    assert!(
+        hanging <= 8 / 4,
+        "acme held {hanging} of the 8 probe slots at once"
+    );
+    load.abort();
+    holder.abort();
+}

@@ -45,23 +45,21 @@ impl Default for Limits {
 /// and cannot starve a known one.
 pub const MAX_TRACKED: usize = 10_000;
 
-/// The overflow bucket's key (no subject or tenant can produce it: they never start with a
-/// NUL byte).
+/// The overflow bucket's key (no caller's key can be it: those are JSON arrays).
 const OVERFLOW: &str = "\0overflow";
 
-/// A caller's key in the rate limiter: its token's `sub`, or for a token without one its tenant
-/// claim and roles, so tokens without `sub` share a bucket only with tokens of the same tenant
-/// and roles, not with every other such token.
+/// A caller's key in the rate limiter: its token's `sub` and tenant claim, so one subject acting
+/// for many tenants (a shared service identity) gets a bucket per tenant and one tenant's burst
+/// cannot use up another's; for a token without `sub`, its tenant claim and roles, so such tokens
+/// share a bucket only with tokens of the same tenant and roles. The parts are JSON-encoded, so
+/// no subject can spell another caller's key.
 pub fn rate_key(caller: &Caller) -> String {
+    let tenant = caller.tenant.as_deref();
     if !caller.subject.is_empty() {
-        return format!("sub:{}", caller.subject);
+        return serde_json::json!(["sub", caller.subject, tenant]).to_string();
     }
     let roles: Vec<&str> = caller.roles.iter().map(|r| r.as_str()).collect();
-    format!(
-        "tenant:{} roles:{}",
-        caller.tenant.as_deref().unwrap_or("-"),
-        roles.join(",")
-    )
+    serde_json::json!(["roles", roles, tenant]).to_string()
 }
 
 /// A token bucket per caller: `governor`'s keyed GCRA limiter, with the bound on remembered
@@ -248,7 +246,7 @@ mod tests {
     }
 
     #[test]
-    fn tokens_without_a_subject_share_a_bucket_only_within_their_tenant_and_roles() {
+    fn callers_share_a_bucket_only_within_their_subject_and_tenant() {
         let caller = |sub: &str, tenant: Option<&str>, role: Role| Caller {
             subject: sub.to_owned(),
             tenant: tenant.map(str::to_owned),
@@ -260,13 +258,22 @@ mod tests {
         assert_ne!(acme, globex);
         assert_ne!(acme, uber);
         assert_eq!(acme, rate_key(&caller("", Some("acme"), Role::TenantAdmin)));
-        // A subject is the key on its own, and never equals a subject-less key.
+        // A subject's key is its own per tenant (issue 27, item 5), whatever its roles, and
+        // never equals a subject-less key, nor another subject's however it is spelled.
         let alice = rate_key(&caller("alice", Some("acme"), Role::TenantAdmin));
         assert_eq!(
             alice,
-            rate_key(&caller("alice", Some("globex"), Role::UberAdmin))
+            rate_key(&caller("alice", Some("acme"), Role::UberAdmin))
+        );
+        assert_ne!(
+            alice,
+            rate_key(&caller("alice", Some("globex"), Role::TenantAdmin))
         );
         assert_ne!(alice, acme);
+        assert_ne!(
+            rate_key(&caller("a\",\"acme", None, Role::UberAdmin)),
+            rate_key(&caller("a", Some("acme"), Role::UberAdmin))
+        );
 
         let (limiter, _) = limiter(60, 1);
         limiter.check(&acme).unwrap();
