@@ -164,3 +164,74 @@ async fn snapshots_are_read_for_every_tenant_late_ones_on_a_retry_and_never_from
     assert!(not_visible(forged));
     clients.shutdown().await;
 }
+
+/// Issue 27, item 7. Threat model, namespace admin: "never make an application use credentials
+/// the controller did not test". The admin deletes a snapshot (immutable, so it cannot be
+/// edited) and recreates it under the same name, type and owner reference with credentials of
+/// their own. `status.active` recorded the snapshot's uid, so a new client — a pod started
+/// after the swap — refuses the recreated Secret instead of taking it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_recreated_under_its_name_is_refused_by_a_new_client() {
+    tenant_mcp_e2e::stack::install_crypto_provider();
+    let cluster = Cluster::start().await.unwrap();
+    cluster.install_crds().await.unwrap();
+    let client = cluster.client();
+    create_global_config(
+        &client,
+        serde_json::json!({"endpointPolicy": {"allowLoopback": true}}),
+    )
+    .await
+    .unwrap();
+    let t = "swapped";
+    let owner = promoted_config(&client, t).await;
+    snapshot(&client, t, Some(&owner)).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), t);
+    let genuine = secrets.get("snap").await.unwrap().metadata.uid.unwrap();
+    Api::<TenantMcpConfig>::namespaced(client.clone(), t)
+        .patch_status(
+            "config",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"active": {"postgres": {
+                "snapshotUid": genuine}}}})),
+        )
+        .await
+        .unwrap();
+    let settings = || ClientSettings {
+        sync_timeout: Duration::from_secs(30),
+        ..ClientSettings::default()
+    };
+    let before = TenantClients::from_kube(client.clone(), settings())
+        .await
+        .unwrap();
+    assert_eq!(username(&before, t).unwrap(), format!("user-{t}"));
+    before.shutdown().await;
+
+    secrets.delete("snap", &Default::default()).await.unwrap();
+    let mut forged: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "snap", "namespace": t, "ownerReferences": [{
+            "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "TenantMcpConfig",
+            "name": "config", "uid": owner, "controller": true}]},
+        "type": SNAPSHOT_TYPE, "immutable": true,
+        "stringData": {"username": "attacker", "password": "attackers-own"}
+    }))
+    .unwrap();
+    forged = secrets
+        .create(&PostParams::default(), &forged)
+        .await
+        .unwrap();
+    assert_ne!(forged.metadata.uid.as_deref(), Some(genuine.as_str()));
+
+    let after = TenantClients::from_kube(client.clone(), settings())
+        .await
+        .unwrap();
+    match username(&after, t) {
+        Err(ClientError::Unavailable {
+            reason, message, ..
+        }) => {
+            assert_eq!(reason, "SnapshotReplaced", "{message}");
+            assert!(message.contains("recreated"), "{message}");
+        }
+        other => panic!("the recreated snapshot was not refused: {other:?}"),
+    }
+    after.shutdown().await;
+}

@@ -906,3 +906,124 @@ async fn a_config_that_stops_serving_clears_its_mirror_row_and_only_its_own() {
     })
     .await;
 }
+
+/// Issue 27, item 7. Threat model, namespace admin: "never make an application use credentials
+/// the controller did not test". The admin deletes acme's snapshot and recreates it under its
+/// name, type and owner reference with a password of their own. The controller takes the
+/// recreated Secret for a missing snapshot (its uid is not the one `status.active` recorded):
+/// it checks the server again with the config's own Secret, freezes the credentials in a new
+/// snapshot, and mirrors that one; the forged password never reaches the mirror.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_recreated_under_its_name_is_replaced_not_mirrored() {
+    let World {
+        dir,
+        cluster,
+        pg,
+        tenant_db,
+        mirror,
+        ns,
+    } = World::start("acme-pass-1").await;
+    let keys = write_keys(dir.path());
+    let _controller = start_controller(
+        &cluster,
+        dir.path(),
+        "solo",
+        &ns,
+        Some((&mirror.controller_url, &keys)),
+    );
+    cluster.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            "{}---\napiVersion: tenantmcp.dev/v1alpha1\nkind: TenantMcpConfig\nmetadata: {{name: acme, namespace: {ns}}}\nspec:\n  tenantId: acme\n  servers:\n    postgres: {{host: 127.0.0.1, port: {port}, database: {tenant_db}, sslMode: disable, credentialsSecretRef: {{name: acme-pg}}}}\n",
+            secret_yaml(
+                &ns,
+                "acme-pg",
+                &[("username", "acme_app"), ("password", "acme-pass-1")]
+            ),
+            port = pg.port()
+        ),
+    );
+    let api: Api<TenantMcpConfig> = Api::namespaced(cluster.client(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(cluster.client(), &ns);
+    let pool = sqlx::PgPool::connect(&mirror.admin_url).await.unwrap();
+    let mirrored = async || -> Option<String> {
+        sqlx::query_scalar(
+            "SELECT mcp_server_config #>> '{servers,postgres,snapshotSecret}' FROM tenant_configs WHERE tenant_id = 'acme'",
+        )
+        .fetch_optional(&pool)
+        .await
+        .unwrap()
+        .flatten()
+    };
+    let active = async || {
+        let s = status(&api, "acme").await;
+        s.active
+            .postgres
+            .map(|a| (a.snapshot_secret.unwrap_or_default(), a.snapshot_uid))
+    };
+    let (first, recorded) = wait_for("acme promoted", Duration::from_secs(60), async || {
+        active().await
+    })
+    .await;
+    let genuine = secrets.get(&first).await.unwrap();
+    assert_eq!(
+        recorded, genuine.metadata.uid,
+        "status.active records the snapshot's uid"
+    );
+    wait_for("acme mirrored", Duration::from_secs(60), async || {
+        (mirrored().await.as_deref() == Some(first.as_str())).then_some(())
+    })
+    .await;
+
+    let mut forged = genuine.clone();
+    forged.metadata = kube::api::ObjectMeta {
+        name: genuine.metadata.name.clone(),
+        namespace: genuine.metadata.namespace.clone(),
+        labels: genuine.metadata.labels.clone(),
+        annotations: genuine.metadata.annotations.clone(),
+        owner_references: genuine.metadata.owner_references.clone(),
+        ..Default::default()
+    };
+    forged.data = None;
+    forged.string_data = Some(
+        [("username", "acme_app"), ("password", "attackers-own")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    );
+    secrets.delete(&first, &Default::default()).await.unwrap();
+    secrets
+        .create(&kube::api::PostParams::default(), &forged)
+        .await
+        .unwrap();
+
+    let mut found = None;
+    for _ in 0..60 {
+        found = active().await.filter(|(name, _)| *name != first);
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    if found.is_none() {
+        let s = status(&api, "acme").await;
+        panic!(
+            "no new snapshot promoted: servers {:?}, conditions {:?}",
+            s.servers, s.conditions
+        );
+    }
+    let (second, uid) = found.unwrap_or_default();
+    let made = secrets.get(&second).await.unwrap();
+    assert_eq!(uid, made.metadata.uid);
+    assert_eq!(
+        made.data.unwrap()["password"].0,
+        b"acme-pass-1",
+        "the new snapshot holds the config's own credentials"
+    );
+    wait_for(
+        "the new snapshot mirrored",
+        Duration::from_secs(60),
+        async || (mirrored().await.as_deref() == Some(second.as_str())).then_some(()),
+    )
+    .await;
+}

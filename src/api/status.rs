@@ -109,6 +109,10 @@ pub struct ActiveServer<T> {
     /// servers that need none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_secret: Option<String>,
+    /// The uid of that Secret when the controller made it: a Secret recreated under its name
+    /// has another uid, and the client and the mirror refuse it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_uid: Option<String>,
     /// Hash of `spec`, to tell configs apart without comparing them field by field.
     pub spec_hash: String,
     /// When this config was promoted.

@@ -54,6 +54,8 @@ pub struct Promoted {
     pub server: PromotedServer,
     /// The snapshot Secret's name, in the config's namespace.
     pub snapshot: Option<String>,
+    /// Its uid as the controller recorded it (none for entries promoted before uids were).
+    pub snapshot_uid: Option<String>,
 }
 
 /// The spec of a promoted server, by type.
@@ -127,7 +129,11 @@ fn promoted(active: &ActiveConfig, key: &ServerKey) -> Option<Promoted> {
         ServerSpecRef::Mcp(s) => PromotedServer::Mcp(s.clone()),
     };
     let (_, snapshot) = active::entry(active, key)?;
-    Some(Promoted { server, snapshot })
+    Some(Promoted {
+        server,
+        snapshot,
+        snapshot_uid: crate::config::candidate::active_snapshot_uid(active, key),
+    })
 }
 
 /// The reason a declared server type has no active entry, from `status.servers`.

@@ -567,14 +567,28 @@ fn active_candidate(
 ) -> Result<Candidate, Unavailable> {
     let secret = match &p.snapshot {
         None => None,
-        Some(name) => Some(snapshot(name).ok_or_else(|| Unavailable {
-            reason: "SnapshotNotVisible".to_owned(),
-            message: format!(
-                "snapshot Secret {namespace}/{name} is not visible to this client (yet): it may \
-                 still be arriving, or the client's Role cannot read Secrets labelled \
-                 app.kubernetes.io/managed-by=tenant-mcp"
-            ),
-        })?),
+        Some(name) => {
+            let found = snapshot(name).ok_or_else(|| Unavailable {
+                reason: "SnapshotNotVisible".to_owned(),
+                message: format!(
+                    "snapshot Secret {namespace}/{name} is not visible to this client (yet): it \
+                     may still be arriving, or the client's Role cannot read Secrets labelled \
+                     app.kubernetes.io/managed-by=tenant-mcp"
+                ),
+            })?;
+            if !candidate::is_recorded_snapshot(&found, p.snapshot_uid.as_deref()) {
+                return Err(Unavailable {
+                    reason: "SnapshotReplaced".to_owned(),
+                    message: format!(
+                        "snapshot Secret {namespace}/{name} is not the one the controller made \
+                         (its uid is not the one status.active recorded: it was deleted and \
+                         recreated); the controller checks the server again and writes a new \
+                         snapshot"
+                    ),
+                });
+            }
+            Some(found)
+        }
     };
     let damaged = || Unavailable {
         reason: reason::SECRET_KEY_MISSING.to_owned(),

@@ -223,7 +223,10 @@ pub fn mcp_from_snapshot(secret: &Secret) -> McpCredentials {
         ..McpCredentials::default()
     };
     for (key, value) in secret.data.iter().flatten() {
+        // The controller writes only validated names; a key it did not write (a Secret
+        // recreated under the snapshot's name) must not set a header the client manages.
         if let Some(name) = key.strip_prefix(snapshot_keys::HEADER_PREFIX)
+            && super::validate::is_settable_header(name)
             && let Ok(v) = String::from_utf8(value.0.clone())
         {
             credentials
@@ -394,6 +397,27 @@ impl Reader<'_> {
     }
 }
 
+/// Whether `secret` is the snapshot Secret an active entry recorded: the one with uid
+/// `recorded_uid`. A Secret deleted and recreated under the snapshot's name (same type, same
+/// owner reference) has another uid and is not. Entries promoted before uids were recorded
+/// carry none and match by name, as they did.
+pub fn is_recorded_snapshot(secret: &Secret, recorded_uid: Option<&str>) -> bool {
+    recorded_uid.is_none_or(|uid| secret.metadata.uid.as_deref() == Some(uid))
+}
+
+/// The uid of the snapshot Secret of the active entry of `key` in `active`, if recorded.
+pub fn active_snapshot_uid(active: &crate::api::ActiveConfig, key: &ServerKey) -> Option<String> {
+    fn pick<T>(a: &crate::api::ActiveServer<T>) -> Option<String> {
+        a.snapshot_uid.clone()
+    }
+    match key {
+        ServerKey::Postgres => active.postgres.as_ref().and_then(pick),
+        ServerKey::Minio => active.minio.as_ref().and_then(pick),
+        ServerKey::AiMcp => active.ai_mcp_server.as_ref().and_then(pick),
+        ServerKey::Mcp(name) => active.mcp_servers.get(name).and_then(pick),
+    }
+}
+
 /// The spec hash and snapshot Secret of the active entry of `key` in `active`, if any.
 pub fn active_entry(
     active: &crate::api::ActiveConfig,
@@ -407,5 +431,52 @@ pub fn active_entry(
         ServerKey::Minio => active.minio.as_ref().map(pick),
         ServerKey::AiMcp => active.ai_mcp_server.as_ref().map(pick),
         ServerKey::Mcp(name) => active.mcp_servers.get(name).map(pick),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(uid: Option<&str>, data: &[(&str, &str)]) -> Secret {
+        let mut secret = Secret::default();
+        secret.metadata.uid = uid.map(str::to_owned);
+        secret.data = Some(
+            data.iter()
+                .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        );
+        secret
+    }
+
+    /// Issue 27, item 7: a Secret recreated under a snapshot's name has another uid.
+    #[test]
+    fn only_the_recorded_snapshot_is_the_snapshot() {
+        let genuine = secret(Some("uid-1"), &[]);
+        assert!(is_recorded_snapshot(&genuine, Some("uid-1")));
+        assert!(!is_recorded_snapshot(&genuine, Some("uid-2")));
+        assert!(!is_recorded_snapshot(&secret(None, &[]), Some("uid-1")));
+        // Entries promoted before uids were recorded match by name, as before.
+        assert!(is_recorded_snapshot(&genuine, None));
+    }
+
+    /// Issue 27, item 7: `header.*` keys of a snapshot pass the same header rule as a spec's
+    /// `headers`, so a Secret the controller did not write cannot set `Host` and the like.
+    #[test]
+    fn a_snapshot_cannot_set_a_header_the_client_manages() {
+        let snap = secret(
+            None,
+            &[
+                ("bearerToken", "t"),
+                ("header.X-Team", "rag"),
+                ("header.Host", "internal.example"),
+                ("header.transfer-encoding", "chunked"),
+                ("header.Mcp-Session-Id", "stolen"),
+                ("header.Bad Name", "x"),
+            ],
+        );
+        let credentials = mcp_from_snapshot(&snap);
+        let names: Vec<&str> = credentials.headers.keys().map(String::as_str).collect();
+        assert_eq!(names, ["X-Team"]);
     }
 }

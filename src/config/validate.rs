@@ -777,6 +777,13 @@ fn check_bucket_name(bucket: &str) -> Result<(), String> {
 }
 
 /// RFC 9110 token characters: what header names are made of.
+/// Whether a config may set header `name` from a value or a Secret: an HTTP token that the
+/// MCP client does not manage itself (`Host`, `Transfer-Encoding`, …). The same rule for
+/// `headers[].name` in a spec and for the `header.*` keys of a snapshot Secret.
+pub fn is_settable_header(name: &str) -> bool {
+    is_http_token(name) && !RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str())
+}
+
 fn is_http_token(s: &str) -> bool {
     !s.is_empty()
         && s.chars()

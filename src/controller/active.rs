@@ -1,7 +1,10 @@
 //! Reading and changing `status.active` by server key: promote a tested candidate, drop server
 //! types the spec no longer declares.
 
+use std::collections::HashMap;
+
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{ActiveConfig, ActiveServer};
@@ -40,23 +43,25 @@ pub fn demote(active: &mut ActiveConfig, key: &ServerKey) -> bool {
     }
 }
 
-/// Makes `candidate` the active entry of `key`, frozen in `snapshot`.
+/// Makes `candidate` the active entry of `key`, frozen in `snapshot` (recorded by name and
+/// uid).
 pub fn promote(
     active: &mut ActiveConfig,
     key: &ServerKey,
     candidate: &Candidate,
-    snapshot: Option<String>,
+    snapshot: Option<&Secret>,
     now: Timestamp,
 ) {
     fn frozen<T: Clone>(
         spec: &T,
         candidate: &Candidate,
-        snapshot: Option<String>,
+        snapshot: Option<&Secret>,
         now: Timestamp,
     ) -> ActiveServer<T> {
         ActiveServer {
             spec: spec.clone(),
-            snapshot_secret: snapshot,
+            snapshot_secret: snapshot.and_then(|s| s.metadata.name.clone()),
+            snapshot_uid: snapshot.and_then(|s| s.metadata.uid.clone()),
             spec_hash: candidate.spec_hash(),
             promoted_at: Time(now),
         }
@@ -138,4 +143,52 @@ pub fn snapshots(active: &ActiveConfig) -> Vec<String> {
             .filter_map(|a| a.snapshot_secret.clone()),
     );
     names
+}
+
+/// Records the uid of each snapshot that an entry promoted before uids were recorded points
+/// at, from `snapshots` (by name, read and owned by this config): from then on a Secret
+/// recreated under that name is refused. Whether any entry changed.
+pub fn record_snapshot_uids(
+    active: &mut ActiveConfig,
+    snapshots: &HashMap<String, Secret>,
+) -> bool {
+    fn fill<T>(a: &mut ActiveServer<T>, snapshots: &HashMap<String, Secret>) -> bool {
+        if a.snapshot_uid.is_some() {
+            return false;
+        }
+        let uid = a
+            .snapshot_secret
+            .as_ref()
+            .and_then(|n| snapshots.get(n))
+            .and_then(|s| s.metadata.uid.clone());
+        a.snapshot_uid = uid;
+        a.snapshot_uid.is_some()
+    }
+    let mut changed = false;
+    if let Some(a) = &mut active.postgres {
+        changed |= fill(a, snapshots);
+    }
+    if let Some(a) = &mut active.minio {
+        changed |= fill(a, snapshots);
+    }
+    if let Some(a) = &mut active.ai_mcp_server {
+        changed |= fill(a, snapshots);
+    }
+    for a in active.mcp_servers.values_mut() {
+        changed |= fill(a, snapshots);
+    }
+    changed
+}
+
+/// Every snapshot Secret `active` points at, with its recorded uid.
+pub fn snapshot_refs(active: &ActiveConfig) -> Vec<(String, Option<String>)> {
+    fn pick<T>(a: &ActiveServer<T>) -> Option<(String, Option<String>)> {
+        Some((a.snapshot_secret.clone()?, a.snapshot_uid.clone()))
+    }
+    let mut refs: Vec<(String, Option<String>)> = Vec::new();
+    refs.extend(active.postgres.as_ref().and_then(pick));
+    refs.extend(active.minio.as_ref().and_then(pick));
+    refs.extend(active.ai_mcp_server.as_ref().and_then(pick));
+    refs.extend(active.mcp_servers.values().filter_map(pick));
+    refs
 }

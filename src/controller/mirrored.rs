@@ -48,17 +48,23 @@ pub fn document(
         Failure::new(
             "SnapshotMissing",
             format!(
-                "snapshot Secret {:?} is gone; the server is checked again and a new snapshot written",
+                "snapshot Secret {:?} is gone (or was recreated: its uid is not the recorded one); \
+                 the server is checked again and a new snapshot written",
                 name.as_deref().unwrap_or_default()
             ),
             true,
         )
     };
-    let snap = |name: &Option<String>| name.as_ref().and_then(|n| snapshots.get(n));
+    // Only the Secret the entry recorded: one recreated under its name counts as missing.
+    let snap = |name: &Option<String>, uid: &Option<String>| {
+        name.as_ref()
+            .and_then(|n| snapshots.get(n))
+            .filter(|s| candidate::is_recorded_snapshot(s, uid.as_deref()))
+    };
     let active = &status.active;
     let mut servers = MirrorServers::default();
     if let Some(a) = &active.postgres {
-        let creds = snap(&a.snapshot_secret)
+        let creds = snap(&a.snapshot_secret, &a.snapshot_uid)
             .and_then(candidate::postgres_from_snapshot)
             .ok_or_else(|| missing(&a.snapshot_secret))?;
         servers.postgres = Some(MirroredServer {
@@ -70,7 +76,7 @@ pub fn document(
         });
     }
     if let Some(a) = &active.minio {
-        let creds = snap(&a.snapshot_secret)
+        let creds = snap(&a.snapshot_secret, &a.snapshot_uid)
             .and_then(candidate::s3_from_snapshot)
             .ok_or_else(|| missing(&a.snapshot_secret))?;
         servers.minio = Some(MirroredServer {
@@ -85,7 +91,8 @@ pub fn document(
         let creds = match &a.snapshot_secret {
             None => Default::default(),
             Some(_) => candidate::mcp_from_snapshot(
-                snap(&a.snapshot_secret).ok_or_else(|| missing(&a.snapshot_secret))?,
+                snap(&a.snapshot_secret, &a.snapshot_uid)
+                    .ok_or_else(|| missing(&a.snapshot_secret))?,
             ),
         };
         Ok::<_, Failure>(MirroredServer {

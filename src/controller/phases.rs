@@ -132,7 +132,13 @@ pub(super) fn assess(key: &ServerKey, i: &Inputs<'_>) -> Assessment {
     };
     let last = i.status.servers.get(&key.as_string());
     let checked_as_is = last.is_some_and(|h| h.spec_hash.as_deref() == Some(&spec_hash));
-    let due = if in_sync || checked_as_is {
+    // Healthy as it is, yet not what the active entry froze: its snapshot went, or was
+    // recreated by someone else (`read_snapshots` leaves out a Secret whose uid is not the
+    // recorded one). Checked again at once, not at the next revalidation, so a new snapshot
+    // replaces it.
+    let snapshot_lost =
+        !in_sync && last.is_some_and(|h| checked_as_is && h.state == ServerState::Healthy);
+    let due = if (in_sync || checked_as_is) && !snapshot_lost {
         plan::due(
             last,
             &spec_hash,
@@ -187,7 +193,7 @@ pub(super) fn record_check(
     key: &ServerKey,
     resolved: Resolved,
     outcome: Result<Duration, Failure>,
-    snapshot: Option<String>,
+    snapshot: Option<&Secret>,
     checking: &Checking<'_>,
 ) -> Recorded {
     let Checking {
@@ -392,15 +398,16 @@ spec:
                 let name = format!("snap-{}", self.snapshots.len() + 1);
                 let mut s = snapshot::build(&self.config, &self.key, &r.candidate);
                 s.metadata.name = Some(name.clone());
-                self.snapshots.insert(name.clone(), s);
-                name
+                s.metadata.uid = Some(format!("uid-of-{name}"));
+                self.snapshots.insert(name, s.clone());
+                s
             });
             record_check(
                 &mut self.status,
                 &self.key,
                 r,
                 outcome,
-                snapshot,
+                snapshot.as_ref(),
                 &Checking {
                     policy_hash: "policy-1",
                     now: now(),
@@ -436,6 +443,29 @@ spec:
             h.message.as_deref().is_some_and(|m| m.contains("acme-pg")),
             "{h:?}"
         );
+    }
+
+    /// Issue 27, item 7: a snapshot that went, or was recreated under its name (which the
+    /// read phase leaves out), is not waited out until the next revalidation.
+    #[test]
+    fn a_lost_snapshot_is_checked_again_at_once() {
+        let mut w = World::new(true);
+        let first = w.due(now());
+        assert!(w.promote(first, Ok(Duration::from_millis(3))).promoted);
+        assert!(matches!(
+            w.assess(now()),
+            Assessment::Current { in_sync: true, .. }
+        ));
+        w.snapshots.clear();
+        let again = w.due(now());
+        assert!(!again.in_sync);
+        let recorded = w.promote(again, Ok(Duration::from_millis(3)));
+        assert!(recorded.promoted, "{recorded:?}");
+        assert_eq!(w.active_password().as_deref(), Some("one"));
+        assert!(matches!(
+            w.assess(now()),
+            Assessment::Current { in_sync: true, .. }
+        ));
     }
 
     #[test]

@@ -37,7 +37,7 @@ use super::{Error, Settings, active, readers};
 use crate::api::conditions::{self, reason};
 use crate::api::{GlobalMcpConfig, GlobalMcpConfigSpec, McpConfigStatus, TenantMcpConfig};
 use crate::config::binding::{self, Claim, Verdict};
-use crate::config::candidate::{Candidate, ServerKey};
+use crate::config::candidate::{self, Candidate, ServerKey};
 use crate::config::failure::Failure;
 use crate::config::validate::policy_failure;
 use crate::config::{EndpointPolicy, validate_tenant_spec};
@@ -499,6 +499,7 @@ async fn resolve(run: &mut Run<'_>) -> Result<Vec<(ServerKey, Resolved)>, Error>
         fetched.insert(secret.clone(), found);
     }
     read_snapshots(&run.secrets_api, &run.status, &mut run.snapshots).await?;
+    active::record_snapshot_uids(&mut run.status.active, &run.snapshots);
     let lookup = |n: &str| fetched.get(n).cloned().flatten();
     let mut due_now: Vec<(ServerKey, Resolved)> = Vec::new();
     for key in run.declared.clone() {
@@ -591,10 +592,9 @@ async fn promote(
                         e,
                     )
                 })?;
-            let name = created.name_any();
             ctx.snapshots.record(&created.metadata);
-            run.snapshots.insert(name.clone(), created);
-            Some(name)
+            run.snapshots.insert(created.name_any(), created.clone());
+            Some(created)
         } else {
             None
         };
@@ -603,7 +603,7 @@ async fn promote(
             &key,
             resolved,
             outcome,
-            snapshot,
+            snapshot.as_ref(),
             &phases::Checking {
                 policy_hash: &run.global.policy_hash,
                 now: run.now,
@@ -943,14 +943,15 @@ async fn delete_snapshot(api: &Api<Secret>, name: &str) -> Result<(), Error> {
     }
 }
 
-/// Reads the snapshot Secrets `status.active` points at into `into` (missing ones are left
-/// out: the mirror then reports them, and their servers are checked again).
+/// Reads the snapshot Secrets `status.active` points at into `into` (missing ones, and Secrets
+/// whose uid is not the recorded one, are left out: the mirror then reports them, and their
+/// servers are checked again).
 async fn read_snapshots(
     api: &Api<Secret>,
     status: &McpConfigStatus,
     into: &mut HashMap<String, Secret>,
 ) -> Result<(), Error> {
-    for snap in active::snapshots(&status.active) {
+    for (snap, uid) in active::snapshot_refs(&status.active) {
         if into.contains_key(&snap) {
             continue;
         }
@@ -958,7 +959,9 @@ async fn read_snapshots(
             .get_opt(&snap)
             .await
             .map_err(|e| Error::kube(format!("reading snapshot Secret {snap}"), e))?;
-        if let Some(found) = found {
+        // A Secret recreated under the snapshot's name is not the snapshot: as if missing,
+        // so its server is checked again and frozen in a new one.
+        if let Some(found) = found.filter(|f| candidate::is_recorded_snapshot(f, uid.as_deref())) {
             into.insert(snap, found);
         }
     }

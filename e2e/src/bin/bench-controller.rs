@@ -104,9 +104,9 @@ fn render_phases(r: &RunResult) -> String {
         .map(Duration::as_secs_f64)
         .sum();
     let mut out = format!(
-        "\nWhere the reconcile time of the {}-tenant full run went (`probe` is the connection tests' wall time):\n\n\
+        "\nWhere the reconcile time of the {}-tenant run went ({}; `probe` is the connection tests' wall time):\n\n\
 | phase | reconciles that ran it | p50 | p99 | share of all reconcile time |\n|---|---|---|---|---|\n",
-        r.tenants
+        r.tenants, r.label
     );
     for (phase, v) in &r.phases {
         let sum: f64 = v.iter().map(Duration::as_secs_f64).sum();

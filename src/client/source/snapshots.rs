@@ -33,6 +33,8 @@ const CONCURRENT_READS: usize = 16;
 /// Secrets' object metadata outweighed their credentials.
 struct Kept {
     owners: Box<[String]>,
+    /// Its uid, which `status.active` records: a Secret recreated under the name has another.
+    uid: Option<Box<str>>,
     data: BTreeMap<String, ByteString>,
 }
 
@@ -52,6 +54,7 @@ impl Kept {
         };
         Self {
             owners,
+            uid: secret.metadata.uid.map(String::into_boxed_str),
             data: secret.data.unwrap_or_default(),
         }
     }
@@ -128,6 +131,7 @@ impl Snapshots {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),
                 namespace: Some(namespace.to_owned()),
+                uid: kept.uid.as_deref().map(str::to_owned),
                 ..ObjectMeta::default()
             },
             type_: Some(crate::api::SNAPSHOT_TYPE.to_owned()),
