@@ -90,7 +90,8 @@ pub async fn silent_server() -> std::io::Result<(u16, tokio::task::JoinHandle<()
 /// and a control plane or Postgres left behind would hold CPU and memory for the rest of the
 /// suite. A shell polls once a second whether it still has the test process as its parent
 /// (when that process dies, even before it is reaped, its children are re-parented) and whether
-/// the child still runs; dropping the guard stops it.
+/// the child still runs; dropping the guard stops it. The shell leads its own process group,
+/// so killing the test's group (what cargo-nextest does at a timeout) does not kill it.
 #[derive(Debug)]
 pub struct Reaper {
     shell: Option<Child>,
@@ -99,17 +100,21 @@ pub struct Reaper {
 impl Reaper {
     /// Watches `child`, which must lead its own process group (`Command::process_group(0)`).
     pub fn watch(child: u32) -> Self {
+        use std::os::unix::process::CommandExt as _;
         let parent = std::process::id();
         let script = format!(
             "parent() {{ cut -d' ' -f4 /proc/$$/stat; }}; \
              while [ \"$(parent)\" = {parent} ] && kill -0 {child} 2>/dev/null; do sleep 1; done; \
              [ \"$(parent)\" = {parent} ] || kill -KILL -{child} 2>/dev/null"
         );
+        // A group of its own: cargo-nextest ends a timed-out test by killing the test's
+        // process group, which would take the reaper with it and leave the child running.
         let shell = Command::new("sh")
             .args(["-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .ok();
         Self { shell }
