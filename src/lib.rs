@@ -13,6 +13,7 @@
 //! - [`services`]: tenant-aware Postgres (row-level security), object storage and AI MCP.
 //! - [`watch_backoff`]: how every watch of the cluster backs off after a failure.
 
+pub mod admission;
 pub mod api;
 pub mod client;
 pub mod config;

@@ -1,0 +1,5 @@
+//! Admission: the validating webhook's decisions for `TenantMcpConfig` and `GlobalMcpConfig`
+//! writes, made by the same checks as `tenant-mcp validate` so a config the CLI refuses is
+//! refused by `kubectl apply` with the same message.
+
+pub mod review;

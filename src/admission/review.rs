@@ -1,0 +1,232 @@
+//! The admission decision for one `TenantMcpConfig` or `GlobalMcpConfig` write: the same
+//! checks `tenant-mcp validate` runs ([`check_documents`]), fed with what the API server knows
+//! instead of files — the namespace's tenant label, the stored `GlobalMcpConfig default`, the
+//! other configs that claim the tenant and the names of the Secrets that exist. One rule set:
+//! a config `validate` refuses is refused here with the same field paths and messages.
+//!
+//! Pure: the webhook server reads the cluster and hands the objects over.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+
+use crate::api::{GLOBAL_CONFIG_NAME, TENANT_LABEL};
+use crate::config::FieldErrors;
+use crate::config::decode::decode;
+use crate::config::manifest::{SourceDocument, check_documents};
+
+/// Where the objects of the cluster appear in messages (`validate` names a file there).
+const CLUSTER: &str = "the cluster";
+
+/// What the cluster holds that a decision depends on.
+#[derive(Clone, Debug)]
+pub struct Cluster<'a> {
+    /// The stored `GlobalMcpConfig default` (its endpoint policy, `allowUnboundNamespaces`),
+    /// if there is one; ignored when the object under review is that config.
+    pub global: Option<&'a Value>,
+    /// For a `TenantMcpConfig`: its namespace's `tenantmcp.dev/tenant` label (`None` when the
+    /// namespace has none).
+    pub namespace_label: Option<&'a str>,
+    /// Other `TenantMcpConfig`s claiming the same tenant, with their namespaces' labels.
+    pub rivals: Vec<(&'a Value, Option<&'a str>)>,
+    /// The Secrets that exist in the namespace the object's references point into: their
+    /// names and the keys of their data (never the values).
+    pub secrets: &'a BTreeMap<String, BTreeSet<String>>,
+}
+
+static NO_SECRETS: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+
+impl Default for Cluster<'_> {
+    fn default() -> Self {
+        Self {
+            global: None,
+            namespace_label: None,
+            rivals: Vec::new(),
+            secrets: &NO_SECRETS,
+        }
+    }
+}
+
+/// The answer to an admission request.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Verdict {
+    /// Why the write is refused; empty when it is allowed.
+    pub errors: FieldErrors,
+    /// What kubectl prints beside an allowed (or refused) write.
+    pub warnings: Vec<String>,
+}
+
+impl Verdict {
+    /// Whether the write is allowed.
+    pub fn allowed(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    /// The refusal as one line, each error as `validate` prints it (`path: message`).
+    pub fn message(&self) -> String {
+        self.errors
+            .iter()
+            .map(|e| {
+                if e.path.is_empty() {
+                    e.message.clone()
+                } else {
+                    e.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// The decision for `object` (created, or updated from `old`) given `cluster`.
+///
+/// Writes that must never be refused are allowed whatever the rules say now: an update of an
+/// object being deleted (the controller removes its finalizer) and an update that leaves the
+/// `spec` as it was (labels, annotations, finalizers) — a policy tightened since the object
+/// was stored must not block either; the controller reports such configs in their status.
+pub fn review(object: &Value, old: Option<&Value>, cluster: &Cluster<'_>) -> Verdict {
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let namespace = object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let mut documents = Vec::new();
+    let mut push = |source: &str, content: Value| {
+        let position = documents.len() + 1;
+        documents.push(SourceDocument {
+            source: source.to_owned(),
+            position,
+            content: Ok(content),
+        });
+    };
+    let reviewing_global = kind == "GlobalMcpConfig";
+    if let Some(global) = cluster.global.filter(|_| !reviewing_global) {
+        push(CLUSTER, global.clone());
+    }
+    if let (Some(ns), false) = (&namespace, reviewing_global) {
+        let mut labels = serde_json::Map::new();
+        if let Some(tenant) = cluster.namespace_label {
+            labels.insert(TENANT_LABEL.to_owned(), json!(tenant));
+        }
+        push(
+            CLUSTER,
+            json!({"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": ns, "labels": labels}}),
+        );
+    }
+    let secrets_namespace = if reviewing_global {
+        object
+            .pointer("/spec/credentialsNamespace")
+            .and_then(Value::as_str)
+            .unwrap_or(crate::api::DEFAULT_CREDENTIALS_NAMESPACE)
+            .to_owned()
+    } else {
+        namespace.clone().unwrap_or_default()
+    };
+    for (secret, keys) in cluster.secrets {
+        let data: serde_json::Map<String, Value> =
+            keys.iter().map(|k| (k.clone(), json!(""))).collect();
+        push(
+            CLUSTER,
+            json!({"apiVersion": "v1", "kind": "Secret",
+                   "metadata": {"name": secret, "namespace": secrets_namespace},
+                   "data": data}),
+        );
+    }
+    for (rival, _) in cluster.rivals.iter().filter(|(rival, label)| {
+        let same = rival.pointer("/metadata/namespace").and_then(Value::as_str)
+            == namespace.as_deref()
+            && rival.pointer("/metadata/name").and_then(Value::as_str) == Some(name);
+        !same && serves(rival, *label, cluster.global)
+    }) {
+        push(CLUSTER, (*rival).clone());
+    }
+    push("the request", object.clone());
+    let report = check_documents(&documents);
+    let Some(mine) = report.objects.last() else {
+        return Verdict::default();
+    };
+    let mut verdict = Verdict {
+        errors: mine.errors.clone(),
+        warnings: secret_warnings(object, cluster.secrets, &secrets_namespace),
+    };
+    let deleting = object.pointer("/metadata/deletionTimestamp").is_some();
+    let spec_unchanged = old.is_some_and(|o| o.get("spec") == object.get("spec"));
+    if deleting || spec_unchanged {
+        for e in std::mem::take(&mut verdict.errors).iter() {
+            verdict.warnings.push(format!(
+                "{e} (stored before this rule applied: allowed because the spec did not change)"
+            ));
+        }
+    }
+    if reviewing_global && name != GLOBAL_CONFIG_NAME {
+        verdict.warnings.push(format!(
+            "only the GlobalMcpConfig named {GLOBAL_CONFIG_NAME:?} is read; {name:?} has no effect"
+        ));
+    }
+    verdict
+}
+
+/// Whether `rival` (in a namespace labelled `label`) can serve its tenant: only such a claim
+/// makes a second config a conflict (an impostor in an unbound namespace does not).
+fn serves(rival: &Value, label: Option<&str>, global: Option<&Value>) -> bool {
+    let tenant = rival.pointer("/spec/tenantId").and_then(Value::as_str);
+    let namespace = rival
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let allow_unbound = global
+        .and_then(|g| g.pointer("/spec/allowUnboundNamespaces"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    tenant.is_some_and(|t| {
+        crate::config::binding::namespace_allows(namespace, label, t, allow_unbound).is_ok()
+    })
+}
+
+/// A warning for each Secret the object references that does not exist yet: GitOps may apply
+/// it after the config, and the controller waits for it.
+fn secret_warnings(
+    object: &Value,
+    secrets: &BTreeMap<String, BTreeSet<String>>,
+    namespace: &str,
+) -> Vec<String> {
+    let mut body = object.clone();
+    if let Some(map) = body.as_object_mut() {
+        map.remove("apiVersion");
+        map.remove("kind");
+    }
+    let servers = if object.get("kind").and_then(Value::as_str) == Some("GlobalMcpConfig") {
+        decode::<crate::api::GlobalMcpConfig>(body, &Default::default()).map(|g| g.spec.servers)
+    } else {
+        decode::<crate::api::TenantMcpConfig>(body, &Default::default()).map(|t| t.spec.servers)
+    };
+    let Ok(servers) = servers else {
+        return Vec::new();
+    };
+    servers
+        .secret_uses()
+        .into_iter()
+        .filter(|u| !secrets.contains_key(u.name))
+        .map(|u| {
+            format!(
+                "spec.servers.{}: Secret {:?} does not exist in namespace {namespace} yet; the \
+                 controller waits for it",
+                u.field, u.name
+            )
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "review_tests.rs"]
+mod tests;
