@@ -3,3 +3,5 @@
 //! refused by `kubectl apply` with the same message.
 
 pub mod review;
+pub mod server;
+pub mod tls;

@@ -191,6 +191,31 @@ fn serves(rival: &Value, label: Option<&str>, global: Option<&Value>) -> bool {
     })
 }
 
+/// The servers `object` declares, if it decodes.
+fn servers_of(object: &Value) -> Option<crate::api::ServersSpec> {
+    let mut body = object.clone();
+    if let Some(map) = body.as_object_mut() {
+        map.remove("apiVersion");
+        map.remove("kind");
+    }
+    if object.get("kind").and_then(Value::as_str) == Some("GlobalMcpConfig") {
+        decode::<crate::api::GlobalMcpConfig>(body, &Default::default())
+            .ok()
+            .map(|g| g.spec.servers)
+    } else {
+        decode::<crate::api::TenantMcpConfig>(body, &Default::default())
+            .ok()
+            .map(|t| t.spec.servers)
+    }
+}
+
+/// The names of the Secrets `object` references (what the webhook reads, keys only).
+pub fn referenced_secret_names(object: &Value) -> BTreeSet<String> {
+    servers_of(object)
+        .map(|s| s.secret_uses().iter().map(|u| u.name.to_owned()).collect())
+        .unwrap_or_default()
+}
+
 /// A warning for each Secret the object references that does not exist yet: GitOps may apply
 /// it after the config, and the controller waits for it.
 fn secret_warnings(
@@ -198,17 +223,7 @@ fn secret_warnings(
     secrets: &BTreeMap<String, BTreeSet<String>>,
     namespace: &str,
 ) -> Vec<String> {
-    let mut body = object.clone();
-    if let Some(map) = body.as_object_mut() {
-        map.remove("apiVersion");
-        map.remove("kind");
-    }
-    let servers = if object.get("kind").and_then(Value::as_str) == Some("GlobalMcpConfig") {
-        decode::<crate::api::GlobalMcpConfig>(body, &Default::default()).map(|g| g.spec.servers)
-    } else {
-        decode::<crate::api::TenantMcpConfig>(body, &Default::default()).map(|t| t.spec.servers)
-    };
-    let Ok(servers) = servers else {
+    let Some(servers) = servers_of(object) else {
         return Vec::new();
     };
     servers

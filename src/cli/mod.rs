@@ -11,6 +11,7 @@ mod migrate;
 mod mirror;
 mod token;
 mod validate;
+mod webhook;
 
 use std::process::ExitCode;
 
@@ -77,6 +78,9 @@ pub enum Command {
     /// Where a tenant's requests go right now for each server type, and why (the client
     /// library's own routing): exit 0 when served, 1 when unavailable.
     Route(inspect::RouteArgs),
+    /// Serve the validating admission webhook (HTTPS, `/validate`): refuses at `kubectl apply`
+    /// what `validate` refuses, with the same messages.
+    Webhook(webhook::WebhookArgs),
 }
 
 /// Sets up `tracing` on stderr.
@@ -102,6 +106,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(args) => keys::run(&args),
         Command::Mirror(args) => mirror::run(&args),
         Command::McpServer(args) => mcp_server::run(&args),
+        Command::Webhook(args) => webhook::run(&args),
         Command::Token(args) => token::run(&args),
         Command::Status(args) => inspect::run_status(&args),
         Command::Route(args) => inspect::run_route(&args),
