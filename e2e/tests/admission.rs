@@ -20,6 +20,11 @@ use tenant_mcp_e2e::stack::tls::{Identity, TlsListener};
 /// Serves the webhook and registers it for tenant-mcp's resources; returns once the API server
 /// calls it (a canary config with an inline password is refused by it).
 async fn webhook(cluster: &Cluster) -> tokio::task::JoinHandle<()> {
+    webhook_with(cluster, "Fail").await
+}
+
+/// [`webhook`] with failure policy `policy`.
+async fn webhook_with(cluster: &Cluster, policy: &str) -> tokio::task::JoinHandle<()> {
     let identity = Identity::generate("tenant-mcp-webhook", &[]).unwrap();
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = tcp.local_addr().unwrap().port();
@@ -39,7 +44,7 @@ async fn webhook(cluster: &Cluster) -> tokio::task::JoinHandle<()> {
             "rules": [{"apiGroups": ["tenantmcp.dev"], "apiVersions": ["v1alpha1"],
                        "operations": ["CREATE", "UPDATE"],
                        "resources": ["tenantmcpconfigs", "globalmcpconfigs"], "scope": "*"}],
-            "failurePolicy": "Fail", "sideEffects": "None", "timeoutSeconds": 5,
+            "failurePolicy": policy, "sideEffects": "None", "timeoutSeconds": 5,
             "admissionReviewVersions": ["v1"],
         }],
     }))
@@ -212,4 +217,61 @@ async fn kubectl_apply_refuses_what_validate_refuses_with_the_same_message() {
         "no warning for a Secret not there yet: {stderr}"
     );
     served.abort();
+}
+
+/// The runbook's two cases, on the real API server: with `failurePolicy: Fail` a webhook that
+/// is down refuses every write of tenant-mcp's resources (and nothing else), naming the
+/// webhook; with `Ignore` the writes go through unchecked (the controller still reports an
+/// invalid config in its status).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_is_down_behaves_as_its_failure_policy_says() {
+    tenant_mcp_e2e::stack::install_crypto_provider();
+    let cluster = Cluster::start().await.unwrap();
+    cluster.install_crds().await.unwrap();
+    let served = webhook_with(&cluster, "Fail").await;
+    served.abort();
+    let _ = served.await;
+    cluster.kubectl_ok(&["create", "namespace", "tenant-acme"]);
+    cluster.kubectl_ok(&[
+        "label",
+        "namespace",
+        "tenant-acme",
+        "tenantmcp.dev/tenant=acme",
+    ]);
+    let config = "apiVersion: tenantmcp.dev/v1alpha1\nkind: TenantMcpConfig\nmetadata: {name: acme, namespace: tenant-acme}\nspec: {tenantId: acme}\n";
+    let out = cluster.kubectl_stdin(&["apply", "-f", "-"], config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "written with the webhook down under Fail"
+    );
+    assert!(
+        stderr.contains("failed calling webhook") && stderr.contains("validate.tenantmcp.dev"),
+        "{stderr}"
+    );
+    // Other resources are not held up.
+    cluster.kubectl_ok(&["create", "configmap", "-n", "tenant-acme", "unrelated"]);
+
+    cluster.kubectl_ok(&[
+        "patch",
+        "validatingwebhookconfiguration",
+        "tenant-mcp",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op": "replace", "path": "/webhooks/0/failurePolicy", "value": "Ignore"}]"#,
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = cluster.kubectl_stdin(&["apply", "-f", "-"], config);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still refused under Ignore: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }

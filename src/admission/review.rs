@@ -29,6 +29,9 @@ pub struct Cluster<'a> {
     pub namespace_label: Option<&'a str>,
     /// Other `TenantMcpConfig`s claiming the same tenant, with their namespaces' labels.
     pub rivals: Vec<(&'a Value, Option<&'a str>)>,
+    /// For a `GlobalMcpConfig`: every tenant's `status.active`, to say what a new endpoint
+    /// policy would take out of service.
+    pub active: Vec<(&'a str, &'a crate::api::ActiveConfig)>,
     /// The Secrets that exist in the namespace the object's references point into: their
     /// names and the keys of their data (never the values).
     pub secrets: &'a BTreeMap<String, BTreeSet<String>>,
@@ -42,6 +45,7 @@ impl Default for Cluster<'_> {
             global: None,
             namespace_label: None,
             rivals: Vec::new(),
+            active: Vec::new(),
             secrets: &NO_SECRETS,
         }
     }
@@ -166,12 +170,62 @@ pub fn review(object: &Value, old: Option<&Value>, cluster: &Cluster<'_>) -> Ver
             ));
         }
     }
+    if reviewing_global && name == GLOBAL_CONFIG_NAME {
+        verdict.warnings.extend(demotions(object, &cluster.active));
+    }
     if reviewing_global && name != GLOBAL_CONFIG_NAME {
         verdict.warnings.push(format!(
             "only the GlobalMcpConfig named {GLOBAL_CONFIG_NAME:?} is read; {name:?} has no effect"
         ));
     }
     verdict
+}
+
+/// A warning when the endpoint policy of `global` denies servers that tenants use now (the
+/// same static rule the client and the controller apply to active entries): allowed — the
+/// controller takes them out of service and those tenants fall back to the global servers —
+/// but said, with how many tenants and which server types.
+fn demotions(global: &Value, active: &[(&str, &crate::api::ActiveConfig)]) -> Option<String> {
+    use crate::config::candidate::ServerKey;
+    let mut body = global.clone();
+    if let Some(map) = body.as_object_mut() {
+        map.remove("apiVersion");
+        map.remove("kind");
+    }
+    let spec = decode::<crate::api::GlobalMcpConfig>(body, &Default::default())
+        .ok()?
+        .spec;
+    let policy = crate::config::validate::validate_global_spec(&spec).1?;
+    let mut tenants = BTreeSet::new();
+    let mut by_type: BTreeMap<String, usize> = BTreeMap::new();
+    for (tenant, entries) in active {
+        let mut keys = vec![ServerKey::Postgres, ServerKey::Minio, ServerKey::AiMcp];
+        keys.extend(
+            entries
+                .mcp_servers
+                .keys()
+                .map(|n| ServerKey::Mcp(n.clone())),
+        );
+        for key in keys {
+            let Some(server) = crate::controller::active::spec(entries, &key) else {
+                continue;
+            };
+            if crate::config::validate::policy_failure(server, &policy).is_some() {
+                tenants.insert(*tenant);
+                *by_type.entry(key.server_type().to_owned()).or_default() += 1;
+            }
+        }
+    }
+    if tenants.is_empty() {
+        return None;
+    }
+    let types: Vec<String> = by_type.iter().map(|(t, n)| format!("{t}: {n}")).collect();
+    Some(format!(
+        "spec.endpointPolicy: denies servers that {} tenant(s) use now ({}); the controller \
+         takes them out of service and those tenants fall back to the global servers",
+        tenants.len(),
+        types.join(", ")
+    ))
 }
 
 /// Whether `rival` (in a namespace labelled `label`) can serve its tenant: only such a claim

@@ -143,6 +143,7 @@ fn every_invalid_example_is_refused_as_validate_refuses_it() {
                 global: file.global.as_ref(),
                 namespace_label: file.label.as_deref(),
                 rivals: file.rivals.iter().map(|(v, l)| (v, l.as_deref())).collect(),
+                active: Vec::new(),
                 secrets: &file.secrets,
             },
         );
@@ -297,4 +298,44 @@ fn writes_that_leave_the_spec_alone_are_never_refused() {
     let mut changed = stored.clone();
     changed["spec"]["servers"]["postgres"]["port"] = json!(6432);
     assert!(!review(&changed, Some(&stored), &cluster).allowed());
+}
+
+/// Issue 28, item 2: a GlobalMcpConfig whose policy would take tenants' active servers out of
+/// service is allowed, with a warning that says how many tenants and which server types.
+#[test]
+fn a_policy_that_demotes_active_servers_is_allowed_with_a_warning() {
+    let active: crate::api::ActiveConfig = serde_json::from_value(json!({
+        "postgres": {"spec": {"host": "10.0.0.5", "database": "rag",
+                              "credentialsSecretRef": {"name": "pg"}},
+                     "snapshotSecret": "s", "specHash": "h", "promotedAt": "2026-12-05T00:00:00Z"},
+        "mcpServers": {"search": {"spec": {"name": "search", "url": "https://10.0.0.6/mcp"},
+                                  "specHash": "h", "promotedAt": "2026-12-05T00:00:00Z"}}
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let public: crate::api::ActiveConfig = serde_json::from_value(json!({
+        "postgres": {"spec": {"host": "db.example.com", "database": "rag",
+                              "credentialsSecretRef": {"name": "pg"}},
+                     "snapshotSecret": "s", "specHash": "h", "promotedAt": "2026-12-05T00:00:00Z"}
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let global = |private: bool| {
+        json!({"apiVersion": crate::api::API_VERSION, "kind": "GlobalMcpConfig",
+               "metadata": {"name": "default"},
+               "spec": {"endpointPolicy": {"allowPrivateNetworks": private}}})
+    };
+    let cluster = Cluster {
+        active: vec![("acme", &active), ("globex", &public)],
+        ..Cluster::default()
+    };
+    let verdict = review(&global(false), None, &cluster);
+    assert!(verdict.allowed(), "{}", verdict.message());
+    assert_eq!(
+        verdict.warnings,
+        [
+            "spec.endpointPolicy: denies servers that 1 tenant(s) use now (mcpServer: 1, postgres: 1); \
+          the controller takes them out of service and those tenants fall back to the global \
+          servers"
+        ]
+    );
+    assert!(review(&global(true), None, &cluster).warnings.is_empty());
 }

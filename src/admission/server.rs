@@ -136,6 +136,16 @@ async fn decide(
             rivals.push((value, rival_label));
         }
     }
+    let mut active: Vec<(String, crate::api::ActiveConfig)> = Vec::new();
+    if kind == "GlobalMcpConfig" {
+        let configs: Api<TenantMcpConfig> = Api::all(kube.clone());
+        active = configs
+            .list(&ListParams::default())
+            .await?
+            .into_iter()
+            .filter_map(|c| Some((c.spec.tenant_id.clone(), c.status?.active)))
+            .collect();
+    }
     let secrets_namespace = match kind {
         "GlobalMcpConfig" => object
             .pointer("/spec/credentialsNamespace")
@@ -152,6 +162,7 @@ async fn decide(
             global: global.as_ref(),
             namespace_label: label.as_deref(),
             rivals: rivals.iter().map(|(v, l)| (v, l.as_deref())).collect(),
+            active: active.iter().map(|(t, a)| (t.as_str(), a)).collect(),
             secrets: &secrets,
         },
     ))
