@@ -115,11 +115,21 @@ async fn decide(
                 .await?
                 .and_then(|n| n.metadata.labels.and_then(|l| l.get(TENANT_LABEL).cloned()));
         }
-        let tenant = object.pointer("/spec/tenantId").and_then(Value::as_str);
+        // A tenant id that is not a DNS label is refused by the review anyway, and would not
+        // make a well-formed field selector.
+        let tenant = object
+            .pointer("/spec/tenantId")
+            .and_then(Value::as_str)
+            .filter(|t| crate::config::validate::is_dns_label(t));
         let configs: Api<TenantMcpConfig> = Api::all(kube.clone());
-        for rival in configs
-            .list(&ListParams::default())
-            .await?
+        // The CRD's selectable field: the API server filters, the webhook does not list all.
+        let claimants =
+            ListParams::default().fields(&format!("spec.tenantId={}", tenant.unwrap_or_default()));
+        let found = match tenant {
+            Some(_) => configs.list(&claimants).await?.items,
+            None => Vec::new(),
+        };
+        for rival in found
             .into_iter()
             .filter(|c| Some(c.spec.tenant_id.as_str()) == tenant)
         {

@@ -25,6 +25,9 @@ use super::status::McpConfigStatus;
     category = "tenantmcp",
     derive = "PartialEq",
     cel,
+    // `kubectl get tmc -A --field-selector spec.tenantId=acme`, and the webhook's rival lookup
+    // without listing every config.
+    selectable = ".spec.tenantId",
     printcolumn(
         name = "Tenant",
         type_ = "string",
