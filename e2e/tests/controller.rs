@@ -65,6 +65,14 @@ fn global_yaml() -> &'static str {
     "apiVersion: tenantmcp.dev/v1alpha1\nkind: GlobalMcpConfig\nmetadata:\n  name: default\nspec:\n  endpointPolicy:\n    allowLoopback: true\n"
 }
 
+/// acme's config in `ns`: a Postgres server at `port` with database `db`, credentials from
+/// Secret `acme-pg`.
+fn acme_config_yaml(ns: &str, port: u16, db: &str) -> String {
+    format!(
+        "apiVersion: tenantmcp.dev/v1alpha1\nkind: TenantMcpConfig\nmetadata: {{name: acme, namespace: {ns}}}\nspec:\n  tenantId: acme\n  servers:\n    postgres: {{host: 127.0.0.1, port: {port}, database: {db}, sslMode: disable, credentialsSecretRef: {{name: acme-pg}}}}\n"
+    )
+}
+
 fn secret_yaml(ns: &str, name: &str, pairs: &[(&str, &str)]) -> String {
     let data: String = pairs
         .iter()
@@ -582,10 +590,7 @@ async fn a_mirror_row_pushed_ahead_is_reported_listed_and_repaired() {
     );
     cluster.kubectl_stdin(
         &["apply", "-f", "-"],
-        &format!(
-            "apiVersion: tenantmcp.dev/v1alpha1\nkind: TenantMcpConfig\nmetadata: {{name: acme, namespace: {ns}}}\nspec:\n  tenantId: acme\n  servers:\n    postgres: {{host: 127.0.0.1, port: {port}, database: {tenant_db}, sslMode: disable, credentialsSecretRef: {{name: acme-pg}}}}\n",
-            port = pg.port()
-        ),
+        &acme_config_yaml(&ns, pg.port(), &tenant_db),
     );
     let api: Api<TenantMcpConfig> = Api::namespaced(cluster.client(), &ns);
     wait_for("Mirrored=True", Duration::from_secs(60), async || {
@@ -751,10 +756,7 @@ async fn reconciles_on_a_stale_cache_promote_once_and_mirror_what_status_says() 
         .collect();
     cluster.kubectl_stdin(
         &["apply", "-f", "-"],
-        &format!(
-            "apiVersion: tenantmcp.dev/v1alpha1\nkind: TenantMcpConfig\nmetadata: {{name: acme, namespace: {ns}}}\nspec:\n  tenantId: acme\n  servers:\n    postgres: {{host: 127.0.0.1, port: {port}, database: {tenant_db}, sslMode: disable, credentialsSecretRef: {{name: acme-pg}}}}\n",
-            port = pg.port()
-        ),
+        &acme_config_yaml(&ns, pg.port(), &tenant_db),
     );
     let api: Api<TenantMcpConfig> = Api::namespaced(cluster.client(), &ns);
     wait_for("Mirrored=True", Duration::from_secs(60), async || {
@@ -822,13 +824,13 @@ async fn a_config_that_stops_serving_clears_its_mirror_row_and_only_its_own() {
     } = World::start("acme-pass-1").await;
     let config = |ns: &str| {
         format!(
-            "{}---\napiVersion: tenantmcp.dev/v1alpha1\nkind: TenantMcpConfig\nmetadata: {{name: acme, namespace: {ns}}}\nspec:\n  tenantId: acme\n  servers:\n    postgres: {{host: 127.0.0.1, port: {port}, database: {tenant_db}, sslMode: disable, credentialsSecretRef: {{name: acme-pg}}}}\n",
+            "{}---\n{}",
             secret_yaml(
                 ns,
                 "acme-pg",
                 &[("username", "acme_app"), ("password", "acme-pass-1")]
             ),
-            port = pg.port()
+            acme_config_yaml(ns, pg.port(), &tenant_db)
         )
     };
     let keys = write_keys(dir.path());
@@ -934,13 +936,13 @@ async fn a_snapshot_recreated_under_its_name_is_replaced_not_mirrored() {
     cluster.kubectl_stdin(
         &["apply", "-f", "-"],
         &format!(
-            "{}---\napiVersion: tenantmcp.dev/v1alpha1\nkind: TenantMcpConfig\nmetadata: {{name: acme, namespace: {ns}}}\nspec:\n  tenantId: acme\n  servers:\n    postgres: {{host: 127.0.0.1, port: {port}, database: {tenant_db}, sslMode: disable, credentialsSecretRef: {{name: acme-pg}}}}\n",
+            "{}---\n{}",
             secret_yaml(
                 &ns,
                 "acme-pg",
                 &[("username", "acme_app"), ("password", "acme-pass-1")]
             ),
-            port = pg.port()
+            acme_config_yaml(&ns, pg.port(), &tenant_db)
         ),
     );
     let api: Api<TenantMcpConfig> = Api::namespaced(cluster.client(), &ns);

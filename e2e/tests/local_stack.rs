@@ -139,6 +139,20 @@ fn local_stack_serves_until_terminated_then_cleans_up() {
     }
 }
 
+/// Waits up to 15 s for every one of `ports` to stop serving, `after` saying why they should.
+fn assert_closed_soon(ports: &[u16], after: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for &port in ports {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "port {port} still serves after {after}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
 /// A test or stack killed outright (SIGKILL: a test's timeout, an interrupted benchmark) runs
 /// no destructor; its control plane and Postgres must still go, not run on through the suite.
 #[test]
@@ -154,16 +168,7 @@ fn a_killed_stack_leaves_no_server_behind() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    for port in ports {
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            assert!(
-                Instant::now() < deadline,
-                "port {port} still serves after its stack was killed"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
+    assert_closed_soon(&ports, "its stack was killed");
 }
 
 /// cargo-nextest ends a test that overran its timeout by killing the test's whole process
@@ -188,16 +193,7 @@ fn a_stack_killed_with_its_process_group_leaves_no_server_behind() {
         .unwrap();
     assert!(killed.success());
     child.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    for port in ports {
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            assert!(
-                Instant::now() < deadline,
-                "port {port} still serves after its stack's process group was killed"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
+    assert_closed_soon(&ports, "its stack's process group was killed");
 }
 
 /// Without control-plane binaries the stack stops at once and says where they come from.

@@ -187,14 +187,7 @@ pub fn review(object: &Value, old: Option<&Value>, cluster: &Cluster<'_>) -> Ver
 /// but said, with how many tenants and which server types.
 fn demotions(global: &Value, active: &[(&str, &crate::api::ActiveConfig)]) -> Option<String> {
     use crate::config::candidate::ServerKey;
-    let mut body = global.clone();
-    if let Some(map) = body.as_object_mut() {
-        map.remove("apiVersion");
-        map.remove("kind");
-    }
-    let spec = decode::<crate::api::GlobalMcpConfig>(body, &Default::default())
-        .ok()?
-        .spec;
+    let spec = decoded::<crate::api::GlobalMcpConfig>(global)?.spec;
     let policy = crate::config::validate::validate_global_spec(&spec).1?;
     let mut tenants = BTreeSet::new();
     let mut by_type: BTreeMap<String, usize> = BTreeMap::new();
@@ -247,20 +240,21 @@ fn serves(rival: &Value, label: Option<&str>, global: Option<&Value>) -> bool {
 
 /// The servers `object` declares, if it decodes.
 fn servers_of(object: &Value) -> Option<crate::api::ServersSpec> {
+    if object.get("kind").and_then(Value::as_str) == Some("GlobalMcpConfig") {
+        decoded::<crate::api::GlobalMcpConfig>(object).map(|g| g.spec.servers)
+    } else {
+        decoded::<crate::api::TenantMcpConfig>(object).map(|t| t.spec.servers)
+    }
+}
+
+/// `object` as `T`, if it decodes (`apiVersion` and `kind` are not fields of the types).
+fn decoded<T: serde::de::DeserializeOwned + schemars::JsonSchema>(object: &Value) -> Option<T> {
     let mut body = object.clone();
     if let Some(map) = body.as_object_mut() {
         map.remove("apiVersion");
         map.remove("kind");
     }
-    if object.get("kind").and_then(Value::as_str) == Some("GlobalMcpConfig") {
-        decode::<crate::api::GlobalMcpConfig>(body, &Default::default())
-            .ok()
-            .map(|g| g.spec.servers)
-    } else {
-        decode::<crate::api::TenantMcpConfig>(body, &Default::default())
-            .ok()
-            .map(|t| t.spec.servers)
-    }
+    decode::<T>(body, &Default::default()).ok()
 }
 
 /// The names of the Secrets `object` references (what the webhook reads, keys only).

@@ -110,10 +110,7 @@ async fn decide(
     if kind == "TenantMcpConfig" {
         let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(kube.clone());
         if let Some(ns) = &namespace {
-            label = namespaces
-                .get_opt(ns)
-                .await?
-                .and_then(|n| n.metadata.labels.and_then(|l| l.get(TENANT_LABEL).cloned()));
+            label = tenant_label(&namespaces, ns).await?;
         }
         // A tenant id that is not a DNS label is refused by the review anyway, and would not
         // make a well-formed field selector.
@@ -134,10 +131,7 @@ async fn decide(
             .filter(|c| Some(c.spec.tenant_id.as_str()) == tenant)
         {
             let rival_label = match rival.metadata.namespace.as_deref() {
-                Some(ns) => namespaces
-                    .get_opt(ns)
-                    .await?
-                    .and_then(|n| n.metadata.labels.and_then(|l| l.get(TENANT_LABEL).cloned())),
+                Some(ns) => tenant_label(&namespaces, ns).await?,
                 None => None,
             };
             let mut value = serde_json::to_value(&rival).unwrap_or_default();
@@ -176,6 +170,17 @@ async fn decide(
             secrets: &secrets,
         },
     ))
+}
+
+/// Namespace `ns`'s `tenantmcp.dev/tenant` label, if it exists and has one.
+async fn tenant_label(
+    namespaces: &Api<PartialObjectMeta<Namespace>>,
+    ns: &str,
+) -> Result<Option<String>, kube::Error> {
+    Ok(namespaces
+        .get_opt(ns)
+        .await?
+        .and_then(|n| n.metadata.labels.and_then(|l| l.get(TENANT_LABEL).cloned())))
 }
 
 /// The Secrets `object` references that exist in `namespace`: name → the keys of their data.
