@@ -90,6 +90,9 @@ pub struct RbacWorld {
     /// Kubeconfigs and rendered manifests.
     pub dir: tempfile::TempDir,
     kubeconfigs: HashMap<Identity, PathBuf>,
+    /// The chart's admission webhook run as its pod (when the chart installs it), so every
+    /// write meets it as on a cluster.
+    pub webhook: Option<crate::workload::LocalPod>,
 }
 
 impl RbacWorld {
@@ -253,6 +256,7 @@ pub async fn start(extra: &[&str]) -> RbacWorld {
         cluster,
         dir,
         kubeconfigs: HashMap::new(),
+        webhook: None,
     };
 
     let namespaces = world.dir.path().join("namespaces.yaml");
@@ -292,6 +296,21 @@ pub async fn start(extra: &[&str]) -> RbacWorld {
     world.apply(&key_material);
     helm_install(world.cluster.kubeconfig(), &chart_values(extra))
         .unwrap_or_else(|e| panic!("{e}"));
+    let webhook = format!("{RELEASE}-tenant-mcp-webhook");
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(world.cluster.client(), NS);
+    if deployments
+        .get_opt(&webhook)
+        .await
+        .unwrap_or_else(|e| panic!("reading Deployment {webhook}: {e}"))
+        .is_some()
+    {
+        world.webhook = Some(
+            crate::workload::start_webhook(&world.cluster, NS, &webhook)
+                .await
+                .unwrap_or_else(|e| panic!("{e:#}")),
+        );
+    }
 
     for who in Identity::ALL {
         let user = if let Some((namespace, name)) = who.service_account() {

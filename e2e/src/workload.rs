@@ -45,6 +45,10 @@ pub struct PodOptions<'a> {
     pub program: &'a Path,
     /// Environment variables set after the pod's own (listening addresses, log levels).
     pub env_overrides: &'a [(&'a str, String)],
+    /// Container ports the process listens on, by name, with the local port it uses: each
+    /// Service selecting the pod gets an EndpointSlice pointing there, as the EndpointSlice
+    /// controller would make for a running pod (at the host's address; see [`host_address`]).
+    pub publish: &'a [(&'a str, u16)],
 }
 
 impl LocalPod {
@@ -56,9 +60,14 @@ impl LocalPod {
             .get(options.deployment)
             .await
             .with_context(|| format!("reading Deployment {ns}/{}", options.deployment))?;
-        let pod: PodSpec = deployment
+        let template = deployment
             .spec
-            .and_then(|s| s.template.spec)
+            .clone()
+            .map(|s| s.template)
+            .context("the Deployment has no pod template")?;
+        let pod_labels = template.metadata.and_then(|m| m.labels).unwrap_or_default();
+        let pod: PodSpec = template
+            .spec
             .context("the Deployment has no pod template")?;
         let container = pod
             .containers
@@ -97,6 +106,17 @@ impl LocalPod {
             command.env(key, value);
         }
         let service = Service::start(&container.name, &dir, command)?;
+        if !options.publish.is_empty() {
+            let labels = deployment
+                .metadata
+                .labels
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .chain(pod_labels)
+                .collect();
+            publish(&client, ns, &name, &labels, &container, options.publish).await?;
+        }
         Ok(Self {
             service,
             kubeconfig,
@@ -217,4 +237,170 @@ async fn write_volumes(
     // Longest mount path first, so `/etc/a/b` is mapped before `/etc/a`.
     mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
     Ok(mounts)
+}
+
+/// The host's address on its default route: what a Service's endpoints point at for a process
+/// run here (an endpoint may not be a loopback address). No packet is sent.
+pub fn host_address() -> anyhow::Result<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    socket
+        .connect("192.0.2.255:9")
+        .or_else(|_| socket.connect("10.255.255.255:9"))
+        .context("this machine has no route off loopback, so no address for an endpoint")?;
+    let ip = socket.local_addr()?.ip();
+    anyhow::ensure!(
+        !ip.is_loopback() && !ip.is_unspecified(),
+        "no non-loopback address: {ip}"
+    );
+    Ok(ip)
+}
+
+/// An EndpointSlice for each Service in `ns` whose selector picks `labels`, with the local
+/// ports of the container ports its ports target.
+async fn publish(
+    client: &kube::Client,
+    ns: &str,
+    pod_name: &str,
+    labels: &BTreeMap<String, String>,
+    container: &Container,
+    ports: &[(&str, u16)],
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Service as KubeService;
+    use k8s_openapi::api::discovery::v1::{
+        Endpoint, EndpointConditions, EndpointPort, EndpointSlice,
+    };
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    use kube::api::{ListParams, Patch, PatchParams};
+
+    let address = host_address()?.to_string();
+    let services = Api::<KubeService>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?;
+    let slices = Api::<EndpointSlice>::namespaced(client.clone(), ns);
+    for service in services {
+        let name = service.metadata.name.clone().unwrap_or_default();
+        let spec = service.spec.unwrap_or_default();
+        let Some(selector) = spec.selector.filter(|s| !s.is_empty()) else {
+            continue;
+        };
+        if !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+            continue;
+        }
+        let mut endpoint_ports = Vec::new();
+        for port in spec.ports.unwrap_or_default() {
+            let target = match port.target_port {
+                Some(IntOrString::String(named)) => named,
+                Some(IntOrString::Int(number)) => container
+                    .ports
+                    .iter()
+                    .flatten()
+                    .find(|p| p.container_port == number)
+                    .and_then(|p| p.name.clone())
+                    .unwrap_or_default(),
+                None => continue,
+            };
+            if let Some((_, local)) = ports.iter().find(|(n, _)| *n == target) {
+                endpoint_ports.push(EndpointPort {
+                    name: port.name.clone(),
+                    port: Some(i32::from(*local)),
+                    protocol: Some("TCP".into()),
+                    ..EndpointPort::default()
+                });
+            }
+        }
+        if endpoint_ports.is_empty() {
+            continue;
+        }
+        let slice = EndpointSlice {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!("{name}-{pod_name}")),
+                labels: Some(
+                    [
+                        ("kubernetes.io/service-name".to_owned(), name.clone()),
+                        (
+                            "endpointslice.kubernetes.io/managed-by".to_owned(),
+                            "run-pod.tenant-mcp.dev".to_owned(),
+                        ),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            address_type: if address.contains(':') {
+                "IPv6"
+            } else {
+                "IPv4"
+            }
+            .into(),
+            endpoints: vec![Endpoint {
+                addresses: vec![address.clone()],
+                conditions: Some(EndpointConditions {
+                    ready: Some(true),
+                    serving: Some(true),
+                    terminating: Some(false),
+                }),
+                ..Endpoint::default()
+            }],
+            ports: Some(endpoint_ports),
+        };
+        slices
+            .patch(
+                &format!("{name}-{pod_name}"),
+                &PatchParams::apply("run-pod").force(),
+                &Patch::Apply(&slice),
+            )
+            .await
+            .with_context(|| format!("publishing Service {ns}/{name}'s endpoint"))?;
+    }
+    Ok(())
+}
+
+/// A TenantMcpConfig with an inline password in a URL: every webhook refuses it, so a
+/// server-side dry run of it shows whether the API server calls the webhook.
+const CANARY: &str = "apiVersion: tenantmcp.dev/v1alpha1\nkind: TenantMcpConfig\nmetadata: {name: canary, namespace: default}\nspec:\n  tenantId: canary\n  servers:\n    mcpServers:\n    - {name: x, url: 'https://u:p@example.com/mcp'}\n";
+
+/// The chart's webhook Deployment `deployment` in `namespace`, run as its pod, listening at
+/// the host's address with its Service's endpoint pointing there; returns once the API server
+/// calls it through the Service (the webhook made its certificate and set `caBundle`, and a
+/// dry run of an invalid config is refused by it).
+pub async fn start_webhook(
+    cluster: &Cluster,
+    namespace: &str,
+    deployment: &str,
+) -> anyhow::Result<LocalPod> {
+    let program = crate::stack::tenant_mcp_binary()?;
+    let port = crate::stack::process::free_port()?;
+    let address = host_address()?;
+    let pod = LocalPod::start(
+        cluster,
+        &PodOptions {
+            namespace,
+            deployment,
+            program: &program,
+            env_overrides: &[
+                (
+                    "TENANT_MCP_WEBHOOK_LISTEN",
+                    std::net::SocketAddr::new(address, port).to_string(),
+                ),
+                ("TENANT_MCP_LOG_FORMAT", "text".into()),
+            ],
+            publish: &[("webhook", port)],
+        },
+    )
+    .await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let out = cluster.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], CANARY);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("denied the request") {
+            return Ok(pod);
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the API server did not call the webhook {namespace}/{deployment} within 60 s: \
+             last kubectl said {stderr}; its log:\n{}",
+            std::fs::read_to_string(pod.service.log_file()).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }

@@ -275,3 +275,197 @@ async fn a_webhook_that_is_down_behaves_as_its_failure_policy_says() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+/// The chart's webhook, installed by `helm install` with the defaults (failurePolicy Fail, a
+/// certificate the webhook makes) and run as its pod: the API server reaches it through its
+/// Service (an EndpointSlice to the process, as for a running pod) and trusts it through the
+/// `caBundle` the webhook set. The chart's own GlobalMcpConfig was created in the same
+/// install, before any webhook answered; later changes of it are checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_installs_the_webhook_with_its_certificate_and_kubectl_meets_it() {
+    use k8s_openapi::api::core::v1::Secret;
+    use tenant_mcp_e2e::rbac::{self, Identity};
+
+    let w = rbac::start(&[]).await;
+    assert!(
+        w.webhook.is_some(),
+        "the chart installs the webhook by default"
+    );
+    let admin = w.client(Identity::Admin).await;
+
+    // The certificate: a kubernetes.io/tls Secret the webhook made, its CA in caBundle.
+    let secret = Api::<Secret>::namespaced(admin.clone(), rbac::NS)
+        .get("t-tenant-mcp-webhook-tls")
+        .await
+        .unwrap();
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    let data = secret.data.unwrap();
+    let configuration = Api::<ValidatingWebhookConfiguration>::all(admin.clone())
+        .get("t-tenant-mcp")
+        .await
+        .unwrap();
+    let webhook = &configuration.webhooks.unwrap()[0];
+    assert_eq!(webhook.failure_policy.as_deref(), Some("Fail"));
+    assert_eq!(webhook.side_effects, "None");
+    assert!(webhook.timeout_seconds.unwrap() <= 5);
+    assert_eq!(
+        webhook.client_config.ca_bundle.as_ref().unwrap().0,
+        data["ca.crt"].0,
+        "caBundle is the CA the webhook made"
+    );
+    let leaf = tenant_mcp::admission::certificate::inspect(
+        std::str::from_utf8(&data["tls.crt"].0).unwrap(),
+        "tls.crt",
+    )
+    .unwrap();
+    assert!(
+        leaf[0]
+            .dns_names
+            .contains(&"t-tenant-mcp-webhook.tenant-mcp-system.svc".to_owned())
+    );
+
+    // The chart's GlobalMcpConfig exists: its create at install did not wait for the webhook.
+    w.cluster.kubectl_ok(&["get", "globalmcpconfig", "default"]);
+
+    // kubectl meets the webhook: validate's message, through the Service.
+    let example = repo("examples/manifests/invalid/policy-denies-cloud-metadata.yaml");
+    let out = w.kubectl(Identity::Admin, &["apply", "-f", &example]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("admission webhook \"validate.tenantmcp.dev\" denied the request")
+            && stderr.contains(
+                "spec.servers.aiMcpServer.url: address 169.254.169.254 is a cloud metadata endpoint, which the endpoint policy denies"
+            ),
+        "{stderr}"
+    );
+    // An impostor: acme's config in a namespace bound to evil, by acme's own admin... who
+    // cannot write there; by the cluster admin, who can, it is refused by the webhook.
+    let impostor = "apiVersion: tenantmcp.dev/v1alpha1\nkind: TenantMcpConfig\nmetadata: {name: acme, namespace: tenant-evil}\nspec: {tenantId: acme}\n";
+    let out = w.cluster.kubectl_stdin(&["apply", "-f", "-"], impostor);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("namespace \"tenant-evil\" is bound to tenant \"evil\""),
+        "{stderr}"
+    );
+    // A tenant admin's valid config is admitted, with the missing Secret as a warning.
+    let own = "apiVersion: tenantmcp.dev/v1alpha1\nkind: TenantMcpConfig\nmetadata: {name: acme, namespace: tenant-acme}\nspec:\n  tenantId: acme\n  servers:\n    postgres: {host: db.example.com, database: acme, credentialsSecretRef: {name: acme-pg}}\n";
+    let path = w.dir.path().join("acme.yaml");
+    std::fs::write(&path, own).unwrap();
+    let out = w.kubectl(Identity::Alice, &["apply", "-f", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Warning:") && stderr.contains("acme-pg"),
+        "the missing Secret is a warning: {stderr}"
+    );
+
+    // A later change of the chart's GlobalMcpConfig is checked.
+    let out = w.cluster.kubectl(&[
+        "patch",
+        "globalmcpconfig",
+        "default",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"endpointPolicy":{"allowedCidrs":["10.0.0.0/33"]}}}"#,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("validate.tenantmcp.dev"),
+        "{stderr}"
+    );
+}
+
+/// The webhook renews its serving certificate and its CA (lifetimes of seconds here, months
+/// and years by default) while the API server keeps calling it: a new CA is trusted beside the
+/// old one before it signs, the old one leaves the bundle when it expires, and no write in
+/// between fails to reach the webhook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_renews_its_certificate_and_ca_while_the_api_server_calls_it() {
+    use k8s_openapi::api::core::v1::Secret;
+    use tenant_mcp_e2e::rbac::{self, Identity};
+
+    let w = rbac::start(&[
+        "webhook.certificate.lifetime=6s",
+        "webhook.certificate.caLifetime=15s",
+    ])
+    .await;
+    let secrets = Api::<Secret>::namespaced(w.client(Identity::Admin).await, rbac::NS);
+    let valid = "apiVersion: tenantmcp.dev/v1alpha1\nkind: TenantMcpConfig\nmetadata: {name: acme, namespace: tenant-acme}\nspec: {tenantId: acme}\n";
+    let invalid = "apiVersion: tenantmcp.dev/v1alpha1\nkind: TenantMcpConfig\nmetadata: {name: acme, namespace: tenant-acme}\nspec:\n  tenantId: acme\n  servers:\n    mcpServers:\n    - {name: x, url: 'https://u:p@example.com/mcp'}\n";
+    let mut cas = std::collections::BTreeSet::new();
+    let mut leaves = std::collections::BTreeSet::new();
+    let mut failures = Vec::new();
+    let started = std::time::Instant::now();
+    let mut round = 0;
+    // 40 s: past the first CA's expiry (15 s) and its successor's renewal.
+    while started.elapsed() < Duration::from_secs(40) {
+        round += 1;
+        let data = secrets
+            .get("t-tenant-mcp-webhook-tls")
+            .await
+            .unwrap()
+            .data
+            .unwrap();
+        let first_ca = String::from_utf8(data["ca.crt"].0.clone()).unwrap();
+        cas.insert(first_ca.split("-----END").next().unwrap().to_owned());
+        leaves.insert(data["tls.crt"].0.clone());
+        // Both answers come from the webhook: one admitted, one refused by it.
+        let ok = w
+            .cluster
+            .kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], valid);
+        if !ok.status.success() {
+            failures.push(format!(
+                "{:?}: valid: {}",
+                started.elapsed(),
+                String::from_utf8_lossy(&ok.stderr)
+            ));
+        }
+        let refused = w
+            .cluster
+            .kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], invalid);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        if !stderr.contains("denied the request") {
+            failures.push(format!("{:?}: invalid: {stderr}", started.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {round} rounds did not reach the webhook:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(cas.len() >= 3, "CAs seen: {}", cas.len());
+    assert!(
+        leaves.len() >= 6,
+        "serving certificates seen: {}",
+        leaves.len()
+    );
+    // The first CA has expired and left the bundle.
+    let bundle = secrets
+        .get("t-tenant-mcp-webhook-tls")
+        .await
+        .unwrap()
+        .data
+        .unwrap()["ca.crt"]
+        .0
+        .clone();
+    let now = jiff::Timestamp::now().as_second();
+    let kept = tenant_mcp::admission::certificate::inspect(
+        std::str::from_utf8(&bundle).unwrap(),
+        "ca.crt",
+    )
+    .unwrap();
+    assert!(
+        kept.iter().all(|ca| ca.not_after > now),
+        "an expired CA is still trusted"
+    );
+}
+
+fn repo(path: &str) -> String {
+    tenant_mcp_e2e::stack::repo_root()
+        .join(path)
+        .display()
+        .to_string()
+}

@@ -588,6 +588,7 @@ async fn the_service_accounts_do_their_real_jobs_with_the_charts_rbac() {
             namespace: NS,
             deployment: "t-tenant-mcp-controller",
             program: &binary,
+            publish: &[],
             env_overrides: &[
                 (
                     "TENANT_MCP_METRICS_ADDRESS",
@@ -647,6 +648,7 @@ async fn the_service_accounts_do_their_real_jobs_with_the_charts_rbac() {
             namespace: "rag",
             deployment: "sample-app",
             program: &sample_app,
+            publish: &[],
             env_overrides: &[("SAMPLE_APP_LISTEN", format!("127.0.0.1:{app_port}"))],
         },
     )
@@ -724,6 +726,7 @@ async fn the_service_accounts_do_their_real_jobs_with_the_charts_rbac() {
             namespace: NS,
             deployment: "t-tenant-mcp-mcp-server",
             program: &binary,
+            publish: &[],
             env_overrides: &[("TENANT_MCP_MCP_LISTEN", format!("127.0.0.1:{mcp_port}"))],
         },
     )

@@ -14,6 +14,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
+use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::server::TlsStream;
 
 /// A CA and the serving certificate it signed, as PEM.
@@ -73,20 +75,68 @@ impl Identity {
 /// The rustls configuration serving the certificate chain `cert_pem` with `key_pem` over
 /// HTTP/1.1 (what the API server speaks to webhooks).
 pub fn server_config(cert_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, String> {
-    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("reading the serving certificate: {e}"))?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|e| format!("reading the serving key: {e}"))?;
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("the serving certificate does not fit its key: {e}"))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    let serving = ServingCert::empty();
+    serving.set(cert_pem, key_pem)?;
+    Ok(serving.server_config())
+}
+
+/// The certificate a server presents, replaceable while it runs: each new TLS handshake gets
+/// the one set last (rotation without a restart or a dropped connection).
+#[derive(Debug, Default)]
+pub struct ServingCert {
+    current: arc_swap::ArcSwapOption<CertifiedKey>,
+}
+
+impl ServingCert {
+    /// None yet: handshakes fail until [`ServingCert::set`].
+    pub fn empty() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Serves the chain `cert_pem` with `key_pem` from the next handshake on; returns whether
+    /// it differs from the one served before. An unreadable pair, or a key that does not fit
+    /// the certificate, is refused and the current one kept.
+    pub fn set(&self, cert_pem: &str, key_pem: &str) -> Result<bool, String> {
+        let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("reading the serving certificate: {e}"))?;
+        if certs.is_empty() {
+            return Err("reading the serving certificate: no certificate in it".into());
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| format!("reading the serving key: {e}"))?;
+        let changed = self
+            .current
+            .load()
+            .as_ref()
+            .is_none_or(|current| current.cert != certs);
+        let key = CertifiedKey::from_der(certs, key, &provider())
+            .map_err(|e| format!("the serving certificate does not fit its key: {e}"))?;
+        self.current.store(Some(Arc::new(key)));
+        Ok(changed)
+    }
+
+    /// The rustls configuration serving whatever is set, over HTTP/1.1.
+    pub fn server_config(self: &Arc<Self>) -> Arc<ServerConfig> {
+        let resolver: Arc<dyn ResolvesServerCert> = self.clone();
+        let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap_or_else(|_| unreachable!("ring supports the default protocol versions"))
+            .with_no_client_auth()
+            .with_cert_resolver(resolver);
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+}
+
+impl ResolvesServerCert for ServingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.load_full()
+    }
+}
+
+fn provider() -> tokio_rustls::rustls::crypto::CryptoProvider {
+    tokio_rustls::rustls::crypto::ring::default_provider()
 }
 
 /// Accepts TCP connections and hands out those whose TLS handshake completed; a slow or

@@ -99,3 +99,18 @@ seccompProfile:
 {{- $names = concat $names (.Values.globalConfig.credentialSecretNames | default list) -}}
 {{- $names | uniq | sortAlpha | toJson -}}
 {{- end -}}
+
+{{- define "tenant-mcp.webhookServiceAccount" -}}
+{{- printf "%s-webhook" (include "tenant-mcp.fullname" .) -}}
+{{- end -}}
+
+{{/* The webhook's Service (the certificate names <service>.<namespace>.svc). */}}
+{{- define "tenant-mcp.webhookService" -}}
+{{- printf "%s-webhook" (include "tenant-mcp.fullname" .) -}}
+{{- end -}}
+
+{{/* The Secret with the webhook's serving certificate (made by the webhook, or by
+     cert-manager). */}}
+{{- define "tenant-mcp.webhookCertSecret" -}}
+{{- printf "%s-webhook-tls" (include "tenant-mcp.fullname" .) -}}
+{{- end -}}

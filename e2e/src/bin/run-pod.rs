@@ -27,9 +27,22 @@ struct Args {
     /// process shares the host's network), repeatable.
     #[arg(long = "env", value_parser = parse_pair)]
     env: Vec<(String, String)>,
+    /// `PORT_NAME=local_port`: the container port the process listens on at that local port
+    /// (set its listening address with --env to the host's address); Services selecting the
+    /// pod get an EndpointSlice pointing there, as for a running pod. Repeatable.
+    #[arg(long = "publish", value_parser = parse_port)]
+    publish: Vec<(String, u16)>,
     /// Where to copy the pod's log (stdout and stderr) as it is written.
     #[arg(long, env = "RUN_POD_LOG")]
     log: Option<PathBuf>,
+}
+
+fn parse_port(text: &str) -> Result<(String, u16), String> {
+    let (name, port) = parse_pair(text)?;
+    let port = port
+        .parse()
+        .map_err(|_| format!("{text:?}: expected PORT_NAME=local_port"))?;
+    Ok((name, port))
 }
 
 fn parse_pair(text: &str) -> Result<(String, String), String> {
@@ -49,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .map(|(k, v)| (k.as_str(), v.clone()))
         .collect();
+    let publish: Vec<(&str, u16)> = args.publish.iter().map(|(n, p)| (n.as_str(), *p)).collect();
     let pod = LocalPod::start(
         &cluster,
         &PodOptions {
@@ -56,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
             deployment: &args.deployment,
             program: &args.program,
             env_overrides: &overrides,
+            publish: &publish,
         },
     )
     .await?;

@@ -429,6 +429,9 @@ impl ControlPlane {
                         path("pki/sa.key")
                     ))
                     .arg("--service-cluster-ip-range=10.96.0.0/16")
+                    // Webhooks behind a Service are called at an endpoint's address (there
+                    // is no kube-proxy here to route a cluster IP).
+                    .arg("--enable-aggregator-routing=true")
                     .arg(format!(
                         "--etcd-compaction-interval={}s",
                         self.options.compaction_interval.as_secs().max(1)
