@@ -20,6 +20,11 @@ fn stored(step: Result<Renewal, CertificateError>) -> Material {
     }
 }
 
+/// [`renew`] with the service's hosts and the default lifetimes.
+fn renew_at(m: &Material, trusted: &str, now: i64) -> Result<Renewal, CertificateError> {
+    renew(Some(m), trusted, &hosts(), Lifetimes::default(), now)
+}
+
 fn fresh() -> Material {
     stored(renew(None, "", &hosts(), Lifetimes::default(), NOW))
 }
@@ -71,13 +76,7 @@ fn the_first_step_makes_a_ca_and_a_serving_certificate_for_the_service_name() {
 #[test]
 fn current_material_is_left_alone() {
     let m = fresh();
-    let step = renew(
-        Some(&m),
-        &m.ca_bundle,
-        &hosts(),
-        Lifetimes::default(),
-        NOW + 59 * DAY,
-    );
+    let step = renew_at(&m, &m.ca_bundle, NOW + 59 * DAY);
     assert_eq!(step.unwrap(), Renewal::Current);
 }
 
@@ -85,13 +84,7 @@ fn current_material_is_left_alone() {
 fn a_serving_certificate_with_a_third_of_its_life_left_is_renewed_by_the_same_ca() {
     let m = fresh();
     let later = NOW + 61 * DAY;
-    let next = stored(renew(
-        Some(&m),
-        &m.ca_bundle,
-        &hosts(),
-        Lifetimes::default(),
-        later,
-    ));
+    let next = stored(renew_at(&m, &m.ca_bundle, later));
     assert_eq!(
         next.ca_bundle, m.ca_bundle,
         "the CA stays: caBundle needs no change"
@@ -99,14 +92,7 @@ fn a_serving_certificate_with_a_third_of_its_life_left_is_renewed_by_the_same_ca
     assert_ne!(next.cert, m.cert);
     accepted(&next, &m.ca_bundle, later).expect("trusted through the unchanged caBundle");
     assert_eq!(
-        renew(
-            Some(&next),
-            &m.ca_bundle,
-            &hosts(),
-            Lifetimes::default(),
-            later
-        )
-        .unwrap(),
+        renew_at(&next, &m.ca_bundle, later).unwrap(),
         Renewal::Current
     );
 }
@@ -116,13 +102,7 @@ fn a_new_ca_is_trusted_beside_the_old_one_before_it_signs_anything() {
     let m = fresh();
     let later = NOW + 4 * 365 * DAY; // the CA has less than a third of its life left
     // The serving certificate is long expired by then too; the CA goes first.
-    let with_new_ca = stored(renew(
-        Some(&m),
-        &m.ca_bundle,
-        &hosts(),
-        Lifetimes::default(),
-        later,
-    ));
+    let with_new_ca = stored(renew_at(&m, &m.ca_bundle, later));
     let cas = inspect(&with_new_ca.ca_bundle, keys::CA_BUNDLE).unwrap();
     assert_eq!(
         cas.len(),
@@ -137,24 +117,11 @@ fn a_new_ca_is_trusted_beside_the_old_one_before_it_signs_anything() {
 
     // While the API server still trusts only the old bundle, nothing new is signed.
     assert_eq!(
-        renew(
-            Some(&with_new_ca),
-            &m.ca_bundle,
-            &hosts(),
-            Lifetimes::default(),
-            later
-        )
-        .unwrap(),
+        renew_at(&with_new_ca, &m.ca_bundle, later).unwrap(),
         Renewal::Current
     );
     // Once caBundle holds the new bundle, the serving certificate is signed by the new CA.
-    let renewed = stored(renew(
-        Some(&with_new_ca),
-        &with_new_ca.ca_bundle,
-        &hosts(),
-        Lifetimes::default(),
-        later,
-    ));
+    let renewed = stored(renew_at(&with_new_ca, &with_new_ca.ca_bundle, later));
     let leaf = &inspect(&renewed.cert, keys::CERT).unwrap()[0];
     assert_eq!(leaf.issuer, cas[0].subject);
     accepted(&renewed, &with_new_ca.ca_bundle, later).expect("trusted through the new bundle");
@@ -230,26 +197,13 @@ fn a_certificate_for_another_service_name_is_reissued() {
 fn unreadable_material_is_replaced_by_a_new_ca_and_certificate() {
     let mut m = fresh();
     m.cert = "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n".into();
-    let next = stored(renew(
-        Some(&m),
-        &m.ca_bundle,
-        &hosts(),
-        Lifetimes::default(),
-        NOW,
-    ));
+    let next = stored(renew_at(&m, &m.ca_bundle, NOW));
     assert_ne!(next.ca_bundle, m.ca_bundle);
     accepted(&next, &next.ca_bundle, NOW).expect("a working pair");
     let mut keyless = fresh();
     keyless.ca_key.clear();
     assert!(matches!(
-        renew(
-            Some(&keyless),
-            &keyless.ca_bundle,
-            &hosts(),
-            Lifetimes::default(),
-            NOW
-        )
-        .unwrap(),
+        renew_at(&keyless, &keyless.ca_bundle, NOW).unwrap(),
         Renewal::Store(..)
     ));
 }
@@ -263,12 +217,6 @@ fn a_serving_certificate_signed_by_a_foreign_ca_is_replaced() {
         key: foreign.key.clone(),
         ..m.clone()
     };
-    let next = stored(renew(
-        Some(&mixed),
-        &m.ca_bundle,
-        &hosts(),
-        Lifetimes::default(),
-        NOW,
-    ));
+    let next = stored(renew_at(&mixed, &m.ca_bundle, NOW));
     accepted(&next, &m.ca_bundle, NOW).expect("signed by the stored CA again");
 }

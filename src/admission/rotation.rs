@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingWebhook, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, PostParams};
 use tracing::{info, warn};
@@ -259,13 +261,21 @@ fn trusted_bundle(configuration: &ValidatingWebhookConfiguration, service: &str)
 fn ours<'a>(
     configuration: &'a ValidatingWebhookConfiguration,
     service: &'a str,
-) -> impl Iterator<Item = &'a k8s_openapi::api::admissionregistration::v1::ValidatingWebhook> + 'a {
-    configuration.webhooks.iter().flatten().filter(move |w| {
-        w.client_config
-            .service
-            .as_ref()
-            .is_some_and(|s| s.name == service)
-    })
+) -> impl Iterator<Item = &'a ValidatingWebhook> + 'a {
+    configuration
+        .webhooks
+        .iter()
+        .flatten()
+        .filter(move |w| calls(w, service))
+}
+
+/// Whether `webhook` calls the Service named `service`.
+fn calls(webhook: &ValidatingWebhook, service: &str) -> bool {
+    webhook
+        .client_config
+        .service
+        .as_ref()
+        .is_some_and(|s| s.name == service)
 }
 
 /// Sets `caBundle` of every webhook calling `service` to `bundle` (the configuration's
@@ -277,12 +287,7 @@ async fn trust(
     bundle: &str,
 ) -> Result<(), kube::Error> {
     for webhook in configuration.webhooks.iter_mut().flatten() {
-        if webhook
-            .client_config
-            .service
-            .as_ref()
-            .is_some_and(|s| s.name == service)
-        {
+        if calls(webhook, service) {
             webhook.client_config.ca_bundle = Some(ByteString(bundle.as_bytes().to_vec()));
         }
     }
