@@ -37,6 +37,8 @@ pub enum Identity {
     Controller,
     /// The management MCP server's ServiceAccount.
     McpServer,
+    /// The admission webhook's ServiceAccount.
+    Webhook,
     /// An application pod's ServiceAccount whose client watches every namespace.
     App,
     /// An application pod's ServiceAccount whose client watches tenant-acme only.
@@ -51,10 +53,11 @@ pub enum Identity {
 
 impl Identity {
     /// Every identity.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Admin,
         Self::Controller,
         Self::McpServer,
+        Self::Webhook,
         Self::App,
         Self::Worker,
         Self::Alice,
@@ -67,6 +70,7 @@ impl Identity {
         match self {
             Self::Controller => Some((NS, "t-tenant-mcp-controller")),
             Self::McpServer => Some((NS, "t-tenant-mcp-mcp-server")),
+            Self::Webhook => Some((NS, "t-tenant-mcp-webhook")),
             Self::App => Some(("rag", "rag-api")),
             Self::Worker => Some(("rag", "acme-worker")),
             Self::Admin | Self::Alice | Self::Carol | Self::Eve => None,

@@ -193,9 +193,14 @@ fn the_chart_lints_and_renders_for_each_value_set() {
         "GlobalMcpConfig",
         "NetworkPolicy",
         "PodDisruptionBudget",
+        "ValidatingWebhookConfiguration",
     ] {
         assert!(kinds.contains(kind), "no {kind} by default: {kinds:?}");
     }
+    assert!(
+        !kinds.contains("Certificate") && !kinds.contains("Issuer"),
+        "no cert-manager objects unless asked for: {kinds:?}"
+    );
     assert!(!kinds.contains("Secret"), "{kinds:?}");
     assert!(
         !kinds.contains("Job") && !kinds.contains("PrometheusRule"),
@@ -238,6 +243,56 @@ fn the_chart_lints_and_renders_for_each_value_set() {
         "keep"
     );
     assert_eq!(global["spec"]["tenantConfigsEnabled"], true);
+
+    // The webhook by default: Fail, through its Service, with a certificate it makes itself
+    // in a Secret it alone may write, and two replicas kept by a PDB.
+    let configuration = find(&defaults, "ValidatingWebhookConfiguration", "t-tenant-mcp");
+    let hook = &configuration["webhooks"][0];
+    assert_eq!(hook["failurePolicy"], "Fail");
+    assert_eq!(hook["timeoutSeconds"], 5);
+    assert_eq!(hook["sideEffects"], "None");
+    assert_eq!(
+        hook["clientConfig"]["service"]["name"],
+        "t-tenant-mcp-webhook"
+    );
+    assert!(hook["clientConfig"]["caBundle"].is_null());
+    assert!(configuration["metadata"]["annotations"].is_null());
+    let resources: BTreeSet<&str> = hook["rules"][0]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        resources,
+        BTreeSet::from(["tenantmcpconfigs", "globalmcpconfigs"])
+    );
+    let webhook = find(&defaults, "Deployment", "-webhook");
+    assert_eq!(webhook["spec"]["replicas"], 2);
+    assert_eq!(
+        env(webhook, "TENANT_MCP_WEBHOOK_CERT_SECRET").unwrap()["value"],
+        "t-tenant-mcp-webhook-tls"
+    );
+    assert_eq!(
+        env(webhook, "TENANT_MCP_WEBHOOK_CONFIGURATION").unwrap()["value"],
+        "t-tenant-mcp"
+    );
+    assert!(env(webhook, "TENANT_MCP_WEBHOOK_CERT_FILE").is_none());
+    assert!(webhook["spec"]["template"]["spec"]["volumes"].is_null());
+    find(&defaults, "PodDisruptionBudget", "-webhook");
+    let secret_role = find(&defaults, "Role", "-webhook-certificate");
+    let named: Vec<&Value> = secret_role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["resourceNames"].is_array())
+        .collect();
+    assert!(
+        named
+            .iter()
+            .all(|r| r["resourceNames"] == serde_json::json!(["t-tenant-mcp-webhook-tls"])),
+        "{secret_role}"
+    );
 
     // Everything on: the mirror with its migration hook, monitoring, admins, clients, JWKS.
     let full = render(VALUE_SETS[1]).unwrap();
@@ -323,6 +378,52 @@ fn the_chart_lints_and_renders_for_each_value_set() {
         }
     }
 
+    // The webhook with cert-manager: a self-signed Issuer and a Certificate for the Service's
+    // names, the Secret mounted and read from files, caBundle left to the cainjector.
+    let configuration = find(&full, "ValidatingWebhookConfiguration", "t-tenant-mcp");
+    assert_eq!(configuration["webhooks"][0]["failurePolicy"], "Ignore");
+    assert_eq!(
+        configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        "tenant-mcp-system/t-tenant-mcp-webhook"
+    );
+    let certificate = find(&full, "Certificate", "t-tenant-mcp-webhook");
+    assert_eq!(
+        certificate["spec"]["secretName"],
+        "t-tenant-mcp-webhook-tls"
+    );
+    assert_eq!(
+        certificate["spec"]["dnsNames"][0],
+        "t-tenant-mcp-webhook.tenant-mcp-system.svc"
+    );
+    assert_eq!(certificate["spec"]["issuerRef"]["kind"], "Issuer");
+    assert_eq!(
+        find(&full, "Issuer", "t-tenant-mcp-webhook")["spec"]["selfSigned"],
+        serde_json::json!({})
+    );
+    let webhook = find(&full, "Deployment", "-webhook");
+    assert_eq!(
+        env(webhook, "TENANT_MCP_WEBHOOK_CERT_FILE").unwrap()["value"],
+        "/etc/tenant-mcp/webhook-tls/tls.crt"
+    );
+    assert!(env(webhook, "TENANT_MCP_WEBHOOK_CERT_SECRET").is_none());
+    assert_eq!(
+        webhook["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"],
+        "t-tenant-mcp-webhook-tls"
+    );
+    // A named issuer: no Issuer of the chart's.
+    let issued = render(&[
+        "mcpServer.auth.jwtSecret.existingSecret=tenant-mcp-jwt",
+        "webhook.certificate.certManager.enabled=true",
+        "webhook.certificate.certManager.issuerRef.name=platform-ca",
+        "webhook.certificate.certManager.issuerRef.kind=ClusterIssuer",
+    ])
+    .unwrap();
+    assert!(of_kind(&issued, "Issuer").is_empty());
+    assert_eq!(
+        find(&issued, "Certificate", "-webhook")["spec"]["issuerRef"]["name"],
+        "platform-ca"
+    );
+
     // The alerts are valid PromQL over series and labels the code exports.
     let exported = exported();
     let rule = find(&full, "PrometheusRule", "");
@@ -339,7 +440,12 @@ fn the_chart_lints_and_renders_for_each_value_set() {
     // Minimal: no MCP server, one controller replica (no PDB), no policy objects, no global.
     let minimal = render(VALUE_SETS[2]).unwrap();
     let kinds: BTreeSet<&str> = minimal.iter().filter_map(|o| o["kind"].as_str()).collect();
-    for absent in ["PodDisruptionBudget", "NetworkPolicy", "GlobalMcpConfig"] {
+    for absent in [
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "GlobalMcpConfig",
+        "ValidatingWebhookConfiguration",
+    ] {
         assert!(!kinds.contains(absent), "{absent} in {kinds:?}");
     }
     assert_eq!(of_kind(&minimal, "Deployment").len(), 1);
@@ -499,7 +605,7 @@ fn the_dashboard_parses_and_queries_only_exported_series() {
 
 #[test]
 fn bad_values_are_refused_with_the_field_named() {
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 12] = [
         (&["controller.replicas=two"], "/controller/replicas"),
         (&["controller.replica=2"], "replica"),
         (
@@ -545,6 +651,24 @@ fn bad_values_are_refused_with_the_field_named() {
                 "mcpServer.auth.jwtSecret.existingSecret=j",
             ],
             "must not be the release namespace",
+        ),
+        (
+            &["webhook.failurePolicy=Sometimes"],
+            "/webhook/failurePolicy",
+        ),
+        // The API server holds each write this long; more than 5 s is refused by the chart.
+        (&["webhook.timeoutSeconds=10"], "/webhook/timeoutSeconds"),
+        (
+            &["webhook.certificate.lifetime=90d"],
+            "/webhook/certificate/lifetime",
+        ),
+        // No replica under Fail would refuse every write of tenant-mcp's resources.
+        (
+            &[
+                "webhook.replicas=0",
+                "mcpServer.auth.jwtSecret.existingSecret=j",
+            ],
+            "webhook.replicas=0 with webhook.failurePolicy=Fail",
         ),
     ];
     for (sets, says) in cases {
@@ -683,12 +807,15 @@ const VALUE_SETS: &[&[&str]] = &[
         "rbac.clientServiceAccounts[1].namespace=rag",
         "rbac.clientServiceAccounts[1].name=acme-worker",
         "rbac.clientServiceAccounts[1].watchNamespace=tenant-acme",
+        "webhook.certificate.certManager.enabled=true",
+        "webhook.failurePolicy=Ignore",
     ],
     &[
         "mcpServer.enabled=false",
         "controller.replicas=1",
         "networkPolicy.enabled=false",
         "globalConfig.create=false",
+        "webhook.enabled=false",
     ],
     &[
         "tenantConfigsEnabled=false",
@@ -725,6 +852,37 @@ spec:
       schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
 ";
 
+/// The cert-manager kinds the chart renders with `webhook.certificate.certManager.enabled`, as
+/// schemaless CRDs: the install is checked, not cert-manager's issuing (which needs its
+/// controller, not installed here).
+const CERT_MANAGER_CRDS: &str = r"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: certificates.cert-manager.io}
+spec:
+  group: cert-manager.io
+  scope: Namespaced
+  names: {kind: Certificate, plural: certificates, singular: certificate, listKind: CertificateList}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: issuers.cert-manager.io}
+spec:
+  group: cert-manager.io
+  scope: Namespaced
+  names: {kind: Issuer, plural: issuers, singular: issuer, listKind: IssuerList}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+";
+
 /// helm's stderr, less the lines that are not warnings about the chart (none expected).
 fn warnings(stderr: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(stderr)
@@ -751,6 +909,7 @@ async fn every_value_set_installs_with_helm_without_a_warning() {
     };
     // Schemaless stand-ins for the prometheus-operator CRDs the monitoring values render.
     apply("the monitoring CRDs", MONITORING_CRDS);
+    apply("the cert-manager CRDs", CERT_MANAGER_CRDS);
     let namespaces = ["tenant-acme", "rag"]
         .map(|n| format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {n}}}\n"))
         .join("---\n");

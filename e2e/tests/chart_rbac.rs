@@ -133,6 +133,76 @@ async fn each_identity_can_do_its_job_and_no_more() {
             vec!["create", "clusterroles.rbac.authorization.k8s.io"],
             false,
         ),
+        // The webhook: reads what it judges a write by, keeps its own certificate Secret and
+        // its own configuration's caBundle …
+        (Identity::Webhook, vec!["list", tmc, all], true),
+        (Identity::Webhook, vec!["get", gmc], true),
+        (Identity::Webhook, vec!["get", "namespaces"], true),
+        (
+            Identity::Webhook,
+            vec!["get", "secrets", "-n", "tenant-acme"],
+            true,
+        ),
+        (Identity::Webhook, vec!["create", "secrets", "-n", NS], true),
+        (
+            Identity::Webhook,
+            vec!["update", "secrets/t-tenant-mcp-webhook-tls", "-n", NS],
+            true,
+        ),
+        (
+            Identity::Webhook,
+            vec![
+                "update",
+                "validatingwebhookconfigurations.admissionregistration.k8s.io/t-tenant-mcp",
+            ],
+            true,
+        ),
+        // … and no more: no other Secret written, no Secret listed (values of a whole
+        // namespace), no other webhook configuration (it could switch another webhook off),
+        // no config written.
+        (
+            Identity::Webhook,
+            vec!["update", "secrets/t-tenant-mcp-mcp-jwt", "-n", NS],
+            false,
+        ),
+        (
+            Identity::Webhook,
+            vec!["create", "secrets", "-n", "tenant-acme"],
+            false,
+        ),
+        (
+            Identity::Webhook,
+            vec!["list", "secrets", "-n", "tenant-acme"],
+            false,
+        ),
+        (
+            Identity::Webhook,
+            vec!["delete", "secrets/t-tenant-mcp-webhook-tls", "-n", NS],
+            false,
+        ),
+        (
+            Identity::Webhook,
+            vec![
+                "update",
+                "validatingwebhookconfigurations.admissionregistration.k8s.io/other",
+            ],
+            false,
+        ),
+        (
+            Identity::Webhook,
+            vec![
+                "delete",
+                "validatingwebhookconfigurations.admissionregistration.k8s.io/t-tenant-mcp",
+            ],
+            false,
+        ),
+        (
+            Identity::Webhook,
+            vec!["create", tmc, "-n", "tenant-acme"],
+            false,
+        ),
+        (Identity::Webhook, vec!["update", gmc], false),
+        (Identity::Webhook, vec!["watch", tmc, all], false),
         // The management server: configs and Secrets, never status or the global config.
         (
             Identity::McpServer,

@@ -82,6 +82,15 @@ impl Verdict {
     }
 }
 
+/// Whether a write must go through whatever the rules say now: an update of an object being
+/// deleted (the controller removes its finalizer) or one that leaves `spec` as it was (labels,
+/// annotations, finalizers).
+pub fn never_refused(object: &Value, old: Option<&Value>) -> bool {
+    let deleting = object.pointer("/metadata/deletionTimestamp").is_some();
+    let spec_unchanged = old.is_some_and(|o| o.get("spec") == object.get("spec"));
+    deleting || spec_unchanged
+}
+
 /// The decision for `object` (created, or updated from `old`) given `cluster`.
 ///
 /// Writes that must never be refused are allowed whatever the rules say now: an update of an
@@ -103,7 +112,12 @@ pub fn review(object: &Value, old: Option<&Value>, cluster: &Cluster<'_>) -> Ver
         .map(str::to_owned);
     let mut documents = Vec::new();
     let mut push = |source: &str, content: Value| {
-        let position = documents.len() + 1;
+        // What the cluster holds is not a document of a file: no position in its messages.
+        let position = if source == CLUSTER {
+            0
+        } else {
+            documents.len() + 1
+        };
         documents.push(SourceDocument {
             source: source.to_owned(),
             position,
@@ -161,9 +175,7 @@ pub fn review(object: &Value, old: Option<&Value>, cluster: &Cluster<'_>) -> Ver
         errors: mine.errors.clone(),
         warnings: secret_warnings(object, cluster.secrets, &secrets_namespace),
     };
-    let deleting = object.pointer("/metadata/deletionTimestamp").is_some();
-    let spec_unchanged = old.is_some_and(|o| o.get("spec") == object.get("spec"));
-    if deleting || spec_unchanged {
+    if never_refused(object, old) {
         for e in std::mem::take(&mut verdict.errors).iter() {
             verdict.warnings.push(format!(
                 "{e} (stored before this rule applied: allowed because the spec did not change)"

@@ -15,7 +15,7 @@ use kube::core::PartialObjectMeta;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::review::{Cluster, Verdict, review};
+use super::review::{Cluster, Verdict, never_refused, review};
 use crate::api::{
     DEFAULT_CREDENTIALS_NAMESPACE, GLOBAL_CONFIG_NAME, GlobalMcpConfig, TENANT_LABEL,
     TenantMcpConfig,
@@ -60,9 +60,19 @@ async fn validate(State(kube): State<kube::Client>, Json(body): Json<Value>) -> 
             );
             (verdict.allowed(), status, verdict.warnings)
         }
+        // What the cluster holds could not be read. A write that is never refused (the
+        // controller's finalizer removal, a label change) still goes through: an API hiccup
+        // must not hold up a deletion.
+        Err(e) if never_refused(&object, old.as_ref()) => {
+            warn!(error = %e, "admission review could not read the cluster; allowed: spec unchanged or deleting");
+            let warning = format!(
+                "tenant-mcp could not check this write ({e}); allowed because the spec did not change or the object is being deleted"
+            );
+            (true, None, vec![warning])
+        }
+        // Otherwise refuse (the failure policy decides what happens when the webhook itself
+        // cannot be reached).
         Err(e) => {
-            // What the cluster holds could not be read: refuse (the failure policy decides
-            // what happens when the webhook itself cannot be reached).
             warn!(error = %e, "admission review could not read the cluster");
             let message = format!("tenant-mcp could not check this write: {e}; try again");
             (
@@ -201,3 +211,7 @@ async fn referenced_secrets(
     }
     Ok(found)
 }
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;

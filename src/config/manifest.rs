@@ -27,7 +27,8 @@ use crate::api::{
 pub struct SourceDocument {
     /// Where it came from (a file path).
     pub source: String,
-    /// Its position in the file, from 1 (items of a `kind: List` share their list's position).
+    /// Its position in the file, from 1 (items of a `kind: List` share their list's position);
+    /// 0 for an object that is not from a file (read from a cluster).
     pub position: usize,
     /// The document, or why it could not be parsed.
     pub content: Result<Value, String>,
@@ -364,7 +365,10 @@ pub fn check_documents(documents: &[SourceDocument]) -> Report {
 }
 
 fn location(report: &ObjectReport) -> String {
-    format!("{} (document {})", report.source, report.position)
+    match report.position {
+        0 => report.source.clone(),
+        position => format!("{} (document {position})", report.source),
+    }
 }
 
 /// Checks one document on its own, recording any Secret it declares.

@@ -24,7 +24,9 @@ struct Args {
     #[arg(long, env = "RUN_POD_PROGRAM")]
     program: PathBuf,
     /// `NAME=value` set after the pod's own environment (e.g. a listening address: the
-    /// process shares the host's network), repeatable.
+    /// process shares the host's network), repeatable. `$(POD_IP)` in a value, as in a pod
+    /// spec, is the address a Service endpoint for this pod points at (the host's, not
+    /// loopback).
     #[arg(long = "env", value_parser = parse_pair)]
     env: Vec<(String, String)>,
     /// `PORT_NAME=local_port`: the container port the process listens on at that local port
@@ -36,6 +38,9 @@ struct Args {
     #[arg(long, env = "RUN_POD_LOG")]
     log: Option<PathBuf>,
 }
+
+/// Kubernetes' spelling of a dependent variable, for the pod's address.
+const POD_IP: &str = "$(POD_IP)";
 
 fn parse_port(text: &str) -> Result<(String, u16), String> {
     let (name, port) = parse_pair(text)?;
@@ -57,10 +62,15 @@ async fn main() -> anyhow::Result<()> {
     tenant_mcp_e2e::stack::install_crypto_provider();
     let kubeconfig = std::env::var_os("KUBECONFIG").context("set KUBECONFIG to the cluster's")?;
     let cluster = Cluster::from_kubeconfig(PathBuf::from(kubeconfig)).await?;
+    let pod_ip = if args.env.iter().any(|(_, v)| v.contains(POD_IP)) {
+        tenant_mcp_e2e::workload::host_address()?.to_string()
+    } else {
+        String::new()
+    };
     let overrides: Vec<(&str, String)> = args
         .env
         .iter()
-        .map(|(k, v)| (k.as_str(), v.clone()))
+        .map(|(k, v)| (k.as_str(), v.replace(POD_IP, &pod_ip)))
         .collect();
     let publish: Vec<(&str, u16)> = args.publish.iter().map(|(n, p)| (n.as_str(), *p)).collect();
     let pod = LocalPod::start(

@@ -1,0 +1,79 @@
+//! The webhook's answer when the API server cannot be read. The client points at a loopback
+//! port nothing listens on (a real refused connection, not a mock).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use axum::body::Body;
+use axum::http::Request;
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+use super::{PATH, router};
+
+fn unreachable_cluster() -> kube::Client {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // The listener is dropped: connections to the port are refused.
+    let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap());
+    kube::Client::try_from(config).unwrap()
+}
+
+fn config(finalizers: &[&str]) -> Value {
+    json!({
+        "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "TenantMcpConfig",
+        "metadata": {"name": "acme", "namespace": "tenant-acme", "finalizers": finalizers},
+        "spec": {"tenantId": "acme"}
+    })
+}
+
+async fn answer(object: Value, old: Option<Value>) -> Value {
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "u1", "operation": if old.is_some() { "UPDATE" } else { "CREATE" },
+                    "object": object, "oldObject": old}
+    });
+    let response = router(unreachable_cluster())
+        .oneshot(
+            Request::post(PATH)
+                .header("content-type", "application/json")
+                .body(Body::from(review.to_string()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    serde_json::from_slice::<Value>(&bytes).unwrap()["response"].clone()
+}
+
+#[tokio::test]
+async fn a_finalizer_removal_goes_through_when_the_cluster_cannot_be_read() {
+    let before = config(&["tenantmcp.dev/cleanup"]);
+    let mut after = config(&[]);
+    after["metadata"]["deletionTimestamp"] = json!("2026-12-05T00:00:00Z");
+    let response = answer(after, Some(before)).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    assert!(
+        response["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("could not check this write"),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn a_new_config_is_refused_when_the_cluster_cannot_be_read() {
+    let response = answer(config(&[]), None).await;
+    assert_eq!(response["allowed"], false, "{response}");
+    assert_eq!(response["status"]["code"], 503, "{response}");
+    // A spec change is judged, so it is refused too.
+    let mut changed = config(&[]);
+    changed["spec"]["enabled"] = json!(false);
+    let response = answer(changed, Some(config(&[]))).await;
+    assert_eq!(response["allowed"], false, "{response}");
+}
