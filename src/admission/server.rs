@@ -96,70 +96,27 @@ async fn validate(State(kube): State<kube::Client>, Json(body): Json<Value>) -> 
     }))
 }
 
-/// Reads what the review of `object` needs and runs it.
+/// Reads what the review of `object` needs and runs it. The reads are independent and run
+/// at once: a review waits for the slowest, not for their sum.
 async fn decide(
     kube: &kube::Client,
     object: &Value,
     old: Option<&Value>,
 ) -> Result<Verdict, kube::Error> {
+    // An update of an object being deleted (the controller removing its finalizer) is allowed
+    // whatever the cluster holds, and a warning about an object on its way out helps nobody:
+    // no reads.
+    if old.is_some() && object.pointer("/metadata/deletionTimestamp").is_some() {
+        return Ok(Verdict::default());
+    }
     let kind = object["kind"].as_str().unwrap_or_default();
-    let global_api: Api<GlobalMcpConfig> = Api::all(kube.clone());
-    let global = match kind {
-        "GlobalMcpConfig" => None,
-        _ => global_api
-            .get_opt(GLOBAL_CONFIG_NAME)
-            .await?
-            .map(|g| serde_json::to_value(g).unwrap_or_default()),
-    };
+    let is_tenant = kind == "TenantMcpConfig";
     let namespace = object
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    let mut label = None;
-    let mut rivals: Vec<(Value, Option<String>)> = Vec::new();
-    if kind == "TenantMcpConfig" {
-        let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(kube.clone());
-        if let Some(ns) = &namespace {
-            label = tenant_label(&namespaces, ns).await?;
-        }
-        // A tenant id that is not a DNS label is refused by the review anyway, and would not
-        // make a well-formed field selector.
-        let tenant = object
-            .pointer("/spec/tenantId")
-            .and_then(Value::as_str)
-            .filter(|t| crate::config::validate::is_dns_label(t));
-        let configs: Api<TenantMcpConfig> = Api::all(kube.clone());
-        // The CRD's selectable field: the API server filters, the webhook does not list all.
-        let claimants =
-            ListParams::default().fields(&format!("spec.tenantId={}", tenant.unwrap_or_default()));
-        let found = match tenant {
-            Some(_) => configs.list(&claimants).await?.items,
-            None => Vec::new(),
-        };
-        for rival in found
-            .into_iter()
-            .filter(|c| Some(c.spec.tenant_id.as_str()) == tenant)
-        {
-            let rival_label = match rival.metadata.namespace.as_deref() {
-                Some(ns) => tenant_label(&namespaces, ns).await?,
-                None => None,
-            };
-            let mut value = serde_json::to_value(&rival).unwrap_or_default();
-            value["apiVersion"] = json!(crate::api::API_VERSION);
-            value["kind"] = json!("TenantMcpConfig");
-            rivals.push((value, rival_label));
-        }
-    }
-    let mut active: Vec<(String, crate::api::ActiveConfig)> = Vec::new();
-    if kind == "GlobalMcpConfig" {
-        let configs: Api<TenantMcpConfig> = Api::all(kube.clone());
-        active = configs
-            .list(&ListParams::default())
-            .await?
-            .into_iter()
-            .filter_map(|c| Some((c.spec.tenant_id.clone(), c.status?.active)))
-            .collect();
-    }
+    let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(kube.clone());
+    let configs: Api<TenantMcpConfig> = Api::all(kube.clone());
     let secrets_namespace = match kind {
         "GlobalMcpConfig" => object
             .pointer("/spec/credentialsNamespace")
@@ -168,7 +125,72 @@ async fn decide(
             .to_owned(),
         _ => namespace.clone().unwrap_or_default(),
     };
-    let secrets = referenced_secrets(kube, &secrets_namespace, object).await?;
+
+    let global = async {
+        if kind == "GlobalMcpConfig" {
+            return Ok(None);
+        }
+        Ok(Api::<GlobalMcpConfig>::all(kube.clone())
+            .get_opt(GLOBAL_CONFIG_NAME)
+            .await?
+            .map(|g| serde_json::to_value(g).unwrap_or_default()))
+    };
+    let label = async {
+        match (&namespace, is_tenant) {
+            (Some(ns), true) => tenant_label(&namespaces, ns).await,
+            _ => Ok(None),
+        }
+    };
+    let rivals = async {
+        if !is_tenant {
+            return Ok(Vec::new());
+        }
+        // A tenant id that is not a DNS label is refused by the review anyway, and would not
+        // make a well-formed field selector.
+        let Some(tenant) = object
+            .pointer("/spec/tenantId")
+            .and_then(Value::as_str)
+            .filter(|t| crate::config::validate::is_dns_label(t))
+        else {
+            return Ok(Vec::new());
+        };
+        // The CRD's selectable field: the API server filters, the webhook does not list all.
+        let claimants = ListParams::default().fields(&format!("spec.tenantId={tenant}"));
+        let mut found: Vec<(Value, Option<String>)> = Vec::new();
+        for rival in configs
+            .list(&claimants)
+            .await?
+            .items
+            .into_iter()
+            .filter(|c| c.spec.tenant_id == tenant)
+        {
+            let rival_label = match rival.metadata.namespace.as_deref() {
+                Some(ns) => tenant_label(&namespaces, ns).await?,
+                None => None,
+            };
+            let mut value = serde_json::to_value(&rival).unwrap_or_default();
+            value["apiVersion"] = json!(crate::api::API_VERSION);
+            value["kind"] = json!("TenantMcpConfig");
+            found.push((value, rival_label));
+        }
+        Ok::<_, kube::Error>(found)
+    };
+    let active = async {
+        if kind != "GlobalMcpConfig" {
+            return Ok(Vec::new());
+        }
+        Ok::<_, kube::Error>(
+            configs
+                .list(&ListParams::default())
+                .await?
+                .into_iter()
+                .filter_map(|c| Some((c.spec.tenant_id.clone(), c.status?.active)))
+                .collect::<Vec<(String, crate::api::ActiveConfig)>>(),
+        )
+    };
+    let secrets = referenced_secrets(kube, &secrets_namespace, object);
+    let (global, label, rivals, active, secrets) =
+        tokio::try_join!(global, label, rivals, active, secrets)?;
     Ok(review(
         object,
         old,
@@ -199,11 +221,16 @@ async fn referenced_secrets(
     namespace: &str,
     object: &Value,
 ) -> Result<BTreeMap<String, BTreeSet<String>>, kube::Error> {
-    let names = super::review::referenced_secret_names(object);
     let api: Api<Secret> = Api::namespaced(kube.clone(), namespace);
+    let reads = super::review::referenced_secret_names(object)
+        .into_iter()
+        .map(|name| {
+            let api = api.clone();
+            async move { Ok::<_, kube::Error>((api.get_opt(&name).await?, name)) }
+        });
     let mut found = BTreeMap::new();
-    for name in names {
-        if let Some(secret) = api.get_opt(&name).await? {
+    for (secret, name) in futures::future::try_join_all(reads).await? {
+        if let Some(secret) = secret {
             let mut keys: BTreeSet<String> = secret.data.unwrap_or_default().into_keys().collect();
             keys.extend(secret.string_data.unwrap_or_default().into_keys());
             found.insert(name, keys);

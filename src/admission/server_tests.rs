@@ -51,10 +51,11 @@ async fn answer(object: Value, old: Option<Value>) -> Value {
 }
 
 #[tokio::test]
-async fn a_finalizer_removal_goes_through_when_the_cluster_cannot_be_read() {
-    let before = config(&["tenantmcp.dev/cleanup"]);
-    let mut after = config(&[]);
-    after["metadata"]["deletionTimestamp"] = json!("2026-12-05T00:00:00Z");
+async fn a_write_that_leaves_the_spec_alone_goes_through_when_the_cluster_cannot_be_read() {
+    // The controller adding its finalizer, or a label change: the reads fail, the write is
+    // allowed with a warning saying it could not be checked.
+    let before = config(&[]);
+    let after = config(&["tenantmcp.dev/cleanup"]);
     let response = answer(after, Some(before)).await;
     assert_eq!(response["allowed"], true, "{response}");
     assert!(
@@ -64,6 +65,12 @@ async fn a_finalizer_removal_goes_through_when_the_cluster_cannot_be_read() {
             .contains("could not check this write"),
         "{response}"
     );
+    // The finalizer removal of a config being deleted needs no read at all.
+    let mut deleting = config(&[]);
+    deleting["metadata"]["deletionTimestamp"] = json!("2026-12-05T00:00:00Z");
+    let response = answer(deleting, Some(config(&["tenantmcp.dev/cleanup"]))).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    assert!(response["warnings"].is_null(), "{response}");
 }
 
 #[tokio::test]

@@ -1,6 +1,9 @@
 //! Typed decoding of untrusted JSON with errors a person can act on: every unknown field (with
 //! the fields that are allowed there) and the first type error, each by field path.
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, RwLock};
+
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -102,12 +105,26 @@ fn join(path: &FieldPath, parts: &[Part]) -> FieldPath {
     })
 }
 
-/// `T`'s JSON schema with every subschema inlined, as the CRD has it.
-fn schema_of<T: JsonSchema>() -> Value {
+/// `T`'s JSON schema with every subschema inlined, as the CRD has it; generated once per type
+/// and process (generating it took most of a decode's time, and the admission webhook decodes
+/// on every write).
+fn schema_of<T: JsonSchema>() -> Arc<Value> {
+    static SCHEMAS: LazyLock<RwLock<HashMap<&'static str, Arc<Value>>>> =
+        LazyLock::new(RwLock::default);
+    let key = std::any::type_name::<T>();
+    if let Some(schema) = SCHEMAS.read().ok().and_then(|s| s.get(key).cloned()) {
+        return schema;
+    }
     let generator = schemars::generate::SchemaSettings::openapi3()
         .with(|s| s.inline_subschemas = true)
         .into_generator();
-    serde_json::to_value(generator.into_root_schema_for::<T>()).unwrap_or(Value::Null)
+    let schema = Arc::new(
+        serde_json::to_value(generator.into_root_schema_for::<T>()).unwrap_or(Value::Null),
+    );
+    if let Ok(mut schemas) = SCHEMAS.write() {
+        schemas.insert(key, schema.clone());
+    }
+    schema
 }
 
 /// Collects every key of `value` that `schema` does not declare, with the keys it does.

@@ -293,7 +293,7 @@ pub fn check_documents(documents: &[SourceDocument]) -> Report {
             );
         }
         reports[i].errors.extend(errors);
-        cel_errors(global.validate_cel(), &mut reports[i].errors);
+        cel_errors(super::cel::validate_global(global), &mut reports[i].errors);
         let namespace = Some(global.spec.credentials_namespace.clone());
         check_secret_refs(&global.spec.servers, &namespace, &secrets, &mut reports[i]);
     }
@@ -318,7 +318,7 @@ pub fn check_documents(documents: &[SourceDocument]) -> Report {
         };
         let errors = validate_tenant_spec(&tenant.spec, &policy);
         reports[i].errors.extend(errors);
-        cel_errors(tenant.validate_cel(), &mut reports[i].errors);
+        cel_errors(super::cel::validate_tenant(tenant), &mut reports[i].errors);
         let namespace = tenant.metadata.namespace.clone();
         check_secret_refs(&tenant.spec.servers, &namespace, &secrets, &mut reports[i]);
         // The binding rule, where the input declares the config's namespace: a config its

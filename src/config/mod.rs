@@ -22,6 +22,7 @@
 
 pub mod binding;
 pub mod candidate;
+pub mod cel;
 pub mod credential_reuse;
 pub mod decode;
 pub mod failure;
