@@ -32,6 +32,9 @@ pub struct Cluster<'a> {
     /// For a `GlobalMcpConfig`: every tenant's `status.active`, to say what a new endpoint
     /// policy would take out of service.
     pub active: Vec<(&'a str, &'a crate::api::ActiveConfig)>,
+    /// Whether `active` holds only some of the configs (the webhook stops reading them when
+    /// its time is nearly up, rather than let the API server time the write out).
+    pub active_partial: bool,
     /// The Secrets that exist in the namespace the object's references point into: their
     /// names and the keys of their data (never the values).
     pub secrets: &'a BTreeMap<String, BTreeSet<String>>,
@@ -46,6 +49,7 @@ impl Default for Cluster<'_> {
             namespace_label: None,
             rivals: Vec::new(),
             active: Vec::new(),
+            active_partial: false,
             secrets: &NO_SECRETS,
         }
     }
@@ -183,7 +187,9 @@ pub fn review(object: &Value, old: Option<&Value>, cluster: &Cluster<'_>) -> Ver
         }
     }
     if reviewing_global && name == GLOBAL_CONFIG_NAME {
-        verdict.warnings.extend(demotions(object, &cluster.active));
+        verdict
+            .warnings
+            .extend(demotions(object, &cluster.active, cluster.active_partial));
     }
     if reviewing_global && name != GLOBAL_CONFIG_NAME {
         verdict.warnings.push(format!(
@@ -197,7 +203,11 @@ pub fn review(object: &Value, old: Option<&Value>, cluster: &Cluster<'_>) -> Ver
 /// same static rule the client and the controller apply to active entries): allowed — the
 /// controller takes them out of service and those tenants fall back to the global servers —
 /// but said, with how many tenants and which server types.
-fn demotions(global: &Value, active: &[(&str, &crate::api::ActiveConfig)]) -> Option<String> {
+fn demotions(
+    global: &Value,
+    active: &[(&str, &crate::api::ActiveConfig)],
+    partial: bool,
+) -> Option<String> {
     use crate::config::candidate::ServerKey;
     let spec = decoded::<crate::api::GlobalMcpConfig>(global)?.spec;
     let policy = crate::config::validate::validate_global_spec(&spec).1?;
@@ -221,13 +231,27 @@ fn demotions(global: &Value, active: &[(&str, &crate::api::ActiveConfig)]) -> Op
             }
         }
     }
+    let counted = if partial {
+        format!(
+            " among the first {} configs (the webhook stopped counting at its time limit)",
+            active.len()
+        )
+    } else {
+        String::new()
+    };
     if tenants.is_empty() {
-        return None;
+        return partial.then(|| {
+            format!(
+                "spec.endpointPolicy: denies no server that tenants use now{counted}; the \
+                 controller takes any it denies out of service"
+            )
+        });
     }
     let types: Vec<String> = by_type.iter().map(|(t, n)| format!("{t}: {n}")).collect();
     Some(format!(
-        "spec.endpointPolicy: denies servers that {} tenant(s) use now ({}); the controller \
-         takes them out of service and those tenants fall back to the global servers",
+        "spec.endpointPolicy: denies servers that {}{} tenant(s) use now ({}){counted}; the \
+         controller takes them out of service and those tenants fall back to the global servers",
+        if partial { "at least " } else { "" },
         tenants.len(),
         types.join(", ")
     ))

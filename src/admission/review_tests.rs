@@ -143,8 +143,8 @@ fn every_invalid_example_is_refused_as_validate_refuses_it() {
                 global: file.global.as_ref(),
                 namespace_label: file.label.as_deref(),
                 rivals: file.rivals.iter().map(|(v, l)| (v, l.as_deref())).collect(),
-                active: Vec::new(),
                 secrets: &file.secrets,
+                ..Cluster::default()
             },
         );
         assert!(!verdict.allowed(), "{source}: allowed");
@@ -338,4 +338,26 @@ fn a_policy_that_demotes_active_servers_is_allowed_with_a_warning() {
         ]
     );
     assert!(review(&global(true), None, &cluster).warnings.is_empty());
+    // Counted in part (the webhook's time ran out): said so, as a lower bound.
+    let partial = Cluster {
+        active_partial: true,
+        ..cluster.clone()
+    };
+    assert_eq!(
+        review(&global(false), None, &partial).warnings,
+        [
+            "spec.endpointPolicy: denies servers that at least 1 tenant(s) use now (mcpServer: 1, \
+          postgres: 1) among the first 2 configs (the webhook stopped counting at its time \
+          limit); the controller takes them out of service and those tenants fall back to the \
+          global servers"
+        ]
+    );
+    assert_eq!(
+        review(&global(true), None, &partial).warnings,
+        [
+            "spec.endpointPolicy: denies no server that tenants use now among the first 2 configs \
+          (the webhook stopped counting at its time limit); the controller takes any it denies \
+          out of service"
+        ]
+    );
 }

@@ -177,19 +177,12 @@ async fn decide(
     };
     let active = async {
         if kind != "GlobalMcpConfig" {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         }
-        Ok::<_, kube::Error>(
-            configs
-                .list(&ListParams::default())
-                .await?
-                .into_iter()
-                .filter_map(|c| Some((c.spec.tenant_id.clone(), c.status?.active)))
-                .collect::<Vec<(String, crate::api::ActiveConfig)>>(),
-        )
+        active_configs(&configs).await
     };
     let secrets = referenced_secrets(kube, &secrets_namespace, object);
-    let (global, label, rivals, active, secrets) =
+    let (global, label, rivals, (active, active_partial), secrets) =
         tokio::try_join!(global, label, rivals, active, secrets)?;
     Ok(review(
         object,
@@ -199,9 +192,45 @@ async fn decide(
             namespace_label: label.as_deref(),
             rivals: rivals.iter().map(|(v, l)| (v, l.as_deref())).collect(),
             active: active.iter().map(|(t, a)| (t.as_str(), a)).collect(),
+            active_partial,
             secrets: &secrets,
         },
     ))
+}
+
+/// How long a GlobalMcpConfig review may spend reading configs to count what its policy
+/// would demote: well inside the 5 s the API server waits at most (`timeoutSeconds`), since
+/// the count is only a warning and a timed-out call refuses the write under `Fail`.
+const COUNT_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Configs read per page while counting.
+const COUNT_PAGE: u32 = 500;
+
+/// Every tenant's `status.active`, a page at a time until [`COUNT_BUDGET`] is spent; and
+/// whether it stopped early.
+async fn active_configs(
+    configs: &Api<TenantMcpConfig>,
+) -> Result<(Vec<(String, crate::api::ActiveConfig)>, bool), kube::Error> {
+    let started = std::time::Instant::now();
+    let mut found = Vec::new();
+    let mut page = ListParams::default().limit(COUNT_PAGE);
+    loop {
+        let list = configs.list(&page).await?;
+        found.extend(
+            list.items
+                .into_iter()
+                .filter_map(|c| Some((c.spec.tenant_id.clone(), c.status?.active))),
+        );
+        match list.metadata.continue_ {
+            Some(token) if !token.is_empty() => {
+                if started.elapsed() >= COUNT_BUDGET {
+                    return Ok((found, true));
+                }
+                page = page.continue_token(&token);
+            }
+            _ => return Ok((found, false)),
+        }
+    }
 }
 
 /// Namespace `ns`'s `tenantmcp.dev/tenant` label, if it exists and has one.
