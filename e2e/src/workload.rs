@@ -355,9 +355,10 @@ async fn publish(
     Ok(())
 }
 
-/// A TenantMcpConfig with an inline password in a URL: every webhook refuses it, so a
-/// server-side dry run of it shows whether the API server calls the webhook.
-const CANARY: &str = "apiVersion: tenantmcp.dev/v1alpha1\nkind: TenantMcpConfig\nmetadata: {name: canary, namespace: default}\nspec:\n  tenantId: canary\n  servers:\n    mcpServers:\n    - {name: x, url: 'https://u:p@example.com/mcp'}\n";
+/// A TenantMcpConfig with a password in a URL, which the CRD schema lets through and every
+/// tenant-mcp webhook refuses whatever the cluster holds: a (dry-run) create of it shows
+/// whether the API server calls the webhook.
+pub const WEBHOOK_CANARY: &str = "apiVersion: tenantmcp.dev/v1alpha1\nkind: TenantMcpConfig\nmetadata: {name: canary, namespace: default}\nspec:\n  tenantId: canary\n  servers:\n    mcpServers:\n    - {name: x, url: 'https://u:p@example.com/mcp'}\n";
 
 /// The chart's webhook Deployment `deployment` in `namespace`, run as its pod, listening at
 /// the host's address with its Service's endpoint pointing there; returns once the API server
@@ -390,7 +391,7 @@ pub async fn start_webhook(
     .await?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let out = cluster.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], CANARY);
+        let out = cluster.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], WEBHOOK_CANARY);
         let stderr = String::from_utf8_lossy(&out.stderr);
         if stderr.contains("denied the request") {
             return Ok(pod);

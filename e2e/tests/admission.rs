@@ -53,8 +53,7 @@ async fn webhook_with(cluster: &Cluster, policy: &str) -> tokio::task::JoinHandl
         .create(&PostParams::default(), &config)
         .await
         .unwrap();
-    cluster.kubectl_ok(&["create", "namespace", "canary"]);
-    let canary = "apiVersion: tenantmcp.dev/v1alpha1\nkind: TenantMcpConfig\nmetadata: {name: canary, namespace: canary}\nspec:\n  tenantId: canary\n  servers:\n    mcpServers:\n    - {name: x, url: 'https://u:p@example.com/mcp'}\n";
+    let canary = tenant_mcp_e2e::workload::WEBHOOK_CANARY;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let out = cluster.kubectl_stdin(&["apply", "-f", "-"], canary);
@@ -62,7 +61,7 @@ async fn webhook_with(cluster: &Cluster, policy: &str) -> tokio::task::JoinHandl
             break;
         }
         if out.status.success() {
-            cluster.kubectl(&["delete", "-n", "canary", "tenantmcpconfig", "canary"]);
+            cluster.kubectl(&["delete", "-n", "default", "tenantmcpconfig", "canary"]);
         }
         assert!(
             std::time::Instant::now() < deadline,

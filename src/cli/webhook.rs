@@ -20,6 +20,12 @@ use super::database::block_on;
 
 /// Arguments of `webhook`.
 #[derive(Debug, Args)]
+// One of the two ways to a certificate, and the usage error names both.
+#[command(group(
+    clap::ArgGroup::new("certificate")
+        .required(true)
+        .args(["tls_cert_file", "certificate_secret"])
+))]
 pub struct WebhookArgs {
     /// Address to serve HTTPS on (`/validate`).
     #[arg(
@@ -29,13 +35,7 @@ pub struct WebhookArgs {
     )]
     pub listen: SocketAddr,
     /// PEM certificate chain to serve, read again when it changes (cert-manager's `tls.crt`).
-    #[arg(
-        long,
-        env = "TENANT_MCP_WEBHOOK_CERT_FILE",
-        requires = "tls_key_file",
-        required_unless_present = "certificate_secret",
-        conflicts_with = "certificate_secret"
-    )]
+    #[arg(long, env = "TENANT_MCP_WEBHOOK_CERT_FILE", requires = "tls_key_file")]
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key of that certificate.
     #[arg(long, env = "TENANT_MCP_WEBHOOK_KEY_FILE", requires = "tls_cert_file")]

@@ -301,14 +301,11 @@ async fn set_global(client: &kube::Client, ports: &[&str]) -> anyhow::Result<()>
     Ok(())
 }
 
-/// A config the webhook refuses whatever the cluster holds: a password in a URL.
+/// The config every tenant-mcp webhook refuses.
 fn canary() -> anyhow::Result<TenantMcpConfig> {
-    Ok(serde_json::from_value(serde_json::json!({
-        "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "TenantMcpConfig",
-        "metadata": {"name": "canary", "namespace": "default"},
-        "spec": {"tenantId": "canary", "servers": {"mcpServers": [
-            {"name": "x", "url": "https://u:p@example.com/mcp"}]}}
-    }))?)
+    Ok(serde_yaml_ng::from_str(
+        tenant_mcp_e2e::workload::WEBHOOK_CANARY,
+    )?)
 }
 
 /// Whether the API server calls the webhook now (a dry run of the canary is refused by it).
