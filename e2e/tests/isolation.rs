@@ -73,14 +73,41 @@ async fn an_impostor_config_never_receives_a_tenants_credentials_through_the_too
     .unwrap();
 
     // evil's tenant admin, as its own Kubernetes identity, claims acme from evil's namespace
-    // before acme has registered anything. RBAC allows it: the namespace is evil's.
+    // before acme has registered anything. RBAC allows it: the namespace is evil's. The
+    // chart's admission webhook refuses it at the door …
     let impostor = config_yaml("tenant-evil", "default", "acme", pg.port(), &db);
     let out = w.apply_as(Identity::Eve, &impostor);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("denied the request")
+            && stderr.contains(r#"namespace "tenant-evil" is bound to tenant "evil""#),
+        "the webhook let the impostor in: {stderr}"
+    );
+    // … but the controller, the tools and the client must hold without it: such a config
+    // can exist (written while the webhook was down under failurePolicy Ignore, or before it
+    // was installed). Remove the webhook, as the cluster admin, and write it.
+    let out = w.kubectl(
+        Identity::Admin,
+        &["delete", "validatingwebhookconfiguration", "t-tenant-mcp"],
+    );
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The API server drops the webhook from its calls shortly after the delete.
+    wait_for(
+        "the impostor written without the webhook",
+        Duration::from_secs(30),
+        async || {
+            w.apply_as(Identity::Eve, &impostor)
+                .status
+                .success()
+                .then_some(())
+        },
+    )
+    .await;
 
     let stop = CancellationToken::new();
     let controller = tokio::spawn(controller::run(

@@ -234,7 +234,8 @@ flight. For each review the webhook's own time is recorded too: from the request
 its answer, its reads from the API server included (the GlobalMcpConfig, the namespace's label, \
 the configs claiming the tenant by field selector, the Secret's keys), TLS excluded. Configs stay, \
 so later phases run against more of them. Then the GlobalMcpConfig is changed (its policy), which \
-the webhook answers by listing every config to count the tenants the new policy would demote.";
+the webhook answers by reading every config (500 a page, for at most 2 s) to count the tenants the \
+new policy would demote.";
 
 /// The pure review's time for a typical create, `n` times.
 fn pure_review_times(n: usize) -> Vec<Duration> {
@@ -532,7 +533,7 @@ patch: `spec` unchanged, always allowed), the webhook's own time:\n\n\
     }
     out.push_str(
         "\nChanging the GlobalMcpConfig's policy (server-side apply), by the client, and the \
-webhook's own time (it lists every config):\n\n\
+webhook's own time (it reads every config):\n\n\
 | round | webhook | configs there | changes | p50 | p99 | webhook's own p50 | p99 |\n\
 |---|---|---|---|---|---|---|---|\n",
     );
