@@ -47,7 +47,7 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # dependencies, so kube, sqlx and the rest would build a second time (see e2e/Cargo.toml).
 build_binaries() {
   log "building tenant-mcp, the local stack, the sample app and run-pod"
-  cargo build --locked --quiet --workspace --bin tenant-mcp --bin local-stack --bin tenant-mcp-sample-app
+  cargo build --locked --quiet --workspace --bin tenant-mcp --bin local-stack --bin tenant-mcp-sample-app --bin run-pod
   for bin in tenant-mcp local-stack tenant-mcp-sample-app run-pod; do
     [ -x "$TARGET_DIR/debug/$bin" ] || die "cargo did not build $bin"
   done

@@ -468,3 +468,101 @@ fn repo(path: &str) -> String {
         .display()
         .to_string()
 }
+
+/// Replicas of the webhook starting at once against no Secret (as a fresh install's two pods
+/// do) agree: one CA, one serving certificate, `caBundle` trusting it, and every replica
+/// serving that certificate. Four start together so that their first reads and writes
+/// overlap (the ones that lose the create re-read what the winner stored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_at_once_agree_on_one_ca_and_certificate() {
+    use k8s_openapi::api::core::v1::Secret;
+    use tenant_mcp::admission::certificate::{self, Lifetimes, keys};
+    use tenant_mcp::admission::rotation::{self, SelfSigned};
+    use tenant_mcp::admission::tls::ServingCert;
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+
+    tenant_mcp_e2e::stack::install_crypto_provider();
+    let cluster = Cluster::start().await.unwrap();
+    let client = cluster.client();
+    let configuration: ValidatingWebhookConfiguration = serde_json::from_value(json!({
+        "metadata": {"name": "race"},
+        "webhooks": [{
+            "name": "validate.tenantmcp.dev",
+            "clientConfig": {"service": {"name": "race-webhook", "namespace": "default",
+                                         "path": server::PATH, "port": 443}},
+            "rules": [{"apiGroups": ["tenantmcp.dev"], "apiVersions": ["*"],
+                       "operations": ["CREATE"], "resources": ["tenantmcpconfigs"]}],
+            "failurePolicy": "Ignore", "sideEffects": "None", "admissionReviewVersions": ["v1"],
+        }],
+    }))
+    .unwrap();
+    Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .create(&PostParams::default(), &configuration)
+        .await
+        .unwrap();
+    let settings = SelfSigned {
+        namespace: "default".into(),
+        secret: "race-tls".into(),
+        webhook_configuration: "race".into(),
+        service: "race-webhook".into(),
+        lifetimes: Lifetimes::default(),
+    };
+    let replicas: Vec<_> = (0..4).map(|_| ServingCert::empty()).collect();
+    let rounds = replicas
+        .iter()
+        .map(|serving| rotation::round(&client, &settings, serving));
+    for result in futures::future::join_all(rounds).await {
+        result.unwrap();
+    }
+
+    let data = Api::<Secret>::namespaced(client.clone(), "default")
+        .get("race-tls")
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    let text = |key: &str| String::from_utf8(data[key].0.clone()).unwrap();
+    let bundle = text(keys::CA_BUNDLE);
+    assert_eq!(
+        certificate::inspect(&bundle, "ca.crt").unwrap().len(),
+        1,
+        "one CA"
+    );
+    let trusted = Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .get("race")
+        .await
+        .unwrap()
+        .webhooks
+        .unwrap()[0]
+        .client_config
+        .ca_bundle
+        .clone()
+        .unwrap();
+    assert_eq!(trusted.0, bundle.as_bytes(), "caBundle is the stored CA");
+
+    // Each replica, served over TLS, presents the stored certificate, valid for the Service's
+    // name under the stored CA.
+    let stored =
+        rustls::pki_types::CertificateDer::from_pem_slice(text(keys::CERT).as_bytes()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls::pki_types::CertificateDer::pem_slice_iter(bundle.as_bytes()) {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ));
+    for serving in &replicas {
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = tcp.local_addr().unwrap();
+        // The listener completes handshakes by itself; no request is sent.
+        let _listener = TlsListener::new(tcp, serving.server_config()).unwrap();
+        let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("race-webhook.default.svc").unwrap();
+        let tls = connector.connect(name, stream).await.unwrap();
+        let presented = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+        assert_eq!(presented, stored, "a replica serves another certificate");
+    }
+}
