@@ -90,9 +90,31 @@ impl Verdict {
 /// deleted (the controller removes its finalizer) or one that leaves `spec` as it was (labels,
 /// annotations, finalizers).
 pub fn never_refused(object: &Value, old: Option<&Value>) -> bool {
-    let deleting = object.pointer("/metadata/deletionTimestamp").is_some();
     let spec_unchanged = old.is_some_and(|o| o.get("spec") == object.get("spec"));
-    deleting || spec_unchanged
+    being_deleted(object) || spec_unchanged
+}
+
+/// Whether `object` is being deleted (only its finalizers may still change).
+pub fn being_deleted(object: &Value) -> bool {
+    object.pointer("/metadata/deletionTimestamp").is_some()
+}
+
+/// The namespace the Secrets `object` references live in: a GlobalMcpConfig's
+/// `credentialsNamespace` (or the default one), a TenantMcpConfig's own namespace.
+pub fn secrets_namespace(object: &Value) -> String {
+    if object.get("kind").and_then(Value::as_str) == Some("GlobalMcpConfig") {
+        object
+            .pointer("/spec/credentialsNamespace")
+            .and_then(Value::as_str)
+            .unwrap_or(crate::api::DEFAULT_CREDENTIALS_NAMESPACE)
+            .to_owned()
+    } else {
+        object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    }
 }
 
 /// The decision for `object` (created, or updated from `old`) given `cluster`.
@@ -143,15 +165,7 @@ pub fn review(object: &Value, old: Option<&Value>, cluster: &Cluster<'_>) -> Ver
                    "metadata": {"name": ns, "labels": labels}}),
         );
     }
-    let secrets_namespace = if reviewing_global {
-        object
-            .pointer("/spec/credentialsNamespace")
-            .and_then(Value::as_str)
-            .unwrap_or(crate::api::DEFAULT_CREDENTIALS_NAMESPACE)
-            .to_owned()
-    } else {
-        namespace.clone().unwrap_or_default()
-    };
+    let secrets_namespace = secrets_namespace(object);
     for (secret, keys) in cluster.secrets {
         let data: serde_json::Map<String, Value> =
             keys.iter().map(|k| (k.clone(), json!(""))).collect();

@@ -15,11 +15,8 @@ use kube::core::PartialObjectMeta;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::review::{Cluster, Verdict, never_refused, review};
-use crate::api::{
-    DEFAULT_CREDENTIALS_NAMESPACE, GLOBAL_CONFIG_NAME, GlobalMcpConfig, TENANT_LABEL,
-    TenantMcpConfig,
-};
+use super::review::{Cluster, Verdict, being_deleted, never_refused, review, secrets_namespace};
+use crate::api::{GLOBAL_CONFIG_NAME, GlobalMcpConfig, TENANT_LABEL, TenantMcpConfig};
 
 /// The path the `ValidatingWebhookConfiguration` calls.
 pub const PATH: &str = "/validate";
@@ -106,7 +103,7 @@ async fn decide(
     // An update of an object being deleted (the controller removing its finalizer) is allowed
     // whatever the cluster holds, and a warning about an object on its way out helps nobody:
     // no reads.
-    if old.is_some() && object.pointer("/metadata/deletionTimestamp").is_some() {
+    if old.is_some() && being_deleted(object) {
         return Ok(Verdict::default());
     }
     let kind = object["kind"].as_str().unwrap_or_default();
@@ -117,14 +114,7 @@ async fn decide(
         .map(str::to_owned);
     let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(kube.clone());
     let configs: Api<TenantMcpConfig> = Api::all(kube.clone());
-    let secrets_namespace = match kind {
-        "GlobalMcpConfig" => object
-            .pointer("/spec/credentialsNamespace")
-            .and_then(Value::as_str)
-            .unwrap_or(DEFAULT_CREDENTIALS_NAMESPACE)
-            .to_owned(),
-        _ => namespace.clone().unwrap_or_default(),
-    };
+    let secrets_namespace = secrets_namespace(object);
 
     let global = async {
         if kind == "GlobalMcpConfig" {
