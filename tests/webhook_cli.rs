@@ -30,32 +30,23 @@ fn without_a_certificate_source_both_ways_are_named() {
     );
 }
 
+/// The arguments of the mode in which the webhook makes its own certificate.
+const SELF_SIGNED: [&str; 6] = [
+    "--certificate-secret",
+    "s",
+    "--webhook-configuration",
+    "w",
+    "--service",
+    "x",
+];
+
 #[test]
 fn the_two_certificate_sources_exclude_each_other_and_lifetimes_are_checked() {
-    let (ok, stderr) = stderr_of(&[
-        "--tls-cert-file",
-        "a",
-        "--tls-key-file",
-        "b",
-        "--certificate-secret",
-        "s",
-        "--webhook-configuration",
-        "w",
-        "--service",
-        "x",
-    ]);
+    let files = ["--tls-cert-file", "a", "--tls-key-file", "b"];
+    let (ok, stderr) = stderr_of(&[&files[..], &SELF_SIGNED].concat());
     assert!(!ok);
     assert!(stderr.contains("cannot be used with"), "{stderr}");
-    let (ok, stderr) = stderr_of(&[
-        "--certificate-secret",
-        "s",
-        "--webhook-configuration",
-        "w",
-        "--service",
-        "x",
-        "--certificate-lifetime",
-        "90d",
-    ]);
+    let (ok, stderr) = stderr_of(&[&SELF_SIGNED[..], &["--certificate-lifetime", "90d"]].concat());
     assert!(!ok);
     assert!(
         stderr.contains("--certificate-lifetime") && stderr.contains("2160h"),

@@ -5,6 +5,18 @@
 use std::path::Path;
 use std::time::Duration;
 
+/// What every bench binary does first: logs to stderr (`RUST_LOG`, warnings by default, so
+/// stdout carries only the report) and *ring* as the TLS provider.
+pub fn start() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    crate::stack::install_crypto_provider();
+}
+
 /// The `q` quantile (0..=1) of `sorted` (nearest rank); zero for no samples.
 pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
     if sorted.is_empty() {

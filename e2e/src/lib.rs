@@ -11,4 +11,5 @@ pub mod mcp_admin;
 pub mod rbac;
 pub mod scenario;
 pub mod stack;
+pub mod webhook;
 pub mod workload;

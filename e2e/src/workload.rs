@@ -355,11 +355,6 @@ async fn publish(
     Ok(())
 }
 
-/// A TenantMcpConfig with a password in a URL, which the CRD schema lets through and every
-/// tenant-mcp webhook refuses whatever the cluster holds: a (dry-run) create of it shows
-/// whether the API server calls the webhook.
-pub const WEBHOOK_CANARY: &str = "apiVersion: tenantmcp.dev/v1alpha1\nkind: TenantMcpConfig\nmetadata: {name: canary, namespace: default}\nspec:\n  tenantId: canary\n  servers:\n    mcpServers:\n    - {name: x, url: 'https://u:p@example.com/mcp'}\n";
-
 /// The chart's webhook Deployment `deployment` in `namespace`, run as its pod, listening at
 /// the host's address with its Service's endpoint pointing there; returns once the API server
 /// calls it through the Service (the webhook made its certificate and set `caBundle`, and a
@@ -391,7 +386,10 @@ pub async fn start_webhook(
     .await?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let out = cluster.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], WEBHOOK_CANARY);
+        let out = cluster.kubectl_stdin(
+            &["apply", "--dry-run=server", "-f", "-"],
+            crate::webhook::CANARY,
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         if stderr.contains("denied the request") {
             return Ok(pod);

@@ -8,7 +8,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use base64::Engine as _;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
@@ -33,27 +32,13 @@ async fn webhook_with(cluster: &Cluster, policy: &str) -> tokio::task::JoinHandl
     let served = tokio::spawn(async move {
         let _ = axum::serve(listener, server::router(client)).await;
     });
-    let config: ValidatingWebhookConfiguration = serde_json::from_value(json!({
-        "metadata": {"name": "tenant-mcp"},
-        "webhooks": [{
-            "name": "validate.tenantmcp.dev",
-            "clientConfig": {
-                "url": format!("https://127.0.0.1:{port}{}", server::PATH),
-                "caBundle": base64::engine::general_purpose::STANDARD.encode(&identity.ca_pem),
-            },
-            "rules": [{"apiGroups": ["tenantmcp.dev"], "apiVersions": ["v1alpha1"],
-                       "operations": ["CREATE", "UPDATE"],
-                       "resources": ["tenantmcpconfigs", "globalmcpconfigs"], "scope": "*"}],
-            "failurePolicy": policy, "sideEffects": "None", "timeoutSeconds": 5,
-            "admissionReviewVersions": ["v1"],
-        }],
-    }))
-    .unwrap();
+    let config =
+        tenant_mcp_e2e::webhook::configuration_by_url("tenant-mcp", port, &identity.ca_pem, policy);
     Api::<ValidatingWebhookConfiguration>::all(cluster.client())
         .create(&PostParams::default(), &config)
         .await
         .unwrap();
-    let canary = tenant_mcp_e2e::workload::WEBHOOK_CANARY;
+    let canary = tenant_mcp_e2e::webhook::CANARY;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let out = cluster.kubectl_stdin(&["apply", "-f", "-"], canary);

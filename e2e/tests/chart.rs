@@ -823,65 +823,27 @@ const VALUE_SETS: &[&[&str]] = &[
     ],
 ];
 
-/// The prometheus-operator kinds the chart can render, as schemaless CRDs.
-const MONITORING_CRDS: &str = r"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: servicemonitors.monitoring.coreos.com}
-spec:
-  group: monitoring.coreos.com
-  scope: Namespaced
-  names: {kind: ServiceMonitor, plural: servicemonitors, singular: servicemonitor, listKind: ServiceMonitorList}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: prometheusrules.monitoring.coreos.com}
-spec:
-  group: monitoring.coreos.com
-  scope: Namespaced
-  names: {kind: PrometheusRule, plural: prometheusrules, singular: prometheusrule, listKind: PrometheusRuleList}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
-";
-
-/// The cert-manager kinds the chart renders with `webhook.certificate.certManager.enabled`, as
-/// schemaless CRDs: the install is checked, not cert-manager's issuing (which needs its
-/// controller, not installed here).
-const CERT_MANAGER_CRDS: &str = r"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: certificates.cert-manager.io}
-spec:
-  group: cert-manager.io
-  scope: Namespaced
-  names: {kind: Certificate, plural: certificates, singular: certificate, listKind: CertificateList}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: issuers.cert-manager.io}
-spec:
-  group: cert-manager.io
-  scope: Namespaced
-  names: {kind: Issuer, plural: issuers, singular: issuer, listKind: IssuerList}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
-";
+/// Schemaless CRDs for the kinds `(group, kind, plural)` of other projects the chart can
+/// render (prometheus-operator's, cert-manager's): the install is checked, not what those
+/// projects' controllers do with the objects (they are not installed here).
+fn schemaless_crds(kinds: &[(&str, &str, &str)]) -> String {
+    kinds
+        .iter()
+        .map(|(group, kind, plural)| {
+            format!(
+                "apiVersion: apiextensions.k8s.io/v1\n\
+                 kind: CustomResourceDefinition\n\
+                 metadata: {{name: {plural}.{group}}}\n\
+                 spec:\n  group: {group}\n  scope: Namespaced\n  \
+                 names: {{kind: {kind}, plural: {plural}, singular: {singular}, listKind: {kind}List}}\n  \
+                 versions:\n    - name: v1\n      served: true\n      storage: true\n      \
+                 schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}\n",
+                singular = kind.to_lowercase(),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
 
 /// helm's stderr, less the lines that are not warnings about the chart (none expected).
 fn warnings(stderr: &[u8]) -> Vec<String> {
@@ -907,9 +869,16 @@ async fn every_value_set_installs_with_helm_without_a_warning() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    // Schemaless stand-ins for the prometheus-operator CRDs the monitoring values render.
-    apply("the monitoring CRDs", MONITORING_CRDS);
-    apply("the cert-manager CRDs", CERT_MANAGER_CRDS);
+    // Stand-ins for the other projects' CRDs that the monitoring and cert-manager values render.
+    apply(
+        "the monitoring and cert-manager CRDs",
+        &schemaless_crds(&[
+            ("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
+            ("monitoring.coreos.com", "PrometheusRule", "prometheusrules"),
+            ("cert-manager.io", "Certificate", "certificates"),
+            ("cert-manager.io", "Issuer", "issuers"),
+        ]),
+    );
     let namespaces = ["tenant-acme", "rag"]
         .map(|n| format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {n}}}\n"))
         .join("---\n");

@@ -156,13 +156,7 @@ async fn ask(clients: &TenantClients, tenant: &str) -> Result<String, String> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    tenant_mcp_e2e::stack::install_crypto_provider();
+    tenant_mcp_e2e::bench::start();
     let n = args.tenants;
     let dir = tempfile::tempdir()?;
     let pg = Postgres::start()?;

@@ -23,7 +23,6 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use base64::Engine as _;
 use clap::Parser;
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
@@ -109,13 +108,7 @@ struct Phase {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    tenant_mcp_e2e::stack::install_crypto_provider();
+    tenant_mcp_e2e::bench::start();
     let cluster = Cluster::local(Default::default()).await?;
     cluster.install_crds().await?;
     let client = cluster.client();
@@ -304,9 +297,7 @@ async fn set_global(client: &kube::Client, ports: &[&str]) -> anyhow::Result<()>
 
 /// The config every tenant-mcp webhook refuses.
 fn canary() -> anyhow::Result<TenantMcpConfig> {
-    Ok(serde_yaml_ng::from_str(
-        tenant_mcp_e2e::workload::WEBHOOK_CANARY,
-    )?)
+    Ok(serde_yaml_ng::from_str(tenant_mcp_e2e::webhook::CANARY)?)
 }
 
 /// Whether the API server calls the webhook now (a dry run of the canary is refused by it).
@@ -337,22 +328,8 @@ async fn wait_called(client: &kube::Client, want: bool) -> anyhow::Result<()> {
 }
 
 async fn register(client: &kube::Client, port: u16, ca_pem: &str) -> anyhow::Result<()> {
-    let configuration: ValidatingWebhookConfiguration =
-        serde_json::from_value(serde_json::json!({
-            "metadata": {"name": CONFIGURATION},
-            "webhooks": [{
-                "name": "validate.tenantmcp.dev",
-                "clientConfig": {
-                    "url": format!("https://127.0.0.1:{port}{}", server::PATH),
-                    "caBundle": base64::engine::general_purpose::STANDARD.encode(ca_pem),
-                },
-                "rules": [{"apiGroups": ["tenantmcp.dev"], "apiVersions": ["*"],
-                           "operations": ["CREATE", "UPDATE"],
-                           "resources": ["tenantmcpconfigs", "globalmcpconfigs"], "scope": "*"}],
-                "failurePolicy": "Fail", "sideEffects": "None", "timeoutSeconds": 5,
-                "matchPolicy": "Equivalent", "admissionReviewVersions": ["v1"],
-            }],
-        }))?;
+    let configuration =
+        tenant_mcp_e2e::webhook::configuration_by_url(CONFIGURATION, port, ca_pem, "Fail");
     Api::<ValidatingWebhookConfiguration>::all(client.clone())
         .create(&PostParams::default(), &configuration)
         .await?;
@@ -473,42 +450,27 @@ time for it:\n\n\
             p.present,
             p.creates.len(),
             cells(&p.creates),
-            if p.webhook {
-                cells(&p.reviews_create)
-            } else {
-                "– | – | –".into()
-            },
+            // Empty without the webhook: dashes.
+            cells(&p.reviews_create),
         ));
     }
-    let ratio = |q: f64| {
+    // Over the rounds, the median of `f(without, with)` for the creates' `q` quantiles.
+    let per_round = |q: f64, f: fn(f64, f64) -> f64| {
         median(
             phases
                 .chunks(2)
                 .filter_map(|pair| match pair {
-                    [off, on] => Some(
-                        quantile(&on.creates, q).as_secs_f64()
-                            / quantile(&off.creates, q).as_secs_f64(),
-                    ),
+                    [off, on] => Some(f(
+                        quantile(&off.creates, q).as_secs_f64(),
+                        quantile(&on.creates, q).as_secs_f64(),
+                    )),
                     _ => None,
                 })
                 .collect(),
         )
     };
-    let added = |q: f64| {
-        median(
-            phases
-                .chunks(2)
-                .filter_map(|pair| match pair {
-                    [off, on] => Some(
-                        (quantile(&on.creates, q).as_secs_f64()
-                            - quantile(&off.creates, q).as_secs_f64())
-                            * 1e3,
-                    ),
-                    _ => None,
-                })
-                .collect(),
-        )
-    };
+    let ratio = |q| per_round(q, |off, on| on / off);
+    let added = |q| per_round(q, |off, on| (on - off) * 1e3);
     out.push_str(&format!(
         "\nMedian over the rounds, with the webhook against without in the same round: create p50 \
 ×{:.2} ({:+.2} ms), p99 ×{:.2} ({:+.2} ms).\n",
