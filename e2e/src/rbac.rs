@@ -334,5 +334,87 @@ pub async fn start(extra: &[&str]) -> RbacWorld {
             .unwrap_or_else(|e| panic!("a kubeconfig for {who:?}: {e:#}"));
         world.kubeconfigs.insert(who, path);
     }
+    world.wait_for_admission_policies().await;
     world
+}
+
+impl RbacWorld {
+    /// Waits until the API server enforces each ValidatingAdmissionPolicy the chart installed
+    /// (it loads new policies asynchronously, within about a second): a server-side dry run of
+    /// a write each policy refuses, as the identity it binds, until it is refused.
+    async fn wait_for_admission_policies(&self) {
+        use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
+        use k8s_openapi::api::core::v1::Secret;
+        use k8s_openapi::api::rbac::v1::Role;
+        use kube::api::{Api, PostParams};
+        let policies: Api<ValidatingAdmissionPolicy> = Api::all(self.cluster.client());
+        let dry = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        let secret = |extra: serde_json::Value| {
+            let mut body = serde_json::json!({"metadata": {"name": "policy-probe"}});
+            json_patch::merge(&mut body, &extra);
+            serde_json::from_value::<Secret>(body).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let probes: Vec<(&str, Identity, &str)> = vec![
+            ("no-token-secrets", Identity::Alice, "tenant-acme"),
+            ("own-secret-writes", Identity::Controller, "tenant-acme"),
+            ("controller-rbac-writes", Identity::Controller, NS),
+        ];
+        for (suffix, who, ns) in probes {
+            let name = format!("{RELEASE}-tenant-mcp-{suffix}");
+            let installed = policies
+                .get_opt(&name)
+                .await
+                .unwrap_or_else(|e| panic!("reading {name}: {e}"))
+                .is_some();
+            if !installed {
+                continue;
+            }
+            let client = self.client(who).await;
+            crate::harness::wait_for(
+                &format!("{name} to be enforced"),
+                std::time::Duration::from_secs(30),
+                async || {
+                    let refused = match suffix {
+                        "controller-rbac-writes" => Api::<Role>::namespaced(client.clone(), ns)
+                            .create(
+                                &dry,
+                                &Role {
+                                    metadata: kube::api::ObjectMeta {
+                                        name: Some("policy-probe".into()),
+                                        ..Default::default()
+                                    },
+                                    rules: None,
+                                },
+                            )
+                            .await
+                            .err(),
+                        // A token Secret (no-token-secrets), or a plain one that is not a
+                        // snapshot (own-secret-writes): each refused by its policy alone.
+                        _ => Api::<Secret>::namespaced(client.clone(), ns)
+                            .create(
+                                &dry,
+                                &secret(if suffix == "no-token-secrets" {
+                                    serde_json::json!({
+                                        "type": "kubernetes.io/service-account-token",
+                                        "metadata": {"annotations": {
+                                            "kubernetes.io/service-account.name": "default"}}
+                                    })
+                                } else {
+                                    serde_json::json!({})
+                                }),
+                            )
+                            .await
+                            .err(),
+                    };
+                    refused
+                        .filter(|e| e.to_string().contains(&name))
+                        .map(|_| ())
+                },
+            )
+            .await;
+        }
+    }
 }

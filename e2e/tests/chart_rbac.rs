@@ -138,10 +138,16 @@ async fn each_identity_can_do_its_job_and_no_more() {
         (Identity::Webhook, vec!["list", tmc, all], true),
         (Identity::Webhook, vec!["get", gmc], true),
         (Identity::Webhook, vec!["get", "namespaces"], true),
+        // No Secret outside its own certificate's (issue 34, item 3).
         (
             Identity::Webhook,
             vec!["get", "secrets", "-n", "tenant-acme"],
-            true,
+            false,
+        ),
+        (
+            Identity::Webhook,
+            vec!["get", "secrets", "-n", CREDENTIALS_NS],
+            false,
         ),
         (Identity::Webhook, vec!["create", "secrets", "-n", NS], true),
         (
@@ -468,11 +474,13 @@ async fn each_identity_can_do_its_job_and_no_more() {
         w.client(Identity::Controller).await,
         "tenant-acme",
     );
+    // Each Role grants a snapshot name of the config it is named after.
     let role = |name: &str, resource: &str, verb: &str| {
+        let config = name.trim_start_matches("tenant-mcp-snapshots-");
         serde_json::from_value::<k8s_openapi::api::rbac::v1::Role>(json!({
             "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "tenant-mcp"}},
             "rules": [{"apiGroups": [""], "resources": [resource], "verbs": [verb],
-                       "resourceNames": ["acme-postgres-0123456789"]}]
+                       "resourceNames": [format!("{config}-postgres-0123456789")]}]
         }))
         .unwrap()
     };
@@ -535,7 +543,67 @@ async fn each_identity_can_do_its_job_and_no_more() {
             "Role {name}: {err}"
         );
     }
+    // Issue 34, item 2 (threat model: the controller's account, compromised, must never grant
+    // what it holds to anyone): a Role shaped like its own but granting the release
+    // namespace's key Secrets, a tenant's credential Secret, or another config's snapshots.
+    let granting = |name: &str, names: &[&str]| {
+        serde_json::from_value::<k8s_openapi::api::rbac::v1::Role>(json!({
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "tenant-mcp"}},
+            "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"],
+                       "resourceNames": names}]
+        }))
+        .unwrap()
+    };
+    let in_release = Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(
+        w.client(Identity::Controller).await,
+        NS,
+    );
+    for (api, role) in [
+        (
+            &in_release,
+            granting(
+                "tenant-mcp-snapshots-evil",
+                &["t-tenant-mcp-keys", "t-tenant-mcp-mcp-jwt"],
+            ),
+        ),
+        (
+            &in_release,
+            granting("tenant-mcp-snapshots-evil", &["evil-postgres-0123456789"]),
+        ),
+        (
+            &as_controller,
+            granting("tenant-mcp-snapshots-acme", &["pg"]),
+        ),
+        (
+            &as_controller,
+            granting("tenant-mcp-snapshots-acme", &["globex-postgres-0123456789"]),
+        ),
+        (
+            &as_controller,
+            granting(
+                "tenant-mcp-snapshots-acme",
+                &["acme-postgres-0123456789", "acme-credentials"],
+            ),
+        ),
+    ] {
+        let rules = serde_json::to_string(&role.rules).unwrap();
+        let err = api
+            .create(&PostParams::default(), &role)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("Role granting {rules} was accepted"));
+        assert!(
+            err.to_string().contains("controller-rbac-writes"),
+            "Role granting {rules}: {err}"
+        );
+    }
+    let stranger = json!({"kind": "ServiceAccount", "name": "default", "namespace": "tenant-evil"});
     for (name, role_name, subject) in [
+        (
+            "tenant-mcp-snapshots-readers",
+            "tenant-mcp-snapshots-readers",
+            stranger,
+        ),
         (
             "tenant-mcp-snapshots-readers",
             "tenant-mcp-snapshots-readers",
@@ -590,6 +658,196 @@ async fn each_identity_can_do_its_job_and_no_more() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("forbidden"),
         "{out:?}"
+    );
+}
+
+/// Issue 34, items 1 and 3 (threat model: a tenant admin must never obtain a token of any
+/// ServiceAccount; the controller, management server and webhook accounts, if compromised,
+/// must never become another account, write Secrets they do not make, or widen what the
+/// webhook intercepts). Every write here is one RBAC allows: the chart's admission policies
+/// are what refuse them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_account_of_ours_mints_a_token_or_writes_what_it_does_not_make() {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    use k8s_openapi::api::core::v1::Secret;
+    let w = world().await;
+    let secret = |name: &str, extra: Value| {
+        let mut body = json!({"metadata": {"name": name}, "stringData": {"k": "v"}});
+        json_patch::merge(&mut body, &extra);
+        serde_json::from_value::<Secret>(body).unwrap()
+    };
+    let token_for = |account: &str| {
+        json!({"type": "kubernetes.io/service-account-token",
+               "metadata": {"annotations": {"kubernetes.io/service-account.name": account}},
+               "stringData": null})
+    };
+    let annotated_only = |account: &str| json!({"metadata": {"annotations": {"kubernetes.io/service-account.name": account}}});
+    // Refused by one of `policies` (our accounts' token Secrets meet two policies; the API
+    // server names the first that denies).
+    let refused = async |who: Identity, ns: &str, s: Secret, policies: &[&str]| {
+        let name = s.metadata.name.clone().unwrap();
+        let err = Api::<Secret>::namespaced(w.client(who).await, ns)
+            .create(&PostParams::default(), &s)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{who:?} created Secret {ns}/{name}"));
+        assert!(
+            policies.iter().any(|p| err.to_string().contains(p)),
+            "{who:?} Secret {ns}/{name}: {err}"
+        );
+    };
+
+    // Item 1: acme's tenant admin may create Secrets in its namespace, but no token Secret —
+    // of its namespace's accounts or any other — and no Secret carrying the annotation.
+    Api::<Secret>::namespaced(w.client(Identity::Alice).await, "tenant-acme")
+        .create(&PostParams::default(), &secret("plain", json!({})))
+        .await
+        .unwrap();
+    let no_token: &[&str] = &["no-token-secrets"];
+    refused(
+        Identity::Alice,
+        "tenant-acme",
+        secret("mint", token_for("default")),
+        no_token,
+    )
+    .await;
+    refused(
+        Identity::Alice,
+        "tenant-acme",
+        secret("mint-annotated", annotated_only("default")),
+        no_token,
+    )
+    .await;
+    refused(
+        Identity::Carol,
+        NS,
+        secret("mint", token_for("t-tenant-mcp-controller")),
+        no_token,
+    )
+    .await;
+    // … nor may our own accounts become the controller.
+    for who in [Identity::Controller, Identity::McpServer, Identity::Webhook] {
+        refused(
+            who,
+            NS,
+            secret("mint", token_for("t-tenant-mcp-controller")),
+            &["no-token-secrets", "own-secret-writes"],
+        )
+        .await;
+    }
+    // Nor turn an existing Secret into one by annotating it.
+    let plain = Api::<Secret>::namespaced(w.client(Identity::Alice).await, "tenant-acme");
+    let err = plain
+        .patch(
+            "plain",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(annotated_only("default")),
+        )
+        .await
+        .expect_err("the annotation was added");
+    assert!(err.to_string().contains(no_token[0]), "{err}");
+
+    // Item 3: each of our accounts writes only the Secrets it makes.
+    let own: &[&str] = &["own-secret-writes"];
+    let snapshot = json!({"type": "tenantmcp.dev/snapshot", "immutable": true,
+        "metadata": {"labels": {"app.kubernetes.io/managed-by": "tenant-mcp"}}});
+    refused(
+        Identity::Controller,
+        "tenant-acme",
+        secret("not-a-snapshot", json!({})),
+        own,
+    )
+    .await;
+    refused(
+        Identity::Controller,
+        NS,
+        secret("acme-postgres-0123456789", snapshot.clone()),
+        own,
+    )
+    .await;
+    Api::<Secret>::namespaced(w.client(Identity::Controller).await, "tenant-acme")
+        .create(
+            &PostParams::default(),
+            &secret("acme-postgres-0123456789", snapshot),
+        )
+        .await
+        .unwrap();
+    let tool_made = json!({"type": "Opaque", "metadata": {"labels": {
+        "app.kubernetes.io/managed-by": "tenant-mcp-mcp-server",
+        "tenantmcp.dev/credentials-of": "acme"}}});
+    refused(
+        Identity::McpServer,
+        "tenant-acme",
+        secret("unlabelled", json!({})),
+        own,
+    )
+    .await;
+    refused(
+        Identity::McpServer,
+        CREDENTIALS_NS,
+        secret("global-postgres", tool_made.clone()),
+        own,
+    )
+    .await;
+    Api::<Secret>::namespaced(w.client(Identity::McpServer).await, "tenant-acme")
+        .create(
+            &PostParams::default(),
+            &secret("acme-pg", tool_made.clone()),
+        )
+        .await
+        .unwrap();
+    // The management server may not take over a Secret it did not make by labelling it.
+    let err = Api::<Secret>::namespaced(w.client(Identity::McpServer).await, "tenant-acme")
+        .patch(
+            "plain",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(tool_made),
+        )
+        .await
+        .expect_err("the management server took over a tenant's Secret");
+    assert!(err.to_string().contains(own[0]), "{err}");
+    refused(
+        Identity::Webhook,
+        NS,
+        secret("t-tenant-mcp-keys-2", json!({})),
+        own,
+    )
+    .await;
+
+    // The webhook may set its configuration's caBundle, and change nothing else of it.
+    let configurations =
+        Api::<ValidatingWebhookConfiguration>::all(w.client(Identity::Webhook).await);
+    let name = "t-tenant-mcp";
+    let mut ours = configurations.get(name).await.unwrap();
+    // A new bundle the running webhook still accepts: its CA twice.
+    let bundle = &mut ours.webhooks.as_mut().unwrap()[0].client_config.ca_bundle;
+    let mut twice = bundle.clone().unwrap().0;
+    twice.extend_from_slice(&twice.clone());
+    *bundle = Some(k8s_openapi::ByteString(twice));
+    configurations
+        .replace(name, &Default::default(), &ours)
+        .await
+        .unwrap();
+    let mut widened = configurations.get(name).await.unwrap();
+    let hook = &mut widened.webhooks.as_mut().unwrap()[0];
+    hook.failure_policy = Some("Ignore".into());
+    let err = configurations
+        .replace(name, &Default::default(), &widened)
+        .await
+        .expect_err("the webhook changed its failure policy");
+    assert!(
+        err.to_string().contains("webhook-configuration-writes"),
+        "{err}"
+    );
+    let mut narrowed = configurations.get(name).await.unwrap();
+    narrowed.webhooks.as_mut().unwrap()[0].rules = Some(Vec::new());
+    let err = configurations
+        .replace(name, &Default::default(), &narrowed)
+        .await
+        .expect_err("the webhook changed what it intercepts");
+    assert!(
+        err.to_string().contains("webhook-configuration-writes"),
+        "{err}"
     );
 }
 

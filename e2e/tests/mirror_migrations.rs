@@ -87,11 +87,14 @@ async fn up_down_up_on_an_empty_database() {
     let name = pg.create_database("empty").await.unwrap();
     let db = MirrorDatabase::with_roles(&pg, &name).await.unwrap();
     let mut admin = connect(&db.admin_url).await;
-    assert_eq!(applied(&db.owner_url).await, [false, false, false, false]);
+    assert_eq!(
+        applied(&db.owner_url).await,
+        [false, false, false, false, false]
+    );
 
     let pool = sqlx::PgPool::connect(&db.owner_url).await.unwrap();
     migrate::up(&pool).await.unwrap();
-    assert_eq!(applied(&db.owner_url).await, [true, true, true, true]);
+    assert_eq!(applied(&db.owner_url).await, [true, true, true, true, true]);
     let cols: Vec<String> = columns(&mut admin).await.into_iter().map(|c| c.0).collect();
     assert_eq!(
         cols,
@@ -110,6 +113,7 @@ async fn up_down_up_on_an_empty_database() {
         [
             "tenant_mcp_guard_mcp_columns",
             "tenant_mcp_guard_mirror_rows",
+            "tenant_mcp_guard_mirror_tenant",
             "tenant_mcp_guard_truncate"
         ]
     );
@@ -125,7 +129,10 @@ async fn up_down_up_on_an_empty_database() {
     migrate::up(&pool).await.unwrap();
 
     migrate::down_to(&pool, 0).await.unwrap();
-    assert_eq!(applied(&db.owner_url).await, [false, false, false, false]);
+    assert_eq!(
+        applied(&db.owner_url).await,
+        [false, false, false, false, false]
+    );
     assert!(
         columns(&mut admin).await.is_empty(),
         "the table tenant-mcp created is gone"
@@ -136,7 +143,7 @@ async fn up_down_up_on_an_empty_database() {
     );
 
     migrate::up(&pool).await.unwrap();
-    assert_eq!(applied(&db.owner_url).await, [true, true, true, true]);
+    assert_eq!(applied(&db.owner_url).await, [true, true, true, true, true]);
     assert_eq!(columns(&mut admin).await.len(), 5);
     pool.close().await;
 }
@@ -281,7 +288,10 @@ async fn a_table_without_a_unique_tenant_id_is_refused_and_left_alone() {
         "{err}"
     );
     assert_eq!((columns(&mut admin).await, rows(&mut admin).await), before);
-    assert_eq!(applied(&db.owner_url).await, [false, false, false, false]);
+    assert_eq!(
+        applied(&db.owner_url).await,
+        [false, false, false, false, false]
+    );
 
     sqlx::raw_sql(
         "DROP TABLE tenant_configs; CREATE TABLE tenant_configs (tenant_id integer PRIMARY KEY);",
@@ -327,10 +337,31 @@ async fn the_migrate_command_goes_up_and_down_one_step_at_a_time() {
 
     assert!(out.contains("3        pending   mcp column guard"), "{out}");
     assert!(out.contains("4        pending   mirror row guard"), "{out}");
+    assert!(
+        out.contains("5        pending   mirror row tenant"),
+        "{out}"
+    );
 
     let (ok, out, err) = tenant_mcp(url, &["migrate", "up"]);
     assert!(ok, "{err}");
-    assert!(out.contains("4        applied"), "{out}");
+    assert!(out.contains("5        applied"), "{out}");
+
+    // One step down: the tenant guard goes, the row guard stays.
+    let (ok, out, err) = tenant_mcp(url, &["migrate", "down"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("4        applied") && out.contains("5        pending"),
+        "{out}"
+    );
+    let mut admin = connect(&db.admin_url).await;
+    assert_eq!(
+        triggers(&mut admin).await,
+        [
+            "tenant_mcp_guard_mcp_columns",
+            "tenant_mcp_guard_mirror_rows",
+            "tenant_mcp_guard_truncate"
+        ]
+    );
 
     // One step down: the row guard goes, the column guard stays.
     let (ok, out, err) = tenant_mcp(url, &["migrate", "down"]);
@@ -339,7 +370,6 @@ async fn the_migrate_command_goes_up_and_down_one_step_at_a_time() {
         out.contains("3        applied") && out.contains("4        pending"),
         "{out}"
     );
-    let mut admin = connect(&db.admin_url).await;
     assert_eq!(triggers(&mut admin).await, ["tenant_mcp_guard_mcp_columns"]);
 
     // Another: the column guard goes, row security stays.

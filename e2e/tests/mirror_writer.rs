@@ -159,7 +159,13 @@ async fn row_level_security_confines_every_kind_of_session() {
             Some("42501"),
             "{statement}: {err}"
         );
-        assert!(err.to_string().contains("row-level security"), "{err}");
+        // Moving acme's row (it holds a mirror document) meets migration 5's guard before
+        // row-level security's check.
+        assert!(
+            err.to_string().contains("row-level security")
+                || err.to_string().contains("may not move the row"),
+            "{err}"
+        );
     }
     let own = sqlx::query("UPDATE tenant_configs SET created_at = now() WHERE tenant_id = 'acme'")
         .execute(&mut app)
@@ -293,6 +299,28 @@ async fn only_the_controller_changes_the_mcp_columns() {
                     .await
                     .unwrap_err(),
             );
+        }
+        // Issue 34, item 7 (threat model: a platform role must never change the mcp_* columns
+        // of any row): row-level security reads the row under acme and checks it under the
+        // tenant the SET list switches to, so without the guard of migration 5 the row —
+        // document and version — moves to another tenant.
+        for target in ["moved", "globex"] {
+            let attack = format!(
+                "UPDATE tenant_configs SET tenant_id = '{target}', \
+                 created_at = CASE WHEN set_config('app.tenant_id', '{target}', true) IS NOT NULL \
+                 THEN created_at END WHERE tenant_id = 'acme'"
+            );
+            let e = sqlx::raw_sql(sqlx::AssertSqlSafe(attack.clone()))
+                .execute(&mut session)
+                .await
+                .map(|done| done.rows_affected())
+                .expect_err(&attack);
+            let code = e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .map(|c| c.to_string());
+            assert_eq!(code.as_deref(), Some("42501"), "{attack}: {e}");
+            assert!(e.to_string().contains("may not move the row"), "{e}");
         }
         // Its own columns and rows: still the platform's.
         let done =

@@ -4,9 +4,10 @@
 //! what to store next; `admission::rotation` does the reading and writing.
 //!
 //! Renewal never leaves the API server without a trusted certificate to talk to: a new CA is
-//! first added to the trusted bundle beside the old one, and only once the
-//! `ValidatingWebhookConfiguration`'s `caBundle` holds it is a serving certificate signed by it;
-//! the old CA stays in the bundle until it expires.
+//! first added to the trusted bundle beside the old one, and only a full interval after the
+//! `ValidatingWebhookConfiguration`'s `caBundle` was seen holding it is a serving certificate
+//! signed by it (every API server of a cluster must have seen the new bundle by then); the
+//! old CA stays in the bundle until it expires.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -27,6 +28,8 @@ pub mod keys {
     pub const CA_BUNDLE: &str = "ca.crt";
     /// The current CA's key (PEM).
     pub const CA_KEY: &str = "ca.key";
+    /// When the current CA was first seen in `caBundle` (Unix seconds, decimal).
+    pub const CA_TRUSTED_AT: &str = "ca-trusted-at";
 }
 
 /// What went wrong making or reading a certificate.
@@ -54,6 +57,15 @@ pub struct Lifetimes {
     pub serving_seconds: i64,
 }
 
+impl Lifetimes {
+    /// How often the webhook looks at its certificate: often enough that a renewal is picked
+    /// up well inside the third of a certificate's life left when it is due, at most a minute.
+    /// Also how long a CA must have been in `caBundle` before it signs the served certificate.
+    pub fn interval_seconds(&self) -> i64 {
+        (self.serving_seconds / 12).clamp(1, 60)
+    }
+}
+
 impl Default for Lifetimes {
     /// A CA for five years, serving certificates for 90 days.
     fn default() -> Self {
@@ -75,6 +87,9 @@ pub struct Material {
     pub cert: String,
     /// The serving certificate's private key.
     pub key: String,
+    /// When the current CA was first seen in the API server's `caBundle` (Unix seconds);
+    /// `None` until then.
+    pub ca_trusted_at: Option<i64>,
 }
 
 /// What [`renew`] decided.
@@ -166,6 +181,7 @@ pub fn renew(
                 ca_key,
                 cert,
                 key,
+                ca_trusted_at: None,
             },
             "no serving certificate stored yet",
         ));
@@ -181,6 +197,7 @@ pub fn renew(
             Material {
                 ca_bundle: bundle,
                 ca_key,
+                ca_trusted_at: None,
                 ..material.clone()
             },
             "the CA is due for renewal; the new one is trusted before it signs",
@@ -194,6 +211,19 @@ pub fn renew(
                 ..material.clone()
             },
             "an expired CA leaves the bundle",
+        ));
+    }
+
+    // Note when the current CA is first seen in caBundle: it may sign a full interval later.
+    let first_trusted = trusted_first_ca(&material.ca_bundle);
+    let in_bundle = trusted.contains(first_trusted.trim());
+    if in_bundle && material.ca_trusted_at.is_none() {
+        return Ok(Renewal::Store(
+            Material {
+                ca_trusted_at: Some(now),
+                ..material.clone()
+            },
+            "the current CA is in caBundle; it signs once every API server had an interval to see it",
         ));
     }
 
@@ -211,10 +241,13 @@ pub fn renew(
     let Some(reason) = reason else {
         return Ok(Renewal::Current);
     };
-    let first_trusted = trusted_first_ca(&material.ca_bundle);
-    if !trusted.contains(first_trusted.trim()) {
-        // The API server does not trust the current CA yet: the caller updates `caBundle`
-        // first, or the new certificate would be refused.
+    // The API server this replica reads must trust the current CA (else the caller updates
+    // `caBundle` first); others (several API servers, each with its own watch) may see it
+    // later, so it signs only a full interval after it was first seen there.
+    let settled = material
+        .ca_trusted_at
+        .is_some_and(|at| now >= at.saturating_add(lifetimes.interval_seconds()));
+    if !in_bundle || !settled {
         return Ok(Renewal::Current);
     }
     let (cert, key) = new_serving(first_trusted, &material.ca_key, hosts, lifetimes, now)?;

@@ -25,8 +25,12 @@ fn renew_at(m: &Material, trusted: &str, now: i64) -> Result<Renewal, Certificat
     renew(Some(m), trusted, &hosts(), Lifetimes::default(), now)
 }
 
+/// A CA and certificate made at `NOW`, their CA in `caBundle` since a day before.
 fn fresh() -> Material {
-    stored(renew(None, "", &hosts(), Lifetimes::default(), NOW))
+    Material {
+        ca_trusted_at: Some(NOW - DAY),
+        ..stored(renew(None, "", &hosts(), Lifetimes::default(), NOW))
+    }
 }
 
 /// Whether a TLS client trusting `bundle` (as the API server trusts `caBundle`) accepts the
@@ -120,8 +124,18 @@ fn a_new_ca_is_trusted_beside_the_old_one_before_it_signs_anything() {
         renew_at(&with_new_ca, &m.ca_bundle, later).unwrap(),
         Renewal::Current
     );
-    // Once caBundle holds the new bundle, the serving certificate is signed by the new CA.
-    let renewed = stored(renew_at(&with_new_ca, &with_new_ca.ca_bundle, later));
+    // Once caBundle holds the new bundle, when that was first seen is recorded, and the
+    // serving certificate is signed by the new CA only a full interval later (issue 34,
+    // item 9: other API servers may see the new bundle later than the one read here).
+    let seen = stored(renew_at(&with_new_ca, &with_new_ca.ca_bundle, later));
+    assert_eq!(seen.ca_trusted_at, Some(later));
+    assert_eq!(seen.cert, m.cert);
+    let interval = Lifetimes::default().interval_seconds();
+    assert_eq!(
+        renew_at(&seen, &with_new_ca.ca_bundle, later + interval - 1).unwrap(),
+        Renewal::Current
+    );
+    let renewed = stored(renew_at(&seen, &with_new_ca.ca_bundle, later + interval));
     let leaf = &inspect(&renewed.cert, keys::CERT).unwrap()[0];
     assert_eq!(leaf.issuer, cas[0].subject);
     accepted(&renewed, &with_new_ca.ca_bundle, later).expect("trusted through the new bundle");
@@ -219,4 +233,67 @@ fn a_serving_certificate_signed_by_a_foreign_ca_is_replaced() {
     };
     let next = stored(renew_at(&mixed, &m.ca_bundle, NOW));
     accepted(&next, &m.ca_bundle, NOW).expect("signed by the stored CA again");
+}
+
+/// Issue 34, item 9 (threat model: the webhook must keep answering the API server): a cluster
+/// with two API servers, the second seeing each `caBundle` write `LAG` seconds after the
+/// first (its own watch), under `failurePolicy: Fail`. The webhook's rounds run as
+/// `admission::rotation::round` runs them, against the first; every second of a CA renewal,
+/// the certificate served must be one the second API server's bundle trusts. Signing with a
+/// new CA in the round that wrote it into `caBundle` fails here.
+#[test]
+fn a_second_api_server_that_sees_the_new_bundle_late_never_meets_an_untrusted_certificate() {
+    let lifetimes = Lifetimes {
+        ca_seconds: 30 * DAY,
+        serving_seconds: 3 * DAY,
+    };
+    let interval = lifetimes.interval_seconds();
+    const LAG: i64 = 45;
+    assert!(LAG < interval, "a lag the interval is meant to cover");
+    let start = NOW + 20 * DAY - 2 * interval; // the CA falls due within the run
+    let mut material = stored(renew(None, "", &hosts(), lifetimes, NOW));
+    material.cert = fresh_leaf(&material, lifetimes, start - DAY);
+    // (when written, bundle) of each caBundle write, as the first API server holds them.
+    let mut writes: Vec<(i64, String)> = vec![(NOW, material.ca_bundle.clone())];
+    let mut served = material.clone();
+    let mut checked = 0;
+    for now in start..start + 20 * interval {
+        if (now - start) % interval == 0 {
+            // One round: renew a step at a time, trust what is stored, serve it.
+            for _ in 0..6 {
+                let trusted = writes.last().map(|w| w.1.clone()).unwrap_or_default();
+                match renew(Some(&material), &trusted, &hosts(), lifetimes, now).unwrap() {
+                    Renewal::Store(next, _) => material = next,
+                    Renewal::Current if trusted != material.ca_bundle => {
+                        writes.push((now, material.ca_bundle.clone()));
+                    }
+                    Renewal::Current => {
+                        served = material.clone();
+                        break;
+                    }
+                }
+            }
+        }
+        let second_sees = writes
+            .iter()
+            .rev()
+            .find(|(at, _)| *at + LAG <= now)
+            .map(|w| w.1.clone())
+            .unwrap_or_default();
+        accepted(&served, &second_sees, now).unwrap_or_else(|e| {
+            panic!(
+                "at +{}s the second API server refuses the webhook: {e}",
+                now - start
+            )
+        });
+        checked += 1;
+    }
+    let cas = inspect(&served.ca_bundle, keys::CA_BUNDLE).unwrap();
+    assert_eq!(cas.len(), 2, "the run renewed the CA");
+    assert_eq!(
+        inspect(&served.cert, keys::CERT).unwrap()[0].issuer,
+        cas[0].subject,
+        "and served a certificate of the new CA by its end"
+    );
+    assert!(checked > 0);
 }

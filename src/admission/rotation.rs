@@ -38,7 +38,7 @@ impl SelfSigned {
     /// How often to look again: often enough that a renewal is picked up well inside the third
     /// of a certificate's life left when it is due, at most a minute.
     pub fn interval(&self) -> Duration {
-        let seconds = (self.lifetimes.serving_seconds / 12).clamp(1, 60);
+        let seconds = self.lifetimes.interval_seconds();
         Duration::from_secs(u64::try_from(seconds).unwrap_or(60))
     }
 }
@@ -184,6 +184,7 @@ fn material_of(secret: &Secret) -> Material {
         ca_key: text(keys::CA_KEY),
         cert: text(keys::CERT),
         key: text(keys::KEY),
+        ca_trusted_at: text(keys::CA_TRUSTED_AT).trim().parse().ok(),
     }
 }
 
@@ -195,14 +196,16 @@ async fn store(
     material: &Material,
     name: &str,
 ) -> Result<(), kube::Error> {
+    let trusted_at = material.ca_trusted_at.map(|at| at.to_string());
     let data: BTreeMap<String, ByteString> = [
-        (keys::CERT, &material.cert),
-        (keys::KEY, &material.key),
-        (keys::CA_BUNDLE, &material.ca_bundle),
-        (keys::CA_KEY, &material.ca_key),
+        (keys::CERT, Some(&material.cert)),
+        (keys::KEY, Some(&material.key)),
+        (keys::CA_BUNDLE, Some(&material.ca_bundle)),
+        (keys::CA_KEY, Some(&material.ca_key)),
+        (keys::CA_TRUSTED_AT, trusted_at.as_ref()),
     ]
     .into_iter()
-    .map(|(k, v)| (k.to_owned(), ByteString(v.clone().into_bytes())))
+    .filter_map(|(k, v)| Some((k.to_owned(), ByteString(v?.clone().into_bytes()))))
     .collect();
     match read {
         Some(mut secret) => {

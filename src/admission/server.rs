@@ -1,31 +1,77 @@
 //! The validating webhook's HTTP side: takes an `AdmissionReview`, reads from the API server
 //! what [`review`] needs (the namespace's tenant label, `GlobalMcpConfig default`, the other
-//! configs claiming the tenant, the Secrets the object references — their keys, never their
-//! values), and answers allowed or refused with the same messages as `tenant-mcp validate`,
-//! plus warnings. No DNS at admission: the endpoint policy's static rules only.
+//! configs claiming the tenant — never a Secret), and answers allowed or refused with the
+//! same messages as `tenant-mcp validate`. No DNS at admission: the endpoint policy's static
+//! rules only.
+//!
+//! Any Pod that reaches the port can send a review, so each one is cheap and bounded: a body
+//! of at most [`MAX_REVIEW_BYTES`], at most [`MAX_CONCURRENT_REVIEWS`] read and judged at
+//! once (the rest wait, then are refused), at most [`MAX_RIVALS`] rival configs read.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
 use serde_json::{Value, json};
+use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
-use super::review::{Cluster, Verdict, being_deleted, never_refused, review, secrets_namespace};
+use super::review::{Cluster, Verdict, being_deleted, never_refused, review};
 use crate::api::{GLOBAL_CONFIG_NAME, GlobalMcpConfig, TENANT_LABEL, TenantMcpConfig};
 
 /// The path the `ValidatingWebhookConfiguration` calls.
 pub const PATH: &str = "/validate";
 
-/// The webhook's routes: `POST /validate`.
+/// The largest review read: the API server stores objects of up to 1.5 MiB, and an update's
+/// review carries the object twice.
+pub const MAX_REVIEW_BYTES: usize = 4 << 20;
+
+/// Reviews read and judged at once. A review parses to a few times its size, so this and
+/// [`MAX_REVIEW_BYTES`] bound the webhook's memory well inside its 128 MiB limit; a real
+/// review takes milliseconds, so the API server's calls rarely wait.
+pub const MAX_CONCURRENT_REVIEWS: usize = 4;
+
+/// How long a review waits for a turn before it is refused (inside the API server's 5 s).
+const QUEUE_WAIT: Duration = Duration::from_secs(3);
+
+/// Rival configs of one tenant read at most: one that serves is enough to refuse, and a
+/// tenant has one serving config.
+pub const MAX_RIVALS: u32 = 16;
+
+/// The webhook's routes: `POST /validate`, bounded as the module says.
 pub fn router(kube: kube::Client) -> Router {
-    Router::new().route(PATH, post(validate)).with_state(kube)
+    let turns = Arc::new(Semaphore::new(MAX_CONCURRENT_REVIEWS));
+    Router::new()
+        .route(PATH, post(validate))
+        .with_state(kube)
+        .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
+        // Outside the body limit's extractor: a request waits for its turn before its body is
+        // read at all.
+        .layer(middleware::from_fn_with_state(turns, one_turn))
 }
 
+/// Lets a request in when one of [`MAX_CONCURRENT_REVIEWS`] turns is free; after
+/// [`QUEUE_WAIT`] it is answered 503 unread (the API server applies the failure policy).
+async fn one_turn(State(turns): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(QUEUE_WAIT, turns.acquire()).await {
+        Ok(Ok(_turn)) => next.run(request).await,
+        _ => {
+            warn!("admission review refused: too many reviews at once");
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "too many admission reviews at once",
+            )
+                .into_response()
+        }
+    }
+}
 async fn validate(State(kube): State<kube::Client>, Json(body): Json<Value>) -> Json<Value> {
     let request = body.get("request").cloned().unwrap_or(Value::Null);
     let uid = request.get("uid").cloned().unwrap_or(json!(""));
@@ -114,7 +160,6 @@ async fn decide(
         .map(str::to_owned);
     let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(kube.clone());
     let configs: Api<TenantMcpConfig> = Api::all(kube.clone());
-    let secrets_namespace = secrets_namespace(object);
 
     let global = async {
         if kind == "GlobalMcpConfig" {
@@ -145,7 +190,9 @@ async fn decide(
             return Ok(Vec::new());
         };
         // The CRD's selectable field: the API server filters, the webhook does not list all.
-        let claimants = ListParams::default().fields(&format!("spec.tenantId={tenant}"));
+        let claimants = ListParams::default()
+            .fields(&format!("spec.tenantId={tenant}"))
+            .limit(MAX_RIVALS);
         let mut found: Vec<(Value, Option<String>)> = Vec::new();
         for rival in configs
             .list(&claimants)
@@ -165,15 +212,7 @@ async fn decide(
         }
         Ok::<_, kube::Error>(found)
     };
-    let active = async {
-        if kind != "GlobalMcpConfig" {
-            return Ok((Vec::new(), false));
-        }
-        active_configs(&configs).await
-    };
-    let secrets = referenced_secrets(kube, &secrets_namespace, object);
-    let (global, label, rivals, (active, active_partial), secrets) =
-        tokio::try_join!(global, label, rivals, active, secrets)?;
+    let (global, label, rivals) = tokio::try_join!(global, label, rivals)?;
     Ok(review(
         object,
         old,
@@ -181,46 +220,8 @@ async fn decide(
             global: global.as_ref(),
             namespace_label: label.as_deref(),
             rivals: rivals.iter().map(|(v, l)| (v, l.as_deref())).collect(),
-            active: active.iter().map(|(t, a)| (t.as_str(), a)).collect(),
-            active_partial,
-            secrets: &secrets,
         },
     ))
-}
-
-/// How long a GlobalMcpConfig review may spend reading configs to count what its policy
-/// would demote: well inside the 5 s the API server waits at most (`timeoutSeconds`), since
-/// the count is only a warning and a timed-out call refuses the write under `Fail`.
-const COUNT_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Configs read per page while counting.
-const COUNT_PAGE: u32 = 500;
-
-/// Every tenant's `status.active`, a page at a time until [`COUNT_BUDGET`] is spent; and
-/// whether it stopped early.
-async fn active_configs(
-    configs: &Api<TenantMcpConfig>,
-) -> Result<(Vec<(String, crate::api::ActiveConfig)>, bool), kube::Error> {
-    let started = std::time::Instant::now();
-    let mut found = Vec::new();
-    let mut page = ListParams::default().limit(COUNT_PAGE);
-    loop {
-        let list = configs.list(&page).await?;
-        found.extend(
-            list.items
-                .into_iter()
-                .filter_map(|c| Some((c.spec.tenant_id.clone(), c.status?.active))),
-        );
-        match list.metadata.continue_ {
-            Some(token) if !token.is_empty() => {
-                if started.elapsed() >= COUNT_BUDGET {
-                    return Ok((found, true));
-                }
-                page = page.continue_token(&token);
-            }
-            _ => return Ok((found, false)),
-        }
-    }
 }
 
 /// Namespace `ns`'s `tenantmcp.dev/tenant` label, if it exists and has one.
@@ -232,30 +233,6 @@ async fn tenant_label(
         .get_opt(ns)
         .await?
         .and_then(|n| n.metadata.labels.and_then(|l| l.get(TENANT_LABEL).cloned())))
-}
-
-/// The Secrets `object` references that exist in `namespace`: name → the keys of their data.
-async fn referenced_secrets(
-    kube: &kube::Client,
-    namespace: &str,
-    object: &Value,
-) -> Result<BTreeMap<String, BTreeSet<String>>, kube::Error> {
-    let api: Api<Secret> = Api::namespaced(kube.clone(), namespace);
-    let reads = super::review::referenced_secret_names(object)
-        .into_iter()
-        .map(|name| {
-            let api = api.clone();
-            async move { Ok::<_, kube::Error>((api.get_opt(&name).await?, name)) }
-        });
-    let mut found = BTreeMap::new();
-    for (secret, name) in futures::future::try_join_all(reads).await? {
-        if let Some(secret) = secret {
-            let mut keys: BTreeSet<String> = secret.data.unwrap_or_default().into_keys().collect();
-            keys.extend(secret.string_data.unwrap_or_default().into_keys());
-            found.insert(name, keys);
-        }
-    }
-    Ok(found)
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ pub mod merge;
 pub mod policy;
 pub mod redact;
 pub mod routing;
+pub mod search;
 pub mod validate;
 
 pub use field::{ErrorKind, FieldError, FieldErrors, FieldPath};

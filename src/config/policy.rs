@@ -328,6 +328,27 @@ impl HostPattern {
             None => host == self.text.to_ascii_lowercase(),
         }
     }
+
+    /// Whether a host the resolver may look up as any of `names` (its
+    /// [`super::search::searched_names`]) meets this pattern, itself read under `search`:
+    /// `kubernetes.default` and `kubernetes.default.svc` both become
+    /// `kubernetes.default.svc.cluster.local` in a Pod.
+    fn matches_searched(&self, names: &[String], search: &[String]) -> bool {
+        match &self.suffix {
+            Some(suffix) => {
+                let domains = super::search::searched_names(&suffix[1..], search);
+                names.iter().any(|n| {
+                    domains
+                        .iter()
+                        .any(|d| n.len() > d.len() + 1 && n.ends_with(&format!(".{d}")))
+                })
+            }
+            None => {
+                let named = super::search::searched_names(self.text.trim(), search);
+                names.iter().any(|n| named.contains(n))
+            }
+        }
+    }
 }
 
 fn parse_port_range(text: &str) -> Option<RangeInclusive<u16>> {
@@ -533,6 +554,18 @@ impl EndpointPolicy {
     /// or of a special name (`localhost`, metadata services). Resolved addresses of a host
     /// name must be checked with [`Self::check_ip`] before connecting.
     pub fn check_host(&self, host: &Host<String>) -> Result<(), PolicyViolation> {
+        self.check_host_searched(host, &[])
+    }
+
+    /// [`Self::check_host`] for a resolver whose search list is `search`: a name is denied
+    /// when any name the resolver may look it up as ([`super::search::searched_names`])
+    /// meets a `deniedHosts` pattern read under the same list, or names localhost or a
+    /// metadata service. `allowedHosts` still needs the name as written.
+    pub fn check_host_searched(
+        &self,
+        host: &Host<String>,
+        search: &[String],
+    ) -> Result<(), PolicyViolation> {
         let text = match host {
             Host::Domain(d) => d.trim_end_matches('.').to_ascii_lowercase(),
             Host::Ipv4(ip) => ip.to_string(),
@@ -543,9 +576,17 @@ impl EndpointPolicy {
             Host::Ipv6(ip) => Some(IpAddr::V6(*ip)),
             Host::Domain(_) => None,
         };
+        let names = match host {
+            Host::Domain(d) => super::search::searched_names(d, search),
+            _ => vec![text.clone()],
+        };
         let matches =
             |p: &HostPattern| p.matches(&text) || literal.is_some_and(|ip| p.matches_ip(ip));
-        if let Some(p) = self.denied_hosts.iter().find(|p| matches(p)) {
+        if let Some(p) = self
+            .denied_hosts
+            .iter()
+            .find(|p| matches(p) || (literal.is_none() && p.matches_searched(&names, search)))
+        {
             return Err(PolicyViolation::HostDenied {
                 host: text,
                 pattern: p.text.clone(),
@@ -558,14 +599,18 @@ impl EndpointPolicy {
             Host::Ipv4(ip) => self.check_ip(IpAddr::V4(*ip)),
             Host::Ipv6(ip) => self.check_ip(IpAddr::V6(*ip)),
             Host::Domain(_) => {
-                if (text == "localhost" || text.ends_with(".localhost")) && !self.allow_loopback {
+                let localhost = names
+                    .iter()
+                    .any(|n| n == "localhost" || n.ends_with(".localhost"));
+                if localhost && !self.allow_loopback {
                     return Err(PolicyViolation::HostClassDenied {
                         host: text,
                         class: AddressClass::Loopback,
                         hint: " (set endpointPolicy.allowLoopback for local development)",
                     });
                 }
-                if METADATA_HOSTS.contains(&text.as_str()) && !self.allow_cloud_metadata {
+                let metadata = names.iter().any(|n| METADATA_HOSTS.contains(&n.as_str()));
+                if metadata && !self.allow_cloud_metadata {
                     return Err(PolicyViolation::HostClassDenied {
                         host: text,
                         class: AddressClass::CloudMetadata,
@@ -746,6 +791,75 @@ mod tests {
         ));
         assert!(
             p.check_host(&Host::Ipv4(Ipv4Addr::new(8, 8, 8, 8)))
+                .is_err()
+        );
+    }
+
+    /// Issue 34, item 6 (threat model: a tenant admin must never make platform pods connect to
+    /// an address the policy denies, through DNS): the shipped example denies the API server
+    /// as `kubernetes.default.svc`, and a Pod's resolver turns `kubernetes.default`, the bare
+    /// `kubernetes` and the full name into the same host. Each spelling is denied.
+    #[test]
+    fn a_denied_name_is_denied_under_every_name_the_resolver_would_turn_it_into() {
+        let p = policy(EndpointPolicySpec {
+            denied_hosts: vec![
+                "kubernetes.default.svc".into(),
+                "*.internal.svc.cluster.local".into(),
+            ],
+            ..Default::default()
+        });
+        let search: Vec<String> = [
+            "tenant-acme.svc.cluster.local",
+            "svc.cluster.local",
+            "cluster.local",
+        ]
+        .map(String::from)
+        .to_vec();
+        let host = |s: &str| Host::Domain(s.to_owned());
+        for name in [
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.",
+            "KUBERNETES.default",
+            "kubernetes.default.svc.cluster.local",
+            "kubernetes.default.svc.cluster.local.",
+            "vault.internal",
+            "vault.internal.svc",
+            "vault.internal.svc.cluster.local.",
+        ] {
+            assert!(
+                matches!(
+                    p.check_host_searched(&host(name), &search),
+                    Err(PolicyViolation::HostDenied { .. })
+                ),
+                "{name} passed"
+            );
+        }
+        // `kubernetes` alone becomes kubernetes.tenant-acme.svc.cluster.local and so on, never
+        // the default namespace's Service: allowed by name (its address is checked on connect).
+        for name in [
+            "kubernetes",
+            "kubernetes.default.",
+            "db.tenant-acme",
+            "kubernetes.default.svc.evil.example.",
+        ] {
+            assert!(
+                p.check_host_searched(&host(name), &search).is_ok(),
+                "{name} was refused"
+            );
+        }
+        // Names that become localhost or a metadata service under the search list.
+        let loopback = policy(EndpointPolicySpec::default());
+        let local = ["localhost".to_owned()];
+        assert!(loopback.check_host_searched(&host("db"), &local).is_err());
+        let google = ["google.internal".to_owned()];
+        assert!(
+            loopback
+                .check_host_searched(&host("metadata"), &google)
+                .is_err()
+        );
+        assert!(
+            loopback
+                .check_host_searched(&host("metadata.google"), &["internal".to_owned()])
                 .is_err()
         );
     }

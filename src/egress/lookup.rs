@@ -14,7 +14,18 @@ pub trait Lookup: fmt::Debug + Send + Sync {
     /// The addresses of `host` (a name, never an IP literal), with `port` filled in.
     fn lookup<'a>(&'a self, host: &'a str, port: u16)
     -> BoxFuture<'a, io::Result<Vec<SocketAddr>>>;
+
+    /// The search list this resolver applies to relative names
+    /// ([`crate::config::search::searched_names`]); the policy checks every name it may turn
+    /// a host into.
+    fn search_domains(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
+
+/// The system resolver's configuration (glibc reads it too; `LOCALDOMAIN` is not honoured here
+/// and so must not be set in platform pods).
+const RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// The system resolver (`getaddrinfo` on a blocking thread, through tokio).
 #[derive(Clone, Copy, Debug, Default)]
@@ -28,6 +39,13 @@ impl Lookup for SystemLookup {
     ) -> BoxFuture<'a, io::Result<Vec<SocketAddr>>> {
         Box::pin(async move { Ok(tokio::net::lookup_host((host, port)).await?.collect()) })
     }
+
+    /// The `search` list of `/etc/resolv.conf` (none when it cannot be read).
+    fn search_domains(&self) -> Vec<String> {
+        std::fs::read_to_string(RESOLV_CONF)
+            .map(|text| crate::config::search::parse_resolv_conf(&text))
+            .unwrap_or_default()
+    }
 }
 
 /// A resolver whose answers the caller sets (tests: a name that changes its address after a
@@ -35,12 +53,21 @@ impl Lookup for SystemLookup {
 #[derive(Debug, Default)]
 pub struct StaticLookup {
     table: RwLock<HashMap<String, Vec<IpAddr>>>,
+    search: Vec<String>,
 }
 
 impl StaticLookup {
     /// An empty table.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty table whose resolver searches `search` (as a Pod's `/etc/resolv.conf` does).
+    pub fn with_search(search: &[&str]) -> Self {
+        Self {
+            search: search.iter().map(|s| (*s).to_owned()).collect(),
+            ..Self::default()
+        }
     }
 
     /// From now on, `host` resolves to `addresses`.
@@ -70,5 +97,9 @@ impl Lookup for StaticLookup {
                 io::Error::new(io::ErrorKind::NotFound, format!("{host}: no such host"))
             })
         })
+    }
+
+    fn search_domains(&self) -> Vec<String> {
+        self.search.clone()
     }
 }

@@ -19,12 +19,19 @@ use crate::config::EndpointPolicy;
 pub struct CheckedResolver {
     policy: Arc<EndpointPolicy>,
     lookup: Arc<dyn Lookup>,
+    /// The lookup's search list, read once: every name a relative host may become is checked.
+    search: Arc<[String]>,
 }
 
 impl CheckedResolver {
     /// A resolver under `policy`, asking `lookup`.
     pub fn new(policy: Arc<EndpointPolicy>, lookup: Arc<dyn Lookup>) -> Self {
-        Self { policy, lookup }
+        let search = lookup.search_domains().into();
+        Self {
+            policy,
+            lookup,
+            search,
+        }
     }
 
     /// The policy it checks against.
@@ -57,7 +64,7 @@ impl CheckedResolver {
                 host: host.to_owned(),
                 message: e.to_string(),
             })?;
-        self.policy.check_host(&parsed)?;
+        self.policy.check_host_searched(&parsed, &self.search)?;
         let ips: Vec<IpAddr> = match parsed {
             Host::Ipv4(ip) => vec![IpAddr::V4(ip)],
             Host::Ipv6(ip) => vec![IpAddr::V6(ip)],
@@ -196,6 +203,45 @@ mod tests {
         );
         let ok = public.resolve("db.tenant.example.com", 5432).await.unwrap();
         assert_eq!(ok, [SocketAddr::new(v4(93, 184, 216, 34), 5432)]);
+    }
+
+    /// Issue 34, item 6 (threat model: no connection to what the policy denies, through DNS):
+    /// in a Pod, `kubernetes.default` resolves through the search list to the API server the
+    /// policy denies as `kubernetes.default.svc`. The name is refused before it is looked up,
+    /// whatever address it would get — the probe and the client share this resolver.
+    #[tokio::test]
+    async fn a_denied_name_is_refused_under_the_names_the_search_list_makes_of_it() {
+        let lookup = StaticLookup::with_search(&[
+            "tenant-acme.svc.cluster.local",
+            "svc.cluster.local",
+            "cluster.local",
+        ]);
+        // Public addresses, so only the name can refuse them.
+        for name in ["kubernetes.default", "kubernetes.default.svc.cluster.local"] {
+            lookup.set(name, &[v4(93, 184, 216, 34)]);
+        }
+        lookup.set("db.tenant.example.com", &[v4(93, 184, 216, 35)]);
+        let spec = EndpointPolicySpec {
+            denied_hosts: vec!["kubernetes.default.svc".into()],
+            ..EndpointPolicySpec::default()
+        };
+        let policy = EndpointPolicy::compile(&spec, &FieldPath::default()).0;
+        let r = CheckedResolver::new(Arc::new(policy), Arc::new(lookup));
+        for name in [
+            "kubernetes.default",
+            "kubernetes.default.svc.cluster.local",
+            "kubernetes.default.svc.cluster.local.",
+        ] {
+            let err = r.resolve(name, 443).await.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    EgressError::PolicyDenied(PolicyViolation::HostDenied { .. })
+                ),
+                "{name}: {err}"
+            );
+        }
+        assert!(r.resolve("db.tenant.example.com", 443).await.is_ok());
     }
 
     /// Issue 27, items 1 and 2 (threat model: a tenant controls its endpoint's DNS): an AAAA

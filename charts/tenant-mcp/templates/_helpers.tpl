@@ -114,3 +114,62 @@ seccompProfile:
 {{- define "tenant-mcp.webhookCertSecret" -}}
 {{- printf "%s-webhook-tls" (include "tenant-mcp.fullname" .) -}}
 {{- end -}}
+
+{{/* Every subject the chart binds a role to — tenant admins, uber admins, the controller's,
+     the management server's and the webhook's ServiceAccounts — as a JSON object
+     {"users": [...], "groups": [...]} of the names the API server reports them by
+     (ServiceAccounts as system:serviceaccount:<namespace>:<name>). The admission policies
+     match requests by it. */}}
+{{- define "tenant-mcp.boundSubjects" -}}
+{{- $users := list -}}
+{{- $groups := list -}}
+{{- $subjects := list -}}
+{{- range .Values.rbac.tenantAdmins -}}
+{{- $ns := .namespace -}}
+{{- range .subjects -}}
+{{- $subjects = append $subjects (dict "kind" .kind "name" .name "namespace" (.namespace | default $ns)) -}}
+{{- end -}}
+{{- end -}}
+{{- range .Values.rbac.uberAdmins -}}
+{{- $subjects = append $subjects (dict "kind" .kind "name" .name "namespace" (.namespace | default "")) -}}
+{{- end -}}
+{{- range $subjects -}}
+{{- if eq .kind "Group" -}}
+{{- $groups = append $groups .name -}}
+{{- else if eq .kind "ServiceAccount" -}}
+{{- $users = append $users (printf "system:serviceaccount:%s:%s" .namespace .name) -}}
+{{- else -}}
+{{- $users = append $users .name -}}
+{{- end -}}
+{{- end -}}
+{{- range $account := list (include "tenant-mcp.controllerServiceAccount" .) (include "tenant-mcp.mcpServerServiceAccount" .) (include "tenant-mcp.webhookServiceAccount" .) -}}
+{{- $users = append $users (printf "system:serviceaccount:%s:%s" $.Release.Namespace $account) -}}
+{{- end -}}
+{{- dict "users" ($users | uniq | sortAlpha) "groups" ($groups | uniq | sortAlpha) | toJson -}}
+{{- end -}}
+
+{{/* A CEL list literal of `names` (a list of strings): ['a', 'b']. Names are Kubernetes
+     names and group names; a quote in one would end the literal, so it is refused. */}}
+{{- define "tenant-mcp.celList" -}}
+{{- $quoted := list -}}
+{{- range . -}}
+{{- if or (contains "'" .) (contains "\\" .) -}}
+{{- fail (printf "%q: a subject or account name with a quote or backslash cannot be matched by the chart's admission policies" .) -}}
+{{- end -}}
+{{- $quoted = append $quoted (printf "'%s'" .) -}}
+{{- end -}}
+[{{ join ", " $quoted }}]
+{{- end -}}
+
+{{/* The client accounts the controller grants each config's snapshots to
+     (rbac.clientServiceAccounts without watchNamespace), as a JSON array of
+     "namespace/name". */}}
+{{- define "tenant-mcp.snapshotReaders" -}}
+{{- $readers := list -}}
+{{- range .Values.rbac.clientServiceAccounts -}}
+{{- if not .watchNamespace -}}
+{{- $readers = append $readers (printf "%s/%s" .namespace .name) -}}
+{{- end -}}
+{{- end -}}
+{{- $readers | toJson -}}
+{{- end -}}

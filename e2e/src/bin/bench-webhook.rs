@@ -195,8 +195,8 @@ async fn main() -> anyhow::Result<()> {
     let mut report = render(&phases, args.concurrency);
     report.push_str(&format!(
         "\nThe review alone (`admission::review::review`, no I/O: the checks `tenant-mcp validate` \
-runs, for one config with a Postgres server, with the GlobalMcpConfig, the namespace label and \
-the Secret's keys at hand), {} calls one after another: p50 {}, p99 {}.\n",
+runs, for one config with a Postgres server, with the GlobalMcpConfig and the namespace label at \
+hand), {} calls one after another: p50 {}, p99 {}.\n",
         pure.len(),
         ms(quantile(&pure, 0.50)),
         ms(quantile(&pure, 0.99))
@@ -225,10 +225,10 @@ labelled namespace and a credentials Secret (made first, not timed) and a Tenant
 Postgres server naming the Secret: its create call is timed end to end, at the stated number in \
 flight. For each review the webhook's own time is recorded too: from the request reaching it to \
 its answer, its reads from the API server included (the GlobalMcpConfig, the namespace's label, \
-the configs claiming the tenant by field selector, the Secret's keys), TLS excluded. Configs stay, \
-so later phases run against more of them. Then the GlobalMcpConfig is changed (its policy), which \
-the webhook answers by reading every config (500 a page, for at most 2 s) to count the tenants the \
-new policy would demote.";
+the configs claiming the tenant by field selector; since issue 34 no Secret), TLS excluded. Configs \
+stay, so later phases run against more of them. Then the GlobalMcpConfig is changed (its policy); \
+since issue 34 the webhook reads nothing more for it (it no longer counts the tenants the new \
+policy would demote).";
 
 /// The pure review's time for a typical create, `n` times.
 fn pure_review_times(n: usize) -> Vec<Duration> {
@@ -245,14 +245,9 @@ fn pure_review_times(n: usize) -> Vec<Duration> {
         "metadata": {"name": "default"},
         "spec": {"endpointPolicy": {"allowLoopback": true, "allowedPorts": ["5432"]}}
     });
-    let secrets = std::collections::BTreeMap::from([(
-        "pg".to_owned(),
-        std::collections::BTreeSet::from(["username".to_owned(), "password".to_owned()]),
-    )]);
     let held = Held {
         global: Some(&global),
         namespace_label: Some("t-00001"),
-        secrets: &secrets,
         ..Held::default()
     };
     let times = (0..n)
