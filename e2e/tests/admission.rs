@@ -268,7 +268,8 @@ async fn a_webhook_that_is_down_behaves_as_its_failure_policy_says() {
 /// certificate the webhook makes) and run as its pod: the API server reaches it through its
 /// Service (an EndpointSlice to the process, as for a running pod) and trusts it through the
 /// `caBundle` the webhook set. The chart's own GlobalMcpConfig was created in the same
-/// install, before any webhook answered; later changes of it are checked.
+/// install, before any webhook answered (a GlobalMcpConfig's create is called with
+/// failurePolicy Ignore); later changes of it, and any create while it answers, are checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_installs_the_webhook_with_its_certificate_and_kubectl_meets_it() {
     use k8s_openapi::api::core::v1::Secret;
@@ -357,6 +358,21 @@ async fn the_chart_installs_the_webhook_with_its_certificate_and_kubectl_meets_i
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && stderr.contains("validate.tenantmcp.dev"),
+        "{stderr}"
+    );
+    // Issue 34, item 8: no write skips review by its labels. A GlobalMcpConfig created with
+    // the chart's own labels while the webhook answers is reviewed (and refused) like any
+    // other; before, a matchCondition let exactly that through unchecked. (The one
+    // GlobalMcpConfig there may be is `default`: it is deleted and created again.)
+    w.cluster
+        .kubectl_ok(&["delete", "globalmcpconfig", "default", "--wait=true"]);
+    let labelled = "apiVersion: tenantmcp.dev/v1alpha1\nkind: GlobalMcpConfig\nmetadata:\n  name: default\n  labels: {helm.sh/chart: tenant-mcp-0.1.0, app.kubernetes.io/instance: t, app.kubernetes.io/managed-by: Helm}\nspec:\n  endpointPolicy: {allowedCidrs: [10.0.0.0/33]}\n";
+    let out = w.cluster.kubectl_stdin(&["create", "-f", "-"], labelled);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("admission webhook \"validate-global-create.tenantmcp.dev\" denied")
+            && stderr.contains("allowedCidrs"),
         "{stderr}"
     );
 }

@@ -194,8 +194,19 @@ fn the_chart_lints_and_renders_for_each_value_set() {
         "NetworkPolicy",
         "PodDisruptionBudget",
         "ValidatingWebhookConfiguration",
+        "ValidatingAdmissionPolicy",
     ] {
         assert!(kinds.contains(kind), "no {kind} by default: {kinds:?}");
+    }
+    // Issue 34: the admission policies RBAC cannot express, on by default.
+    for name in [
+        "no-token-secrets",
+        "own-secret-writes",
+        "webhook-configuration-writes",
+        "controller-rbac-writes",
+    ] {
+        find(&defaults, "ValidatingAdmissionPolicy", name);
+        find(&defaults, "ValidatingAdmissionPolicyBinding", name);
     }
     assert!(
         !kinds.contains("Certificate") && !kinds.contains("Issuer"),
@@ -605,7 +616,7 @@ fn the_dashboard_parses_and_queries_only_exported_series() {
 
 #[test]
 fn bad_values_are_refused_with_the_field_named() {
-    let cases: [(&[&str], &str); 12] = [
+    let cases: [(&[&str], &str); 14] = [
         (&["controller.replicas=two"], "/controller/replicas"),
         (&["controller.replica=2"], "replica"),
         (
@@ -669,6 +680,36 @@ fn bad_values_are_refused_with_the_field_named() {
                 "mcpServer.auth.jwtSecret.existingSecret=j",
             ],
             "webhook.replicas=0 with webhook.failurePolicy=Fail",
+        ),
+        // Issue 34, item 1 (threat model: a tenant admin must never obtain a token of an
+        // account that may read the global credentials): whoever may create Secrets or Pods in
+        // a namespace acts as its accounts, so a client account may not live where tenant
+        // admins do — unless it reads only that namespace and there are no global credentials.
+        (
+            &[
+                "mcpServer.auth.jwtSecret.existingSecret=j",
+                "rbac.tenantAdmins[0].namespace=tenant-acme",
+                "rbac.tenantAdmins[0].subjects[0].kind=Group",
+                "rbac.tenantAdmins[0].subjects[0].name=acme-admins",
+                "rbac.clientServiceAccounts[0].namespace=tenant-acme",
+                "rbac.clientServiceAccounts[0].name=acme-app",
+                "rbac.clientServiceAccounts[0].watchNamespace=tenant-acme",
+                "globalConfig.servers.postgres.host=db.example.com",
+                "globalConfig.servers.postgres.database=rag",
+                "globalConfig.servers.postgres.credentialsSecretRef.name=global-pg",
+            ],
+            "rbac.clientServiceAccounts[0] (tenant-acme/acme-app): namespace tenant-acme has tenant admins",
+        ),
+        (
+            &[
+                "mcpServer.auth.jwtSecret.existingSecret=j",
+                "rbac.tenantAdmins[0].namespace=tenant-acme",
+                "rbac.tenantAdmins[0].subjects[0].kind=Group",
+                "rbac.tenantAdmins[0].subjects[0].name=acme-admins",
+                "rbac.clientServiceAccounts[0].namespace=tenant-acme",
+                "rbac.clientServiceAccounts[0].name=acme-app",
+            ],
+            "this account reads every tenant's snapshots",
         ),
     ];
     for (sets, says) in cases {

@@ -197,3 +197,82 @@ async fn the_third_party_reference_server_reports_its_name_and_tools() {
     assert!(!report.server_version.is_empty());
     assert!(everything.is_running());
 }
+
+/// The peak resident memory of this test's process so far (nextest runs each test in a process
+/// of its own), in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// Issue 34, item 5 (threat model: a tenant's own servers must never exhaust the controller's,
+/// the management server's or an application's memory): a server whose `tools/list` pages
+/// are 8 MiB each, with a next cursor forever. The probe (the controller's and the management
+/// server's connection test) reads one page, and no message over 4 MiB: a clear
+/// `ProtocolError` after one page, and the process's memory stays where it was. Before, rmcp's
+/// 16 MiB limit let each page in and the probe followed the cursor until its time ran out.
+#[tokio::test]
+async fn a_hostile_server_streaming_huge_pages_ends_in_a_protocol_error_with_memory_bounded() {
+    use tenant_mcp_e2e::stack::hostile_mcp::HostileMcpServer;
+    let hostile = HostileMcpServer::start(8 << 20).await.unwrap();
+    let before = peak_rss();
+    let err = probe(
+        &server(&hostile.url(), json!({})),
+        Some("acme"),
+        &token("t"),
+    )
+    .await
+    .unwrap_err();
+    let grown = peak_rss().saturating_sub(before);
+    assert_eq!(err.reason(), "ProtocolError", "{err}");
+    assert_eq!(hostile.pages_sent(), 1, "the probe asked for a second page");
+    assert!(
+        grown < 32 << 20,
+        "the probe's peak memory grew by {} MiB",
+        grown >> 20
+    );
+
+    // Pages under the message limit, forever: the probe reads one and passes; the client
+    // library follows at most 16 pages and refuses the server with a clear error.
+    let endless = HostileMcpServer::start(256 << 10).await.unwrap();
+    let report = probe(
+        &server(&endless.url(), json!({})),
+        Some("acme"),
+        &token("t"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(endless.pages_sent(), 1);
+    assert!(report.tool_count > 200, "{report:?}");
+
+    use tenant_mcp::client::build::{Built, Shared, build};
+    use tenant_mcp::client::routes::{Endpoint, Origin};
+    use tenant_mcp::config::candidate::{Candidate, ServerKey};
+    let shared = Shared::new(4).unwrap();
+    let endpoint = Endpoint::new(
+        Origin::Tenant,
+        Candidate::Mcp {
+            spec: server(&endless.url(), json!({})),
+            credentials: token("t"),
+        },
+        std::sync::Arc::new(loopback_policy()),
+    );
+    let Ok(Built::Mcp(client)) = build(&shared, &ServerKey::AiMcp, &endpoint, Some("acme")) else {
+        panic!("no MCP client built");
+    };
+    let before = peak_rss();
+    let err = client.list_tools().await.unwrap_err();
+    let grown = peak_rss().saturating_sub(before);
+    assert!(err.message.contains("pages on past 16 pages"), "{err}");
+    assert_eq!(endless.pages_sent(), 1 + 16);
+    assert!(
+        grown < 64 << 20,
+        "the client's peak memory grew by {} MiB",
+        grown >> 20
+    );
+}

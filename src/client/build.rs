@@ -261,6 +261,31 @@ pub fn pg_max_connections(shared: &Shared, spec: &PostgresServer) -> u32 {
 
 type Session = RunningService<RoleClient, ClientConfig>;
 
+use crate::probe::mcp::{MAX_TOOL_PAGES, MAX_TOOLS};
+
+/// Every tool of `session`'s server, a page at a time; `Ok(Err(limit))` when the server pages
+/// past [`MAX_TOOL_PAGES`] or [`MAX_TOOLS`].
+async fn bounded_tools(session: &Session) -> Result<Result<Vec<Tool>, String>, rmcp::ServiceError> {
+    let mut tools = Vec::new();
+    let mut cursor = None;
+    for _ in 0..MAX_TOOL_PAGES {
+        let params =
+            cursor.map(|c| rmcp::model::PaginatedRequestParams::default().with_cursor(Some(c)));
+        let page = session.list_tools(params).await?;
+        tools.extend(page.tools);
+        if tools.len() > MAX_TOOLS {
+            return Ok(Err(format!("the server lists more than {MAX_TOOLS} tools")));
+        }
+        match page.next_cursor {
+            Some(next) if !next.is_empty() => cursor = Some(next),
+            _ => return Ok(Ok(tools)),
+        }
+    }
+    Ok(Err(format!(
+        "the server pages on past {MAX_TOOL_PAGES} pages"
+    )))
+}
+
 /// An MCP client of one server for one tenant (its routing applied). The session opens on
 /// the first call and is opened again after it fails.
 pub struct McpClient {
@@ -300,12 +325,18 @@ impl McpClient {
     }
 
     /// Every tool of the server (all pages), within the server's timeout (opening a session
-    /// included).
+    /// included). A server that pages on past [`MAX_TOOL_PAGES`] pages or
+    /// [`MAX_TOOLS`] tools is refused (threat model: a tenant's server must not exhaust an
+    /// application's memory); each message is bounded by the transport.
     pub async fn list_tools(&self) -> Result<Vec<Tool>, McpCallError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let session = self.session_by(deadline).await?;
-        let result = tokio::time::timeout_at(deadline, session.list_all_tools()).await;
-        self.finish(result).await
+        let result = tokio::time::timeout_at(deadline, bounded_tools(&session)).await;
+        self.finish(result).await?.map_err(|limit| {
+            self.observer
+                .failed("request", crate::probe::reason::PROTOCOL_ERROR);
+            self.error(format!("tools/list: {limit}"))
+        })
     }
 
     /// Calls tool `name` with `arguments`, within the server's timeout (opening a session

@@ -1,6 +1,6 @@
-//! The MCP probe: `initialize` then `tools/list` over Streamable HTTP (rmcp) with the bearer
-//! token, the configured headers and the tenant's routing, reporting the server's name, version
-//! and tool count. Tells apart an unreachable server, a TLS failure, a refused token, a token
+//! The MCP probe: `initialize` then one page of `tools/list` over Streamable HTTP (rmcp) with
+//! the bearer token, the configured headers and the tenant's routing, reporting the server's
+//! name, version and tool count; every message read is bounded ([`MAX_MESSAGE_BYTES`]). Tells apart an unreachable server, a TLS failure, a refused token, a token
 //! without access, and something that is not an MCP server.
 
 use std::collections::HashMap;
@@ -18,6 +18,18 @@ use crate::api::McpServer;
 use crate::config::{McpCredentials, mcp_target};
 use crate::egress::Egress;
 
+/// The largest MCP message read from a server, as one JSON body or one SSE event (rmcp's own
+/// default is 16 MiB): a tenant's server must not exhaust the controller's, the management
+/// server's or an application's memory (threat model: a tenant's own servers). Tool results
+/// larger than this are refused with `ProtocolError`.
+pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+
+/// The most `tools/list` pages the client library follows (the probe reads one).
+pub const MAX_TOOL_PAGES: usize = 16;
+
+/// The most tools the client library accepts from one server, over all pages.
+pub const MAX_TOOLS: usize = 4096;
+
 /// What a passing MCP probe saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct McpReport {
@@ -25,7 +37,8 @@ pub struct McpReport {
     pub server_name: String,
     /// `serverInfo.version` from the `initialize` answer.
     pub server_version: String,
-    /// The number of tools `tools/list` returned (all pages).
+    /// The number of tools on the first page of `tools/list` (the probe reads one page: a
+    /// server that answers it speaks MCP).
     pub tool_count: usize,
     /// Time from connecting to the end of `tools/list`.
     pub latency: Duration,
@@ -64,15 +77,15 @@ pub async fn probe_mcp(
         .peer_info()
         .and_then(|p| p.server_info.clone())
         .unwrap_or_else(|| Implementation::new("", ""));
-    let tools = session.list_all_tools().await;
+    let page = session.list_tools(None).await;
     let latency = started.elapsed();
     // Ending the session is a courtesy to the server; the result is known already.
     let _ = session.cancel().await;
-    let tools = tools.map_err(|e| classify(&format!("{what} tools/list"), &e, scrub))?;
+    let page = page.map_err(|e| classify(&format!("{what} tools/list"), &e, scrub))?;
     Ok(McpReport {
         server_name: info.name,
         server_version: info.version,
-        tool_count: tools.len(),
+        tool_count: page.tools.len(),
         latency,
     })
 }
@@ -102,8 +115,10 @@ pub(crate) fn transport_config(
         header_value.set_sensitive(sensitive);
         headers.insert(header_name, header_value);
     }
-    let mut config =
-        StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(headers);
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
+        .custom_headers(headers)
+        .max_json_response_size(MAX_MESSAGE_BYTES)
+        .max_sse_event_size(MAX_MESSAGE_BYTES);
     if let Some(token) = &credentials.bearer_token {
         config = config.auth_header(token.expose());
     }

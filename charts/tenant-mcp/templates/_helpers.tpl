@@ -173,3 +173,14 @@ seccompProfile:
 {{- end -}}
 {{- $readers | toJson -}}
 {{- end -}}
+
+{{/* The webhook entries' clientConfig: the webhook Service's /validate. */}}
+{{- define "tenant-mcp.webhookClientConfig" }}
+    clientConfig:
+      service:
+        name: {{ include "tenant-mcp.webhookService" . }}
+        namespace: {{ .Release.Namespace }}
+        path: /validate
+        port: 443
+      # caBundle: set by the webhook itself{{ if .Values.webhook.certificate.certManager.enabled }} (here: by cert-manager's cainjector){{ end }}.
+{{- end }}

@@ -14,6 +14,7 @@
 pub mod admission_hold;
 pub mod ai_mcp;
 pub mod fault_proxy;
+pub mod hostile_mcp;
 pub mod kube;
 pub mod mcp_everything;
 pub mod mirror_db;
