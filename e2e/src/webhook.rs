@@ -37,3 +37,57 @@ pub fn configuration_by_url(
     }))
     .unwrap_or_else(|e| unreachable!("a well-formed configuration: {e}"))
 }
+
+/// `POST /validate` with `body` to a webhook at `address` over TLS, as any client could (not
+/// the API server): trusting `ca_pem` for `server_name`. The status code and the body.
+pub async fn post_review(
+    address: std::net::SocketAddr,
+    ca_pem: &str,
+    server_name: &str,
+    body: &[u8],
+) -> anyhow::Result<(u16, String)> {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())?;
+    let tcp = tokio::net::TcpStream::connect(address).await?;
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await?;
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {server_name}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        server::PATH,
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await?;
+    // The server may answer (a 413, say) before it has read everything.
+    let _ = tls.write_all(body).await;
+    let mut response = Vec::new();
+    match tls.read_to_end(&mut response).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+        Err(e) => return Err(e.into()),
+    }
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no HTTP status in {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}

@@ -568,3 +568,178 @@ async fn replicas_starting_at_once_agree_on_one_ca_and_certificate() {
         assert_eq!(presented, stored, "a replica serves another certificate");
     }
 }
+
+/// The peak resident memory of process `pid`, in bytes (`VmHWM`).
+fn peak_rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// Issue 34, item 4 (threat model: any Pod must never learn through the admission webhook
+/// which keys a Secret has or which config serves a tenant, nor make it do work for a review
+/// the API server did not send). A client that is not the API server posts forged reviews
+/// straight to the chart's webhook (as its pod runs it): they learn nothing of a Secret in
+/// `kube-system`, of acme's config or of other tenants' servers. Then 20 forged reviews of
+/// 2 MiB each, of the shape that costs the most to parse, at once: the webhook keeps
+/// answering the API server's real reviews, and its peak memory stays under the chart's
+/// 128 MiB limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_reviews_learn_nothing_and_heavy_ones_leave_the_webhook_answering() {
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::api::ListParams;
+    use tenant_mcp_e2e::rbac::{self, Identity};
+    use tenant_mcp_e2e::webhook::post_review;
+
+    let w = rbac::start(&[]).await;
+    let admin = w.client(Identity::Admin).await;
+    let slice = Api::<EndpointSlice>::namespaced(admin.clone(), rbac::NS)
+        .list(&ListParams::default().labels("kubernetes.io/service-name=t-tenant-mcp-webhook"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|s| !s.endpoints.is_empty())
+        .expect("the webhook pod's EndpointSlice");
+    let address = std::net::SocketAddr::new(
+        slice.endpoints[0].addresses[0].parse().unwrap(),
+        u16::try_from(slice.ports.unwrap()[0].port.unwrap()).unwrap(),
+    );
+    let certificate = Api::<Secret>::namespaced(admin.clone(), rbac::NS)
+        .get("t-tenant-mcp-webhook-tls")
+        .await
+        .unwrap();
+    let ca = String::from_utf8(certificate.data.unwrap()["ca.crt"].0.clone()).unwrap();
+    let host = "t-tenant-mcp-webhook.tenant-mcp-system.svc";
+    let review = |object: Value| {
+        serde_json::to_vec(
+            &json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "forged", "operation": "CREATE", "object": object}}),
+        )
+        .unwrap()
+    };
+
+    // What there is to learn: a Secret in kube-system, acme's config, a second namespace
+    // bound to acme.
+    Api::<Secret>::namespaced(admin.clone(), "kube-system")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "cloud-root"},
+                "stringData": {"root-signing-key": "x"}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    w.cluster.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: tenantmcp.dev/v1alpha1\nkind: TenantMcpConfig\nmetadata: {name: acme-config, namespace: tenant-acme}\nspec:\n  tenantId: acme\n  servers:\n    postgres: {host: db.acme.example.com, database: acme, credentialsSecretRef: {name: acme-pg}}\n",
+    );
+    w.cluster
+        .create_namespace("tenant-acme-eu", Some("acme"))
+        .await
+        .unwrap();
+    let tenant = |ns: &str, tenant: &str, secret: &str| {
+        json!({"apiVersion": "tenantmcp.dev/v1alpha1", "kind": "TenantMcpConfig",
+            "metadata": {"name": "forged", "namespace": ns},
+            "spec": {"tenantId": tenant, "servers": {"postgres": {"host": "db.example.com",
+                "database": "x", "credentialsSecretRef": {"name": secret}}}}})
+    };
+    let forged = [
+        // Which keys a kube-system Secret has, through a GlobalMcpConfig's credentials
+        // namespace or a config written there.
+        json!({"apiVersion": "tenantmcp.dev/v1alpha1", "kind": "GlobalMcpConfig",
+            "metadata": {"name": "default"},
+            "spec": {"credentialsNamespace": "kube-system",
+                "endpointPolicy": {"deniedCidrs": ["0.0.0.0/0"]},
+                "servers": {"postgres": {"host": "db.example.com", "database": "x",
+                    "credentialsSecretRef": {"name": "cloud-root"}}}}}),
+        tenant("kube-system", "kube", "cloud-root"),
+        // Where acme's config lives.
+        tenant("tenant-acme-eu", "acme", "pg"),
+    ];
+    for object in forged {
+        let (status, body) = post_review(address, &ca, host, &review(object.clone()))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        for secret in ["root-signing-key", "tenant-acme/", "acme-config", "db.acme"] {
+            assert!(
+                !body.contains(secret),
+                "a forged review learned {secret:?}: {body}"
+            );
+        }
+        // Nothing said of what a policy would take from tenants either.
+        assert!(!body.contains("use now"), "{body}");
+    }
+
+    // Heavy forged reviews at once, each just under the webhook's limits: nearly 2 MiB, and
+    // as many small objects as a review may hold (what costs the most memory to parse).
+    let pid = w.webhook.as_ref().unwrap().service.pid().unwrap();
+    let mut heavy = tenant("tenant-acme", "acme", "pg");
+    let padding: Vec<Value> = (0..9_000).map(|i| json!({"k": i % 10})).collect();
+    heavy["spec"]["padding"] = json!(padding);
+    heavy["spec"]["filler"] = json!("x".repeat(1_800_000));
+    let heavy = review(heavy);
+    assert!(heavy.len() < server::MAX_REVIEW_BYTES, "{}", heavy.len());
+    assert!(server::check_shape(&heavy).is_ok());
+    // One of a shape no API server sends is refused before it is parsed.
+    let mut bomb = tenant("tenant-acme", "acme", "pg");
+    bomb["spec"]["padding"] = json!(
+        (0..140_000)
+            .map(|i| json!({"k": i % 10}))
+            .collect::<Vec<_>>()
+    );
+    let (status, body) = post_review(address, &ca, host, &review(bomb))
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{body}");
+    eprintln!(
+        "webhook peak RSS before the flood {} MiB",
+        peak_rss_of(pid) >> 20
+    );
+    let floods: Vec<_> = (0..20)
+        .map(|_| {
+            let (heavy, ca) = (heavy.clone(), ca.clone());
+            tokio::spawn(async move { post_review(address, &ca, host, &heavy).await })
+        })
+        .collect();
+    // Meanwhile the API server's own reviews get answers: an invalid config is refused by
+    // the webhook, not by a timeout or a 503.
+    for _ in 0..5 {
+        let out = w.cluster.kubectl_stdin(
+            &["apply", "--dry-run=server", "-f", "-"],
+            tenant_mcp_e2e::webhook::CANARY,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("denied the request"),
+            "a real review went unanswered during the flood: {stderr}"
+        );
+    }
+    let mut answered = 0;
+    for flood in floods {
+        let (status, _) = flood.await.unwrap().unwrap();
+        assert!(status == 200 || status == 503, "{status}");
+        answered += usize::from(status == 200);
+    }
+    eprintln!(
+        "{answered} of 20 heavy forged reviews answered; the rest refused as too many at once"
+    );
+    // Larger than the limit: refused unread.
+    let mut huge = heavy.clone();
+    huge.extend(std::iter::repeat_n(b' ', server::MAX_REVIEW_BYTES));
+    let (status, _) = post_review(address, &ca, host, &huge).await.unwrap();
+    assert_eq!(status, 413);
+    let peak = peak_rss_of(pid);
+    eprintln!("webhook peak RSS {} MiB", peak >> 20);
+    assert!(
+        peak < 128 << 20,
+        "the webhook's peak memory {} MiB is over the chart's 128 MiB limit",
+        peak >> 20
+    );
+}

@@ -5,8 +5,9 @@
 //! rules only.
 //!
 //! Any Pod that reaches the port can send a review, so each one is cheap and bounded: a body
-//! of at most [`MAX_REVIEW_BYTES`], at most [`MAX_CONCURRENT_REVIEWS`] read and judged at
-//! once (the rest wait, then are refused), at most [`MAX_RIVALS`] rival configs read.
+//! of at most [`MAX_REVIEW_BYTES`]; at most [`SMALL_REVIEWS_AT_ONCE`] small reviews and one
+//! large one read and judged at once (the rest wait, then are refused), so forged large
+//! reviews never hold up real ones; at most [`MAX_RIVALS`] rival configs read.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,14 +30,19 @@ use crate::api::{GLOBAL_CONFIG_NAME, GlobalMcpConfig, TENANT_LABEL, TenantMcpCon
 /// The path the `ValidatingWebhookConfiguration` calls.
 pub const PATH: &str = "/validate";
 
-/// The largest review read: the API server stores objects of up to 1.5 MiB, and an update's
-/// review carries the object twice.
-pub const MAX_REVIEW_BYTES: usize = 4 << 20;
+/// The largest review read. A TenantMcpConfig the CRD schema admits is a few KiB, an update's
+/// review carries it twice with its status: 2 MiB leaves room for any real one, and bounds
+/// what a forged one costs.
+pub const MAX_REVIEW_BYTES: usize = 2 << 20;
 
-/// Reviews read and judged at once. A review parses to a few times its size, so this and
-/// [`MAX_REVIEW_BYTES`] bound the webhook's memory well inside its 128 MiB limit; a real
-/// review takes milliseconds, so the API server's calls rarely wait.
-pub const MAX_CONCURRENT_REVIEWS: usize = 4;
+/// A review up to this size is small: every real one is.
+pub const SMALL_REVIEW_BYTES: usize = 64 << 10;
+
+/// Small reviews read and judged at once. A review parses to many times its size (a JSON
+/// array of tiny objects, some 20 times), so the lanes bound the webhook's memory inside its
+/// 128 MiB limit: at most this many small reviews and one large one at a time. Small ones
+/// never queue behind large ones.
+pub const SMALL_REVIEWS_AT_ONCE: usize = 16;
 
 /// How long a review waits for a turn before it is refused (inside the API server's 5 s).
 const QUEUE_WAIT: Duration = Duration::from_secs(3);
@@ -47,23 +53,39 @@ pub const MAX_RIVALS: u32 = 16;
 
 /// The webhook's routes: `POST /validate`, bounded as the module says.
 pub fn router(kube: kube::Client) -> Router {
-    let turns = Arc::new(Semaphore::new(MAX_CONCURRENT_REVIEWS));
+    let lanes = Arc::new(Lanes {
+        small: Semaphore::new(SMALL_REVIEWS_AT_ONCE),
+        large: Semaphore::new(1),
+    });
     Router::new()
         .route(PATH, post(validate))
         .with_state(kube)
         .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
         // Outside the body limit's extractor: a request waits for its turn before its body is
         // read at all.
-        .layer(middleware::from_fn_with_state(turns, one_turn))
+        .layer(middleware::from_fn_with_state(lanes, one_turn))
 }
 
-/// Lets a request in when one of [`MAX_CONCURRENT_REVIEWS`] turns is free; after
-/// [`QUEUE_WAIT`] it is answered 503 unread (the API server applies the failure policy).
-async fn one_turn(State(turns): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(QUEUE_WAIT, turns.acquire()).await {
+/// Turns for small and large reviews.
+struct Lanes {
+    small: Semaphore,
+    large: Semaphore,
+}
+
+/// Lets a request in when its lane has a turn free: a small review (by `Content-Length`)
+/// in the small lane, anything else in the large one. After [`QUEUE_WAIT`] it is answered
+/// 503 unread (the API server applies the failure policy).
+async fn one_turn(State(lanes): State<Arc<Lanes>>, request: Request, next: Next) -> Response {
+    let small = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .is_some_and(|bytes| bytes <= SMALL_REVIEW_BYTES);
+    let lane = if small { &lanes.small } else { &lanes.large };
+    match tokio::time::timeout(QUEUE_WAIT, lane.acquire()).await {
         Ok(Ok(_turn)) => next.run(request).await,
         _ => {
-            warn!("admission review refused: too many reviews at once");
+            warn!(small, "admission review refused: too many reviews at once");
             (
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 "too many admission reviews at once",
@@ -72,12 +94,73 @@ async fn one_turn(State(turns): State<Arc<Semaphore>>, request: Request, next: N
         }
     }
 }
-async fn validate(State(kube): State<kube::Client>, Json(body): Json<Value>) -> Json<Value> {
-    let request = body.get("request").cloned().unwrap_or(Value::Null);
-    let uid = request.get("uid").cloned().unwrap_or(json!(""));
-    let object = request.get("object").cloned().unwrap_or(Value::Null);
-    let old = request.get("oldObject").filter(|o| !o.is_null()).cloned();
-    let (allowed, status, warnings) = match decide(&kube, &object, old.as_ref()).await {
+
+async fn validate(State(kube): State<kube::Client>, bytes: axum::body::Bytes) -> Response {
+    // A forged review may be built to cost far more memory parsed than its size: refuse one
+    // of a shape no API server sends before parsing it.
+    if let Err(refusal) = check_shape(&bytes) {
+        warn!(%refusal, "admission review refused unparsed");
+        return (axum::http::StatusCode::BAD_REQUEST, refusal).into_response();
+    }
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(body) => answer(&kube, body).await.into_response(),
+        Err(e) => (
+            axum::http::StatusCode::BAD_REQUEST,
+            format!("not an AdmissionReview: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+/// The most JSON objects and arrays in one review. A real one — a config, its status and
+/// `managedFields`, twice for an update — has a few hundred.
+pub const MAX_REVIEW_CONTAINERS: usize = 10_000;
+
+/// The most values in one review's objects and arrays (counted by their separators).
+pub const MAX_REVIEW_VALUES: usize = 100_000;
+
+/// Refuses JSON with more than [`MAX_REVIEW_CONTAINERS`] objects and arrays or
+/// [`MAX_REVIEW_VALUES`] values, in one pass over the bytes (strings skipped), so what a
+/// review parses to stays a small multiple of its size.
+pub fn check_shape(json: &[u8]) -> Result<(), String> {
+    let (mut containers, mut values) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in json {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => containers += 1,
+            b',' => values += 1,
+            _ => {}
+        }
+    }
+    if containers > MAX_REVIEW_CONTAINERS || values > MAX_REVIEW_VALUES {
+        return Err(format!(
+            "an admission review of {containers} objects and arrays and {values} values is \
+             larger than any the API server sends (at most {MAX_REVIEW_CONTAINERS} and \
+             {MAX_REVIEW_VALUES})"
+        ));
+    }
+    Ok(())
+}
+
+/// The answer to one parsed review.
+async fn answer(kube: &kube::Client, mut body: Value) -> Json<Value> {
+    // Taken apart, not copied: a review may be megabytes.
+    let mut request = body["request"].take();
+    let uid = request["uid"].take();
+    let object = request["object"].take();
+    let old = Some(request["oldObject"].take()).filter(|o| !o.is_null());
+    drop((body, request));
+    let (allowed, status, warnings) = match decide(kube, &object, old.as_ref()).await {
         Ok(verdict) => {
             let status = (!verdict.allowed())
                 .then(|| json!({"code": 422, "reason": "Invalid", "message": verdict.message()}));

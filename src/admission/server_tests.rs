@@ -84,3 +84,22 @@ async fn a_new_config_is_refused_when_the_cluster_cannot_be_read() {
     let response = answer(changed, Some(config(&[]))).await;
     assert_eq!(response["allowed"], false, "{response}");
 }
+
+/// Issue 34, item 4: a review built to cost far more memory parsed than its size (tens of
+/// thousands of tiny objects) is refused before it is parsed; braces inside strings do not
+/// count, and a real review passes.
+#[test]
+fn a_review_of_a_shape_no_api_server_sends_is_refused_unparsed() {
+    let real = serde_json::to_vec(&json!({"request": {"object": config(&["f"])}})).unwrap();
+    assert!(super::check_shape(&real).is_ok());
+    let tiny_objects: Vec<Value> = (0..20_000).map(|_| json!({})).collect();
+    let bomb = serde_json::to_vec(&json!({"request": {"object": tiny_objects}})).unwrap();
+    let refusal = super::check_shape(&bomb).unwrap_err();
+    assert!(refusal.contains("objects and arrays"), "{refusal}");
+    let values: Vec<u8> = (0..200_000).map(|_| 1u8).collect();
+    let long = serde_json::to_vec(&json!({"a": values})).unwrap();
+    assert!(super::check_shape(&long).is_err());
+    // Braces and commas inside strings, escaped quotes included, are text.
+    let text = serde_json::to_vec(&json!({"s": "{[,\"{[,".repeat(50_000)})).unwrap();
+    assert!(super::check_shape(&text).is_ok());
+}
