@@ -569,17 +569,6 @@ async fn replicas_starting_at_once_agree_on_one_ca_and_certificate() {
     }
 }
 
-/// The peak resident memory of process `pid`, in bytes (`VmHWM`).
-fn peak_rss_of(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kib * 1024
-}
-
 /// Issue 34, item 4 (threat model: any Pod must never learn through the admission webhook
 /// which keys a Secret has or which config serves a tenant, nor make it do work for a review
 /// the API server did not send). A client that is not the API server posts forged reviews
@@ -594,6 +583,7 @@ async fn forged_reviews_learn_nothing_and_heavy_ones_leave_the_webhook_answering
     use k8s_openapi::api::discovery::v1::EndpointSlice;
     use kube::api::ListParams;
     use tenant_mcp_e2e::rbac::{self, Identity};
+    use tenant_mcp_e2e::stack::process::peak_rss;
     use tenant_mcp_e2e::webhook::post_review;
 
     let w = rbac::start(&[]).await;
@@ -700,7 +690,7 @@ async fn forged_reviews_learn_nothing_and_heavy_ones_leave_the_webhook_answering
     assert_eq!(status, 400, "{body}");
     eprintln!(
         "webhook peak RSS before the flood {} MiB",
-        peak_rss_of(pid) >> 20
+        peak_rss(pid).unwrap() >> 20
     );
     let floods: Vec<_> = (0..20)
         .map(|_| {
@@ -735,7 +725,7 @@ async fn forged_reviews_learn_nothing_and_heavy_ones_leave_the_webhook_answering
     huge.extend(std::iter::repeat_n(b' ', server::MAX_REVIEW_BYTES));
     let (status, _) = post_review(address, &ca, host, &huge).await.unwrap();
     assert_eq!(status, 413);
-    let peak = peak_rss_of(pid);
+    let peak = peak_rss(pid).unwrap();
     eprintln!("webhook peak RSS {} MiB", peak >> 20);
     assert!(
         peak < 128 << 20,

@@ -268,16 +268,42 @@ fn the_chart_lints_and_renders_for_each_value_set() {
     );
     assert!(hook["clientConfig"]["caBundle"].is_null());
     assert!(configuration["metadata"]["annotations"].is_null());
-    let resources: BTreeSet<&str> = hook["rules"][0]["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    // What each webhook entry is called for: (resource, operation) pairs, and its policy.
+    let calls = |hook: &Value| -> BTreeSet<String> {
+        let mut calls = BTreeSet::new();
+        for rule in hook["rules"].as_array().unwrap() {
+            for resource in rule["resources"].as_array().unwrap() {
+                for operation in rule["operations"].as_array().unwrap() {
+                    calls.insert(format!(
+                        "{} {}",
+                        resource.as_str().unwrap(),
+                        operation.as_str().unwrap()
+                    ));
+                }
+            }
+        }
+        calls
+    };
     assert_eq!(
-        resources,
-        BTreeSet::from(["tenantmcpconfigs", "globalmcpconfigs"])
+        calls(hook),
+        BTreeSet::from([
+            "tenantmcpconfigs CREATE".to_owned(),
+            "tenantmcpconfigs UPDATE".to_owned(),
+            "globalmcpconfigs UPDATE".to_owned()
+        ])
     );
+    // Issue 34, item 8: no matchCondition exempts anything; a GlobalMcpConfig's create has an
+    // entry of its own under Ignore (the chart's own is created before the webhook answers).
+    let creates = &configuration["webhooks"][1];
+    assert_eq!(
+        calls(creates),
+        BTreeSet::from(["globalmcpconfigs CREATE".to_owned()])
+    );
+    assert_eq!(creates["failurePolicy"], "Ignore");
+    assert_eq!(creates["clientConfig"], hook["clientConfig"]);
+    for entry in configuration["webhooks"].as_array().unwrap() {
+        assert!(entry["matchConditions"].is_null(), "{entry}");
+    }
     let webhook = find(&defaults, "Deployment", "-webhook");
     assert_eq!(webhook["spec"]["replicas"], 2);
     assert_eq!(

@@ -201,13 +201,7 @@ async fn the_third_party_reference_server_reports_its_name_and_tools() {
 /// The peak resident memory of this test's process so far (nextest runs each test in a process
 /// of its own), in bytes.
 fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kib * 1024
+    tenant_mcp_e2e::stack::process::peak_rss(std::process::id()).unwrap()
 }
 
 /// Issue 34, item 5 (threat model: a tenant's own servers must never exhaust the controller's,

@@ -188,8 +188,38 @@ pub fn renew(
     };
     let cas = inspect(&material.ca_bundle, keys::CA_BUNDLE)?;
     let current = &cas[0];
+    let first_trusted = trusted_first_ca(&material.ca_bundle);
+    // The API server this replica reads must trust the current CA (else the caller updates
+    // `caBundle` first); others (several API servers, each with its own watch) may see it
+    // later, so it signs only a full interval after it was first seen there.
+    let in_bundle = trusted.contains(first_trusted.trim());
+    let settled = in_bundle
+        && material
+            .ca_trusted_at
+            .is_some_and(|at| now >= at.saturating_add(lifetimes.interval_seconds()));
+    let leaf_reason = serving_renewal(material, current, hosts, now)?;
+    let sign = |reason| -> Result<Renewal, CertificateError> {
+        let (cert, key) = new_serving(first_trusted, &material.ca_key, hosts, lifetimes, now)?;
+        Ok(Renewal::Store(
+            Material {
+                cert,
+                key,
+                ..material.clone()
+            },
+            reason,
+        ))
+    };
 
     if due(current, now) {
+        // A serving certificate due as well is renewed by the current CA first, while that
+        // one may still sign: the new CA may sign only an interval after it is trusted.
+        if let Some(reason) = leaf_reason
+            && settled
+            && now >= current.not_before
+            && now < current.not_after
+        {
+            return sign(reason);
+        }
         let (ca_cert, ca_key) = new_ca(lifetimes, now)?;
         let mut bundle = ca_cert;
         bundle.push_str(&still_valid(&material.ca_bundle, now));
@@ -213,10 +243,7 @@ pub fn renew(
             "an expired CA leaves the bundle",
         ));
     }
-
-    // Note when the current CA is first seen in caBundle: it may sign a full interval later.
-    let first_trusted = trusted_first_ca(&material.ca_bundle);
-    let in_bundle = trusted.contains(first_trusted.trim());
+    // Note when the current CA is first seen in caBundle.
     if in_bundle && material.ca_trusted_at.is_none() {
         return Ok(Renewal::Store(
             Material {
@@ -226,10 +253,23 @@ pub fn renew(
             "the current CA is in caBundle; it signs once every API server had an interval to see it",
         ));
     }
+    match leaf_reason {
+        Some(reason) if settled => sign(reason),
+        _ => Ok(Renewal::Current),
+    }
+}
 
+/// Why the serving certificate of `material` must be made again under `current` (the CA
+/// that signs now), if it must.
+fn serving_renewal(
+    material: &Material,
+    current: &CertInfo,
+    hosts: &[String],
+    now: i64,
+) -> Result<Option<&'static str>, CertificateError> {
     let serving = inspect(&material.cert, keys::CERT)?;
     let leaf = &serving[0];
-    let reason = if due(leaf, now) {
+    Ok(if due(leaf, now) {
         Some("the serving certificate is due for renewal")
     } else if leaf.issuer != current.subject {
         Some("the serving certificate was not signed by the current CA")
@@ -237,28 +277,7 @@ pub fn renew(
         Some("the serving certificate does not name the webhook Service")
     } else {
         None
-    };
-    let Some(reason) = reason else {
-        return Ok(Renewal::Current);
-    };
-    // The API server this replica reads must trust the current CA (else the caller updates
-    // `caBundle` first); others (several API servers, each with its own watch) may see it
-    // later, so it signs only a full interval after it was first seen there.
-    let settled = material
-        .ca_trusted_at
-        .is_some_and(|at| now >= at.saturating_add(lifetimes.interval_seconds()));
-    if !in_bundle || !settled {
-        return Ok(Renewal::Current);
-    }
-    let (cert, key) = new_serving(first_trusted, &material.ca_key, hosts, lifetimes, now)?;
-    Ok(Renewal::Store(
-        Material {
-            cert,
-            key,
-            ..material.clone()
-        },
-        reason,
-    ))
+    })
 }
 
 fn readable(material: &Material) -> bool {

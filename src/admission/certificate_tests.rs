@@ -103,9 +103,14 @@ fn a_serving_certificate_with_a_third_of_its_life_left_is_renewed_by_the_same_ca
 
 #[test]
 fn a_new_ca_is_trusted_beside_the_old_one_before_it_signs_anything() {
-    let m = fresh();
+    let fresh = fresh();
     let later = NOW + 4 * 365 * DAY; // the CA has less than a third of its life left
-    // The serving certificate is long expired by then too; the CA goes first.
+    // The serving certificate is long expired by then too: the current CA, which may still
+    // sign, renews it first (to its own end), so it outlasts the new CA's wait.
+    let m = stored(renew_at(&fresh, &fresh.ca_bundle, later));
+    assert_eq!(m.ca_bundle, fresh.ca_bundle);
+    accepted(&m, &m.ca_bundle, later).expect("signed by the CA caBundle holds");
+    // Then the CA.
     let with_new_ca = stored(renew_at(&m, &m.ca_bundle, later));
     let cas = inspect(&with_new_ca.ca_bundle, keys::CA_BUNDLE).unwrap();
     assert_eq!(
