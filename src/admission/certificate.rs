@@ -211,12 +211,20 @@ pub fn renew(
     };
 
     if due(current, now) {
-        // A serving certificate due as well is renewed by the current CA first, while that
-        // one may still sign: the new CA may sign only an interval after it is trusted.
-        if let Some(reason) = leaf_reason
+        // A serving certificate that is due as well, or would not outlast the new CA's wait
+        // (an interval after it is trusted, plus the rounds around it), is renewed by the
+        // current CA first, while that one may still sign.
+        let wait = now.saturating_add(3 * lifetimes.interval_seconds());
+        let outlasts = serving_expiry(material)? > wait;
+        let reason = leaf_reason
+            .or((!outlasts)
+                .then_some("the serving certificate would expire before a new CA may sign"));
+        // Only when the current CA itself outlasts the wait (a certificate it signs ends
+        // with it); otherwise nothing better than a new CA at once is left.
+        if let Some(reason) = reason
             && settled
             && now >= current.not_before
-            && now < current.not_after
+            && current.not_after > wait
         {
             return sign(reason);
         }
@@ -257,6 +265,11 @@ pub fn renew(
         Some(reason) if settled => sign(reason),
         _ => Ok(Renewal::Current),
     }
+}
+
+/// When the serving certificate of `material` expires (Unix seconds).
+fn serving_expiry(material: &Material) -> Result<i64, CertificateError> {
+    Ok(inspect(&material.cert, keys::CERT)?[0].not_after)
 }
 
 /// Why the serving certificate of `material` must be made again under `current` (the CA

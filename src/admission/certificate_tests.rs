@@ -302,3 +302,34 @@ fn a_second_api_server_that_sees_the_new_bundle_late_never_meets_an_untrusted_ce
     );
     assert!(checked > 0);
 }
+
+/// A CA that falls due while the serving certificate has only a little life left: the current
+/// CA renews the serving certificate first, so it outlasts the new CA's wait; a CA too close
+/// to its own end for that is replaced at once (no loop of re-signing).
+#[test]
+fn a_serving_certificate_close_to_its_end_is_renewed_before_the_ca_is() {
+    let lifetimes = Lifetimes {
+        ca_seconds: 30 * DAY,
+        serving_seconds: 3 * DAY,
+    };
+    let interval = lifetimes.interval_seconds();
+    let at = NOW + 20 * DAY + 1; // the CA is due
+    let mut m = stored(renew(None, "", &hosts(), lifetimes, NOW));
+    m.ca_trusted_at = Some(NOW);
+    // Signed 3 days minus 2 intervals ago: not due (a third of its life is a day), but it
+    // ends within the new CA's wait.
+    m.cert = fresh_leaf(&m, lifetimes, at - 3 * DAY + 2 * interval);
+    let step = renew(Some(&m), &m.ca_bundle, &hosts(), lifetimes, at).unwrap();
+    let Renewal::Store(renewed, why) = step else {
+        panic!("expected a new serving certificate");
+    };
+    assert_eq!(renewed.ca_bundle, m.ca_bundle, "{why}");
+    assert!(inspect(&renewed.cert, keys::CERT).unwrap()[0].not_after > at + 3 * interval);
+    let next = stored(renew(Some(&renewed), &m.ca_bundle, &hosts(), lifetimes, at));
+    assert_eq!(inspect(&next.ca_bundle, keys::CA_BUNDLE).unwrap().len(), 2);
+
+    // A CA with less than the wait left: replaced at once.
+    let end = NOW + 30 * DAY - interval;
+    let late = stored(renew(Some(&m), &m.ca_bundle, &hosts(), lifetimes, end));
+    assert_eq!(inspect(&late.ca_bundle, keys::CA_BUNDLE).unwrap().len(), 2);
+}
