@@ -197,7 +197,8 @@ pub fn renew(
         && material
             .ca_trusted_at
             .is_some_and(|at| now >= at.saturating_add(lifetimes.interval_seconds()));
-    let leaf_reason = serving_renewal(material, current, hosts, now)?;
+    let leaf = &inspect(&material.cert, keys::CERT)?[0];
+    let leaf_reason = serving_renewal(leaf, current, hosts, now);
     let sign = |reason| -> Result<Renewal, CertificateError> {
         let (cert, key) = new_serving(first_trusted, &material.ca_key, hosts, lifetimes, now)?;
         Ok(Renewal::Store(
@@ -215,7 +216,7 @@ pub fn renew(
         // (an interval after it is trusted, plus the rounds around it), is renewed by the
         // current CA first, while that one may still sign.
         let wait = now.saturating_add(3 * lifetimes.interval_seconds());
-        let outlasts = serving_expiry(material)? > wait;
+        let outlasts = leaf.not_after > wait;
         let reason = leaf_reason
             .or((!outlasts)
                 .then_some("the serving certificate would expire before a new CA may sign"));
@@ -267,22 +268,15 @@ pub fn renew(
     }
 }
 
-/// When the serving certificate of `material` expires (Unix seconds).
-fn serving_expiry(material: &Material) -> Result<i64, CertificateError> {
-    Ok(inspect(&material.cert, keys::CERT)?[0].not_after)
-}
-
-/// Why the serving certificate of `material` must be made again under `current` (the CA
-/// that signs now), if it must.
+/// Why the serving certificate `leaf` must be made again under `current` (the CA that signs
+/// now), if it must.
 fn serving_renewal(
-    material: &Material,
+    leaf: &CertInfo,
     current: &CertInfo,
     hosts: &[String],
     now: i64,
-) -> Result<Option<&'static str>, CertificateError> {
-    let serving = inspect(&material.cert, keys::CERT)?;
-    let leaf = &serving[0];
-    Ok(if due(leaf, now) {
+) -> Option<&'static str> {
+    if due(leaf, now) {
         Some("the serving certificate is due for renewal")
     } else if leaf.issuer != current.subject {
         Some("the serving certificate was not signed by the current CA")
@@ -290,7 +284,7 @@ fn serving_renewal(
         Some("the serving certificate does not name the webhook Service")
     } else {
         None
-    })
+    }
 }
 
 fn readable(material: &Material) -> bool {

@@ -22,6 +22,7 @@ use crate::api::PostgresServer;
 use crate::config::candidate::{Candidate, ServerKey};
 use crate::config::{McpCredentials, McpTarget, PostgresCredentials, mcp_target};
 use crate::egress::{ConnectHook, ConnectOutcome, Egress, EgressCache, Lookup};
+use crate::probe::mcp::{MAX_TOOL_PAGES, MAX_TOOLS};
 
 /// What every client shares: the parent pool whose size caps the connections of all tenant
 /// pools together, and the connectors of the current endpoint policy.
@@ -260,8 +261,6 @@ pub fn pg_max_connections(shared: &Shared, spec: &PostgresServer) -> u32 {
 }
 
 type Session = RunningService<RoleClient, ClientConfig>;
-
-use crate::probe::mcp::{MAX_TOOL_PAGES, MAX_TOOLS};
 
 /// Every tool of `session`'s server, a page at a time; `Ok(Err(limit))` when the server pages
 /// past [`MAX_TOOL_PAGES`] or [`MAX_TOOLS`].
