@@ -45,6 +45,34 @@ spec:
     )
 }
 
+/// Writes `tenants.yaml` into `dir`: a GlobalMcpConfig allowing loopback and `n` tenants named
+/// `prefix` + index ([`postgres_tenant_yaml`]), each with the pool settings `pool` on database
+/// `database` of the server at 127.0.0.1:`port`, all with one login.
+pub fn write_postgres_tenants(
+    dir: &std::path::Path,
+    (port, database): (u16, &str),
+    (login, password): (&str, &str),
+    (prefix, n): (&str, usize),
+    pool: &str,
+) -> std::io::Result<()> {
+    let mut text = String::from(
+        "apiVersion: tenantmcp.dev/v1alpha1\nkind: GlobalMcpConfig\nmetadata: {name: default}\nspec:\n  endpointPolicy: {allowLoopback: true}\n",
+    );
+    for i in 0..n {
+        text.push_str(&postgres_tenant_yaml(
+            &format!("{prefix}{i}"),
+            login,
+            password,
+            (port, database),
+            pool,
+        ));
+    }
+    // Written aside and renamed: a directory source polling meanwhile never reads half a file.
+    let part = dir.join(".tenants.yaml.part");
+    std::fs::write(&part, text)?;
+    std::fs::rename(part, dir.join("tenants.yaml"))
+}
+
 /// The field manager the scenarios apply with.
 pub const MANAGER: &str = "e2e-scenario";
 

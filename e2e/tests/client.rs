@@ -196,10 +196,7 @@ async fn tenants_get_their_own_pool_others_the_global_one_and_changes_and_evicti
     );
     // A cached lookup hands out the same pool (no second pool, no new connection).
     let again = clients.postgres(&tenant).await.unwrap();
-    assert!(std::ptr::eq(
-        pool.options() as *const _,
-        again.options() as *const _
-    ));
+    assert!(pool.same_pool(&again));
 
     // Hold a transaction on the old pool across the change: it must finish normally.
     let mut in_flight = pool.begin().await.unwrap();

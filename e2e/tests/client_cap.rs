@@ -22,29 +22,17 @@ const TENANTS: usize = 300;
 const CAP: u32 = 20;
 const ROUNDS: usize = 3;
 
-/// A directory source of `n` tenants named `prefix` + index, each with its own pool settings
-/// `pool` on database `db` with one shared login, under a GlobalMcpConfig allowing loopback.
+/// A directory of `n` tenants named `prefix` + index on database `db` with one login.
 fn tenants_directory(
     pg: &Postgres,
     db: &str,
-    (user, password): (&str, &str),
+    login: (&str, &str),
     (prefix, n): (&str, usize),
     pool: &str,
 ) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let mut text = String::from(
-        "apiVersion: tenantmcp.dev/v1alpha1\nkind: GlobalMcpConfig\nmetadata: {name: default}\nspec:\n  endpointPolicy: {allowLoopback: true}\n",
-    );
-    for i in 0..n {
-        text.push_str(&scenario::postgres_tenant_yaml(
-            &format!("{prefix}{i}"),
-            user,
-            password,
-            (pg.port(), db),
-            pool,
-        ));
-    }
-    std::fs::write(dir.path().join("tenants.yaml"), text).unwrap();
+    scenario::write_postgres_tenants(dir.path(), (pg.port(), db), login, (prefix, n), pool)
+        .unwrap();
     dir
 }
 

@@ -1,4 +1,4 @@
-//! Building the clients of one endpoint without network I/O: a lazily connecting sqlx pool
+//! Building the clients of one endpoint without network I/O: a lazily connecting pool
 //! behind an egress relay, an aws-sdk-s3 client on the checked HTTP connector, and an MCP
 //! client on the checked HTTP client whose session opens on first use. Every connection any of
 //! them opens resolves the endpoint's name and checks every address against the endpoint
@@ -13,10 +13,12 @@ use rmcp::model::{
 };
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use tokio::sync::Mutex;
 
 use super::metrics::ClientMetrics;
+use super::pool::budget::Limits;
+use super::pool::{ConnectionBudget, PoolSettings, TenantPool};
 use super::routes::{Endpoint, Origin};
 use crate::api::PostgresServer;
 use crate::config::candidate::{Candidate, ServerKey};
@@ -24,14 +26,11 @@ use crate::config::{McpCredentials, McpTarget, PostgresCredentials, mcp_target};
 use crate::egress::{ConnectHook, ConnectOutcome, Egress, EgressCache, Lookup};
 use crate::probe::mcp::{MAX_TOOL_PAGES, MAX_TOOLS};
 
-/// What every client shares: the parent pool whose size caps the connections of all tenant
-/// pools together, and the connectors of the current endpoint policy.
+/// What every client shares: the budget of Postgres connections all tenant pools draw on,
+/// and the connectors of the current endpoint policy.
 #[derive(Clone, Debug)]
 pub struct Shared {
-    /// Never connects itself; child pools take their connection permits from it.
-    pg_parent: PgPool,
-    /// The cap on open Postgres connections across all pools.
-    pg_cap: u32,
+    pg_budget: Arc<ConnectionBudget>,
     egress: Arc<EgressCache>,
     metrics: Arc<ClientMetrics>,
 }
@@ -55,26 +54,16 @@ impl Shared {
         metrics: Arc<ClientMetrics>,
     ) -> Result<Self, String> {
         crate::probe::install_crypto_provider();
-        let pg_cap = pg_cap.max(1);
-        // sqlx's parent pool: children "steal" permits from it, so the sum of open connections
-        // over every child stays under its max_connections. A child keeps every permit it
-        // stole (a closed connection's permit goes back to the child, not the parent) until
-        // the child pool is dropped: the cache makes room by closing idle pools
-        // (`ClientCache::make_room`). The parent is lazy and never asked for a connection.
-        let pg_parent = PgPoolOptions::new()
-            .max_connections(pg_cap)
-            .connect_lazy_with(PgConnectOptions::new().host("127.0.0.1"));
         Ok(Self {
-            pg_parent,
-            pg_cap,
+            pg_budget: Arc::new(ConnectionBudget::new(pg_cap)),
             egress: Arc::new(EgressCache::new(lookup)),
             metrics,
         })
     }
 
-    /// The cap on open Postgres connections.
-    pub fn pg_cap(&self) -> u32 {
-        self.pg_cap
+    /// The Postgres connections of every pool together.
+    pub fn pg_budget(&self) -> &Arc<ConnectionBudget> {
+        &self.pg_budget
     }
 }
 
@@ -82,7 +71,7 @@ impl Shared {
 #[derive(Clone, Debug)]
 pub enum Built {
     /// A Postgres pool.
-    Postgres(PgPool),
+    Postgres(TenantPool),
     /// An S3 client and its bucket.
     S3(S3Handle),
     /// An MCP client.
@@ -90,8 +79,8 @@ pub enum Built {
 }
 
 impl Built {
-    /// Closes what holds connections: a pool waits for checked-out connections to come back,
-    /// then closes them all; an MCP session ends. Dropping the last handle of an S3 client
+    /// Closes what holds connections: a pool closes its idle connections now and those in use
+    /// when they come back; an MCP session ends. Dropping the last handle of an S3 client
     /// releases it.
     pub async fn close(&self) {
         match self {
@@ -212,7 +201,7 @@ fn postgres_pool(
     spec: &PostgresServer,
     credentials: &PostgresCredentials,
     ca_pem: Option<&[u8]>,
-) -> Result<PgPool, String> {
+) -> Result<TenantPool, String> {
     let secs = |s: i32| Duration::from_secs(u64::from(s.unsigned_abs()));
     let pool = &spec.pool;
     egress
@@ -235,29 +224,23 @@ fn postgres_pool(
             .password(credentials.password.expose())
             .application_name("tenant-mcp-client"),
     );
-    let max = pg_max_connections(shared, spec);
-    // The relay lives exactly as long as the pool: the pool's hook holds it.
-    let relay = Arc::new(relay);
-    Ok(PgPoolOptions::new()
-        .after_connect(move |_, _| {
-            let _relay = &relay;
-            Box::pin(async { Ok(()) })
-        })
-        .max_connections(max)
-        .min_connections(u32::try_from(pool.min_connections).unwrap_or(0).min(max))
-        .acquire_timeout(secs(pool.acquire_timeout_seconds))
-        .idle_timeout(secs(pool.idle_timeout_seconds))
-        .max_lifetime(secs(pool.max_lifetime_seconds))
-        .parent(shared.pg_parent.clone())
-        .connect_lazy_with(options))
-}
-
-/// The most connections the pool of `spec` opens.
-pub fn pg_max_connections(shared: &Shared, spec: &PostgresServer) -> u32 {
-    // A child may not be larger than its parent (sqlx asserts it).
-    u32::try_from(spec.pool.max_connections)
-        .unwrap_or(1)
-        .clamp(1, shared.pg_cap)
+    let settings = PoolSettings {
+        limits: Limits {
+            max: u32::try_from(pool.max_connections).unwrap_or(1),
+            min: u32::try_from(pool.min_connections).unwrap_or(0),
+            idle_timeout: secs(pool.idle_timeout_seconds),
+            max_lifetime: secs(pool.max_lifetime_seconds),
+        },
+        acquire_timeout: secs(pool.acquire_timeout_seconds),
+    };
+    // The relay lives exactly as long as the pool.
+    let relay: Arc<dyn std::any::Any + Send + Sync> = Arc::new(relay);
+    Ok(TenantPool::new(
+        &shared.pg_budget,
+        options,
+        settings,
+        Some(relay),
+    ))
 }
 
 type Session = RunningService<RoleClient, ClientConfig>;

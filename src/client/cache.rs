@@ -24,7 +24,7 @@
 //! tenants with their three clients built, `docs/benchmarks.md`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,9 +55,6 @@ struct Slot {
     /// The routes generation at which `fingerprint` was last confirmed current: while the
     /// routes have not changed since, a lookup needs no route resolution at all.
     confirmed: AtomicU64,
-    /// The most connections a Postgres pool was seen with open at once: the permits it took
-    /// from the shared cap (see `ClientCache::recount_pg_held`).
-    peak: AtomicU32,
     cell: OnceCell<Built>,
 }
 
@@ -173,8 +170,6 @@ pub struct ClientCache {
     limits: CacheLimits,
     metrics: Arc<ClientMetrics>,
     hits: [StripedCounter; 4],
-    /// See [`ClientCache::pg_held`].
-    pg_held: AtomicU32,
 }
 
 impl std::fmt::Debug for ClientCache {
@@ -199,7 +194,6 @@ impl ClientCache {
             },
             hits: metrics.hit_counters(),
             metrics,
-            pg_held: AtomicU32::new(0),
         }
     }
 
@@ -321,119 +315,8 @@ impl ClientCache {
         for (_, clients) in idle {
             self.close_all(&clients, "idle");
         }
-        self.recount_pg_held();
         self.sample();
         count
-    }
-
-    /// Closes idle Postgres pools, least recently used tenant first, until a new pool of
-    /// `needed` connections fits under `cap` with every pool counted at the permits it holds
-    /// (a child pool keeps the permit of every connection it opened until it is dropped, so
-    /// only closing whole pools returns them; see `recount_pg_held`). Pools with a connection in use are left alone:
-    /// when all are busy, the new pool waits for permits up to its acquire timeout. Tenants
-    /// used within `grace` are spared: a caller that just got a pool is about to use it.
-    /// Returns how many pools were closed.
-    pub fn make_room(&self, needed: u32, cap: u32, for_tenant: &str, grace: Duration) -> usize {
-        if self.pg_held() + needed <= cap {
-            return 0;
-        }
-        self.close_idle_pools(cap.saturating_sub(needed), for_tenant, grace)
-    }
-
-    /// When the cached pools hold the whole cap, closes idle ones until a quarter of it is
-    /// free: pools built while the cap was full wait for permits that only closing returns.
-    pub fn relieve_pressure(&self, cap: u32, grace: Duration) -> usize {
-        if self.recount_pg_held() < cap {
-            return 0;
-        }
-        self.close_idle_pools(cap - cap.div_ceil(4), "", grace)
-    }
-
-    /// Connections the cached pools may hold, as last counted (by the pressure check every
-    /// 100 ms, the sweeper, and before closing pools): the build path reads one atomic.
-    fn pg_held(&self) -> u32 {
-        self.pg_held.load(Ordering::Relaxed)
-    }
-
-    /// Counts the permits the cached pools hold. A child pool takes one permit from the
-    /// shared cap per connection it opens and gives them all back only when it is closed
-    /// (sqlx), so what it holds is the most connections it ever had open at once: the peak of
-    /// `size()`, sampled here every 100 ms. Idle connections close only after the pool's idle
-    /// timeout (minutes), so a peak is seen long before it could be missed. A pool never seen
-    /// connected counts nothing (lazy pools of tenants that never queried).
-    ///
-    /// It used to count every pool that ever connected at its maximum: with the default pool
-    /// of 10 under the default cap of 100, an eleventh active tenant closed another's pool,
-    /// and a thousand tenants under a cap of 64 spent most of their time reconnecting
-    /// (`docs/benchmarks.md`, the soak).
-    fn recount_pg_held(&self) -> u32 {
-        let held = |c: &Clients| {
-            let slot = c.fixed[0].load();
-            let Some(slot) = slot.as_ref() else { return 0 };
-            let Some(Built::Postgres(pool)) = slot.cell.get() else {
-                return 0;
-            };
-            slot.peak
-                .fetch_max(pool.size(), Ordering::Relaxed)
-                .max(pool.size())
-        };
-        let mut total = held(&self.global);
-        self.tenants.for_each(|c| total += held(c));
-        self.pg_held.store(total, Ordering::Relaxed);
-        total
-    }
-
-    fn close_idle_pools(&self, target: u32, except: &str, grace: Duration) -> usize {
-        let mut total = self.recount_pg_held();
-        if total <= target {
-            return 0;
-        }
-        let spared = self
-            .now()
-            .saturating_sub(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX));
-        // Each tenant's last use is read once: sorting by the live atomic, which lookups
-        // move while the sort runs, is not a total order, and the standard sort panics on
-        // that (it did, in the soak, in the request path that builds a pool).
-        let mut candidates: Vec<(u64, Arc<Clients>)> = self
-            .tenants
-            .entries()
-            .into_iter()
-            .map(|(name, c)| (name, c.last_used.load(Ordering::Relaxed), c))
-            .filter(|(name, used, _)| name != except && *used <= spared)
-            .map(|(_, used, c)| (used, c))
-            .collect();
-        candidates.sort_by_key(|(used, _)| *used);
-        let mut closed = 0;
-        for (_, clients) in candidates {
-            if total <= target {
-                break;
-            }
-            let taken = {
-                let _edit = lock(&clients.edit);
-                let current = clients.fixed[0].load_full();
-                match current.as_ref().and_then(|s| s.cell.get()) {
-                    // Open connections, none in use. A pool with none open may be waiting
-                    // for a permit: closing it would fail its waiter and free nothing.
-                    Some(Built::Postgres(pool))
-                        if pool.size() > 0
-                            && u32::try_from(pool.num_idle()).unwrap_or(0) >= pool.size() =>
-                    {
-                        clients.fixed[0].store(None);
-                        let peak = current
-                            .as_ref()
-                            .map_or(0, |s| s.peak.load(Ordering::Relaxed).max(pool.size()));
-                        current.and_then(|s| s.cell.get().cloned().map(|b| (b, peak)))
-                    }
-                    _ => None,
-                }
-            };
-            if let Some((built, peak)) = taken {
-                total = total.saturating_sub(peak);
-                self.retire(built, "pressure");
-                closed += 1;
-            }
-        }
-        closed
     }
 
     /// Closes every cached client (shutdown).
@@ -444,7 +327,6 @@ impl ClientCache {
         for b in built {
             b.close().await;
         }
-        self.pg_held.store(0, Ordering::Relaxed);
         self.sample();
     }
 
@@ -544,7 +426,6 @@ impl ClientCache {
             fingerprint,
             origin,
             confirmed: AtomicU64::new(generation),
-            peak: AtomicU32::new(0),
             cell: OnceCell::new(),
         });
         let old = clients.store_slot(key, slot.clone());
@@ -591,20 +472,29 @@ mod tests {
         )
     }
 
-    /// A lazy pool: nothing connects, so no server is needed.
+    /// A pool that never connects, so no server is needed.
     fn pool() -> Result<Built, String> {
-        sqlx::postgres::PgPoolOptions::new()
-            .connect_lazy("postgres://u:p@127.0.0.1:1/db")
-            .map(Built::Postgres)
-            .map_err(|e| e.to_string())
+        use crate::client::pool::budget::Limits;
+        use crate::client::pool::{ConnectionBudget, PoolSettings, TenantPool};
+        let settings = PoolSettings {
+            limits: Limits {
+                max: 1,
+                min: 0,
+                idle_timeout: Duration::from_secs(60),
+                max_lifetime: Duration::from_secs(60),
+            },
+            acquire_timeout: Duration::from_secs(1),
+        };
+        let budget = Arc::new(ConnectionBudget::new(1));
+        let options = sqlx::postgres::PgConnectOptions::new().port(1);
+        Ok(Built::Postgres(TenantPool::new(
+            &budget, options, settings, None,
+        )))
     }
 
     fn same(a: &Built, b: &Built) -> bool {
         match (a, b) {
-            (Built::Postgres(a), Built::Postgres(b)) => {
-                // Clones of one pool share their state; distinct pools do not.
-                std::ptr::eq(a.options(), b.options())
-            }
+            (Built::Postgres(a), Built::Postgres(b)) => a.same_pool(b),
             _ => false,
         }
     }

@@ -26,6 +26,7 @@ pub mod error;
 pub mod inspect;
 pub mod layer;
 pub mod metrics;
+pub mod pool;
 pub mod record;
 pub mod report;
 pub mod routes;
@@ -36,7 +37,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -44,10 +44,11 @@ pub use build::{Built, McpCallError, McpClient, S3Handle};
 pub use cache::{CacheLimits, Scope};
 pub use context::{current_tenant, require_tenant, with_tenant};
 pub use error::ClientError;
+pub use pool::{PoolTransaction, PooledConnection, TenantPool};
 pub use routes::{Endpoint, Origin};
 pub use source::KubeSource;
 
-use crate::config::candidate::{Candidate, ServerKey};
+use crate::config::candidate::ServerKey;
 use crate::config::validate::check_tenant_id;
 
 /// How the client library behaves.
@@ -216,23 +217,6 @@ impl TenantClients {
                 }
             }
         });
-        let weak = Arc::downgrade(&inner);
-        let stop = inner.stop.clone();
-        let cap = inner.shared.pg_cap();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(PRESSURE_EVERY) => {}
-                }
-                match weak.upgrade() {
-                    Some(inner) => {
-                        inner.cache.relieve_pressure(cap, PRESSURE_GRACE);
-                    }
-                    None => return,
-                }
-            }
-        });
         Ok(Self { inner })
     }
 
@@ -259,7 +243,7 @@ impl TenantClients {
     }
 
     /// The Postgres pool of `tenant` (its own server or the global one).
-    pub async fn postgres(&self, tenant: &str) -> Result<PgPool, ClientError> {
+    pub async fn postgres(&self, tenant: &str) -> Result<TenantPool, ClientError> {
         Ok(self.postgres_with_origin(tenant).await?.0)
     }
 
@@ -267,7 +251,7 @@ impl TenantClients {
     pub async fn postgres_with_origin(
         &self,
         tenant: &str,
-    ) -> Result<(PgPool, Origin), ClientError> {
+    ) -> Result<(TenantPool, Origin), ClientError> {
         match self.client(tenant, &ServerKey::Postgres).await? {
             (Built::Postgres(pool), origin) => Ok((pool, origin)),
             _ => Err(wrong(tenant, &ServerKey::Postgres, "Postgres")),
@@ -382,16 +366,7 @@ impl TenantClients {
                 key,
                 (endpoint.fingerprint, endpoint.origin),
                 generation,
-                || {
-                    let shared = &self.inner.shared;
-                    // A child pool holds its permits until dropped: close idle ones first.
-                    if let Candidate::Postgres { spec, .. } = &endpoint.server {
-                        let needed = build::pg_max_connections(shared, spec);
-                        let cache = &self.inner.cache;
-                        cache.make_room(needed, shared.pg_cap(), tenant, PRESSURE_GRACE);
-                    }
-                    build::build(shared, key, &endpoint, routing)
-                },
+                || build::build(&self.inner.shared, key, &endpoint, routing),
             )
             .await
             .map_err(|message| ClientError::Build {
@@ -418,13 +393,6 @@ fn scope<'a>(tenant: &'a str, key: &ServerKey, origin: Origin) -> Scope<'a> {
         Scope::Tenant(tenant)
     }
 }
-
-/// A tenant used this recently keeps its idle pool under connection pressure: its caller is
-/// about to use it.
-const PRESSURE_GRACE: Duration = Duration::from_millis(200);
-
-/// How often the cap is checked for pools waiting on permits held by idle pools.
-const PRESSURE_EVERY: Duration = Duration::from_millis(100);
 
 // Each write to the client's maps is one insert, remove or swap: a panic cannot leave one
 // half-changed, so a poisoned lock is still safe to use.

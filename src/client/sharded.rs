@@ -161,13 +161,6 @@ impl<V> ShardedMap<V> {
         best.map(|(r, k)| (k, r))
     }
 
-    /// Runs `f` on every value, under each shard's read lock in turn (no copies).
-    pub(crate) fn for_each(&self, mut f: impl FnMut(&V)) {
-        for shard in &self.shards {
-            read(shard).values().for_each(&mut f);
-        }
-    }
-
     /// A copy of every value.
     pub(crate) fn values(&self) -> Vec<V>
     where
@@ -176,22 +169,6 @@ impl<V> ShardedMap<V> {
         self.shards
             .iter()
             .flat_map(|s| read(s).values().cloned().collect::<Vec<_>>())
-            .collect()
-    }
-
-    /// A copy of every entry.
-    pub(crate) fn entries(&self) -> Vec<(String, V)>
-    where
-        V: Clone,
-    {
-        self.shards
-            .iter()
-            .flat_map(|s| {
-                read(s)
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect::<Vec<_>>()
-            })
             .collect()
     }
 
@@ -225,10 +202,7 @@ mod tests {
         assert_eq!(map.len(), 900);
         assert_eq!(map.min_key_by(|v| *v), Some(("t100".to_owned(), 100)));
         assert_eq!(map.values().len(), 900);
-        assert_eq!(map.entries().len(), 900);
-        let mut sum = 0;
-        map.for_each(|v| sum += v);
-        assert_eq!(sum, (100..1000).sum::<u64>());
+        assert_eq!(map.values().iter().sum::<u64>(), (100..1000).sum::<u64>());
         let (v, inserted) = map.get_or_insert_with("t100", || 0);
         assert_eq!((v, inserted), (100, false));
         let (v, inserted) = map.get_or_insert_with("new", || 5);

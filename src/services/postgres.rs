@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::PgConnection;
 
 use super::error::ServiceError;
-use crate::client::{Origin, TenantClients, require_tenant};
+use crate::client::{Origin, PoolTransaction, TenantClients, require_tenant};
 use crate::config::candidate::ServerKey;
 
 /// Transactions on tenants' Postgres servers.
@@ -21,7 +21,7 @@ pub struct TenantPostgres {
 /// carries one tenant's id into another's work.
 #[derive(Debug)]
 pub struct TenantTransaction {
-    tx: Transaction<'static, Postgres>,
+    tx: PoolTransaction,
     tenant: Arc<str>,
     origin: Origin,
 }

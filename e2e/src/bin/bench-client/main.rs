@@ -255,7 +255,7 @@ where
 /// A lookup of a cached pool that must not wait: the hot path.
 fn cached_pool(
     clients: &TenantClients,
-) -> impl Fn(&str) -> anyhow::Result<sqlx::PgPool> + Clone + Send + 'static {
+) -> impl Fn(&str) -> anyhow::Result<tenant_mcp::client::TenantPool> + Clone + Send + 'static {
     let clients = clients.clone();
     move |name| {
         Ok(clients

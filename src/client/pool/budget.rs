@@ -1,0 +1,659 @@
+//! The connection budget every tenant pool of one client shares: at most `cap` connections
+//! open (or being opened) over all pools, each pool at most its own `max`, and an idle
+//! connection of any pool given up the moment another pool needs a place and the cap is full.
+//!
+//! A state machine under one lock, generic over the connection so that its rules are tested
+//! without a server; the pool ([`super::TenantPool`]) does the I/O (connecting, checking,
+//! closing) outside the lock with what the budget hands it.
+//!
+//! Rules:
+//! - A pool takes its most recently released idle connection first (it is warm; the oldest
+//!   ones then reach their idle timeout).
+//! - With none idle and room under its own `max`: a new place under the cap, or else the
+//!   place of the least recently released idle connection of all pools, which is closed.
+//! - Otherwise the request waits in one queue for all pools, first come first served: a
+//!   released connection goes to the longest waiter that can use it — as it is when the
+//!   waiter is of the same pool, as a place when the waiter's pool may open one more (the
+//!   released one is then closed) — and only when no waiter can use it does it go idle.
+//!
+//! So a request waits only while every connection under the cap is checked out (or its pool
+//! is at its own `max`), which is what sqlx's parent and child pools could not promise: a
+//! child keeps the permit of every connection it ever opened until the whole pool is closed.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+/// A pool's limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most connections the pool has open at once.
+    pub max: u32,
+    /// Idle connections the idle timeout leaves open (the cap may still take them).
+    pub min: u32,
+    /// An idle connection unused this long is closed.
+    pub idle_timeout: Duration,
+    /// A connection this old is closed when it is next idle.
+    pub max_lifetime: Duration,
+}
+
+/// A connection and when it was opened.
+#[derive(Debug)]
+pub struct Live<C> {
+    /// The connection.
+    pub conn: C,
+    /// When it was opened.
+    pub created: Instant,
+}
+
+/// What a pool gets when it asks for a connection.
+#[derive(Debug)]
+pub enum Take<C> {
+    /// One of its idle connections, idle for this long.
+    Idle(Live<C>, Duration),
+    /// A place: open a connection. `evicted` is the idle connection of another pool whose
+    /// place this is; close it.
+    Open {
+        /// The connection to close.
+        evicted: Option<C>,
+    },
+    /// No place yet: wait on the ticket.
+    Wait(Ticket<C>),
+    /// The pool is closed.
+    Closed,
+}
+
+/// What a waiting request is given.
+#[derive(Debug)]
+pub enum Grant<C> {
+    /// A connection of its pool.
+    Conn(Live<C>),
+    /// A place: open a connection.
+    Slot,
+    /// Its pool was closed.
+    Closed,
+}
+
+/// A place in the queue.
+#[derive(Debug)]
+pub struct Ticket<C> {
+    /// Its number (to leave the queue with).
+    pub id: u64,
+    /// Where the grant arrives.
+    pub granted: oneshot::Receiver<Grant<C>>,
+}
+
+/// Connections over all pools: open (or being opened), of them idle, and requests waiting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Open or being opened.
+    pub open: u32,
+    /// Of them idle.
+    pub idle: u32,
+    /// Requests waiting for a connection.
+    pub waiting: u32,
+}
+
+struct Idle<C> {
+    live: Live<C>,
+    seq: u64,
+    since: Instant,
+}
+
+struct PoolState<C> {
+    limits: Limits,
+    open: u32,
+    /// Oldest release first.
+    idle: VecDeque<Idle<C>>,
+    closed: bool,
+}
+
+struct Waiter<C> {
+    id: u64,
+    pool: u64,
+    tx: oneshot::Sender<Grant<C>>,
+}
+
+struct State<C> {
+    open: u32,
+    pools: HashMap<u64, PoolState<C>>,
+    /// Every idle connection by release number: the first is the least recently released.
+    lru: BTreeMap<u64, u64>,
+    waiters: VecDeque<Waiter<C>>,
+    next: u64,
+}
+
+/// The budget; see the module documentation.
+pub struct Budget<C> {
+    cap: u32,
+    state: Mutex<State<C>>,
+    reaper: AtomicBool,
+}
+
+impl<C> std::fmt::Debug for Budget<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Budget")
+            .field("cap", &self.cap)
+            .field("totals", &self.totals())
+            .finish()
+    }
+}
+
+impl<C> Budget<C> {
+    /// A budget of at most `cap` connections (at least one).
+    pub fn new(cap: u32) -> Self {
+        Self {
+            cap: cap.max(1),
+            reaper: AtomicBool::new(false),
+            state: Mutex::new(State {
+                open: 0,
+                pools: HashMap::new(),
+                lru: BTreeMap::new(),
+                waiters: VecDeque::new(),
+                next: 0,
+            }),
+        }
+    }
+
+    /// The cap.
+    pub fn cap(&self) -> u32 {
+        self.cap
+    }
+
+    /// A new pool with `limits` (its `max` clamped to `1..=cap`); its number.
+    pub fn register(&self, mut limits: Limits) -> u64 {
+        limits.max = limits.max.clamp(1, self.cap);
+        let mut s = self.lock();
+        let id = s.next_number();
+        s.pools.insert(
+            id,
+            PoolState {
+                limits,
+                open: 0,
+                idle: VecDeque::new(),
+                closed: false,
+            },
+        );
+        id
+    }
+
+    /// A connection for `pool`; see the module documentation.
+    pub fn take(&self, pool: u64, now: Instant) -> Take<C> {
+        let mut s = self.lock();
+        let s = &mut *s;
+        let Some(p) = s.pools.get_mut(&pool).filter(|p| !p.closed) else {
+            return Take::Closed;
+        };
+        if let Some(idle) = p.idle.pop_back() {
+            s.lru.remove(&idle.seq);
+            return Take::Idle(idle.live, now.saturating_duration_since(idle.since));
+        }
+        if p.open < p.limits.max {
+            if s.open < self.cap {
+                s.open += 1;
+                p.open += 1;
+                return Take::Open { evicted: None };
+            }
+            if let Some(evicted) = s.evict_least_recent() {
+                if let Some(p) = s.pools.get_mut(&pool) {
+                    p.open += 1;
+                }
+                return Take::Open {
+                    evicted: Some(evicted),
+                };
+            }
+        }
+        let (tx, granted) = oneshot::channel();
+        let id = s.next_number();
+        s.waiters.push_back(Waiter { id, pool, tx });
+        Take::Wait(Ticket { id, granted })
+    }
+
+    /// Takes ticket `id` out of the queue; false when it was granted already (the grant is
+    /// in its receiver, and must be handed back with [`Self::hand_back`]).
+    pub fn withdraw(&self, id: u64) -> bool {
+        let mut s = self.lock();
+        let before = s.waiters.len();
+        s.waiters.retain(|w| w.id != id);
+        s.waiters.len() < before
+    }
+
+    /// Returns a grant its waiter no longer wants; connections to close.
+    pub fn hand_back(&self, pool: u64, grant: Grant<C>, now: Instant) -> Vec<C> {
+        match grant {
+            Grant::Conn(live) => self.give_back(pool, live, now),
+            Grant::Slot => {
+                self.forget(pool);
+                Vec::new()
+            }
+            Grant::Closed => Vec::new(),
+        }
+    }
+
+    /// A checked connection of `pool` is free again; connections to close (it, when it is
+    /// past its lifetime, its pool is closed, or its place went to another pool).
+    pub fn give_back(&self, pool: u64, live: Live<C>, now: Instant) -> Vec<C> {
+        let mut s = self.lock();
+        let usable = s.pools.get(&pool).is_some_and(|p| {
+            !p.closed && now.saturating_duration_since(live.created) < p.limits.max_lifetime
+        });
+        if !usable {
+            s.forget(pool, self.cap);
+            return vec![live.conn];
+        }
+        s.offer(pool, live, now).into_iter().collect()
+    }
+
+    /// A connection of `pool` closed, or the place taken for one was not used.
+    pub fn forget(&self, pool: u64) {
+        self.lock().forget(pool, self.cap);
+    }
+
+    /// Closes `pool`: its idle connections (returned, to close), its waiters (told), and its
+    /// connections in use when they come back.
+    pub fn close(&self, pool: u64) -> Vec<C> {
+        let mut s = self.lock();
+        let s = &mut *s;
+        let Some(p) = s.pools.get_mut(&pool) else {
+            return Vec::new();
+        };
+        p.closed = true;
+        let idle: Vec<Idle<C>> = p.idle.drain(..).collect();
+        let n = u32::try_from(idle.len()).unwrap_or(u32::MAX);
+        p.open = p.open.saturating_sub(n);
+        s.open = s.open.saturating_sub(n);
+        for i in &idle {
+            s.lru.remove(&i.seq);
+        }
+        let (theirs, others): (VecDeque<_>, VecDeque<_>) =
+            s.waiters.drain(..).partition(|w| w.pool == pool);
+        s.waiters = others;
+        for w in theirs {
+            let _ = w.tx.send(Grant::Closed);
+        }
+        s.remove_if_done(pool);
+        s.grant_places(self.cap);
+        idle.into_iter().map(|i| i.live.conn).collect()
+    }
+
+    /// Closes idle connections past their pool's idle timeout (keeping `min` open) or past
+    /// their lifetime; returns them, to close.
+    pub fn reap(&self, now: Instant) -> Vec<C> {
+        let mut s = self.lock();
+        let s = &mut *s;
+        let mut reaped = Vec::new();
+        for p in s.pools.values_mut() {
+            let limits = p.limits;
+            let mut kept = VecDeque::with_capacity(p.idle.len());
+            // Oldest release first: the idle timeout keeps the most recently used `min`.
+            while let Some(i) = p.idle.pop_front() {
+                let old = now.saturating_duration_since(i.live.created) >= limits.max_lifetime;
+                let unused = now.saturating_duration_since(i.since) >= limits.idle_timeout
+                    && p.open > limits.min;
+                if old || unused {
+                    s.lru.remove(&i.seq);
+                    p.open -= 1;
+                    s.open -= 1;
+                    reaped.push(i.live.conn);
+                } else {
+                    kept.push_back(i);
+                }
+            }
+            p.idle = kept;
+        }
+        if !reaped.is_empty() {
+            s.grant_places(self.cap);
+        }
+        reaped
+    }
+
+    /// `pool`'s connections: (open, idle).
+    pub fn counts(&self, pool: u64) -> (u32, u32) {
+        self.lock().pools.get(&pool).map_or((0, 0), |p| {
+            (p.open, u32::try_from(p.idle.len()).unwrap_or(u32::MAX))
+        })
+    }
+
+    /// Connections over all pools.
+    pub fn totals(&self) -> Totals {
+        let s = self.lock();
+        Totals {
+            open: s.open,
+            idle: u32::try_from(s.lru.len()).unwrap_or(u32::MAX),
+            waiting: u32::try_from(s.waiters.len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Whether `pool` is closed (or gone).
+    pub fn is_closed(&self, pool: u64) -> bool {
+        self.lock().pools.get(&pool).is_none_or(|p| p.closed)
+    }
+
+    /// True for the first caller only: the one that starts the reaper.
+    pub fn claim_reaper(&self) -> bool {
+        !self.reaper.swap(true, Ordering::Relaxed)
+    }
+
+    /// Pools the budget still tracks (closed ones stay until their last connection is back).
+    pub fn pools(&self) -> usize {
+        self.lock().pools.len()
+    }
+
+    // Every change is a few field updates that cannot panic half-way: a poisoned lock is
+    // still consistent.
+    fn lock(&self) -> MutexGuard<'_, State<C>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<C> State<C> {
+    fn next_number(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+
+    fn has_room(&self, pool: u64) -> bool {
+        self.pools
+            .get(&pool)
+            .is_some_and(|p| !p.closed && p.open < p.limits.max)
+    }
+
+    /// Closes the least recently released idle connection of all pools; its place stays
+    /// taken (the caller's now).
+    fn evict_least_recent(&mut self) -> Option<C> {
+        let (_, victim) = self.lru.pop_first()?;
+        let p = self.pools.get_mut(&victim)?;
+        let idle = p.idle.pop_front()?;
+        p.open -= 1;
+        self.remove_if_done(victim);
+        Some(idle.live.conn)
+    }
+
+    /// Gives a free connection of `pool` to the longest waiter that can use it, or puts it
+    /// idle; the connection to close when its place went to another pool.
+    fn offer(&mut self, pool: u64, mut live: Live<C>, now: Instant) -> Option<C> {
+        loop {
+            let found = self
+                .waiters
+                .iter()
+                .position(|w| w.pool == pool || self.has_room(w.pool));
+            let Some(w) = found.and_then(|i| self.waiters.remove(i)) else {
+                let seq = self.next_number();
+                self.lru.insert(seq, pool);
+                if let Some(p) = self.pools.get_mut(&pool) {
+                    p.idle.push_back(Idle {
+                        live,
+                        seq,
+                        since: now,
+                    });
+                }
+                return None;
+            };
+            if w.pool == pool {
+                match w.tx.send(Grant::Conn(live)) {
+                    Ok(()) => return None,
+                    Err(Grant::Conn(back)) => live = back,
+                    Err(_) => return None,
+                }
+                continue;
+            }
+            self.move_place(pool, w.pool);
+            if w.tx.send(Grant::Slot).is_ok() {
+                self.remove_if_done(pool);
+                return Some(live.conn);
+            }
+            self.move_place(w.pool, pool);
+        }
+    }
+
+    fn move_place(&mut self, from: u64, to: u64) {
+        if let Some(p) = self.pools.get_mut(&from) {
+            p.open -= 1;
+        }
+        if let Some(p) = self.pools.get_mut(&to) {
+            p.open += 1;
+        }
+    }
+
+    fn forget(&mut self, pool: u64, cap: u32) {
+        if let Some(p) = self.pools.get_mut(&pool) {
+            p.open = p.open.saturating_sub(1);
+        }
+        self.open = self.open.saturating_sub(1);
+        self.remove_if_done(pool);
+        self.grant_places(cap);
+    }
+
+    /// Free places under the cap go to the longest waiters whose pools may open one more.
+    fn grant_places(&mut self, cap: u32) {
+        while self.open < cap {
+            let found = self.waiters.iter().position(|w| self.has_room(w.pool));
+            let Some(w) = found.and_then(|i| self.waiters.remove(i)) else {
+                return;
+            };
+            self.open += 1;
+            if let Some(p) = self.pools.get_mut(&w.pool) {
+                p.open += 1;
+            }
+            if w.tx.send(Grant::Slot).is_err() {
+                self.open -= 1;
+                if let Some(p) = self.pools.get_mut(&w.pool) {
+                    p.open -= 1;
+                }
+            }
+        }
+    }
+
+    fn remove_if_done(&mut self, pool: u64) {
+        if self
+            .pools
+            .get(&pool)
+            .is_some_and(|p| p.closed && p.open == 0)
+        {
+            self.pools.remove(&pool);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max: u32) -> Limits {
+        Limits {
+            max,
+            min: 0,
+            idle_timeout: Duration::from_secs(300),
+            max_lifetime: Duration::from_secs(1800),
+        }
+    }
+
+    fn live(n: u32, now: Instant) -> Live<u32> {
+        Live {
+            conn: n,
+            created: now,
+        }
+    }
+
+    fn opened(t: Take<u32>) -> Option<u32> {
+        match t {
+            Take::Open { evicted } => evicted,
+            other => panic!("expected a place, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_idle_connection_of_another_pool_is_given_up_when_the_cap_is_full() {
+        let now = Instant::now();
+        let b = Budget::new(2);
+        let (a, c, d) = (
+            b.register(limits(5)),
+            b.register(limits(5)),
+            b.register(limits(5)),
+        );
+        assert_eq!(opened(b.take(a, now)), None);
+        assert_eq!(opened(b.take(c, now)), None);
+        assert!(b.give_back(a, live(1, now), now).is_empty());
+        assert!(b.give_back(c, live(2, now), now).is_empty());
+        // Full, both idle: d takes the place of the least recently released (a's).
+        assert_eq!(opened(b.take(d, now)), Some(1));
+        assert_eq!(b.counts(a), (0, 0));
+        assert_eq!(b.counts(d), (1, 0));
+        assert_eq!(
+            b.totals(),
+            Totals {
+                open: 2,
+                idle: 1,
+                waiting: 0
+            }
+        );
+    }
+
+    #[test]
+    fn a_pool_reuses_its_most_recent_idle_connection() {
+        let now = Instant::now();
+        let b = Budget::new(4);
+        let a = b.register(limits(5));
+        opened(b.take(a, now));
+        opened(b.take(a, now));
+        b.give_back(a, live(1, now), now);
+        b.give_back(a, live(2, now), now);
+        match b.take(a, now) {
+            Take::Idle(l, _) => assert_eq!(l.conn, 2),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn waiters_are_served_first_come_first_served_across_pools() {
+        let now = Instant::now();
+        let b = Budget::new(1);
+        let (a, c) = (b.register(limits(5)), b.register(limits(5)));
+        opened(b.take(a, now));
+        let Take::Wait(mut first) = b.take(c, now) else {
+            panic!("expected to wait")
+        };
+        let Take::Wait(mut second) = b.take(a, now) else {
+            panic!("expected to wait")
+        };
+        // a's connection comes back: c waited longer, so it gets the place and a's
+        // connection is closed, although a's own waiter could have used it as it is.
+        assert_eq!(b.give_back(a, live(1, now), now), vec![1]);
+        assert!(matches!(first.granted.try_recv(), Ok(Grant::Slot)));
+        assert!(second.granted.try_recv().is_err());
+        assert_eq!(b.counts(c), (1, 0));
+        // c's comes back: a's waiter gets its place (a's login is not c's).
+        assert_eq!(b.give_back(c, live(2, now), now), vec![2]);
+        assert!(matches!(second.granted.try_recv(), Ok(Grant::Slot)));
+        assert_eq!(b.totals().open, 1);
+    }
+
+    #[test]
+    fn a_pool_at_its_own_max_waits_for_its_own_connection_even_under_the_cap() {
+        let now = Instant::now();
+        let b = Budget::new(10);
+        let a = b.register(limits(1));
+        opened(b.take(a, now));
+        let Take::Wait(mut t) = b.take(a, now) else {
+            panic!("expected to wait")
+        };
+        assert!(b.give_back(a, live(7, now), now).is_empty());
+        assert!(matches!(t.granted.try_recv(), Ok(Grant::Conn(l)) if l.conn == 7));
+    }
+
+    #[test]
+    fn a_waiter_that_left_is_skipped_and_its_grant_handed_back() {
+        let now = Instant::now();
+        let b = Budget::new(1);
+        let (a, c) = (b.register(limits(1)), b.register(limits(1)));
+        opened(b.take(a, now));
+        let Take::Wait(gone) = b.take(c, now) else {
+            panic!("expected to wait")
+        };
+        drop(gone.granted);
+        // Nobody can use it: it goes idle, and the cap still counts one.
+        assert!(b.give_back(a, live(1, now), now).is_empty());
+        assert_eq!(
+            b.totals(),
+            Totals {
+                open: 1,
+                idle: 1,
+                waiting: 0
+            }
+        );
+        // Granted and then withdrawn: the place comes back.
+        let Take::Open { evicted: Some(1) } = b.take(c, now) else {
+            panic!("expected a's idle connection's place")
+        };
+        let Take::Wait(mut late) = b.take(a, now) else {
+            panic!("expected to wait")
+        };
+        b.forget(c);
+        assert!(!b.withdraw(late.id), "already granted");
+        let grant = late.granted.try_recv().unwrap();
+        assert!(b.hand_back(a, grant, now).is_empty());
+        assert_eq!(b.totals(), Totals::default());
+    }
+
+    #[test]
+    fn closing_a_pool_frees_its_idle_places_and_tells_its_waiters() {
+        let now = Instant::now();
+        let b = Budget::new(2);
+        let (a, c) = (b.register(limits(1)), b.register(limits(5)));
+        opened(b.take(a, now));
+        opened(b.take(c, now));
+        let Take::Wait(mut a_waits) = b.take(a, now) else {
+            panic!("expected to wait")
+        };
+        let Take::Wait(mut c_waits) = b.take(c, now) else {
+            panic!("expected to wait")
+        };
+        assert!(b.close(a).is_empty(), "a's connection is in use");
+        assert!(matches!(a_waits.granted.try_recv(), Ok(Grant::Closed)));
+        assert!(matches!(b.take(a, now), Take::Closed));
+        // a's connection comes back: closed, and its place goes to c's waiter.
+        assert_eq!(b.give_back(a, live(1, now), now), vec![1]);
+        assert!(matches!(c_waits.granted.try_recv(), Ok(Grant::Slot)));
+        assert_eq!(b.pools(), 1, "a is gone once its last connection is");
+    }
+
+    #[test]
+    fn idle_timeout_keeps_min_and_lifetime_closes_old_connections() {
+        let start = Instant::now();
+        let b = Budget::new(10);
+        let a = b.register(Limits {
+            min: 1,
+            ..limits(5)
+        });
+        for _ in 0..3 {
+            opened(b.take(a, start));
+        }
+        for n in 1..=3 {
+            b.give_back(a, live(n, start), start);
+        }
+        let later = start + Duration::from_secs(301);
+        assert_eq!(b.reap(later), vec![1, 2]);
+        assert_eq!(b.counts(a), (1, 1));
+        let old = start + Duration::from_secs(1801);
+        assert_eq!(b.reap(old), vec![3]);
+        assert_eq!(b.totals(), Totals::default());
+        // Given back past its lifetime: closed at once.
+        opened(b.take(a, old));
+        assert_eq!(b.give_back(a, live(4, start), old), vec![4]);
+        assert_eq!(b.totals(), Totals::default());
+    }
+
+    #[test]
+    fn a_pool_larger_than_the_cap_is_clamped() {
+        let b: Budget<u32> = Budget::new(3);
+        let a = b.register(limits(50));
+        let now = Instant::now();
+        for _ in 0..3 {
+            opened(b.take(a, now));
+        }
+        assert!(matches!(b.take(a, now), Take::Wait(_)));
+    }
+}
