@@ -216,9 +216,13 @@ impl<C> Budget<C> {
     /// in its receiver, and must be handed back with [`Self::hand_back`]).
     pub fn withdraw(&self, id: u64) -> bool {
         let mut s = self.lock();
-        let before = s.waiters.len();
-        s.waiters.retain(|w| w.id != id);
-        s.waiters.len() < before
+        let Some(at) = s.waiters.iter().position(|w| w.id == id) else {
+            return false;
+        };
+        if let Some(w) = s.waiters.remove(at) {
+            s.remove_if_done(w.pool);
+        }
+        true
     }
 
     /// Returns a grant its waiter no longer wants; connections to close.
@@ -237,14 +241,16 @@ impl<C> Budget<C> {
     /// past its lifetime, its pool is closed, or its place went to another pool).
     pub fn give_back(&self, pool: u64, live: Live<C>, now: Instant) -> Vec<C> {
         let mut s = self.lock();
+        let wanted = s.waiters.iter().any(|w| w.pool == pool);
         let usable = s.pools.get(&pool).is_some_and(|p| {
-            !p.closed && now.saturating_duration_since(live.created) < p.limits.max_lifetime
+            (!p.closed || wanted)
+                && now.saturating_duration_since(live.created) < p.limits.max_lifetime
         });
         if !usable {
             s.forget(pool, self.cap);
             return vec![live.conn];
         }
-        s.offer(pool, live, now).into_iter().collect()
+        s.offer(pool, live, now, self.cap).into_iter().collect()
     }
 
     /// A connection of `pool` closed, or the place taken for one was not used.
@@ -252,8 +258,10 @@ impl<C> Budget<C> {
         self.lock().forget(pool, self.cap);
     }
 
-    /// Closes `pool`: its idle connections (returned, to close), its waiters (told), and its
-    /// connections in use when they come back.
+    /// Closes `pool`: its idle connections now (returned, to close), and its connections in
+    /// use when they come back, once none of its requests still waits. New requests get
+    /// [`Take::Closed`]; those already waiting are served (a replaced pool finishes the work
+    /// it was given).
     pub fn close(&self, pool: u64) -> Vec<C> {
         let mut s = self.lock();
         let s = &mut *s;
@@ -267,12 +275,6 @@ impl<C> Budget<C> {
         s.open = s.open.saturating_sub(n);
         for i in &idle {
             s.lru.remove(&i.seq);
-        }
-        let (theirs, others): (VecDeque<_>, VecDeque<_>) =
-            s.waiters.drain(..).partition(|w| w.pool == pool);
-        s.waiters = others;
-        for w in theirs {
-            let _ = w.tx.send(Grant::Closed);
         }
         s.remove_if_done(pool);
         s.grant_places(self.cap);
@@ -355,10 +357,10 @@ impl<C> State<C> {
         self.next
     }
 
+    /// Whether `pool` may open one more connection for a waiting request (a closed pool
+    /// still serves the requests that were waiting when it closed).
     fn has_room(&self, pool: u64) -> bool {
-        self.pools
-            .get(&pool)
-            .is_some_and(|p| !p.closed && p.open < p.limits.max)
+        self.pools.get(&pool).is_some_and(|p| p.open < p.limits.max)
     }
 
     /// Closes the least recently released idle connection of all pools; its place stays
@@ -374,13 +376,17 @@ impl<C> State<C> {
 
     /// Gives a free connection of `pool` to the longest waiter that can use it, or puts it
     /// idle; the connection to close when its place went to another pool.
-    fn offer(&mut self, pool: u64, mut live: Live<C>, now: Instant) -> Option<C> {
+    fn offer(&mut self, pool: u64, mut live: Live<C>, now: Instant, cap: u32) -> Option<C> {
         loop {
             let found = self
                 .waiters
                 .iter()
                 .position(|w| w.pool == pool || self.has_room(w.pool));
             let Some(w) = found.and_then(|i| self.waiters.remove(i)) else {
+                if self.pools.get(&pool).is_none_or(|p| p.closed) {
+                    self.forget(pool, cap);
+                    return Some(live.conn);
+                }
                 let seq = self.next_number();
                 self.lru.insert(seq, pool);
                 if let Some(p) = self.pools.get_mut(&pool) {
@@ -406,6 +412,7 @@ impl<C> State<C> {
                 return Some(live.conn);
             }
             self.move_place(w.pool, pool);
+            self.remove_if_done(w.pool);
         }
     }
 
@@ -443,15 +450,18 @@ impl<C> State<C> {
                 if let Some(p) = self.pools.get_mut(&w.pool) {
                     p.open -= 1;
                 }
+                self.remove_if_done(w.pool);
             }
         }
     }
 
+    /// Forgets a closed pool once it has no connection and no waiting request.
     fn remove_if_done(&mut self, pool: u64) {
         if self
             .pools
             .get(&pool)
             .is_some_and(|p| p.closed && p.open == 0)
+            && !self.waiters.iter().any(|w| w.pool == pool)
         {
             self.pools.remove(&pool);
         }
@@ -599,25 +609,29 @@ mod tests {
     }
 
     #[test]
-    fn closing_a_pool_frees_its_idle_places_and_tells_its_waiters() {
+    fn a_closed_pool_serves_its_waiting_requests_and_then_gives_its_places_back() {
         let now = Instant::now();
         let b = Budget::new(2);
         let (a, c) = (b.register(limits(1)), b.register(limits(5)));
         opened(b.take(a, now));
         opened(b.take(c, now));
+        b.give_back(c, live(9, now), now);
         let Take::Wait(mut a_waits) = b.take(a, now) else {
             panic!("expected to wait")
         };
-        let Take::Wait(mut c_waits) = b.take(c, now) else {
-            panic!("expected to wait")
-        };
+        // c's idle connection closes with it; a's, in use, stays.
+        assert_eq!(b.close(c), vec![9]);
+        assert!(matches!(b.take(c, now), Take::Closed));
+        assert_eq!(b.totals().open, 1);
         assert!(b.close(a).is_empty(), "a's connection is in use");
-        assert!(matches!(a_waits.granted.try_recv(), Ok(Grant::Closed)));
-        assert!(matches!(b.take(a, now), Take::Closed));
-        // a's connection comes back: closed, and its place goes to c's waiter.
+        assert!(matches!(b.take(a, now), Take::Closed), "no new requests");
+        // a's connection comes back: the request that was waiting gets it.
+        assert!(b.give_back(a, live(1, now), now).is_empty());
+        assert!(matches!(a_waits.granted.try_recv(), Ok(Grant::Conn(l)) if l.conn == 1));
+        // Back again with nobody waiting: closed, and a is forgotten.
         assert_eq!(b.give_back(a, live(1, now), now), vec![1]);
-        assert!(matches!(c_waits.granted.try_recv(), Ok(Grant::Slot)));
-        assert_eq!(b.pools(), 1, "a is gone once its last connection is");
+        assert_eq!(b.pools(), 0);
+        assert_eq!(b.totals(), Totals::default());
     }
 
     #[test]
@@ -655,5 +669,118 @@ mod tests {
             opened(b.take(a, now));
         }
         assert!(matches!(b.take(a, now), Take::Wait(_)));
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Take(usize),
+        GiveBack(usize),
+        Close(usize),
+        Leave(usize),
+        Reap(u64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0..6usize).prop_map(Op::Take),
+            4 => (0..64usize).prop_map(Op::GiveBack),
+            1 => (0..6usize).prop_map(Op::Close),
+            1 => (0..64usize).prop_map(Op::Leave),
+            1 => (0..400u64).prop_map(Op::Reap),
+        ]
+    }
+
+    impl Budget<u32> {
+        /// The promises, checked after every step: the counts add up, the cap and each
+        /// pool's max hold, and no request waits that an idle connection or a free place
+        /// could serve.
+        fn check(&self) {
+            let s = self.lock();
+            let sum: u32 = s.pools.values().map(|p| p.open).sum();
+            assert_eq!(sum, s.open, "pools' counts add up to the total");
+            assert!(s.open <= self.cap, "cap {} exceeded: {}", self.cap, s.open);
+            let idle: usize = s.pools.values().map(|p| p.idle.len()).sum();
+            assert_eq!(idle, s.lru.len());
+            for p in s.pools.values() {
+                assert!(p.open <= p.limits.max);
+                assert!(p.idle.len() as u32 <= p.open);
+                assert!(
+                    !p.closed || p.idle.is_empty(),
+                    "a closed pool keeps nothing idle"
+                );
+            }
+            for w in &s.waiters {
+                let Some(p) = s.pools.get(&w.pool) else {
+                    panic!("a request waits for a pool that is gone")
+                };
+                assert!(
+                    p.idle.is_empty(),
+                    "a request waits beside its pool's idle connection"
+                );
+                let place = s.open < self.cap || !s.lru.is_empty();
+                assert!(
+                    !(p.open < p.limits.max && place),
+                    "a request waits although a place is free or idle elsewhere"
+                );
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_request_waits_for_a_place_that_is_free(ops in proptest::collection::vec(op(), 1..200)) {
+            let start = Instant::now();
+            let b = Budget::new(4);
+            let pools: Vec<u64> = [1, 2, 3, 1, 4, 2]
+                .iter()
+                .map(|&max| b.register(Limits { max, min: 0, idle_timeout: Duration::from_secs(60), max_lifetime: Duration::from_secs(300) }))
+                .collect();
+            let mut out: Vec<(u64, Live<u32>)> = Vec::new();
+            let mut waiting: Vec<(u64, Ticket<u32>)> = Vec::new();
+            let mut next = 0u32;
+            let mut clock = start;
+            for op in ops {
+                match op {
+                    Op::Take(i) => match b.take(pools[i], clock) {
+                        Take::Idle(l, _) => out.push((pools[i], l)),
+                        Take::Open { .. } => { next += 1; out.push((pools[i], live(next, clock))); }
+                        Take::Wait(t) => waiting.push((pools[i], t)),
+                        Take::Closed => {}
+                    },
+                    Op::GiveBack(i) if !out.is_empty() => {
+                        let (pool, l) = out.swap_remove(i % out.len());
+                        b.give_back(pool, l, clock);
+                    }
+                    Op::Close(i) => { b.close(pools[i]); }
+                    Op::Leave(i) if !waiting.is_empty() => {
+                        let (pool, mut t) = waiting.swap_remove(i % waiting.len());
+                        if !b.withdraw(t.id) && let Ok(g) = t.granted.try_recv() {
+                            b.hand_back(pool, g, clock);
+                        }
+                    }
+                    Op::Reap(secs) => { clock += Duration::from_secs(secs); b.reap(clock); }
+                    _ => {}
+                }
+                // Grants that arrived become connections in use.
+                waiting.retain_mut(|(pool, t)| match t.granted.try_recv() {
+                    Ok(Grant::Conn(l)) => { out.push((*pool, l)); false }
+                    Ok(Grant::Slot) => { next += 1; out.push((*pool, live(next, clock))); false }
+                    Ok(Grant::Closed) | Err(tokio::sync::oneshot::error::TryRecvError::Closed) => false,
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => true,
+                });
+                b.check();
+            }
+            for (pool, mut t) in waiting {
+                if !b.withdraw(t.id) && let Ok(g) = t.granted.try_recv() {
+                    b.hand_back(pool, g, clock);
+                }
+            }
+            for (pool, l) in out { b.give_back(pool, l, clock); }
+            for p in &pools { b.close(*p); }
+            b.check();
+            proptest::prop_assert_eq!(b.totals(), Totals::default());
+            proptest::prop_assert_eq!(b.pools(), 0, "every closed pool is forgotten");
+        }
     }
 }
