@@ -21,6 +21,7 @@ struct Held {
     tasks: usize,
     fds: usize,
     open: u32,
+    relays: u64,
 }
 
 fn held(clients: &TenantClients) -> Held {
@@ -31,6 +32,7 @@ fn held(clients: &TenantClients) -> Held {
             .num_alive_tasks(),
         fds: std::fs::read_dir("/proc/self/fd").unwrap().count(),
         open: open + global,
+        relays: clients.resources().relays,
     }
 }
 
@@ -97,6 +99,10 @@ async fn churn_and_count(cap: u32) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = held(&clients);
     assert_eq!(before.open, cap.min(CACHED as u32), "{before:?}");
+    assert_eq!(
+        before.relays, CACHED as u64,
+        "one relay per cached pool: {before:?}"
+    );
 
     for round in 0..ROUNDS {
         // Every tenant once: each past the eighth evicts the least recently used.
@@ -132,7 +138,7 @@ async fn churn_and_count(cap: u32) {
     let mut after = held(&clients);
     let settling = std::time::Instant::now();
     for _ in 0..100 {
-        if after.tasks <= before.tasks && after.fds <= before.fds {
+        if after.tasks <= before.tasks && after.fds <= before.fds && after.relays == before.relays {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -147,7 +153,7 @@ async fn churn_and_count(cap: u32) {
         "before {before:?}, after {after:?}"
     );
     assert!(
-        after.tasks <= before.tasks && after.fds <= before.fds,
+        after.tasks <= before.tasks && after.fds <= before.fds && after.relays == before.relays,
         "after {} evictions and {ROUNDS} rebuilds of the same {CACHED} cached tenants, 20 s later: \
          before {before:?}, after {after:?}",
         ROUNDS * (TENANTS - CACHED) + CACHED,

@@ -275,8 +275,40 @@ pub struct McpClient {
     credentials: McpCredentials,
     timeout: Duration,
     http: reqwest::Client,
-    session: Mutex<Option<Arc<Session>>>,
+    session: Mutex<Option<Arc<OpenSession>>>,
     observer: Observer,
+}
+
+static OPEN_MCP_SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// MCP sessions open in this process (each holds its HTTP stream and a task of rmcp's).
+pub fn open_mcp_sessions() -> u64 {
+    OPEN_MCP_SESSIONS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A session, counted in [`open_mcp_sessions`] until its last handle is dropped (dropping
+/// it ends the session).
+struct OpenSession(Session);
+
+impl OpenSession {
+    fn new(session: Session) -> Self {
+        OPEN_MCP_SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(session)
+    }
+}
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        OPEN_MCP_SESSIONS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for OpenSession {
+    type Target = Session;
+
+    fn deref(&self) -> &Session {
+        &self.0
+    }
 }
 
 impl std::fmt::Debug for McpClient {
@@ -340,7 +372,7 @@ impl McpClient {
     async fn session_by(
         &self,
         deadline: tokio::time::Instant,
-    ) -> Result<Arc<Session>, McpCallError> {
+    ) -> Result<Arc<OpenSession>, McpCallError> {
         match tokio::time::timeout_at(deadline, self.session()).await {
             Ok(session) => session,
             Err(_) => {
@@ -403,7 +435,7 @@ impl McpClient {
         }
     }
 
-    async fn session(&self) -> Result<Arc<Session>, McpCallError> {
+    async fn session(&self) -> Result<Arc<OpenSession>, McpCallError> {
         let mut slot = self.session.lock().await;
         if let Some(session) = slot.as_ref()
             && !session.is_closed()
@@ -434,7 +466,7 @@ impl McpClient {
                 refused
             })?;
         self.observer.connected(started.elapsed());
-        let session = Arc::new(session);
+        let session = Arc::new(OpenSession::new(session));
         *slot = Some(session.clone());
         Ok(session)
     }

@@ -92,6 +92,19 @@ impl Default for ClientSettings {
     }
 }
 
+/// What a client holds open: what a soak watches for growth.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// Tenants with cached clients.
+    pub cached_tenants: usize,
+    /// Postgres connections of every pool (open, idle, requests waiting).
+    pub postgres: pool::budget::Totals,
+    /// Postgres relays alive in the process: one per cached pool (a socket and a task).
+    pub relays: u64,
+    /// MCP sessions open in the process: at most one per cached MCP client.
+    pub mcp_sessions: u64,
+}
+
 /// Per-tenant clients with global fallback. Cheap to clone; the watches and the idle sweeper
 /// stop when the last clone is dropped or [`TenantClients::shutdown`] is called.
 #[derive(Clone, Debug)]
@@ -296,6 +309,16 @@ impl TenantClients {
     /// Evicts tenants idle longer than the TTL now (the sweeper also runs on its own).
     pub fn sweep(&self) -> usize {
         self.inner.cache.sweep()
+    }
+
+    /// What this client holds open now (relays and MCP sessions counted for the process).
+    pub fn resources(&self) -> Resources {
+        Resources {
+            cached_tenants: self.inner.cache.len(),
+            postgres: self.inner.shared.pg_budget().totals(),
+            relays: crate::egress::postgres::live_relays(),
+            mcp_sessions: build::open_mcp_sessions(),
+        }
     }
 
     /// Postgres connections of cached pools: (tenant open, tenant in use, global open, global

@@ -71,6 +71,14 @@ pub fn cause<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Egr
     None
 }
 
+/// An idle HTTP connection (S3, MCP) is closed after this long. The HTTP clients are shared
+/// by every tenant under one endpoint policy, so this and the per-host bound below bound them
+/// all: at most [`HTTP_MAX_IDLE_PER_HOST`] idle connections per server, none older than this.
+pub const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most idle HTTP connections kept per server host.
+pub const HTTP_MAX_IDLE_PER_HOST: usize = 16;
+
 /// One endpoint policy and the connectors that obey it.
 #[derive(Debug)]
 pub struct Egress {
@@ -88,6 +96,8 @@ impl Egress {
         let fingerprint = policy_fingerprint(&policy);
         let resolver = CheckedResolver::new(Arc::new(policy), lookup);
         let s3_http = aws_smithy_http_client::Builder::new()
+            .pool_idle_timeout(HTTP_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(HTTP_MAX_IDLE_PER_HOST)
             .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
                 aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
             ))
@@ -98,6 +108,8 @@ impl Egress {
             // The policy checks the server's addresses, not a proxy's.
             .no_proxy()
             .dns_resolver(resolver.clone())
+            .pool_idle_timeout(HTTP_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(HTTP_MAX_IDLE_PER_HOST)
             .build()
             .map_err(|e| format!("HTTP client for MCP: {e}"))?;
         let relay_dir = RelayDir::create(None).map_err(|e| {

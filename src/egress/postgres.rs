@@ -138,6 +138,15 @@ impl std::fmt::Debug for PgTarget {
     }
 }
 
+static LIVE_RELAYS: AtomicU64 = AtomicU64::new(0);
+
+/// Relays alive in this process (each is a listening socket and an accepting task; every
+/// pool of the client library has one, so they are at most its cached pools plus the probes
+/// running).
+pub fn live_relays() -> u64 {
+    LIVE_RELAYS.load(Ordering::Relaxed)
+}
+
 /// A relay socket for one server; stops accepting when dropped (relayed connections that are
 /// open keep going until either side closes).
 #[derive(Debug)]
@@ -187,6 +196,7 @@ impl PgRelay {
                 }
             }
         });
+        LIVE_RELAYS.fetch_add(1, Ordering::Relaxed);
         Ok(Self {
             socket_dir,
             stop,
@@ -206,6 +216,7 @@ impl PgRelay {
 
 impl Drop for PgRelay {
     fn drop(&mut self) {
+        LIVE_RELAYS.fetch_sub(1, Ordering::Relaxed);
         self.stop.cancel();
         let _ = std::fs::remove_dir_all(&self.socket_dir);
     }

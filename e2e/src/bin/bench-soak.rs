@@ -45,6 +45,15 @@ struct Args {
     /// Concurrent requesting workers.
     #[arg(long, env = "BENCH_SOAK_WORKERS", default_value_t = 16)]
     workers: usize,
+    /// Load before the first sample, in seconds (default: a tenth of the run, 5 to 300).
+    #[arg(long, env = "BENCH_SOAK_WARM_UP")]
+    warm_up: Option<u64>,
+    /// Seconds between samples of the resources.
+    #[arg(long, env = "BENCH_SOAK_SAMPLE_EVERY", default_value_t = 60)]
+    sample_every: u64,
+    /// Where to draw the samples (SVG).
+    #[arg(long, default_value = "docs/soak.svg")]
+    plot: std::path::PathBuf,
     /// Seed of the fault sequence.
     #[arg(long, env = "BENCH_SOAK_SEED", default_value_t = 22)]
     seed: u64,
@@ -90,6 +99,9 @@ struct Sample {
     fds: u64,
     tasks: u64,
     connections: u64,
+    relays: u64,
+    pg_open: u64,
+    pg_idle: u64,
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -119,22 +131,71 @@ async fn connections(admin: &sqlx::PgPool, application: &str) -> u64 {
 }
 
 /// What a request ended as: served by its own login, by the global one, by another tenant's
-/// (wrong), or failed, by kind.
+/// (wrong), or failed, by kind; a failure says which injected fault explains it, if one does.
 fn classify(
     result: Result<Result<String, String>, tokio::time::error::Elapsed>,
     own: &str,
     global: &str,
     may_be_global: bool,
+    explained: Option<&'static str>,
 ) -> String {
+    let failed = |kind: &str| match explained {
+        Some(fault) => format!("failed in a fault ({fault}): {kind}"),
+        None => format!("FAILED OUTSIDE ANY FAULT: {kind}"),
+    };
     match result {
         Ok(Ok(user)) if user == own => "served: own".into(),
         Ok(Ok(user)) if user == global && may_be_global => "served: global (disabled)".into(),
         Ok(Ok(user)) if user == global => "WRONG: global while enabled".into(),
         Ok(Ok(user)) => format!("WRONG: served as {user}"),
-        Ok(Err(kind)) => format!("failed: {kind}"),
-        Err(_) => "failed: no answer in 10 s".into(),
+        Ok(Err(kind)) => failed(&kind),
+        Err(_) => failed("no answer in 10 s"),
     }
 }
+
+/// When an injected fault may make a tenant's requests fail: from its start to its end plus
+/// the time the system takes to carry the repair (a watch, a promotion, a pool rebuilt, a
+/// request that was waiting out its acquire timeout).
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    /// A tenant, or every tenant of a proxy group.
+    tenants: Affected,
+    start: Instant,
+    end: Instant,
+    fault: &'static str,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Affected {
+    Tenant(usize),
+    Group(usize),
+}
+
+/// The fault that explains a failure of tenant `i`'s request made over `made`, if any.
+fn explaining(
+    windows: &Mutex<Vec<Window>>,
+    i: usize,
+    made: (Instant, Instant),
+) -> Option<&'static str> {
+    let windows = windows.lock().ok()?;
+    windows
+        .iter()
+        .find(|w| {
+            let hits = match w.tenants {
+                Affected::Tenant(t) => t == i,
+                Affected::Group(g) => i % GROUPS == g,
+            };
+            hits && made.0 <= w.end && made.1 >= w.start
+        })
+        .map(|w| w.fault)
+}
+
+/// How long after a fault ends its effects may still be seen.
+const REPAIR: Duration = Duration::from_secs(15);
+
+/// A credential rotation's window: the password changes first, the Secret next, and the
+/// controller promotes the new snapshot after probing it.
+const ROTATION: Duration = Duration::from_secs(30);
 
 async fn ask(clients: &TenantClients, tenant: &str) -> Result<String, String> {
     let pool = clients
@@ -300,11 +361,17 @@ async fn main() -> anyhow::Result<()> {
     );
     let running = Arc::new(AtomicBool::new(true));
     let outcomes: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let windows: Arc<Mutex<Vec<Window>>> = Arc::default();
     // Tenants of the last tenth may be disabled (and then served by global); no other may.
     let may_disable = n - n / 10;
     let mut workers = Vec::new();
     for w in 0..args.workers {
-        let (clients, running, outcomes) = (clients.clone(), running.clone(), outcomes.clone());
+        let (clients, running, outcomes, windows) = (
+            clients.clone(),
+            running.clone(),
+            outcomes.clone(),
+            windows.clone(),
+        );
         let (suffix, global_login) = (suffix.clone(), global_login.clone());
         workers.push(tokio::spawn(async move {
             let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (w as u64 + 1));
@@ -312,10 +379,16 @@ async fn main() -> anyhow::Result<()> {
             while running.load(Ordering::Relaxed) {
                 let i = rng.below(n);
                 let t = tenant(i, &suffix);
+                let made = Instant::now();
                 let result =
                     tokio::time::timeout(Duration::from_secs(10), ask(&clients, &t.id)).await;
                 let failed = !matches!(result, Ok(Ok(_)));
-                let kind = classify(result, &t.login, &global_login, i >= may_disable);
+                let explained = if failed {
+                    explaining(&windows, i, (made, Instant::now()))
+                } else {
+                    None
+                };
+                let kind = classify(result, &t.login, &global_login, i >= may_disable, explained);
                 *local.entry(kind).or_default() += 1;
                 if failed {
                     // As an application would: back off a little after a failure.
@@ -331,31 +404,54 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let me = std::process::id();
-    let sample = async || -> (Sample, Sample) {
-        (
-            Sample {
-                cached: clients.cached_tenants() as u64,
-                rss_kib: rss_kib(me),
-                fds: fds(me),
-                tasks: tokio::runtime::Handle::current()
-                    .metrics()
-                    .num_alive_tasks() as u64,
-                connections: connections(&admin, "tenant-mcp-client").await,
-            },
-            Sample {
-                cached: 0,
-                rss_kib: rss_kib(controller.pid()),
-                fds: fds(controller.pid()),
-                tasks: 0,
-                connections: 0,
-            },
-        )
+    let controller_pid = controller.pid();
+    let sample = {
+        let (clients, admin) = (clients.clone(), admin.clone());
+        move || {
+            let (clients, admin) = (clients.clone(), admin.clone());
+            async move {
+                let r = clients.resources();
+                (
+                    Sample {
+                        cached: r.cached_tenants as u64,
+                        rss_kib: rss_kib(me),
+                        fds: fds(me),
+                        tasks: tokio::runtime::Handle::current()
+                            .metrics()
+                            .num_alive_tasks() as u64,
+                        connections: connections(&admin, "tenant-mcp-client").await,
+                        relays: r.relays,
+                        pg_open: u64::from(r.postgres.open),
+                        pg_idle: u64::from(r.postgres.idle),
+                    },
+                    Sample {
+                        rss_kib: rss_kib(controller_pid),
+                        fds: fds(controller_pid),
+                        ..Sample::default()
+                    },
+                )
+            }
+        }
     };
-    // Then a minute of load (or a tenth of a short run) before the first sample.
-    let warm_up = Duration::from_secs((args.seconds / 10).clamp(5, 60));
+    // Load before the first sample: what a cached tenant holds is expected, not growth.
+    let warm_up = Duration::from_secs(args.warm_up.unwrap_or((args.seconds / 10).clamp(5, 300)));
     tokio::time::sleep(warm_up).await;
     let start = sample().await;
     let sampled_at = Instant::now();
+    let series: Arc<Mutex<Vec<(f64, Sample)>>> = Arc::new(Mutex::new(vec![(0.0, start.0)]));
+    let sampler = {
+        let (series, running, sample) = (series.clone(), running.clone(), sample.clone());
+        let every = Duration::from_secs(args.sample_every.max(1));
+        tokio::spawn(async move {
+            while running.load(Ordering::Relaxed) {
+                tokio::time::sleep(every).await;
+                let (s, _) = sample().await;
+                if let Ok(mut series) = series.lock() {
+                    series.push((sampled_at.elapsed().as_secs_f64(), s));
+                }
+            }
+        })
+    };
 
     // The faults.
     let mut rng = Rng(args.seed.max(1));
@@ -380,6 +476,15 @@ async fn main() -> anyhow::Result<()> {
                 "config edit (pool size)"
             }
             1 => {
+                let now = Instant::now();
+                if let Ok(mut w) = windows.lock() {
+                    w.push(Window {
+                        tenants: Affected::Tenant(i),
+                        start: now,
+                        end: now + ROTATION,
+                        fault: "credential rotation",
+                    });
+                }
                 generation[i] += 1;
                 let password = format!("pw-{i}-{}", generation[i]);
                 let _ = pg.set_login(&t.login, &password).await;
@@ -395,6 +500,15 @@ async fn main() -> anyhow::Result<()> {
                 "credential rotation"
             }
             2 => {
+                let now = Instant::now();
+                if let Ok(mut w) = windows.lock() {
+                    w.push(Window {
+                        tenants: Affected::Tenant(i),
+                        start: now,
+                        end: now + Duration::from_secs(6) + REPAIR,
+                        fault: "bad edit",
+                    });
+                }
                 pending.push(
                     edit_for_a_while(
                         api,
@@ -406,7 +520,17 @@ async fn main() -> anyhow::Result<()> {
                 "bad edit (a closed port, reverted after 6 s)"
             }
             3 => {
-                let proxy = &proxies[rng.below(GROUPS)];
+                let g = rng.below(GROUPS);
+                let proxy = &proxies[g];
+                let now = Instant::now();
+                if let Ok(mut w) = windows.lock() {
+                    w.push(Window {
+                        tenants: Affected::Group(g),
+                        start: now,
+                        end: now + Duration::from_secs(4) + REPAIR,
+                        fault: "outage",
+                    });
+                }
                 proxy.set(Mode::Refuse);
                 tokio::time::sleep(Duration::from_secs(4)).await;
                 proxy.set(Mode::Forward);
@@ -431,6 +555,8 @@ async fn main() -> anyhow::Result<()> {
     let end = sample().await;
     let measured = sampled_at.elapsed();
     running.store(false, Ordering::Relaxed);
+    sampler.abort();
+    let series = series.lock().map(|s| s.clone()).unwrap_or_default();
     for w in workers {
         let _ = w.await;
     }
@@ -467,7 +593,7 @@ async fn main() -> anyhow::Result<()> {
     controller.terminate();
 
     let outcomes = outcomes.lock().map(|o| o.clone()).unwrap_or_default();
-    let report = render(
+    let mut report = render(
         &args,
         &outcomes,
         &faults,
@@ -476,6 +602,10 @@ async fn main() -> anyhow::Result<()> {
         settled.as_ref().map_err(ToString::to_string),
         &disagreeing,
     );
+    report.push_str(&series_table(&series, &args.plot));
+    if let Err(e) = std::fs::write(&args.plot, plot(&series)) {
+        eprintln!("writing {}: {e}", args.plot.display());
+    }
     println!("{report}");
     write_section(
         &args.output,
@@ -494,6 +624,15 @@ async fn main() -> anyhow::Result<()> {
         "{wrong} requests were served by the wrong login"
     );
     anyhow::ensure!(disagreeing == "0", "mirror rows disagree: {disagreeing}");
+    let unexplained: u64 = outcomes
+        .iter()
+        .filter(|(k, _)| k.starts_with("FAILED OUTSIDE"))
+        .map(|(_, v)| v)
+        .sum();
+    anyhow::ensure!(
+        unexplained == 0,
+        "{unexplained} requests failed outside any injected fault"
+    );
     Ok(())
 }
 
@@ -624,5 +763,91 @@ fn render(
             Err(e) => format!("NOT reached: {e}"),
         }
     ));
+    out
+}
+
+/// A measure's name and how to read it from a sample.
+type Measure = (&'static str, fn(&Sample) -> f64);
+
+/// The measures drawn and fitted.
+const MEASURES: [Measure; 7] = [
+    ("RSS MiB", |s| s.rss_kib as f64 / 1024.0),
+    ("open file descriptors", |s| s.fds as f64),
+    ("tokio tasks", |s| s.tasks as f64),
+    ("live relays", |s| s.relays as f64),
+    ("cached tenants", |s| s.cached as f64),
+    ("Postgres connections (pool)", |s| s.pg_open as f64),
+    ("of them idle", |s| s.pg_idle as f64),
+];
+
+/// Least-squares slope of `ys` over `xs` (per unit of x).
+fn slope(xs: &[f64], ys: &[f64]) -> f64 {
+    let n = xs.len() as f64;
+    if xs.len() < 2 {
+        return 0.0;
+    }
+    let (mx, my) = (xs.iter().sum::<f64>() / n, ys.iter().sum::<f64>() / n);
+    let cov: f64 = xs.iter().zip(ys).map(|(x, y)| (x - mx) * (y - my)).sum();
+    let var: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
+    if var == 0.0 { 0.0 } else { cov / var }
+}
+
+/// Each measure's level, range and fitted slope per hour (also as a share of its level).
+fn series_table(series: &[(f64, Sample)], plot: &std::path::Path) -> String {
+    let xs: Vec<f64> = series.iter().map(|(t, _)| t / 3600.0).collect();
+    let mut out = format!(
+        "\nSamples of the client (this process) every minute after the warm-up ({} samples, drawn in `{}`); slope fitted by least squares:\n\n         | measure | mean | min | max | slope per hour | slope per hour / mean |\n|---|---|---|---|---|---|\n",
+        series.len(),
+        plot.display()
+    );
+    for (name, get) in MEASURES {
+        let ys: Vec<f64> = series.iter().map(|(_, s)| get(s)).collect();
+        let mean = ys.iter().sum::<f64>() / ys.len().max(1) as f64;
+        let (min, max) = ys
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), y| (a.min(*y), b.max(*y)));
+        let k = slope(&xs, &ys);
+        out.push_str(&format!(
+            "| {name} | {mean:.1} | {min:.1} | {max:.1} | {k:+.2} | {:+.2} % |\n",
+            if mean == 0.0 { 0.0 } else { k / mean * 100.0 }
+        ));
+    }
+    out
+}
+
+/// The samples as an SVG: one panel per measure, each scaled to its own range from zero.
+fn plot(series: &[(f64, Sample)]) -> String {
+    let (w, h, pad) = (640.0, 110.0, 36.0);
+    let t_max = series.last().map_or(1.0, |(t, _)| t.max(1.0));
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
+        h * MEASURES.len() as f64 + 20.0
+    );
+    for (row, (name, get)) in MEASURES.iter().enumerate() {
+        let top = row as f64 * h + 10.0;
+        let ys: Vec<f64> = series.iter().map(|(_, s)| get(s)).collect();
+        let y_max = ys.iter().copied().fold(1.0, f64::max) * 1.1;
+        let points: Vec<String> = series
+            .iter()
+            .zip(&ys)
+            .map(|((t, _), y)| {
+                format!(
+                    "{:.1},{:.1}",
+                    pad + t / t_max * (w - 2.0 * pad),
+                    top + (h - 30.0) * (1.0 - y / y_max) + 14.0
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "<text x=\"{pad}\" y=\"{:.0}\">{name} (0 to {y_max:.0}), over {:.0} min</text>\n             <line x1=\"{pad}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#bbb\"/>\n             <polyline fill=\"none\" stroke=\"#1f6feb\" stroke-width=\"1.5\" points=\"{}\"/>\n",
+            top + 10.0,
+            t_max / 60.0,
+            top + h - 16.0,
+            w - pad,
+            top + h - 16.0,
+            points.join(" ")
+        ));
+    }
+    out.push_str("</svg>\n");
     out
 }

@@ -9,16 +9,27 @@
 //! Rules:
 //! - A pool takes its most recently released idle connection first (it is warm; the oldest
 //!   ones then reach their idle timeout).
-//! - With none idle and room under its own `max`: a new place under the cap, or else the
-//!   place of the least recently released idle connection of all pools, which is closed.
+//! - With none idle and room under its own `max`: a new place under the cap; or, when the cap
+//!   is full and the pool has no connection at all, the place of an idle connection of
+//!   another pool, which is closed: the least recently released of a pool that has others
+//!   open, else the least recently released of all.
 //! - Otherwise the request waits in one queue for all pools, first come first served: a
 //!   released connection goes to the longest waiter that can use it — as it is when the
-//!   waiter is of the same pool, as a place when the waiter's pool may open one more (the
-//!   released one is then closed) — and only when no waiter can use it does it go idle.
+//!   waiter is of the same pool, as a place when the waiter's pool may open one more and has
+//!   none open (the released one is then closed) — and only when no waiter can use it does it
+//!   go idle.
+//! - A request of a pool whose own connections are all in use waits for one of them for its
+//!   patience ([`super::PATIENCE`], a few milliseconds) before it is [`Budget::press`]ed and
+//!   takes another pool's idle place: one of its own is usually back within a query's time,
+//!   while a new connection costs a login (a SCRAM exchange and a server process) and the
+//!   closed one costs its tenant the same later. Measured in `docs/benchmarks.md`
+//!   (bench-pool): without the patience, 50 tenants under a cap of 64 kept closing each
+//!   other's connections.
 //!
-//! So a request waits only while every connection under the cap is checked out (or its pool
-//! is at its own `max`), which is what sqlx's parent and child pools could not promise: a
-//! child keeps the permit of every connection it ever opened until the whole pool is closed.
+//! So a request waits beside an idle connection of another pool only for its patience, and
+//! otherwise only while every connection under the cap is checked out (or its pool is at its
+//! own `max`), which is what sqlx's parent and child pools could not promise: a child keeps
+//! the permit of every connection it ever opened until the whole pool is closed.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -115,6 +126,8 @@ struct Waiter<C> {
     id: u64,
     pool: u64,
     tx: oneshot::Sender<Grant<C>>,
+    /// Waited its patience: another pool's idle connection may be closed for it.
+    pressed: bool,
 }
 
 struct State<C> {
@@ -191,7 +204,8 @@ impl<C> Budget<C> {
             s.lru.remove(&idle.seq);
             return Take::Idle(idle.live, now.saturating_duration_since(idle.since));
         }
-        if p.open < p.limits.max {
+        // A pool with connections of its own (all in use) waits for one of them first.
+        if p.open == 0 {
             if s.open < self.cap {
                 s.open += 1;
                 p.open += 1;
@@ -208,8 +222,45 @@ impl<C> Budget<C> {
         }
         let (tx, granted) = oneshot::channel();
         let id = s.next_number();
-        s.waiters.push_back(Waiter { id, pool, tx });
+        s.waiters.push_back(Waiter {
+            id,
+            pool,
+            tx,
+            pressed: false,
+        });
         Take::Wait(Ticket { id, granted })
+    }
+
+    /// Ticket `id` of `pool` waited its patience: if its pool may open one more, it takes a
+    /// free place under the cap, or else another pool's least recently released idle
+    /// connection's place (`Some`: the ticket has left the queue; close what is returned, then
+    /// open a connection). Otherwise it is marked so that the next place or idle connection
+    /// goes to it. `None` also when the ticket was granted meanwhile (the grant is in its
+    /// receiver).
+    pub fn press(&self, pool: u64, id: u64) -> Option<Vec<C>> {
+        let mut s = self.lock();
+        let s = &mut *s;
+        let at = s.waiters.iter().position(|w| w.id == id)?;
+        let room = s.has_room(pool);
+        let evicted = if !room {
+            None
+        } else if s.open < self.cap {
+            s.open += 1;
+            Some(Vec::new())
+        } else {
+            s.evict_least_recent().map(|c| vec![c])
+        };
+        let Some(closed) = evicted else {
+            if let Some(w) = s.waiters.get_mut(at) {
+                w.pressed = true;
+            }
+            return None;
+        };
+        s.waiters.remove(at);
+        if let Some(p) = s.pools.get_mut(&pool) {
+            p.open += 1;
+        }
+        Some(closed)
     }
 
     /// Takes ticket `id` out of the queue; false when it was granted already (the grant is
@@ -229,10 +280,7 @@ impl<C> Budget<C> {
     pub fn hand_back(&self, pool: u64, grant: Grant<C>, now: Instant) -> Vec<C> {
         match grant {
             Grant::Conn(live) => self.give_back(pool, live, now),
-            Grant::Slot => {
-                self.forget(pool);
-                Vec::new()
-            }
+            Grant::Slot => self.forget(pool),
             Grant::Closed => Vec::new(),
         }
     }
@@ -247,15 +295,18 @@ impl<C> Budget<C> {
                 && now.saturating_duration_since(live.created) < p.limits.max_lifetime
         });
         if !usable {
-            s.forget(pool, self.cap);
-            return vec![live.conn];
+            let mut closed = s.forget(pool, self.cap);
+            closed.push(live.conn);
+            return closed;
         }
-        s.offer(pool, live, now, self.cap).into_iter().collect()
+        s.offer(pool, live, now, self.cap)
     }
 
-    /// A connection of `pool` closed, or the place taken for one was not used.
-    pub fn forget(&self, pool: u64) {
-        self.lock().forget(pool, self.cap);
+    /// A connection of `pool` closed, or the place taken for one was not used; connections
+    /// to close (idle ones whose places went to waiting requests).
+    #[must_use = "the connections returned must be closed"]
+    pub fn forget(&self, pool: u64) -> Vec<C> {
+        self.lock().forget(pool, self.cap)
     }
 
     /// Closes `pool`: its idle connections now (returned, to close), and its connections in
@@ -277,8 +328,9 @@ impl<C> Budget<C> {
             s.lru.remove(&i.seq);
         }
         s.remove_if_done(pool);
-        s.grant_places(self.cap);
-        idle.into_iter().map(|i| i.live.conn).collect()
+        let mut closed: Vec<C> = idle.into_iter().map(|i| i.live.conn).collect();
+        closed.extend(s.settle(self.cap));
+        closed
     }
 
     /// Closes idle connections past their pool's idle timeout (keeping `min` open) or past
@@ -307,7 +359,7 @@ impl<C> Budget<C> {
             p.idle = kept;
         }
         if !reaped.is_empty() {
-            s.grant_places(self.cap);
+            reaped.extend(s.settle(self.cap));
         }
         reaped
     }
@@ -363,11 +415,26 @@ impl<C> State<C> {
         self.pools.get(&pool).is_some_and(|p| p.open < p.limits.max)
     }
 
-    /// Closes the least recently released idle connection of all pools; its place stays
-    /// taken (the caller's now).
+    /// Whether waiter `w` may open a connection (in a free place, or another pool's idle
+    /// one's): its pool may open one more, and has none open or `w` waited its patience.
+    fn starved(&self, w: &Waiter<C>) -> bool {
+        self.has_room(w.pool) && (w.pressed || self.pools.get(&w.pool).is_some_and(|p| p.open == 0))
+    }
+
+    /// Closes an idle connection to make a place (which stays taken: the caller's now): the
+    /// least recently released of a pool that has others open, else the least recently
+    /// released of all. A pool's last connection goes last: closing it costs its tenant a
+    /// new login on its next request, while a busy pool's extra one was only an extra.
     fn evict_least_recent(&mut self) -> Option<C> {
-        let (_, victim) = self.lru.pop_first()?;
+        let surplus = self
+            .lru
+            .iter()
+            .find(|(_, pool)| self.pools.get(pool).is_some_and(|p| p.open > 1))
+            .map(|(seq, _)| *seq);
+        let seq = surplus.or_else(|| self.lru.keys().next().copied())?;
+        let victim = self.lru.remove(&seq)?;
         let p = self.pools.get_mut(&victim)?;
+        // A pool's first entry in release order is the front of its own idle queue.
         let idle = p.idle.pop_front()?;
         p.open -= 1;
         self.remove_if_done(victim);
@@ -375,17 +442,18 @@ impl<C> State<C> {
     }
 
     /// Gives a free connection of `pool` to the longest waiter that can use it, or puts it
-    /// idle; the connection to close when its place went to another pool.
-    fn offer(&mut self, pool: u64, mut live: Live<C>, now: Instant, cap: u32) -> Option<C> {
+    /// idle; the connections to close (it, when its place went to another pool).
+    fn offer(&mut self, pool: u64, mut live: Live<C>, now: Instant, cap: u32) -> Vec<C> {
         loop {
             let found = self
                 .waiters
                 .iter()
-                .position(|w| w.pool == pool || self.has_room(w.pool));
+                .position(|w| w.pool == pool || self.starved(w));
             let Some(w) = found.and_then(|i| self.waiters.remove(i)) else {
                 if self.pools.get(&pool).is_none_or(|p| p.closed) {
-                    self.forget(pool, cap);
-                    return Some(live.conn);
+                    let mut closed = self.forget(pool, cap);
+                    closed.push(live.conn);
+                    return closed;
                 }
                 let seq = self.next_number();
                 self.lru.insert(seq, pool);
@@ -396,20 +464,23 @@ impl<C> State<C> {
                         since: now,
                     });
                 }
-                return None;
+                return Vec::new();
             };
             if w.pool == pool {
                 match w.tx.send(Grant::Conn(live)) {
-                    Ok(()) => return None,
+                    Ok(()) => return Vec::new(),
                     Err(Grant::Conn(back)) => live = back,
-                    Err(_) => return None,
+                    Err(_) => return Vec::new(),
                 }
                 continue;
             }
             self.move_place(pool, w.pool);
             if w.tx.send(Grant::Slot).is_ok() {
                 self.remove_if_done(pool);
-                return Some(live.conn);
+                // `pool` may now have none open while requests of its own wait.
+                let mut closed = vec![live.conn];
+                closed.extend(self.settle(cap));
+                return closed;
             }
             self.move_place(w.pool, pool);
             self.remove_if_done(w.pool);
@@ -425,31 +496,44 @@ impl<C> State<C> {
         }
     }
 
-    fn forget(&mut self, pool: u64, cap: u32) {
+    fn forget(&mut self, pool: u64, cap: u32) -> Vec<C> {
         if let Some(p) = self.pools.get_mut(&pool) {
             p.open = p.open.saturating_sub(1);
         }
         self.open = self.open.saturating_sub(1);
         self.remove_if_done(pool);
-        self.grant_places(cap);
+        self.settle(cap)
     }
 
-    /// Free places under the cap go to the longest waiters whose pools may open one more.
-    fn grant_places(&mut self, cap: u32) {
-        while self.open < cap {
-            let found = self.waiters.iter().position(|w| self.has_room(w.pool));
-            let Some(w) = found.and_then(|i| self.waiters.remove(i)) else {
-                return;
+    /// Waiting requests that may open a connection (see [`Self::starved`]) take free places
+    /// under the cap, then the places of the least recently released idle connections,
+    /// longest waiting first. The connections to close.
+    fn settle(&mut self, cap: u32) -> Vec<C> {
+        let mut closed = Vec::new();
+        loop {
+            let free = self.open < cap;
+            let found = if free || !self.lru.is_empty() {
+                self.waiters.iter().position(|w| self.starved(w))
+            } else {
+                None
             };
-            self.open += 1;
+            let Some(w) = found.and_then(|at| self.waiters.remove(at)) else {
+                return closed;
+            };
+            if free {
+                self.open += 1;
+            } else if let Some(evicted) = self.evict_least_recent() {
+                closed.push(evicted);
+            }
             if let Some(p) = self.pools.get_mut(&w.pool) {
                 p.open += 1;
             }
             if w.tx.send(Grant::Slot).is_err() {
-                self.open -= 1;
+                // Gone: the place is free again for the next one.
                 if let Some(p) = self.pools.get_mut(&w.pool) {
                     p.open -= 1;
                 }
+                self.open -= 1;
                 self.remove_if_done(w.pool);
             }
         }
@@ -488,6 +572,15 @@ mod tests {
         }
     }
 
+    /// One more connection for `pool`: taken at once, or after its patience.
+    fn grow(b: &Budget<u32>, pool: u64, now: Instant) {
+        match b.take(pool, now) {
+            Take::Open { .. } => {}
+            Take::Wait(t) => assert!(b.press(pool, t.id).is_some(), "no place after pressing"),
+            other => panic!("expected a place, got {other:?}"),
+        }
+    }
+
     fn opened(t: Take<u32>) -> Option<u32> {
         match t {
             Take::Open { evicted } => evicted,
@@ -523,12 +616,42 @@ mod tests {
     }
 
     #[test]
+    fn a_busy_pools_extra_connection_goes_before_another_pools_last_one() {
+        let now = Instant::now();
+        let b = Budget::new(3);
+        let (a, c, d) = (
+            b.register(limits(5)),
+            b.register(limits(5)),
+            b.register(limits(5)),
+        );
+        opened(b.take(c, now));
+        opened(b.take(a, now));
+        grow(&b, a, now);
+        // c's is released first (the least recent of all), then a's two.
+        b.give_back(c, live(1, now), now);
+        b.give_back(a, live(2, now), now);
+        b.give_back(a, live(3, now), now);
+        assert_eq!(
+            opened(b.take(d, now)),
+            Some(2),
+            "a's older extra, not c's only one"
+        );
+        assert_eq!(b.counts(c), (1, 1));
+        assert_eq!(b.counts(a), (1, 1));
+        // Now every idle one is its pool's last: the least recent of all goes.
+        let e = b.register(limits(5));
+        assert_eq!(opened(b.take(e, now)), Some(1));
+    }
+
+    #[test]
     fn a_pool_reuses_its_most_recent_idle_connection() {
         let now = Instant::now();
         let b = Budget::new(4);
         let a = b.register(limits(5));
         opened(b.take(a, now));
-        opened(b.take(a, now));
+        // A second request waits for the first connection for its patience, then opens one.
+        assert!(matches!(b.take(a, now), Take::Wait(_)));
+        grow(&b, a, now);
         b.give_back(a, live(1, now), now);
         b.give_back(a, live(2, now), now);
         match b.take(a, now) {
@@ -601,7 +724,7 @@ mod tests {
         let Take::Wait(mut late) = b.take(a, now) else {
             panic!("expected to wait")
         };
-        b.forget(c);
+        assert!(b.forget(c).is_empty());
         assert!(!b.withdraw(late.id), "already granted");
         let grant = late.granted.try_recv().unwrap();
         assert!(b.hand_back(a, grant, now).is_empty());
@@ -643,7 +766,7 @@ mod tests {
             ..limits(5)
         });
         for _ in 0..3 {
-            opened(b.take(a, start));
+            grow(&b, a, start);
         }
         for n in 1..=3 {
             b.give_back(a, live(n, start), start);
@@ -666,9 +789,12 @@ mod tests {
         let a = b.register(limits(50));
         let now = Instant::now();
         for _ in 0..3 {
-            opened(b.take(a, now));
+            grow(&b, a, now);
         }
-        assert!(matches!(b.take(a, now), Take::Wait(_)));
+        let Take::Wait(t) = b.take(a, now) else {
+            panic!("expected to wait")
+        };
+        assert!(b.press(a, t.id).is_none(), "at its max of 3");
     }
 
     #[derive(Clone, Debug)]
@@ -678,6 +804,7 @@ mod tests {
         Close(usize),
         Leave(usize),
         Reap(u64),
+        Press(usize),
     }
 
     fn op() -> impl proptest::strategy::Strategy<Value = Op> {
@@ -688,6 +815,7 @@ mod tests {
             1 => (0..6usize).prop_map(Op::Close),
             1 => (0..64usize).prop_map(Op::Leave),
             1 => (0..400u64).prop_map(Op::Reap),
+            2 => (0..64usize).prop_map(Op::Press),
         ]
     }
 
@@ -718,10 +846,20 @@ mod tests {
                     p.idle.is_empty(),
                     "a request waits beside its pool's idle connection"
                 );
-                let place = s.open < self.cap || !s.lru.is_empty();
+                let starved = w.pressed || p.open == 0;
+                let place = starved && (s.open < self.cap || !s.lru.is_empty());
                 assert!(
                     !(p.open < p.limits.max && place),
-                    "a request waits although a place is free or idle elsewhere"
+                    "a request waits although a place is free, or idle elsewhere past its patience: \
+                     waiter of {} (pressed {}), total {} of {}, pools {:?}",
+                    w.pool,
+                    w.pressed,
+                    s.open,
+                    self.cap,
+                    s.pools
+                        .iter()
+                        .map(|(id, p)| (*id, p.open, p.limits.max, p.idle.len(), p.closed))
+                        .collect::<Vec<_>>()
                 );
             }
         }
@@ -760,6 +898,15 @@ mod tests {
                         }
                     }
                     Op::Reap(secs) => { clock += Duration::from_secs(secs); b.reap(clock); }
+                    Op::Press(i) if !waiting.is_empty() => {
+                        let at = i % waiting.len();
+                        let (pool, id) = (waiting[at].0, waiting[at].1.id);
+                        if b.press(pool, id).is_some() {
+                            waiting.swap_remove(at);
+                            next += 1;
+                            out.push((pool, live(next, clock)));
+                        }
+                    }
                     _ => {}
                 }
                 // Grants that arrived become connections in use.

@@ -16,6 +16,10 @@ pub struct PooledConnection {
     live: Option<Live<PgConnection>>,
     /// A transaction begun on it was neither committed nor rolled back.
     open_transaction: bool,
+    /// Its last use ended at the server's `ReadyForQuery` with nothing left to read: it goes
+    /// back without a ping. Set only where that is known (the pool's own executor, a finished
+    /// transaction); a connection a caller used freely is pinged.
+    clean: bool,
 }
 
 impl std::fmt::Debug for PooledConnection {
@@ -32,7 +36,14 @@ impl PooledConnection {
             inner,
             live: Some(live),
             open_transaction: false,
+            clean: false,
         }
+    }
+
+    /// Marks the last use as finished at `ReadyForQuery` when `result` says so: success, or
+    /// an error the server reported (the connection is still in step).
+    pub(super) fn finished<T>(&mut self, result: &Result<T, sqlx::Error>) {
+        self.clean = matches!(result, Ok(_) | Err(sqlx::Error::Database(_)));
     }
 }
 
@@ -63,11 +74,16 @@ impl Drop for PooledConnection {
             return;
         };
         let inner = self.inner.clone();
+        if self.clean && !self.open_transaction {
+            // Ready as it is: back at once, without a task.
+            super::close_all(inner.budget.give_back(inner.id, live, Instant::now()));
+            return;
+        }
         let rollback = self.open_transaction;
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             // Nothing can be awaited: the connection is dropped, its place freed.
             drop(live);
-            inner.budget.forget(inner.id);
+            super::close_all(inner.budget.forget(inner.id));
             return;
         };
         rt.spawn(async move {
@@ -85,7 +101,7 @@ impl Drop for PooledConnection {
                 }
             } else {
                 drop(live);
-                inner.budget.forget(inner.id);
+                super::close_all(inner.budget.forget(inner.id));
             }
         });
     }
@@ -107,17 +123,23 @@ impl PoolTransaction {
     }
 
     /// Commits.
-    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
-        self.conn.execute("COMMIT").await?;
-        self.conn.open_transaction = false;
-        Ok(())
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.end("COMMIT").await
     }
 
     /// Rolls back.
-    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
-        self.conn.execute("ROLLBACK").await?;
-        self.conn.open_transaction = false;
-        Ok(())
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.end("ROLLBACK").await
+    }
+
+    async fn end(mut self, statement: &'static str) -> Result<(), sqlx::Error> {
+        let result = self.conn.execute(statement).await.map(|_| ());
+        // Failed or not, the server ended the transaction if it answered.
+        if matches!(result, Ok(()) | Err(sqlx::Error::Database(_))) {
+            self.conn.open_transaction = false;
+        }
+        self.conn.finished(&result);
+        result
     }
 }
 

@@ -7,9 +7,12 @@
 //! full ([`budget`] has the rules). A request waits only while every connection under the cap
 //! is checked out.
 //!
-//! A checked-out connection ([`PooledConnection`]) goes back when dropped: in the background
-//! it is rolled back if a [`PoolTransaction`] was left open and pinged (which also finishes
-//! whatever a cancelled query left), then given to the longest waiter or put idle. A
+//! A checked-out connection ([`PooledConnection`]) goes back when dropped. When its last use
+//! is known to have ended cleanly (a query through `&pool`, a committed or rolled back
+//! [`PoolTransaction`]) it goes back at once; otherwise, in the background, it is rolled back
+//! if a transaction was left open and pinged (which also finishes whatever a cancelled query
+//! left), as sqlx's pool does on every release. Then it goes to the longest waiter that can
+//! use it, or idle. A
 //! connection idle for more than [`VERIFY_IDLE_AFTER`] is pinged again before it is handed out.
 
 pub mod budget;
@@ -32,6 +35,11 @@ pub type ConnectionBudget = Budget<PgConnection>;
 /// An idle connection older than this is pinged before it is handed out (one released more
 /// recently was pinged when it came back).
 pub const VERIFY_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// How long a request whose pool has connections (all in use) waits for one of them before
+/// it opens another, in a free place under the cap or another pool's idle one's (see
+/// [`budget`]).
+pub const PATIENCE: Duration = Duration::from_millis(5);
 
 /// How long the checks of a connection (the ping on release, the check after a long idle,
 /// closing) may take before it is dropped as broken.
@@ -168,10 +176,22 @@ impl TenantPool {
                     id: ticket.id,
                     granted: Some(ticket.granted),
                 };
-                let granted = match waiting.granted.as_mut() {
-                    Some(rx) => rx.await.map_err(|_| sqlx::Error::PoolClosed)?,
-                    None => return Err(sqlx::Error::PoolClosed),
+                let Some(rx) = waiting.granted.as_mut() else {
+                    return Err(sqlx::Error::PoolClosed);
                 };
+                let granted = tokio::select! {
+                    granted = &mut *rx => granted,
+                    () = tokio::time::sleep(PATIENCE) => {
+                        if let Some(evicted) = inner.budget.press(inner.id, ticket.id) {
+                            // Out of the queue with a place of its own.
+                            waiting.granted = None;
+                            close_all(evicted);
+                            return self.connect(Place::taken(inner)).await;
+                        }
+                        rx.await
+                    }
+                }
+                .map_err(|_| sqlx::Error::PoolClosed)?;
                 waiting.granted = None;
                 match granted {
                     Grant::Conn(live) => Ok(PooledConnection::new(inner.clone(), live)),
@@ -236,7 +256,7 @@ impl<'a> Place<'a> {
 impl Drop for Place<'_> {
     fn drop(&mut self) {
         if !self.kept {
-            self.inner.budget.forget(self.inner.id);
+            close_all(self.inner.budget.forget(self.inner.id));
         }
     }
 }
@@ -315,9 +335,22 @@ impl<'p> Executor<'p> for &'_ TenantPool {
         Box::pin(async_stream::try_stream! {
             let mut conn = pool.acquire().await?;
             let mut rows = conn.fetch_many(query);
-            while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
-                yield row;
+            loop {
+                let next = futures::TryStreamExt::try_next(&mut rows).await;
+                match next {
+                    Ok(Some(row)) => yield row,
+                    Ok(None) => break,
+                    Err(e) => {
+                        drop(rows);
+                        let failed = Err(e);
+                        conn.finished(&failed);
+                        failed?;
+                        return;
+                    }
+                }
             }
+            drop(rows);
+            conn.finished(&Ok(()));
         })
     }
 
@@ -329,7 +362,12 @@ impl<'p> Executor<'p> for &'_ TenantPool {
         E: 'q + Execute<'q, Postgres>,
     {
         let pool = self.clone();
-        Box::pin(async move { pool.acquire().await?.fetch_optional(query).await })
+        Box::pin(async move {
+            let mut conn = pool.acquire().await?;
+            let result = conn.fetch_optional(query).await;
+            conn.finished(&result);
+            result
+        })
     }
 
     fn prepare_with<'e>(
@@ -341,7 +379,12 @@ impl<'p> Executor<'p> for &'_ TenantPool {
         'p: 'e,
     {
         let pool = self.clone();
-        Box::pin(async move { pool.acquire().await?.prepare_with(sql, parameters).await })
+        Box::pin(async move {
+            let mut conn = pool.acquire().await?;
+            let result = conn.prepare_with(sql, parameters).await;
+            conn.finished(&result);
+            result
+        })
     }
 
     fn describe<'e>(
@@ -349,6 +392,11 @@ impl<'p> Executor<'p> for &'_ TenantPool {
         sql: sqlx::SqlStr,
     ) -> BoxFuture<'e, Result<sqlx::Describe<Postgres>, sqlx::Error>> {
         let pool = self.clone();
-        Box::pin(async move { pool.acquire().await?.describe(sql).await })
+        Box::pin(async move {
+            let mut conn = pool.acquire().await?;
+            let result = conn.describe(sql).await;
+            conn.finished(&result);
+            result
+        })
     }
 }
