@@ -319,7 +319,7 @@ async fn run(
         );
         let suffix = suffix.to_owned();
         handles.push(tokio::spawn(async move {
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (w as u64 + 1) * 0x1000_0000_01B3);
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((w as u64 + 1) * 0x1000_0000_01B3));
             let mut latencies = Vec::new();
             let mut timeouts = 0u64;
             let mut errors: HashMap<String, u64> = HashMap::new();
