@@ -24,9 +24,8 @@ pub struct ServerTypeLabels {
 /// Labels of an eviction.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EvictionLabels {
-    /// `idle` (unused for the idle TTL), `capacity` (the cache was full), `replaced` (the
-    /// config changed and a new client took over) or `pressure` (an idle Postgres pool closed
-    /// to make room under the connection cap).
+    /// `idle` (unused for the idle TTL), `capacity` (the cache was full) or `replaced` (the
+    /// config changed and a new client took over).
     pub cause: &'static str,
 }
 

@@ -602,7 +602,7 @@ async fn main() -> anyhow::Result<()> {
         settled.as_ref().map_err(ToString::to_string),
         &disagreeing,
     );
-    report.push_str(&series_table(&series, &args.plot));
+    report.push_str(&series_table(&series, args.sample_every, &args.plot));
     if let Err(e) = std::fs::write(&args.plot, plot(&series)) {
         eprintln!("writing {}: {e}", args.plot.display());
     }
@@ -793,10 +793,11 @@ fn slope(xs: &[f64], ys: &[f64]) -> f64 {
 }
 
 /// Each measure's level, range and fitted slope per hour (also as a share of its level).
-fn series_table(series: &[(f64, Sample)], plot: &std::path::Path) -> String {
+fn series_table(series: &[(f64, Sample)], every: u64, plot: &std::path::Path) -> String {
     let xs: Vec<f64> = series.iter().map(|(t, _)| t / 3600.0).collect();
     let mut out = format!(
-        "\nSamples of the client (this process) every minute after the warm-up ({} samples, drawn in `{}`); slope fitted by least squares:\n\n         | measure | mean | min | max | slope per hour | slope per hour / mean |\n|---|---|---|---|---|---|\n",
+        "\nSamples of the client (this process) every {} s after the warm-up ({} samples, drawn in `{}`); slope fitted by least squares:\n\n| measure | mean | min | max | slope per hour | slope per hour / mean |\n|---|---|---|---|---|---|\n",
+        every,
         series.len(),
         plot.display()
     );
