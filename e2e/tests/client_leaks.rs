@@ -160,3 +160,59 @@ async fn churn_and_count(cap: u32) {
     );
     clients.shutdown().await;
 }
+
+/// MCP sessions are bounded by the cached tenants: each tenant served by the global AI MCP
+/// server gets a session of its own (its routing), and a tenant evicted from the full cache
+/// has its session ended. Counted by `TenantClients::resources` (process-wide; nextest runs
+/// each test in a process of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_tenants_mcp_session_is_closed() {
+    use tenant_mcp_e2e::stack::ai_mcp::{AiMcpConfig, AiMcpServer, Token};
+    tenant_mcp_e2e::stack::install_crypto_provider();
+    let ai = AiMcpServer::start(AiMcpConfig::new(
+        "global",
+        vec![Token {
+            token: "platform".into(),
+            tenant: None,
+        }],
+    ))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("global.yaml"),
+        format!(
+            "apiVersion: tenantmcp.dev/v1alpha1\nkind: GlobalMcpConfig\nmetadata: {{name: default}}\nspec:\n  endpointPolicy: {{allowLoopback: true}}\n  servers:\n    aiMcpServer:\n      url: {}\n      bearerTokenSecretRef: {{name: global, key: token}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: global, namespace: tenant-mcp-credentials}}\nstringData: {{token: platform}}\n",
+            ai.url()
+        ),
+    )
+    .unwrap();
+    let clients = TenantClients::from_directory(
+        dir.path(),
+        ClientSettings {
+            max_cached_tenants: 2,
+            ..ClientSettings::default()
+        },
+    )
+    .unwrap();
+    let sessions = || clients.resources().mcp_sessions;
+    assert_eq!(sessions(), 0);
+    for (i, tenant) in ["m0", "m1", "m2", "m3", "m4"].iter().enumerate() {
+        let client = clients.ai_mcp(tenant).await.unwrap();
+        client.list_tools().await.unwrap();
+        drop(client);
+        // Every tenant past the second evicts one, whose session ends in the background.
+        let expected = (i as u64 + 1).min(2);
+        let mut seen = sessions();
+        for _ in 0..50 {
+            if seen == expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            seen = sessions();
+        }
+        assert_eq!(seen, expected, "after {tenant}: {:?}", clients.resources());
+    }
+    clients.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sessions(), 0, "shutdown ends every session");
+}
