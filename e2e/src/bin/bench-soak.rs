@@ -190,6 +190,24 @@ fn explaining(
         .map(|w| w.fault)
 }
 
+/// Records that `fault`, starting now, may make `tenants`' requests fail for `lasting`.
+fn open_window(
+    windows: &Mutex<Vec<Window>>,
+    tenants: Affected,
+    lasting: Duration,
+    fault: &'static str,
+) {
+    let start = Instant::now();
+    if let Ok(mut w) = windows.lock() {
+        w.push(Window {
+            tenants,
+            start,
+            end: start + lasting,
+            fault,
+        });
+    }
+}
+
 /// How long after a fault ends its effects may still be seen.
 const REPAIR: Duration = Duration::from_secs(15);
 
@@ -476,15 +494,12 @@ async fn main() -> anyhow::Result<()> {
                 "config edit (pool size)"
             }
             1 => {
-                let now = Instant::now();
-                if let Ok(mut w) = windows.lock() {
-                    w.push(Window {
-                        tenants: Affected::Tenant(i),
-                        start: now,
-                        end: now + ROTATION,
-                        fault: "credential rotation",
-                    });
-                }
+                open_window(
+                    &windows,
+                    Affected::Tenant(i),
+                    ROTATION,
+                    "credential rotation",
+                );
                 generation[i] += 1;
                 let password = format!("pw-{i}-{}", generation[i]);
                 let _ = pg.set_login(&t.login, &password).await;
@@ -500,15 +515,12 @@ async fn main() -> anyhow::Result<()> {
                 "credential rotation"
             }
             2 => {
-                let now = Instant::now();
-                if let Ok(mut w) = windows.lock() {
-                    w.push(Window {
-                        tenants: Affected::Tenant(i),
-                        start: now,
-                        end: now + Duration::from_secs(6) + REPAIR,
-                        fault: "bad edit",
-                    });
-                }
+                open_window(
+                    &windows,
+                    Affected::Tenant(i),
+                    Duration::from_secs(6) + REPAIR,
+                    "bad edit",
+                );
                 pending.push(
                     edit_for_a_while(
                         api,
@@ -522,15 +534,12 @@ async fn main() -> anyhow::Result<()> {
             3 => {
                 let g = rng.below(GROUPS);
                 let proxy = &proxies[g];
-                let now = Instant::now();
-                if let Ok(mut w) = windows.lock() {
-                    w.push(Window {
-                        tenants: Affected::Group(g),
-                        start: now,
-                        end: now + Duration::from_secs(4) + REPAIR,
-                        fault: "outage",
-                    });
-                }
+                open_window(
+                    &windows,
+                    Affected::Group(g),
+                    Duration::from_secs(4) + REPAIR,
+                    "outage",
+                );
                 proxy.set(Mode::Refuse);
                 tokio::time::sleep(Duration::from_secs(4)).await;
                 proxy.set(Mode::Forward);
