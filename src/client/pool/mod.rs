@@ -12,8 +12,8 @@
 //! [`PoolTransaction`]) it goes back at once; otherwise, in the background, it is rolled back
 //! if a transaction was left open and pinged (which also finishes whatever a cancelled query
 //! left), as sqlx's pool does on every release. Then it goes to the longest waiter that can
-//! use it, or idle. A
-//! connection idle for more than [`VERIFY_IDLE_AFTER`] is pinged again before it is handed out.
+//! use it, or idle. An idle connection is pinged before it is handed out
+//! ([`VERIFY_IDLE_AFTER`]).
 
 pub mod budget;
 mod connection;
@@ -32,9 +32,11 @@ pub use self::connection::{PoolTransaction, PooledConnection};
 /// The budget of Postgres connections every pool of one client shares.
 pub type ConnectionBudget = Budget<PgConnection>;
 
-/// An idle connection older than this is pinged before it is handed out (one released more
-/// recently was pinged when it came back).
-pub const VERIFY_IDLE_AFTER: Duration = Duration::from_secs(1);
+/// An idle connection idle at least this long is pinged before it is handed out, within the
+/// acquire timeout: every one, as sqlx's `test_before_acquire` does, so a server that hangs
+/// fails the acquire at its timeout instead of hanging the caller's first query (a 1 s window
+/// let `faults_servers` hang).
+pub const VERIFY_IDLE_AFTER: Duration = Duration::ZERO;
 
 /// How long a request whose pool has connections (all in use) waits for one of them before
 /// it opens another, in a free place under the cap or another pool's idle one's (see
