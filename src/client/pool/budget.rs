@@ -84,8 +84,6 @@ pub enum Grant<C> {
     Conn(Live<C>),
     /// A place: open a connection.
     Slot,
-    /// Its pool was closed.
-    Closed,
 }
 
 /// A place in the queue.
@@ -281,7 +279,6 @@ impl<C> Budget<C> {
         match grant {
             Grant::Conn(live) => self.give_back(pool, live, now),
             Grant::Slot => self.forget(pool),
-            Grant::Closed => Vec::new(),
         }
     }
 
@@ -913,7 +910,7 @@ mod tests {
                 waiting.retain_mut(|(pool, t)| match t.granted.try_recv() {
                     Ok(Grant::Conn(l)) => { out.push((*pool, l)); false }
                     Ok(Grant::Slot) => { next += 1; out.push((*pool, live(next, clock))); false }
-                    Ok(Grant::Closed) | Err(tokio::sync::oneshot::error::TryRecvError::Closed) => false,
+                    Err(tokio::sync::oneshot::error::TryRecvError::Closed) => false,
                     Err(tokio::sync::oneshot::error::TryRecvError::Empty) => true,
                 });
                 b.check();

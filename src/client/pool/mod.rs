@@ -198,7 +198,6 @@ impl TenantPool {
                 match granted {
                     Grant::Conn(live) => Ok(PooledConnection::new(inner.clone(), live)),
                     Grant::Slot => self.connect(Place::taken(inner)).await,
-                    Grant::Closed => Err(sqlx::Error::PoolClosed),
                 }
             }
         }
