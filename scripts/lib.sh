@@ -135,6 +135,21 @@ ensure_mcp_everything() {
     "@modelcontextprotocol/server-everything@$MCP_EVERYTHING_VERSION" >/dev/null
 }
 
+# The official MCP TypeScript SDK (and Ajv) in e2e/node/node_modules, as e2e/node/package-lock.json
+# pins them: the management server's tests drive it with a second client nobody here wrote.
+ensure_node_mcp() {
+  ensure_node
+  local dir="$ROOT/e2e/node" stamp want
+  stamp="$dir/node_modules/.installed-from"
+  want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    return
+  fi
+  log "installing the MCP TypeScript SDK from npm into e2e/node/node_modules"
+  npm ci --silent --no-audit --no-fund --prefix "$dir" >/dev/null
+  echo "$want" > "$stamp"
+}
+
 # Python 3 with the `cryptography` package, for the mirror's Python decrypt reference
 # (docs/mirror/decrypt_mirror.py), which the tests run against rows Rust wrote.
 ensure_python_cryptography() {
@@ -186,7 +201,7 @@ ensure_kube() {
 }
 
 # Everything the local stack and the tests run: the control plane, kubectl, Postgres, the S3
-# server, the MCP reference server, Python's cryptography and MCP SDK.
+# server, the MCP reference server, Python's cryptography, the Python and TypeScript MCP SDKs.
 ensure_stack() {
   ensure_kube
   ensure_kubectl
@@ -195,4 +210,5 @@ ensure_stack() {
   ensure_mcp_everything
   ensure_python_cryptography
   ensure_python_mcp
+  ensure_node_mcp
 }

@@ -15,8 +15,9 @@ Each step opens its own session with `Authorization: Bearer <token>` and calls t
 desired spec (or `timeout` seconds pass). A step without "tool" only lists the tools.
 
 Prints one JSON object: {"tools": [{"name", "input_schema"}], "results": [...]}, where each
-result is {"ok": true, "value": structured content} or {"ok": false, "code", "message",
-"data"} (a JSON-RPC error) or {"ok": false, "message"} (a tool result flagged as an error).
+result is {"ok": true, "value": structured content}, {"ok": false, "is_error": true,
+"message", "data"} (a tool result flagged as an error: its text and structured content), or
+{"ok": false, "code", "message", "data"} (a JSON-RPC error).
 """
 
 import asyncio
@@ -61,7 +62,12 @@ async def session_call(target, token, tool, arguments):
                 return {"ok": False, "code": e.code, "message": e.message, "data": e.data}
             if result.is_error:
                 text = " ".join(getattr(c, "text", "") for c in result.content)
-                return {"ok": False, "message": text}
+                return {
+                    "ok": False,
+                    "is_error": True,
+                    "message": text,
+                    "data": result.structured_content,
+                }
             return {"ok": True, "value": result.structured_content}
 
 

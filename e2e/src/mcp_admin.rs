@@ -99,14 +99,18 @@ impl Drop for AdminServer {
     }
 }
 
-/// A failed call: the error's message and `data` (`reason`, field `errors`), or a transport
+/// A failed call: a tool result flagged `isError` (its `structuredContent`: `reason`,
+/// `message`, field `errors`), a JSON-RPC error (its message and `data`), or a transport
 /// failure (e.g. a refused token) with `data` null.
 #[derive(Debug, Clone)]
 pub struct CallError {
     /// The message.
     pub message: String,
-    /// The JSON-RPC error's data.
+    /// The failure's structured content, or the JSON-RPC error's data.
     pub data: Value,
+    /// True for a tool result flagged `isError` (what a client hands to the model), false
+    /// for a JSON-RPC error or a transport failure.
+    pub is_tool_result: bool,
 }
 
 impl CallError {
@@ -148,6 +152,7 @@ pub async fn call(
     let failed = |message: String| CallError {
         message,
         data: Value::Null,
+        is_tool_result: false,
     };
     let client = ().serve(transport).await.map_err(|e| failed(e.to_string()))?;
     let result = client
@@ -158,13 +163,24 @@ pub async fn call(
         .await;
     let _ = client.cancel().await;
     match result {
-        Ok(result) if result.is_error == Some(true) => Err(failed(format!("{:?}", result.content))),
+        Ok(result) if result.is_error == Some(true) => {
+            let data = result.structured_content.unwrap_or(Value::Null);
+            let message = data["message"]
+                .as_str()
+                .map_or_else(|| format!("{:?}", result.content), str::to_owned);
+            Err(CallError {
+                message,
+                data,
+                is_tool_result: true,
+            })
+        }
         Ok(result) => result
             .structured_content
             .ok_or_else(|| failed(format!("no structured content: {:?}", result.content))),
         Err(ServiceError::McpError(e)) => Err(CallError {
             message: e.message.to_string(),
             data: e.data.unwrap_or(Value::Null),
+            is_tool_result: false,
         }),
         Err(e) => Err(failed(e.to_string())),
     }
@@ -183,11 +199,25 @@ pub fn load_client(args: &[&str], input: &Value) -> Value {
     python_script("load_client.py", args, &[], input)
 }
 
+/// Runs the official MCP TypeScript SDK client (`e2e/node/admin_client.mjs`, its packages
+/// installed into `e2e/node/node_modules` by `scripts/test`) against `url` on `steps`; its
+/// JSON report. Panics when the client fails.
+#[allow(clippy::expect_used)] // a test helper: fails loudly
+pub fn typescript_client(url: &str, steps: &Value) -> Value {
+    let dir = crate::stack::repo_root().join("e2e/node");
+    assert!(
+        dir.join("node_modules/@modelcontextprotocol/sdk").exists(),
+        "{}/node_modules is missing: run scripts/test, or `source scripts/lib.sh && ensure_node_mcp`",
+        dir.display()
+    );
+    let mut command = std::process::Command::new("node");
+    command.arg(dir.join("admin_client.mjs")).arg(url);
+    run_json_client("TypeScript", command, steps)
+}
+
 /// Runs the Python script `name` of `e2e/python/` with the SDK's interpreter.
 #[allow(clippy::expect_used)] // a test helper: fails loudly
 fn python_script(name: &str, args: &[&str], env: &[(&str, &str)], input: &Value) -> Value {
-    use std::io::Write as _;
-    use std::process::{Command, Stdio};
     let python = std::env::var_os("TENANT_MCP_PYTHON").map_or_else(
         || crate::stack::repo_root().join(".tools/python/bin/python"),
         Into::into,
@@ -197,25 +227,36 @@ fn python_script(name: &str, args: &[&str], env: &[(&str, &str)], input: &Value)
         "{} is missing: run scripts/test, or `source scripts/lib.sh && ensure_python_mcp`",
         python.display()
     );
-    let mut child = Command::new(&python)
+    let mut command = std::process::Command::new(&python);
+    command
         .arg(crate::stack::repo_root().join("e2e/python").join(name))
         .args(args)
-        .envs(env.iter().copied())
+        .envs(env.iter().copied());
+    run_json_client("Python", command, input)
+}
+
+/// Runs `command` with `input` as JSON on its standard input; the JSON it prints.
+#[allow(clippy::expect_used)] // a test helper: fails loudly
+fn run_json_client(what: &str, mut command: std::process::Command, input: &Value) -> Value {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("starting the Python client");
+        .unwrap_or_else(|e| panic!("starting the {what} client: {e}"));
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(input.to_string().as_bytes())
             .expect("writing the steps");
     }
-    let output = child.wait_with_output().expect("running the Python client");
+    let output = child.wait_with_output().expect("running the client");
     assert!(
         output.status.success(),
-        "the Python client failed: {}",
+        "the {what} client failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_slice(&output.stdout).expect("the Python client's report")
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("the {what} client's report: {e}"))
 }

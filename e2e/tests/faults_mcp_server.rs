@@ -266,6 +266,16 @@ async fn fuzzed_tool_arguments_never_take_the_server_down_or_change_anything_whe
     );
     let refused = calls.iter().filter(|c| c["outcome"] != "result").count();
     assert!(refused > 150, "the fuzz mostly made valid calls: {report}");
+    // Every refusal of fuzzed arguments is a tool result the agent's model reads, never a
+    // JSON-RPC error its client keeps to itself.
+    let protocol_errors: Vec<&Value> = calls
+        .iter()
+        .filter(|c| c["outcome"] == "jsonrpc_error")
+        .collect();
+    assert!(
+        protocol_errors.is_empty(),
+        "fuzzed arguments got JSON-RPC errors (seed {seed}): {protocol_errors:?}"
+    );
     let slowest = report["slowest_seconds"].as_f64().unwrap();
     assert!(
         slowest < (tool_timeout + Duration::from_secs(10)).as_secs_f64(),

@@ -168,11 +168,14 @@ async fn every_tool_refuses_callers_outside_its_tenant_and_bad_tokens() {
                 &globex_admin
             };
             let err = call(url, bearer, tool, args(tool)).await.unwrap_err();
+            assert!(err.is_tool_result, "{tool} by {who}: {err}");
             assert_eq!(err.reason(), reason, "{tool} by {who}: {err}");
             assert!(err.message.contains(&says), "{tool} by {who}: {err}");
         }
         for (what, bad) in &bad_tokens {
             let err = call(url, bad, tool, args(tool)).await.unwrap_err();
+            // Refused at the transport, before any tool runs: not a tool result.
+            assert!(!err.is_tool_result, "{tool} with an {what} token: {err}");
             assert!(
                 err.message.contains("Auth required"),
                 "{tool} with an {what} token: {err}"
@@ -396,27 +399,19 @@ async fn bad_input_is_refused_by_field_and_nothing_stored_changes() {
     ];
     for (what, arguments, reason, paths) in cases {
         let err = refused_update(url, arguments).await;
-        // Argument decoding errors come from the SDK's parameter check (no data), everything
-        // later from the tool (with data): both name every field.
-        if err.data.is_null() {
+        // Wrong arguments and everything the tool finds later alike: a tool result the
+        // model sees, naming every field.
+        assert!(err.is_tool_result, "{what}: not a tool result: {err}");
+        assert_eq!(err.reason(), reason, "{what}: {err}");
+        for path in &paths {
             assert!(
-                err.message.contains("failed to deserialize parameters"),
-                "{what}: {err}"
+                err.paths().iter().any(|p| p == path),
+                "{what}: no {path} in {err}"
             );
-            for path in &paths {
-                assert!(
-                    err.message.contains(&format!("{path}: ")),
-                    "{what}: no {path} in {err}"
-                );
-            }
-        } else {
-            assert_eq!(err.reason(), reason, "{what}: {err}");
-            for path in &paths {
-                assert!(
-                    err.paths().iter().any(|p| p == path),
-                    "{what}: no {path} in {err}"
-                );
-            }
+            assert!(
+                err.message.contains(&format!("{path}: ")),
+                "{what}: the message does not name {path}: {err}"
+            );
         }
         assert!(
             !err.to_string().contains("hunter2"),
@@ -1159,4 +1154,56 @@ async fn one_tenants_tarpit_does_not_hold_up_another_tenants_connection_test() {
     );
     load.abort();
     holder.abort();
+}
+
+/// Sends `initialize` asking for protocol version `asked`, as a client pinned to it would
+/// (raw JSON-RPC over Streamable HTTP: the SDKs here all ask for their newest); the answer.
+async fn initialize(url: &str, bearer: &str, asked: &str) -> Value {
+    let response = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(bearer)
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": asked, "capabilities": {},
+                       "clientInfo": {"name": "pinned", "version": "0"}}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{asked}: {response:?}");
+    let body = response.text().await.unwrap();
+    // A JSON body, or server-sent events whose `data:` line carries it.
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .chain(std::iter::once(body.as_str()))
+        .find_map(|data| serde_json::from_str::<Value>(data.trim()).ok())
+        .unwrap_or_else(|| panic!("{asked}: no JSON-RPC answer in {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gets_the_protocol_version_it_asks_for_or_the_servers_own() {
+    let w = world().await;
+    let bearer = token(&["uber_admin"], None);
+    // The server's own: what it answers a version it does not know, the newest it speaks
+    // over `initialize`.
+    const OWN: &str = "2025-11-25";
+    for (asked, expected) in [
+        ("2024-11-05", "2024-11-05"),
+        ("2025-03-26", "2025-03-26"),
+        ("2025-06-18", "2025-06-18"),
+        ("2025-11-25", "2025-11-25"),
+        ("1999-01-01", OWN),
+        ("not-a-version", OWN),
+    ] {
+        let answer = initialize(&w.server.url, &bearer, asked).await;
+        assert_eq!(
+            answer["result"]["protocolVersion"], expected,
+            "asked for {asked}: {answer}"
+        );
+        assert_eq!(
+            answer["result"]["serverInfo"]["name"], "tenant-mcp",
+            "{answer}"
+        );
+    }
 }

@@ -238,6 +238,7 @@ async fn the_python_sdk_registers_updates_reads_and_deletes_a_config_on_the_loca
     };
     // A wrong password: refused by the connection test, by field, and nothing stored.
     assert_eq!(refused["ok"], false, "{refused}");
+    assert_eq!(refused["is_error"], true, "not a tool result: {refused}");
     assert_eq!(refused["data"]["reason"], "Invalid", "{refused}");
     assert_eq!(
         refused["data"]["errors"][0]["path"], "servers.postgres",
@@ -321,6 +322,7 @@ async fn the_python_sdk_registers_updates_reads_and_deletes_a_config_on_the_loca
     secrets_deleted.sort_unstable();
     assert_eq!(secrets_deleted, ["acme-minio", "acme-postgres"]);
     assert_eq!(gone["ok"], false);
+    assert_eq!(gone["is_error"], true, "not a tool result: {gone}");
     assert_eq!(gone["data"]["reason"], "NotFound", "{gone}");
     let configs = Api::<TenantMcpConfig>::namespaced(client.clone(), &ns)
         .list(&ListParams::default())

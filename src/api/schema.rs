@@ -8,20 +8,22 @@ use schemars::Schema;
 
 /// Removes every `x-kubernetes-validations` from `schema` and everything under it.
 pub fn without_cel_rules(schema: &mut Schema) {
-    fn strip(value: &mut serde_json::Value) {
-        match value {
-            serde_json::Value::Object(map) => {
-                map.remove("x-kubernetes-validations");
-                map.values_mut().for_each(strip);
-            }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
     let mut value = schema.clone().to_value();
-    strip(&mut value);
+    strip_keywords(&mut value, &|key| key == "x-kubernetes-validations");
     if let Ok(stripped) = Schema::try_from(value) {
         *schema = stripped;
+    }
+}
+
+/// Removes every keyword for which `drop` is true from a JSON schema and everything under it.
+pub fn strip_keywords(value: &mut serde_json::Value, drop: &dyn Fn(&str) -> bool) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|key, _| !drop(key));
+            map.values_mut().for_each(|v| strip_keywords(v, drop));
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| strip_keywords(v, drop)),
+        _ => {}
     }
 }
 

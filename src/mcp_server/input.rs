@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
-use serde::de::{DeserializeOwned, Error as _};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
+use super::error::ToolError;
 use crate::api::{McpServer, PostgresServer, S3Server, ServersSpec, ValidationSettings};
 use crate::config::decode::decode;
 use crate::config::inline_credentials::find_inline_credentials;
@@ -16,31 +17,58 @@ use crate::config::{Credential, FieldErrors, FieldPath};
 /// Tool arguments of type `T`, decoded so that every unknown field, the first wrong type and
 /// every credential written straight into `servers` are reported by field path (serde alone
 /// names neither the field of a type error nor why a `password` field is refused).
+///
+/// Decoding never fails the request: wrong arguments are the tool's `Invalid` failure, a
+/// result the model sees, not a JSON-RPC error its client swallows (see [`super::error`]).
 #[derive(Debug)]
-pub struct Input<T>(pub T);
+pub struct Input<T> {
+    /// The arguments, or every problem with them.
+    pub decoded: Result<T, FieldErrors>,
+    /// The `tenantId` the caller gave, if it is a string: what the audit line names even
+    /// when the arguments are wrong.
+    pub tenant: Option<String>,
+}
+
+impl<T> Input<T> {
+    /// The arguments, or an `Invalid` failure naming every problem.
+    pub fn into_request(self) -> Result<T, ToolError> {
+        self.decoded
+            .map_err(|errors| ToolError::invalid("invalid arguments, nothing done", errors))
+    }
+}
 
 impl<'de, T: DeserializeOwned + JsonSchema> Deserialize<'de> for Input<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value = Value::deserialize(deserializer)?;
-        let mut errors = FieldErrors::default();
-        if let Some(servers) = value.get("servers") {
-            for mut e in find_inline_credentials(servers, &FieldPath::new("servers")).0 {
-                e.message = "inline credentials are not allowed in servers: give the value in \
-                             `credentials` (the tool keeps it in the Secret the config references)"
-                    .into();
-                errors.push(e);
-            }
+        let tenant = value
+            .get("tenantId")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        Ok(Self {
+            decoded: decode_arguments(value),
+            tenant,
+        })
+    }
+}
+
+fn decode_arguments<T: DeserializeOwned + JsonSchema>(value: Value) -> Result<T, FieldErrors> {
+    let mut errors = FieldErrors::default();
+    if let Some(servers) = value.get("servers") {
+        for mut e in find_inline_credentials(servers, &FieldPath::new("servers")).0 {
+            e.message = "inline credentials are not allowed in servers: give the value in \
+                         `credentials` (the tool keeps it in the Secret the config references)"
+                .into();
+            errors.push(e);
         }
-        let decoded = decode::<T>(value, &FieldPath::default());
-        match decoded {
-            Ok(v) if errors.is_empty() => Ok(Self(v)),
-            Ok(_) => Err(D::Error::custom(describe(&errors))),
-            Err(more) => {
-                // An inline credential is also an unknown field; say it once, the useful way.
-                let inline: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
-                errors.extend(more.0.into_iter().filter(|e| !inline.contains(&e.path)));
-                Err(D::Error::custom(describe(&errors)))
-            }
+    }
+    match decode::<T>(value, &FieldPath::default()) {
+        Ok(v) if errors.is_empty() => Ok(v),
+        Ok(_) => Err(errors),
+        Err(more) => {
+            // An inline credential is also an unknown field; say it once, the useful way.
+            let inline: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
+            errors.extend(more.0.into_iter().filter(|e| !inline.contains(&e.path)));
+            Err(errors)
         }
     }
 }
@@ -56,15 +84,6 @@ impl<T: JsonSchema> JsonSchema for Input<T> {
 
     fn inline_schema() -> bool {
         T::inline_schema()
-    }
-}
-
-/// Every problem on one line each: `N problem(s): path: message; …`.
-pub fn describe(errors: &FieldErrors) -> String {
-    let listed: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    match listed.len() {
-        1 => listed.concat(),
-        n => format!("{n} problems: {}", listed.join("; ")),
     }
 }
 

@@ -9,7 +9,8 @@
 //! - [`store`]: the Kubernetes reads and server-side-apply writes;
 //! - [`tools`]: the tools' MCP faces; [`workflow`]: what they do; [`view`]: what they answer;
 //! - [`http`]: the HTTP front (authentication, size and rate limits) and stdio;
-//! - [`audit`], [`metrics`], [`limits`], [`error`].
+//! - [`schema`]: the tools' JSON Schemas, in terms any validator knows;
+//! - [`audit`], [`metrics`], [`limits`], [`error`] (failures as tool results).
 
 pub mod audit;
 pub mod auth;
@@ -20,6 +21,7 @@ pub mod input;
 pub mod limits;
 pub mod metrics;
 pub mod plan;
+pub mod schema;
 pub mod store;
 pub mod tools;
 pub mod view;

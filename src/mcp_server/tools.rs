@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use rmcp::ErrorData;
-use rmcp::handler::server::wrapper::{Json, Parameters};
-use rmcp::model::Extensions;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, Extensions};
 use rmcp::{tool, tool_handler, tool_router};
+use serde::Serialize;
 
 use super::audit;
 use super::auth::{Access, Caller};
@@ -16,6 +17,7 @@ use super::input::{
 };
 use super::limits::Limits;
 use super::metrics::ServerMetrics;
+use super::schema;
 use super::store::Store;
 use super::view::{ConfigList, ConfigView, DeleteResult, TestResult, WriteResult, view};
 use super::workflow::{check_version, id};
@@ -35,21 +37,32 @@ pub struct ManagementTools {
     pub(super) metrics: Arc<ServerMetrics>,
 }
 
-#[tool_router]
+#[tool_router(vis = "pub(crate)")]
 impl ManagementTools {
     /// Creates a tenant's config.
     #[tool(
         name = "rag_register_tenant_mcp_config",
-        description = "Create a tenant's MCP config (fails if the tenant has one). Servers as in the TenantMcpConfig spec; credentials go into the Secrets the servers reference, never into the config. Every server is connection-tested first; nothing is stored unless all pass."
+        title = "Register a tenant's MCP config",
+        description = "Create a tenant's MCP config (fails if the tenant has one). Servers as in the TenantMcpConfig spec; credentials go into the Secrets the servers reference, never into the config. Every server is connection-tested first; nothing is stored unless all pass.",
+        input_schema = schema::input::<RegisterRequest>(),
+        output_schema = schema::output::<WriteResult>(),
+        // Idempotent: a repeat finds the config and stores nothing (AlreadyExists).
+        // Open world: it connects to the tenant's servers to test them.
+        annotations(
+            title = "Register a tenant's MCP config",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = true
+        )
     )]
     async fn register(
         &self,
         extensions: Extensions,
-        Parameters(Input(request)): Parameters<Input<RegisterRequest>>,
-    ) -> Result<Json<WriteResult>, ErrorData> {
-        let tenant = request.tenant_id.clone();
+        Parameters(input): Parameters<Input<RegisterRequest>>,
+    ) -> Result<CallToolResult, ErrorData> {
         const TOOL: &str = "rag_register_tenant_mcp_config";
-        self.call(&extensions, TOOL, &tenant, |caller| async move {
+        self.call(&extensions, TOOL, input, |caller, request| async move {
             let checked = self
                 .bounded(TOOL, self.plan_register(caller, request))
                 .await?;
@@ -61,16 +74,27 @@ impl ManagementTools {
     /// Changes chosen server types of a tenant's config.
     #[tool(
         name = "rag_update_tenant_mcp_config",
-        description = "Change a tenant's MCP config: `servers` is a merge patch per server type (left out: unchanged, null: removed, object: merged). Changed servers are connection-tested first; nothing is stored unless all pass. `expectedVersion` (a resourceVersion from get) guards against concurrent changes."
+        title = "Update a tenant's MCP config",
+        description = "Change a tenant's MCP config: `servers` is a merge patch per server type (left out: unchanged, null: removed, object: merged). Changed servers are connection-tested first; nothing is stored unless all pass. `expectedVersion` (a resourceVersion from get) guards against concurrent changes.",
+        input_schema = schema::input::<UpdateRequest>(),
+        output_schema = schema::output::<WriteResult>(),
+        // Destructive: `null` removes a server. Idempotent: a merge patch applied twice
+        // gives what it gave once.
+        annotations(
+            title = "Update a tenant's MCP config",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = true
+        )
     )]
     async fn update(
         &self,
         extensions: Extensions,
-        Parameters(Input(request)): Parameters<Input<UpdateRequest>>,
-    ) -> Result<Json<WriteResult>, ErrorData> {
-        let tenant = request.tenant_id.clone();
+        Parameters(input): Parameters<Input<UpdateRequest>>,
+    ) -> Result<CallToolResult, ErrorData> {
         const TOOL: &str = "rag_update_tenant_mcp_config";
-        self.call(&extensions, TOOL, &tenant, |caller| async move {
+        self.call(&extensions, TOOL, input, |caller, request| async move {
             let checked = self
                 .bounded(TOOL, self.plan_update(caller, request))
                 .await?;
@@ -82,16 +106,23 @@ impl ManagementTools {
     /// One tenant's config.
     #[tool(
         name = "rag_get_tenant_mcp_config",
-        description = "A tenant's MCP config: desired and active per server type, health and conditions (never a credential)"
+        title = "Read a tenant's MCP config",
+        description = "A tenant's MCP config: desired and active per server type, health and conditions (never a credential)",
+        input_schema = schema::input::<GetRequest>(),
+        output_schema = schema::output::<ConfigView>(),
+        annotations(
+            title = "Read a tenant's MCP config",
+            read_only_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn get(
         &self,
         extensions: Extensions,
-        Parameters(Input(request)): Parameters<Input<GetRequest>>,
-    ) -> Result<Json<ConfigView>, ErrorData> {
-        let tenant = request.tenant_id.clone();
+        Parameters(input): Parameters<Input<GetRequest>>,
+    ) -> Result<CallToolResult, ErrorData> {
         const TOOL: &str = "rag_get_tenant_mcp_config";
-        self.call(&extensions, TOOL, &tenant, |caller| {
+        self.call(&extensions, TOOL, input, |caller, request| {
             self.bounded(TOOL, async move {
                 caller.authorize(Access::Tenant(&request.tenant_id))?;
                 let global = self.store.global().await?;
@@ -105,16 +136,23 @@ impl ManagementTools {
     /// The configs the caller may see.
     #[tool(
         name = "rag_list_tenant_mcp_configs",
-        description = "Tenant MCP configs: every tenant's for an uber admin, the own tenant's for a tenant admin"
+        title = "List tenant MCP configs",
+        description = "Tenant MCP configs: every tenant's for an uber admin, the own tenant's for a tenant admin",
+        input_schema = schema::input::<ListRequest>(),
+        output_schema = schema::output::<ConfigList>(),
+        annotations(
+            title = "List tenant MCP configs",
+            read_only_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn list(
         &self,
         extensions: Extensions,
-        Parameters(Input(request)): Parameters<Input<ListRequest>>,
-    ) -> Result<Json<ConfigList>, ErrorData> {
+        Parameters(input): Parameters<Input<ListRequest>>,
+    ) -> Result<CallToolResult, ErrorData> {
         const TOOL: &str = "rag_list_tenant_mcp_configs";
-        let shown = request.tenant_id.clone().unwrap_or_else(|| "*".into());
-        self.call(&extensions, TOOL, &shown, |caller| {
+        self.call(&extensions, TOOL, input, |caller, request| {
             self.bounded(TOOL, self.list_visible(caller, request))
         })
         .await
@@ -123,16 +161,26 @@ impl ManagementTools {
     /// Deletes a tenant's config.
     #[tool(
         name = "rag_delete_tenant_mcp_config",
-        description = "Delete a tenant's MCP config and the Secrets this server made for it; the tenant then uses the global servers. `expectedVersion` guards against concurrent changes."
+        title = "Delete a tenant's MCP config",
+        description = "Delete a tenant's MCP config and the Secrets this server made for it; the tenant then uses the global servers. `expectedVersion` guards against concurrent changes.",
+        input_schema = schema::input::<DeleteRequest>(),
+        output_schema = schema::output::<DeleteResult>(),
+        // Idempotent: a repeat finds nothing to delete (NotFound) and changes nothing.
+        annotations(
+            title = "Delete a tenant's MCP config",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn delete(
         &self,
         extensions: Extensions,
-        Parameters(Input(request)): Parameters<Input<DeleteRequest>>,
-    ) -> Result<Json<DeleteResult>, ErrorData> {
+        Parameters(input): Parameters<Input<DeleteRequest>>,
+    ) -> Result<CallToolResult, ErrorData> {
         const TOOL: &str = "rag_delete_tenant_mcp_config";
-        let tenant = request.tenant_id.clone();
-        self.call(&extensions, TOOL, &tenant, |caller| async move {
+        self.call(&extensions, TOOL, input, |caller, request| async move {
             let current = self
                 .bounded(TOOL, async {
                     caller.authorize(Access::Tenant(&request.tenant_id))?;
@@ -151,16 +199,24 @@ impl ManagementTools {
     /// Validates and connection-tests a config without storing it.
     #[tool(
         name = "rag_test_tenant_mcp_config",
-        description = "Validate and connection-test a tenant MCP config without storing anything: every problem by field, and each server's test result"
+        title = "Test a tenant MCP config without storing it",
+        description = "Validate and connection-test a tenant MCP config without storing anything: every problem by field, and each server's test result",
+        input_schema = schema::input::<TestRequest>(),
+        output_schema = schema::output::<TestResult>(),
+        // Read-only: nothing is stored. Open world: it connects to the servers it tests.
+        annotations(
+            title = "Test a tenant MCP config without storing it",
+            read_only_hint = true,
+            open_world_hint = true
+        )
     )]
     async fn test(
         &self,
         extensions: Extensions,
-        Parameters(Input(request)): Parameters<Input<TestRequest>>,
-    ) -> Result<Json<TestResult>, ErrorData> {
-        let tenant = request.tenant_id.clone();
+        Parameters(input): Parameters<Input<TestRequest>>,
+    ) -> Result<CallToolResult, ErrorData> {
         const TOOL: &str = "rag_test_tenant_mcp_config";
-        self.call(&extensions, TOOL, &tenant, |caller| {
+        self.call(&extensions, TOOL, input, |caller, request| {
             self.bounded(TOOL, self.test_only(caller, request))
         })
         .await
@@ -196,18 +252,20 @@ impl ManagementTools {
         self
     }
 
-    /// Runs one call: finds the caller, audits the outcome. The time limit applies inside the
-    /// tools, to everything before a write ([`Self::bounded`]).
-    async fn call<T, F, Fut>(
+    /// Runs one call: finds the caller, decodes the arguments, audits the outcome, and answers
+    /// the structured result or the failure as a tool result ([`ToolError::into_result`]). The
+    /// time limit applies inside the tools, to everything before a write ([`Self::bounded`]).
+    async fn call<R, T, F, Fut>(
         &self,
         extensions: &Extensions,
         tool: &'static str,
-        tenant: &str,
+        input: Input<R>,
         body: F,
-    ) -> Result<Json<T>, ErrorData>
+    ) -> Result<CallToolResult, ErrorData>
     where
-        F: FnOnce(Caller) -> Fut,
+        F: FnOnce(Caller, R) -> Fut,
         Fut: Future<Output = Result<(T, String), ToolError>>,
+        T: Serialize,
     {
         let caller = extensions
             .get::<axum::http::request::Parts>()
@@ -215,17 +273,29 @@ impl ManagementTools {
             .or(self.fixed_caller.as_ref())
             .cloned()
             .ok_or_else(|| ErrorData::internal_error("no authenticated caller", None))?;
+        // `*`: the call names no tenant (a list of all it may see, or arguments without one).
+        let tenant = input.tenant.clone().unwrap_or_else(|| "*".into());
         let started = std::time::Instant::now();
-        match body(caller.clone()).await {
+        let outcome = match input.into_request() {
+            Ok(request) => body(caller.clone(), request).await,
+            Err(invalid) => Err(invalid),
+        }
+        .and_then(|(value, detail)| {
+            serde_json::to_value(value)
+                .map(|value| (value, detail))
+                .map_err(|e| ToolError::Internal(format!("the result as JSON: {e}")))
+        });
+        match outcome {
             Ok((value, detail)) => {
-                audit::record(&caller, tenant, tool, "Ok", &detail);
+                audit::record(&caller, &tenant, tool, "Ok", &detail);
                 self.metrics.call(tool, "Ok", started.elapsed());
-                Ok(Json(value))
+                Ok(CallToolResult::structured(value))
             }
             Err(e) => {
-                audit::record(&caller, tenant, tool, e.reason(), &e.to_string());
-                self.metrics.call(tool, e.reason(), started.elapsed());
-                Err(e.into())
+                let reason = e.reason().as_str();
+                audit::record(&caller, &tenant, tool, reason, &e.to_string());
+                self.metrics.call(tool, reason, started.elapsed());
+                e.into_result()
             }
         }
     }
