@@ -1,6 +1,6 @@
 //! What can go wrong when a caller asks for a tenant's client.
 
-use super::routes::Origin;
+use super::origin::Origin;
 
 /// Why no client could be handed out. Messages name the tenant and server, never a credential.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -26,6 +26,7 @@ pub mod error;
 pub mod inspect;
 pub mod layer;
 pub mod metrics;
+pub mod origin;
 pub mod pool;
 pub mod record;
 pub mod report;
@@ -415,18 +416,6 @@ fn scope<'a>(tenant: &'a str, key: &ServerKey, origin: Origin) -> Scope<'a> {
     } else {
         Scope::Tenant(tenant)
     }
-}
-
-// Each write to the client's maps is one insert, remove or swap: a panic cannot leave one
-// half-changed, so a poisoned lock is still safe to use.
-fn read<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn wrong(tenant: &str, key: &ServerKey, expected: &'static str) -> ClientError {

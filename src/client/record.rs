@@ -6,14 +6,13 @@
 
 use jiff::Timestamp;
 
-use super::routes::Unavailable;
 use crate::api::conditions::{self, reason};
 use crate::api::{ActiveConfig, McpConfigStatus, McpServer, PostgresServer, S3Server};
 use crate::api::{TenantMcpConfig, TenantMcpConfigSpec};
+use crate::config::active;
 use crate::config::binding::Claim;
 use crate::config::candidate::ServerKey;
 use crate::config::validate::ServerSpecRef;
-use crate::controller::active;
 
 /// What routing reads of one TenantMcpConfig.
 #[derive(Clone, Debug, PartialEq)]
@@ -162,4 +161,12 @@ fn not_active(status: &McpConfigStatus, key: &ServerKey) -> Unavailable {
             ),
         },
     }
+}
+/// Why a declared server type cannot be used right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unavailable {
+    /// A condition reason (`AuthFailed`, `Pending`, `SnapshotNotVisible`, …).
+    pub reason: String,
+    /// What happened; never a credential.
+    pub message: String,
 }

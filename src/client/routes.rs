@@ -17,6 +17,8 @@ use crossbeam_utils::CachePadded;
 use k8s_openapi::api::core::v1::Secret;
 
 use super::error::ClientError;
+pub use super::origin::Origin;
+pub use super::record::Unavailable;
 use super::record::{ConfigRecord, Promoted, PromotedServer, Serves};
 use super::sharded::ShardedMap;
 use crate::api::conditions::reason;
@@ -26,25 +28,6 @@ use crate::config::candidate::{self, Candidate, ServerKey, snapshot_keys};
 use crate::config::failure::{SplitErrors, split_errors};
 use crate::config::validate::{ServerSpecRef, policy_failure};
 use crate::config::{EndpointPolicy, validate_global_spec, validate_tenant_spec};
-
-/// Whose server a route leads to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Origin {
-    /// The tenant's own server.
-    Tenant,
-    /// The global fallback.
-    Global,
-}
-
-impl Origin {
-    /// `tenant` or `global`, for metric labels and tables.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Tenant => "tenant",
-            Self::Global => "global",
-        }
-    }
-}
 
 /// A server with the exact credentials to use, the endpoint policy its connections obey, and
 /// a fingerprint that changes whenever any of them does (clients are cached under it).
@@ -153,15 +136,6 @@ impl std::fmt::Display for Because {
             }
         }
     }
-}
-
-/// Why a declared server type cannot be used right now.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Unavailable {
-    /// A condition reason (`AuthFailed`, `Pending`, `SnapshotNotVisible`, …).
-    pub reason: String,
-    /// What happened; never a credential.
-    pub message: String,
 }
 
 /// A declared server type: usable, or why not.

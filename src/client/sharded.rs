@@ -17,8 +17,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crossbeam_utils::CachePadded;
 use foldhash::fast::RandomState;
 
-use super::{read, write};
-
 /// Enough shards that two or a few dozen cores rarely meet on one.
 const SHARDS: usize = 64;
 
@@ -176,6 +174,18 @@ impl<V> ShardedMap<V> {
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
     }
+}
+
+// Each write to the client's maps is one insert, remove or swap: a panic cannot leave one
+// half-changed, so a poisoned lock is still safe to use.
+fn read<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::candidate::ServerKey;
+use super::server_key::ServerKey;
 use super::{ErrorKind, FieldErrors};
 use crate::api::ServersSpec;
 use crate::api::conditions::reason;

@@ -20,6 +20,7 @@
 //! # Ok::<(), serde_json::Error>(())
 //! ```
 
+pub mod active;
 pub mod binding;
 pub mod candidate;
 pub mod cel;
@@ -36,6 +37,7 @@ pub mod policy;
 pub mod redact;
 pub mod routing;
 pub mod search;
+pub mod server_key;
 pub mod validate;
 
 pub use field::{ErrorKind, FieldError, FieldErrors, FieldPath};

@@ -104,7 +104,7 @@ pub enum ServerSpecRef<'a> {
 impl<'a> ServerSpecRef<'a> {
     /// The spec of `key` among `servers`, if declared.
     pub fn of(servers: &'a ServersSpec, key: &super::candidate::ServerKey) -> Option<Self> {
-        use super::candidate::ServerKey;
+        use super::server_key::ServerKey;
         match key {
             ServerKey::Postgres => servers.postgres.as_ref().map(Self::Postgres),
             ServerKey::Minio => servers.minio.as_ref().map(Self::Minio),

@@ -4,7 +4,7 @@
 use axum::serve::ListenerExt as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -12,8 +12,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
+use super::error::Error;
 use super::metrics::Metrics;
-use super::{Error, is_set};
 
 /// What the probes report.
 #[derive(Debug, Default)]
@@ -70,10 +70,10 @@ async fn metrics_handler(State(s): State<Shared>) -> impl IntoResponse {
 }
 
 async fn readyz(State(s): State<Shared>) -> impl IntoResponse {
-    if is_set(&s.health.ready) {
+    if s.health.ready.load(Ordering::SeqCst) {
         (
             StatusCode::OK,
-            if is_set(&s.health.leading) {
+            if s.health.leading.load(Ordering::SeqCst) {
                 "leading"
             } else {
                 "ready"

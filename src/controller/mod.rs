@@ -8,8 +8,8 @@
 //! [`reconcile`] does the I/O around them. This module and `client` are the only ones that
 //! talk to the Kubernetes API.
 
-pub mod active;
 pub mod claim_index;
+mod error;
 pub mod http;
 pub mod leader;
 pub mod metrics;
@@ -20,15 +20,14 @@ pub mod plan;
 pub mod readers;
 pub mod reconcile;
 pub mod secret_index;
+mod settings;
 pub mod snapshot;
 pub mod snapshot_index;
 pub mod synced;
 pub mod verify;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
 use crate::watch_backoff::WatchBackoff;
 use futures::StreamExt as _;
@@ -46,133 +45,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::api::{GlobalMcpConfig, TenantMcpConfig};
-use crate::mirror::{MirrorError, MirrorWriter};
+/// `status.active`, read and changed by the same functions as the client reads it with.
+pub use crate::config::active;
+use crate::mirror::MirrorWriter;
 use crate::probe::Prober;
-pub use reconcile::{Context, ReconcileTiming};
-
-/// How the controller runs.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// How long a superseded snapshot Secret is kept so clients can switch.
-    pub snapshot_grace: Duration,
-    /// How soon a server that failed for a passing reason (down, slow) is checked again.
-    pub retry_interval: Duration,
-    /// The deployment-wide feature flag (Helm value): `false` sends every tenant to the global
-    /// servers, like the GlobalMcpConfig flag.
-    pub tenant_configs_enabled: bool,
-    /// Most connection tests at once, across all tenants.
-    pub probe_concurrency: usize,
-    /// Most configs reconciled at once.
-    pub reconcile_concurrency: u16,
-    /// Leader election; `None` runs without (a single replica).
-    pub lease: Option<LeaseSettings>,
-    /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` for nowhere.
-    pub listen: Option<SocketAddr>,
-    /// This replica's name, for events and the Lease.
-    pub identity: String,
-    /// The application service accounts that may read the snapshots of every config: each
-    /// config gets a Role granting them `get` on exactly its snapshots ([`readers`]). Empty:
-    /// the controller manages no such Roles.
-    pub snapshot_readers: Vec<readers::ServiceAccount>,
-    /// How probes resolve endpoint names (the system resolver; tests put in a table).
-    pub lookup: Arc<dyn crate::egress::Lookup>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            snapshot_grace: Duration::from_secs(300),
-            retry_interval: Duration::from_secs(30),
-            tenant_configs_enabled: true,
-            probe_concurrency: 32,
-            reconcile_concurrency: 16,
-            lease: None,
-            listen: None,
-            identity: "tenant-mcp-controller".into(),
-            snapshot_readers: Vec::new(),
-            lookup: Arc::new(crate::egress::SystemLookup),
-        }
-    }
-}
-
-/// Where the Lease is and how long a holder keeps it.
-#[derive(Clone, Debug)]
-pub struct LeaseSettings {
-    /// Namespace of the Lease (the controller's own).
-    pub namespace: String,
-    /// Name of the Lease.
-    pub name: String,
-    /// How long a holder keeps it without renewing.
-    pub duration: Duration,
-}
-
-/// Why a reconcile (or the controller) failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A Kubernetes API call failed.
-    #[error("{action}: {source}")]
-    Kube {
-        /// What was being done.
-        action: String,
-        /// The client error.
-        #[source]
-        source: kube::Error,
-    },
-    /// The mirror database failed.
-    #[error(transparent)]
-    Mirror(#[from] MirrorError),
-    /// Adding or removing the finalizer failed.
-    #[error("finalizer: {0}")]
-    Finalizer(String),
-    /// The metrics and health endpoint could not listen.
-    #[error("listening on {address} for /metrics, /healthz and /readyz: {source}")]
-    Listen {
-        /// The address.
-        address: SocketAddr,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Another replica took the Lease.
-    #[error("lost the leader Lease to another replica")]
-    LostLeadership,
-    /// The config changed since the version this reconcile read (its status write or the
-    /// finalizer patch was refused with a conflict): the newer version is on its way through
-    /// the watch. Not a failure: retried shortly, without backoff or a warning.
-    #[error("{0}: the config changed since it was read")]
-    Stale(String),
-}
-
-impl Error {
-    pub(crate) fn kube(action: String, source: kube::Error) -> Self {
-        Self::Kube { action, source }
-    }
-
-    /// A PascalCase reason for metrics and events.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::Kube { .. } => "KubernetesApiError",
-            Self::Mirror(e) => e.reason(),
-            Self::Finalizer(_) => "FinalizerFailed",
-            Self::Listen { .. } => "ListenFailed",
-            Self::LostLeadership => "LostLeadership",
-            Self::Stale(_) => "StaleRead",
-        }
-    }
-
-    /// Whether trying again may help without a change (API hiccups, database down).
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            Self::Kube { source, .. } => match source {
-                kube::Error::Api(s) => s.code == 409 || s.code == 429 || s.code >= 500,
-                _ => true,
-            },
-            Self::Mirror(e) => e.is_retryable(),
-            Self::Finalizer(_) | Self::Stale(_) => true,
-            Self::Listen { .. } | Self::LostLeadership => false,
-        }
-    }
-}
+pub use error::Error;
+pub use reconcile::{Context, ReconcileTiming, Timings};
+pub use settings::{LeaseSettings, Settings};
 
 /// Runs the controller until `shutdown` is cancelled (then it finishes in-flight reconciles and
 /// releases the Lease) or leadership is lost (an error: the process should exit and restart).
@@ -441,18 +320,10 @@ pub async fn run(
     Ok(())
 }
 
-/// Where per-reconcile timings go when collected.
-pub type Timings = Arc<std::sync::Mutex<Vec<ReconcileTiming>>>;
-
 fn tokio_stream_from<T: Send + 'static>(
     mut rx: mpsc::UnboundedReceiver<T>,
 ) -> impl futures::Stream<Item = T> + Send {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-/// Whether `flag` is set; for readability at call sites.
-fn is_set(flag: &AtomicBool) -> bool {
-    flag.load(Ordering::SeqCst)
 }
 
 #[cfg(test)]

@@ -25,15 +25,17 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::claim_index::ClaimIndex;
+use super::error::Error;
 use super::metrics::{Metrics, TenantState};
 use super::mirrored;
 use super::own_writes::OwnWrites;
 use super::phases::{self, Assessment, Resolved};
 use super::plan::{self, ConditionInputs, Gate, Intervals};
 use super::secret_index::SecretIndex;
+use super::settings::Settings;
 use super::snapshot::{self, Cleanup};
 use super::snapshot_index::SnapshotIndex;
-use super::{Error, Settings, active, readers};
+use super::{active, readers};
 use crate::api::conditions::{self, reason};
 use crate::api::{GlobalMcpConfig, GlobalMcpConfigSpec, McpConfigStatus, TenantMcpConfig};
 use crate::config::binding::{self, Claim, Verdict};
@@ -52,6 +54,9 @@ pub const FORCE_DELETE_ANNOTATION: &str = "tenantmcp.dev/force-delete";
 pub const MANAGER: &str = "tenant-mcp-controller";
 /// The only `GlobalMcpConfig` that is used.
 pub const GLOBAL_NAME: &str = "default";
+
+/// Where per-reconcile timings go when collected.
+pub type Timings = Arc<std::sync::Mutex<Vec<ReconcileTiming>>>;
 
 /// How long one reconcile took, how much of it was spent waiting on probes, and how long each
 /// phase of the reconcile took (none for a reconcile that only added the finalizer or cleaned up).
@@ -103,7 +108,7 @@ pub struct Context {
     /// The snapshot names each config's reader Role grants (by config uid), as last written.
     pub readers_granted: Mutex<HashMap<String, BTreeSet<String>>>,
     /// Per-reconcile timings, collected only when set (benchmarks).
-    pub timings: Option<super::Timings>,
+    pub timings: Option<Timings>,
     /// Whether this replica may still write as the leader.
     pub leadership: Arc<super::leader::Leadership>,
 }

@@ -15,9 +15,11 @@
 //! literal) are checked with [`Egress::check_url`] / the spec validation before a client is
 //! built; every client is built anew when the policy changes.
 
+mod error;
 pub mod lookup;
 pub mod postgres;
 mod resolver;
+mod tls;
 
 use std::hash::{Hash as _, Hasher as _};
 use std::sync::Arc;
@@ -25,51 +27,14 @@ use std::time::Duration;
 
 use aws_sdk_s3::config::SharedHttpClient;
 
+pub use error::{EgressError, cause};
 pub use lookup::{Lookup, StaticLookup, SystemLookup};
 pub use postgres::{ConnectHook, ConnectOutcome, PgRelay, PgTarget, RelayDir};
 pub use resolver::CheckedResolver;
+pub use tls::install_crypto_provider;
 
 use crate::api::{PostgresServer, S3Server};
-use crate::config::{EndpointPolicy, PolicyViolation, S3Credentials};
-
-/// Why a connection was not made.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum EgressError {
-    /// The policy denies the host, the port or an address the host resolves to.
-    #[error(transparent)]
-    PolicyDenied(#[from] PolicyViolation),
-    /// The host does not resolve.
-    #[error("host {host:?} does not resolve: {message}")]
-    Unresolved {
-        /// The host.
-        host: String,
-        /// What the resolver said.
-        message: String,
-    },
-}
-
-impl EgressError {
-    /// The condition reason: `PolicyDenied` or `Unreachable`.
-    pub fn reason(&self) -> &'static str {
-        use crate::api::conditions::reason;
-        match self {
-            Self::PolicyDenied(_) => reason::POLICY_DENIED,
-            Self::Unresolved { .. } => reason::UNREACHABLE,
-        }
-    }
-}
-
-/// The egress error in the source chain of `error` (a connector's failure wraps it), if any.
-pub fn cause<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a EgressError> {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<EgressError>() {
-            return Some(found);
-        }
-        current = e.source();
-    }
-    None
-}
+use crate::config::{EndpointPolicy, S3Credentials};
 
 /// An idle HTTP connection (S3, MCP) is closed after this long. The HTTP clients are shared
 /// by every tenant under one endpoint policy, so this and the per-host bound below bound them
@@ -92,7 +57,7 @@ pub struct Egress {
 impl Egress {
     /// Connectors under `policy`, resolving with `lookup`.
     pub fn new(policy: EndpointPolicy, lookup: Arc<dyn Lookup>) -> Result<Self, String> {
-        crate::probe::install_crypto_provider();
+        install_crypto_provider();
         let fingerprint = policy_fingerprint(&policy);
         let resolver = CheckedResolver::new(Arc::new(policy), lookup);
         let s3_http = aws_smithy_http_client::Builder::new()

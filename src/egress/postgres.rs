@@ -29,7 +29,9 @@ use tokio::net::{TcpStream, UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::{CheckedResolver, EgressError};
+use super::error::EgressError;
+use super::resolver::CheckedResolver;
+use super::tls::install_crypto_provider;
 use crate::api::SslMode;
 
 /// SQLSTATE of a connection the endpoint policy refused.
@@ -511,7 +513,7 @@ fn error_response(code: &str, message: &str) -> Vec<u8> {
 /// checks chain and name, `verify-ca` the chain only, `require` and `prefer` encrypt without
 /// checking (as libpq and sqlx do).
 fn tls_config(target: &PgTarget) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
-    crate::probe::install_crypto_provider();
+    install_crypto_provider();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use aws_smithy_runtime_api::client::dns::{DnsFuture, ResolveDns, ResolveDnsError};
 use url::Host;
 
-use super::EgressError;
+use super::error::EgressError;
 use super::lookup::Lookup;
 use crate::config::EndpointPolicy;
 

@@ -7,7 +7,8 @@
 //! - [`plan`]: what a write will do, decided before anything is stored;
 //! - [`connection`]: the controller's connection tests, run before storing;
 //! - [`store`]: the Kubernetes reads and server-side-apply writes;
-//! - [`tools`]: the tools' MCP faces; [`workflow`]: what they do; [`view`]: what they answer;
+//! - [`management`]: the tools' state; [`tools`]: their MCP faces; [`workflow`]: what they do;
+//!   [`view`]: what they answer;
 //! - [`http`]: the HTTP front (authentication, size and rate limits) and stdio;
 //! - [`schema`]: the tools' JSON Schemas, in terms any validator knows;
 //! - [`audit`], [`metrics`], [`limits`], [`error`] (failures as tool results).
@@ -19,6 +20,7 @@ pub mod error;
 pub mod http;
 pub mod input;
 pub mod limits;
+pub mod management;
 pub mod metrics;
 pub mod plan;
 pub mod schema;

@@ -1,8 +1,6 @@
 //! The management tools: each one's MCP face (name, description, input and output schema), the
 //! caller, the time limit and the audit line. What each does is in [`super::workflow`].
 
-use std::sync::Arc;
-
 use rmcp::ErrorData;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, Extensions};
@@ -15,27 +13,10 @@ use super::error::ToolError;
 use super::input::{
     DeleteRequest, GetRequest, Input, ListRequest, RegisterRequest, TestRequest, UpdateRequest,
 };
-use super::limits::Limits;
-use super::metrics::ServerMetrics;
+pub use super::management::{DEFAULT_CONFIG_NAME, ManagementTools};
 use super::schema;
-use super::store::Store;
 use super::view::{ConfigList, ConfigView, DeleteResult, TestResult, WriteResult, view};
 use super::workflow::{check_version, id};
-use crate::probe::Prober;
-
-/// The name of a config registered without one.
-pub const DEFAULT_CONFIG_NAME: &str = "tenant-mcp";
-
-/// The tools, over the Kubernetes API.
-#[derive(Clone)]
-pub struct ManagementTools {
-    pub(super) store: Store,
-    pub(super) prober: Prober,
-    pub(super) limits: Arc<Limits>,
-    /// The caller of a session without HTTP (stdio), authenticated once at start.
-    pub(super) fixed_caller: Option<Caller>,
-    pub(super) metrics: Arc<ServerMetrics>,
-}
 
 #[tool_router(vis = "pub(crate)")]
 impl ManagementTools {
@@ -230,28 +211,6 @@ impl ManagementTools {
 impl rmcp::ServerHandler for ManagementTools {}
 
 impl ManagementTools {
-    /// Tools over `kube`, testing connections with `prober`, under `limits`.
-    pub fn new(kube: kube::Client, prober: Prober, limits: Arc<Limits>) -> Self {
-        Self {
-            store: Store::new(kube),
-            prober,
-            limits,
-            fixed_caller: None,
-            metrics: Arc::new(ServerMetrics::new()),
-        }
-    }
-
-    /// The metrics of these tools' calls.
-    pub fn metrics(&self) -> Arc<ServerMetrics> {
-        self.metrics.clone()
-    }
-
-    /// The same tools for one caller known in advance (a stdio session has no HTTP headers).
-    pub fn for_caller(mut self, caller: Caller) -> Self {
-        self.fixed_caller = Some(caller);
-        self
-    }
-
     /// Runs one call: finds the caller, decodes the arguments, audits the outcome, and answers
     /// the structured result or the failure as a tool result ([`ToolError::into_result`]). The
     /// time limit applies inside the tools, to everything before a write ([`Self::bounded`]).

@@ -8,9 +8,9 @@ use serde::Serialize;
 use super::connection::ConnectionTest;
 use crate::api::TenantMcpConfig;
 use crate::config::FieldError;
+use crate::config::active::entry;
 use crate::config::binding::Verdict;
 use crate::config::candidate::ServerKey;
-use crate::controller::active::entry;
 
 /// One server type: what is declared, what serves, and its health.
 #[derive(Debug, Serialize, schemars::JsonSchema)]

@@ -12,12 +12,12 @@ use super::auth::{Access, Caller, Role};
 use super::connection::{self, ConnectionTest};
 use super::error::ToolError;
 use super::input::{CredentialsInput, ListRequest, RegisterRequest, TestRequest, UpdateRequest};
+use super::management::{DEFAULT_CONFIG_NAME, ManagementTools};
 use super::plan::{
     SecretWrite, as_arguments, credentials_required, other_owners, secret_writes, touched,
     with_writes,
 };
 use super::store::Store;
-use super::tools::{DEFAULT_CONFIG_NAME, ManagementTools};
 use super::view::{ConfigList, DeleteResult, TestResult, WriteResult, view, view_claimed};
 use crate::api::{TenantMcpConfigSpec, ValidationSettings};
 use crate::config::candidate::ServerKey;

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use sqlx::{PgPool, Row as _};
 
 use super::MirrorError;
+use super::connect_or_query;
 use super::document::SealedDocument;
-use super::writer::connect_or_query;
 use crate::crypto::{CryptoError, Keyring};
 
 /// The table of check values.

@@ -106,6 +106,20 @@ pub enum MirrorError {
     },
 }
 
+/// A failed database call as a [`MirrorError`]: `Connect` when the database could not be
+/// reached (retryable), `Query` with `action` otherwise.
+pub(crate) fn connect_or_query(action: impl Into<String>, error: sqlx::Error) -> MirrorError {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut => {
+            MirrorError::Connect(error)
+        }
+        error => MirrorError::Query {
+            action: action.into(),
+            source: error,
+        },
+    }
+}
+
 impl MirrorError {
     pub(crate) fn query(action: impl Into<String>, source: sqlx::Error) -> Self {
         Self::Query {

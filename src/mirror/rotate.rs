@@ -11,8 +11,8 @@ use sqlx::AssertSqlSafe;
 use sqlx::{PgPool, Row as _};
 
 use super::MirrorError;
+use super::connect_or_query;
 use super::document::SealedDocument;
-use super::writer::connect_or_query;
 use crate::crypto::{ENVELOPE_FORMAT, Keyring};
 
 /// What a rotation run did.

@@ -15,8 +15,8 @@ use sqlx::AssertSqlSafe;
 use sqlx::postgres::PgDatabaseError;
 use sqlx::{PgPool, Row as _};
 
-use super::MirrorError;
 use super::document::{MirrorDocument, SealedDocument};
+use super::{MirrorError, connect_or_query};
 use crate::config::Credential;
 use arc_swap::ArcSwap;
 
@@ -559,16 +559,4 @@ fn required_column(error: &sqlx::Error) -> Option<String> {
         .and_then(|pg| pg.column())
         .unwrap_or("unknown");
     Some(column.to_owned())
-}
-
-pub(crate) fn connect_or_query(action: impl Into<String>, error: sqlx::Error) -> MirrorError {
-    match error {
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut => {
-            MirrorError::Connect(error)
-        }
-        error => MirrorError::Query {
-            action: action.into(),
-            source: error,
-        },
-    }
 }

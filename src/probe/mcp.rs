@@ -13,8 +13,9 @@ use rmcp::transport::streamable_http_client::{
     StreamableHttpClientTransportConfig, StreamableHttpError,
 };
 
-use super::{ProbeError, reason};
+use super::error::ProbeError;
 use crate::api::McpServer;
+use crate::api::conditions::reason;
 use crate::config::{McpCredentials, mcp_target};
 use crate::egress::Egress;
 

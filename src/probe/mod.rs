@@ -11,6 +11,7 @@
 //!
 //! Probes know endpoints, not Kubernetes: credentials come in already resolved.
 
+mod error;
 pub mod mcp;
 pub mod postgres;
 pub mod s3;
@@ -21,68 +22,15 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use crate::config::EndpointPolicy;
 use crate::config::candidate::Candidate;
-use crate::config::{EndpointPolicy, PolicyViolation};
-use crate::egress::{EgressCache, EgressError, Lookup};
+use crate::egress::{EgressCache, Lookup};
 
 /// The reasons a probe reports: part of the one condition vocabulary in
 /// [`crate::api::conditions::reason`].
 pub use crate::api::conditions::reason;
-
-/// Why a probe failed. Messages name the endpoint, never a credential.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ProbeError {
-    /// The endpoint policy denies the host or one of its addresses.
-    #[error(transparent)]
-    PolicyDenied(#[from] PolicyViolation),
-    /// Anything else, with its reason.
-    #[error("{message}")]
-    Failed {
-        /// One of the [`reason`] constants.
-        reason: &'static str,
-        /// What happened and, where it helps, what to do.
-        message: String,
-    },
-}
-
-impl ProbeError {
-    /// A failure with `reason` (one of [`reason`]) and `message`.
-    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        Self::Failed {
-            reason,
-            message: message.into(),
-        }
-    }
-
-    /// The PascalCase condition reason.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::PolicyDenied(v) => v.reason(),
-            Self::Failed { reason, .. } => reason,
-        }
-    }
-
-    /// Whether the same probe may pass later without a change to the config or its Secrets
-    /// (the server was down or slow), as opposed to needing a fix (wrong password, policy).
-    pub fn is_retryable(&self) -> bool {
-        crate::config::failure::is_retryable_reason(self.reason())
-    }
-}
-
-impl From<EgressError> for ProbeError {
-    fn from(e: EgressError) -> Self {
-        match e {
-            EgressError::PolicyDenied(v) => Self::PolicyDenied(v),
-            other => Self::new(reason::UNREACHABLE, other.to_string()),
-        }
-    }
-}
-
-impl From<ProbeError> for crate::config::failure::Failure {
-    fn from(e: ProbeError) -> Self {
-        Self::new(e.reason(), e.to_string(), e.is_retryable())
-    }
-}
+pub use crate::egress::install_crypto_provider;
+pub use error::ProbeError;
 
 /// The global cap on concurrent probes, each tenant's share of it, the time limit of each,
 /// and the connectors of the policy probes run under (shared between probes while the policy
@@ -202,13 +150,6 @@ impl Prober {
                 .map(|r| r.latency),
         }
     }
-}
-
-/// Makes *ring* the process's default TLS provider (once) for the HTTP clients that take it
-/// from there.
-pub fn install_crypto_provider() {
-    // Fails only when a provider is installed already, which is as good.
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions as _, Connection as _};
 
-use super::{ProbeError, reason};
+use super::error::ProbeError;
+use crate::api::conditions::reason;
 use crate::api::{PostgresServer, SslMode};
 use crate::config::PostgresCredentials;
 use crate::egress::Egress;

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 
-use super::{ProbeError, reason};
+use super::error::ProbeError;
 use crate::api::S3Server;
+use crate::api::conditions::reason;
 use crate::config::S3Credentials;
 use crate::egress::Egress;
 

@@ -14,8 +14,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::Internal;
-
 /// An event of one named watch; `generation` tells events of a replaced watch apart.
 pub(super) struct Update {
     generation: u64,
@@ -23,9 +21,10 @@ pub(super) struct Update {
     event: Result<watcher::Event<Secret>, String>,
 }
 
-pub(super) struct GlobalSecrets {
+/// `M` is the source's message type: each [`Update`] reaches it as one.
+pub(super) struct GlobalSecrets<M> {
     client: Client,
-    tx: mpsc::UnboundedSender<Internal>,
+    tx: mpsc::UnboundedSender<M>,
     stop: CancellationToken,
     namespace: String,
     generation: u64,
@@ -37,10 +36,10 @@ pub(super) struct GlobalSecrets {
     last_error: HashMap<String, String>,
 }
 
-impl GlobalSecrets {
+impl<M: From<Update> + Send + 'static> GlobalSecrets<M> {
     pub(super) fn new(
         client: Client,
-        tx: mpsc::UnboundedSender<Internal>,
+        tx: mpsc::UnboundedSender<M>,
         stop: CancellationToken,
     ) -> Self {
         Self {
@@ -115,7 +114,7 @@ impl GlobalSecrets {
                     name: name.clone(),
                     event: event.map_err(|e| e.to_string()),
                 };
-                if tx.send(Internal::GlobalSecret(update)).is_err() {
+                if tx.send(update.into()).is_err() {
                     return;
                 }
             }

@@ -65,6 +65,24 @@ enum Internal {
     GlobalSecret(global_secrets::Update),
 }
 
+impl From<snapshots::Fetched> for Internal {
+    fn from(fetched: snapshots::Fetched) -> Self {
+        Self::Snapshot(fetched)
+    }
+}
+
+impl From<snapshots::Due> for Internal {
+    fn from(due: snapshots::Due) -> Self {
+        Self::SnapshotDue(due)
+    }
+}
+
+impl From<global_secrets::Update> for Internal {
+    fn from(update: global_secrets::Update) -> Self {
+        Self::GlobalSecret(update)
+    }
+}
+
 enum Change {
     Config(watcher::Event<TenantMcpConfig>),
     Namespace(watcher::Event<PartialObjectMeta<Namespace>>),
@@ -199,8 +217,8 @@ struct KubeState {
     /// The tenant each namespace is bound to (namespaces without the label are left out).
     namespaces: Listed<String, String>,
     globals: Store<GlobalMcpConfig>,
-    snapshots: Snapshots,
-    global_secrets: GlobalSecrets,
+    snapshots: Snapshots<Internal>,
+    global_secrets: GlobalSecrets<Internal>,
     /// The configs claiming each tenant.
     by_tenant: HashMap<String, Vec<ConfigKey>>,
     /// The GlobalMcpConfig's `allowUnboundNamespaces`.

@@ -20,8 +20,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::Internal;
-
 /// A snapshot: (namespace, name).
 pub(super) type Key = (String, String);
 
@@ -78,9 +76,10 @@ pub(super) struct Fetched {
     attempt: u32,
 }
 
-pub(super) struct Snapshots {
+/// `M` is the source's message type: each [`Fetched`] read and [`Due`] retry reaches it as one.
+pub(super) struct Snapshots<M> {
     client: Client,
-    tx: mpsc::UnboundedSender<Internal>,
+    tx: mpsc::UnboundedSender<M>,
     stop: CancellationToken,
     cache: HashMap<Key, Kept>,
     /// Which tenants use each snapshot (rarely more than one), and which snapshots each
@@ -98,10 +97,10 @@ pub(super) struct Snapshots {
     last_error: HashMap<Key, String>,
 }
 
-impl Snapshots {
+impl<M: From<Fetched> + From<Due> + Send + 'static> Snapshots<M> {
     pub(super) fn new(
         client: Client,
-        tx: mpsc::UnboundedSender<Internal>,
+        tx: mpsc::UnboundedSender<M>,
         stop: CancellationToken,
     ) -> Self {
         Self {
@@ -259,7 +258,7 @@ impl Snapshots {
             tokio::select! {
                 () = stop.cancelled() => {}
                 () = tokio::time::sleep(delay) => {
-                    let _ = tx.send(Internal::SnapshotDue(Due { key, attempt }));
+                    let _ = tx.send(Due { key, attempt }.into());
                 }
             }
         });
@@ -292,11 +291,14 @@ impl Snapshots {
                     () = stop.cancelled() => return,
                     r = api.get_opt(&key.1) => r.map_err(|e| e.to_string()),
                 };
-                let _ = tx.send(Internal::Snapshot(Fetched {
-                    key,
-                    result,
-                    attempt,
-                }));
+                let _ = tx.send(
+                    Fetched {
+                        key,
+                        result,
+                        attempt,
+                    }
+                    .into(),
+                );
             });
         }
     }

@@ -1,5 +1,6 @@
 //! Reading and changing `status.active` by server key: promote a tested candidate, drop server
-//! types the spec no longer declares.
+//! types the spec no longer declares. The controller writes it and the client and the tools
+//! read it through these functions, so they live below all three.
 
 use std::collections::HashMap;
 
@@ -7,11 +8,11 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::candidate::{Candidate, ServerKey};
+use super::validate::ServerSpecRef;
 use crate::api::{ActiveConfig, ActiveServer};
-use crate::config::candidate::{Candidate, ServerKey};
-use crate::config::validate::ServerSpecRef;
 
-pub use crate::config::candidate::active_entry as entry;
+pub use super::candidate::active_entry as entry;
 
 /// The spec of the active entry of `key`, if any.
 pub fn spec<'a>(active: &'a ActiveConfig, key: &ServerKey) -> Option<ServerSpecRef<'a>> {
