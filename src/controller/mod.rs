@@ -8,21 +8,28 @@
 //! [`reconcile`] does the I/O around them. This module and `client` are the only ones that
 //! talk to the Kubernetes API.
 
+mod checking;
 pub mod claim_index;
+mod context;
+mod deletion;
 mod error;
+mod gating;
 pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod mirrored;
+mod mirroring;
 pub mod own_writes;
 mod phases;
 pub mod plan;
 pub mod readers;
 pub mod reconcile;
+mod reporting;
 pub mod secret_index;
 mod settings;
 pub mod snapshot;
 pub mod snapshot_index;
+mod snapshot_store;
 pub mod synced;
 pub mod verify;
 
