@@ -78,189 +78,48 @@ pub async fn run(
     }
 
     // Stand by until this replica holds the Lease.
-    let lease = settings.lease.as_ref().map(|l| {
-        Arc::new(leader::LeaseLock::new(
-            Api::<Lease>::namespaced(client.clone(), &l.namespace),
-            &l.name,
-            &settings.identity,
-            l.duration,
-        ))
-    });
+    let (lease, leadership) = lease_lock(&client, &settings);
     let lost = CancellationToken::new();
-    let leadership = Arc::new(if lease.is_some() {
-        leader::Leadership::elected()
-    } else {
-        leader::Leadership::unelected()
-    });
     if let (Some(lock), Some(l)) = (&lease, &settings.lease) {
         health.ready.store(true, Ordering::SeqCst);
-        let mut announced = None;
-        loop {
-            let started = tokio::time::Instant::now();
-            match lock.try_acquire_or_renew().await {
-                Ok(leader::Attempt::Leading) => {
-                    leadership.renewed(started, l.duration);
-                    break;
-                }
-                Ok(leader::Attempt::Following { holder }) => {
-                    if announced.as_ref() != Some(&holder) {
-                        info!(%holder, "standing by: another replica holds the Lease");
-                        announced = Some(holder);
-                    }
-                }
-                Err(e) => warn!("leader election: {e}"),
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                () = tokio::time::sleep(l.duration / 3) => {}
-            }
+        if !stand_by(lock, l, &settings.identity, &leadership, &shutdown).await {
+            return Ok(());
         }
         info!(identity = %settings.identity, "leading");
         health.leading.store(true, Ordering::SeqCst);
-        let (lock, lost, stop, every, duration, fence) = (
+        keep_renewing(
             lock.clone(),
-            lost.clone(),
-            shutdown.clone(),
-            l.duration / 3,
             l.duration,
             leadership.clone(),
+            lost.clone(),
+            shutdown.clone(),
         );
-        tokio::spawn(async move {
-            let mut last_ok = tokio::time::Instant::now();
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(every) => {}
-                }
-                let started = tokio::time::Instant::now();
-                match lock.try_acquire_or_renew().await {
-                    Ok(leader::Attempt::Leading) => {
-                        fence.renewed(started, duration);
-                        last_ok = started;
-                    }
-                    Ok(leader::Attempt::Following { holder }) => {
-                        warn!(%holder, "lost the Lease");
-                        fence.lapse();
-                        lost.cancel();
-                        return;
-                    }
-                    Err(e) => {
-                        warn!("renewing the Lease: {e}");
-                        // Stop before the Lease can expire under us and another replica starts.
-                        if last_ok.elapsed() + every >= duration {
-                            fence.lapse();
-                            lost.cancel();
-                            return;
-                        }
-                    }
-                }
-            }
-        });
     }
 
-    let (configs, configs_writer) = reflector::store::<TenantMcpConfig>();
-    let (globals, globals_writer) = reflector::store::<GlobalMcpConfig>();
-    let (namespaces, namespaces_writer) = reflector::store();
-    let (requeue_tx, requeue_rx) = mpsc::unbounded_channel();
-    let synced = Arc::new(synced::Synced::default());
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: reconcile::MANAGER.into(),
-                instance: Some(settings.identity.clone()),
-            },
-        ),
-        metrics,
-        prober: Prober::with_lookup(settings.probe_concurrency, settings.lookup.clone()),
-        mirror,
-        configs: configs.clone(),
-        globals,
-        namespaces,
-        synced: synced.clone(),
-        secret_index: secret_index::SecretIndex::default(),
-        snapshots: snapshot_index::SnapshotIndex::default(),
-        claims: claim_index::ClaimIndex::default(),
-        requeue: requeue_tx,
-        failures: Default::default(),
-        status_written: Default::default(),
-        readers_granted: Default::default(),
-        timings,
-        leadership,
-        settings: settings.clone(),
-    });
-
-    let config_stream = watcher(
-        Api::<TenantMcpConfig>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .backoff(WatchBackoff::capped(crate::watch_backoff::CONTROLLER_CAP))
-    .reflect(configs_writer)
-    .inspect({
-        let ctx = ctx.clone();
-        move |event| {
-            if let Ok(event) = event {
-                ctx.claims.observe(event);
-            }
-        }
-    })
-    .inspect(synced::mark_on_init_done(&synced, synced::Cache::Configs))
-    .applied_objects()
-    // Only the controller writes status: its own status writes trigger no reconcile.
-    .predicate_filter(reconcile::not_status, Default::default());
-    let global_stream = watcher(
-        Api::<GlobalMcpConfig>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .backoff(WatchBackoff::capped(crate::watch_backoff::CONTROLLER_CAP))
-    .reflect(globals_writer)
-    .inspect(synced::mark_on_init_done(&synced, synced::Cache::Globals))
-    .touched_objects();
-    let namespace_stream = watcher(
-        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .backoff(WatchBackoff::capped(crate::watch_backoff::CONTROLLER_CAP))
-    .reflect(namespaces_writer)
-    .inspect(synced::mark_on_init_done(
-        &synced,
-        synced::Cache::Namespaces,
-    ))
-    .touched_objects();
-    // Every Secret's metadata (never its data): a change reconciles the configs that read the
-    // Secret or own the snapshot; the snapshot index keeps what the cleanup needs and drops
-    // the events of the controller's own snapshot writes.
-    let snapshot_index = ctx.clone();
-    let secret_stream = watcher(
-        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .backoff(WatchBackoff::capped(crate::watch_backoff::CONTROLLER_CAP))
-    .flat_map(move |event| {
-        let news: Vec<Result<PartialObjectMeta<Secret>, watcher::Error>> = match event {
-            Ok(event) => snapshot_index
-                .snapshots
-                .observe(&event)
-                .into_iter()
-                .map(Ok)
-                .collect(),
-            Err(e) => vec![Err(e)],
-        };
-        futures::stream::iter(news)
-    });
+    let (ctx, writers, requeue_rx) =
+        context(&client, &settings, metrics, mirror, timings, leadership);
+    let synced = ctx.synced.clone();
+    let configs = ctx.configs.clone();
+    let Writers {
+        configs: configs_writer,
+        globals: globals_writer,
+        namespaces: namespaces_writer,
+    } = writers;
+    let config_stream = config_stream(&client, configs_writer, &ctx, &synced);
+    let global_stream = global_stream(&client, globals_writer, &synced);
+    let namespace_stream = namespace_stream(&client, namespaces_writer, &synced);
+    let secret_stream = secret_stream(&client, &ctx);
 
     let all = configs.clone();
     let in_namespace = ctx.clone();
     let index_ctx = ctx.clone();
-    let ready_flag = health.clone();
-    let ready_synced = synced.clone();
+    // Ready once the caches have listed: a replica that only stands by is ready at once.
+    let (ready_flag, ready_synced) = (health.clone(), synced.clone());
     tokio::spawn(async move {
         ready_synced.wait().await;
         ready_flag.ready.store(true, Ordering::SeqCst);
     });
-    let stop = shutdown.clone();
-    let stop_lost = lost.clone();
+    let (stop, stop_lost) = (shutdown.clone(), lost.clone());
     Controller::for_stream(config_stream, configs)
         .with_config(controller::Config::default().concurrency(settings.reconcile_concurrency))
         // The Controller backs off its merged trigger stream on any watch's error, pausing
@@ -277,22 +136,7 @@ pub async fn run(
             in_namespace.claims.in_namespace(&ns.name_any())
         })
         .watches_stream(secret_stream, move |secret: PartialObjectMeta<Secret>| {
-            let ns = secret.namespace().unwrap_or_default();
-            let mut refs: Vec<ObjectRef<TenantMcpConfig>> = index_ctx
-                .secret_index
-                .readers(&ns, &secret.name_any())
-                .into_iter()
-                .map(|name| ObjectRef::new(&name).within(&ns))
-                .collect();
-            // A snapshot that changed or went: its owner looks again.
-            for owner in secret.owner_references() {
-                if owner.kind == "TenantMcpConfig"
-                    && owner.api_version.starts_with("tenantmcp.dev/")
-                {
-                    refs.push(ObjectRef::new(&owner.name).within(&ns));
-                }
-            }
-            refs
+            configs_looking_at(&index_ctx, &secret)
         })
         .reconcile_on(tokio_stream_from(requeue_rx))
         .graceful_shutdown_on(async move {
@@ -315,16 +159,286 @@ pub async fn run(
         .await;
 
     health.leading.store(false, Ordering::SeqCst);
-    if let Some(lock) = &lease {
-        if lost.is_cancelled() {
-            return Err(Error::LostLeadership);
+    match &lease {
+        Some(_) if lost.is_cancelled() => Err(Error::LostLeadership),
+        Some(lock) => {
+            release(lock).await;
+            Ok(())
         }
-        if let Err(e) = lock.release().await {
-            warn!("releasing the Lease: {e}");
-        }
-        info!("released the Lease");
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Gives the Lease up, so another replica takes over at once instead of after it expires.
+async fn release(lock: &leader::LeaseLock) {
+    if let Err(e) = lock.release().await {
+        warn!("releasing the Lease: {e}");
+    }
+    info!("released the Lease");
+}
+
+/// The writers of the controller's caches, for the watches that fill them.
+struct Writers {
+    configs: reflector::store::Writer<TenantMcpConfig>,
+    globals: reflector::store::Writer<GlobalMcpConfig>,
+    namespaces: reflector::store::Writer<PartialObjectMeta<Namespace>>,
+}
+
+/// The reconcile [`Context`] with empty caches: the writers that fill them, and the receiving
+/// end of its requeue channel.
+fn context(
+    client: &Client,
+    settings: &Settings,
+    metrics: Arc<metrics::Metrics>,
+    mirror: Option<MirrorWriter>,
+    timings: Option<Timings>,
+    leadership: Arc<leader::Leadership>,
+) -> (
+    Arc<Context>,
+    Writers,
+    mpsc::UnboundedReceiver<ObjectRef<TenantMcpConfig>>,
+) {
+    let (configs, configs_writer) = reflector::store::<TenantMcpConfig>();
+    let (globals, globals_writer) = reflector::store::<GlobalMcpConfig>();
+    let (namespaces, namespaces_writer) = reflector::store();
+    let (requeue_tx, requeue_rx) = mpsc::unbounded_channel();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: reconcile::MANAGER.into(),
+                instance: Some(settings.identity.clone()),
+            },
+        ),
+        metrics,
+        prober: Prober::with_lookup(settings.probe_concurrency, settings.lookup.clone()),
+        mirror,
+        configs,
+        globals,
+        namespaces,
+        synced: Arc::new(synced::Synced::default()),
+        secret_index: secret_index::SecretIndex::default(),
+        snapshots: snapshot_index::SnapshotIndex::default(),
+        claims: claim_index::ClaimIndex::default(),
+        requeue: requeue_tx,
+        failures: Default::default(),
+        status_written: Default::default(),
+        readers_granted: Default::default(),
+        timings,
+        leadership,
+        settings: settings.clone(),
+    });
+    let writers = Writers {
+        configs: configs_writer,
+        globals: globals_writer,
+        namespaces: namespaces_writer,
+    };
+    (ctx, writers, requeue_rx)
+}
+
+/// The configs that must look again when `secret` changed: those that read it, and the owner
+/// of a snapshot.
+fn configs_looking_at(
+    ctx: &Context,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<TenantMcpConfig>> {
+    let ns = secret.namespace().unwrap_or_default();
+    let mut refs: Vec<ObjectRef<TenantMcpConfig>> = ctx
+        .secret_index
+        .readers(&ns, &secret.name_any())
+        .into_iter()
+        .map(|name| ObjectRef::new(&name).within(&ns))
+        .collect();
+    for owner in secret.owner_references() {
+        if owner.kind == "TenantMcpConfig" && owner.api_version.starts_with("tenantmcp.dev/") {
+            refs.push(ObjectRef::new(&owner.name).within(&ns));
+        }
+    }
+    refs
+}
+
+/// The Lease lock of `settings.lease` (none without leader election), and the fence that
+/// every write checks.
+fn lease_lock(
+    client: &Client,
+    settings: &Settings,
+) -> (Option<Arc<leader::LeaseLock>>, Arc<leader::Leadership>) {
+    let lease = settings.lease.as_ref().map(|l| {
+        Arc::new(leader::LeaseLock::new(
+            Api::<Lease>::namespaced(client.clone(), &l.namespace),
+            &l.name,
+            &settings.identity,
+            l.duration,
+        ))
+    });
+    let leadership = Arc::new(if lease.is_some() {
+        leader::Leadership::elected()
+    } else {
+        leader::Leadership::unelected()
+    });
+    (lease, leadership)
+}
+
+/// Waits until this replica holds the Lease (true), or until `shutdown` (false).
+async fn stand_by(
+    lock: &leader::LeaseLock,
+    lease: &LeaseSettings,
+    identity: &str,
+    leadership: &leader::Leadership,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut announced = None;
+    loop {
+        let started = tokio::time::Instant::now();
+        match lock.try_acquire_or_renew().await {
+            Ok(leader::Attempt::Leading) => {
+                leadership.renewed(started, lease.duration);
+                return true;
+            }
+            Ok(leader::Attempt::Following { holder }) => {
+                if announced.as_ref() != Some(&holder) {
+                    info!(%holder, %identity, "standing by: another replica holds the Lease");
+                    announced = Some(holder);
+                }
+            }
+            Err(e) => warn!("leader election: {e}"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return false,
+            () = tokio::time::sleep(lease.duration / 3) => {}
+        }
+    }
+}
+
+/// Renews the Lease every third of its `duration` until `stop`; when another replica took it,
+/// or renewals failed for so long that it could expire under us, lapses the fence and
+/// cancels `lost`.
+fn keep_renewing(
+    lock: Arc<leader::LeaseLock>,
+    duration: std::time::Duration,
+    fence: Arc<leader::Leadership>,
+    lost: CancellationToken,
+    stop: CancellationToken,
+) {
+    let every = duration / 3;
+    tokio::spawn(async move {
+        let mut last_ok = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            let started = tokio::time::Instant::now();
+            match lock.try_acquire_or_renew().await {
+                Ok(leader::Attempt::Leading) => {
+                    fence.renewed(started, duration);
+                    last_ok = started;
+                }
+                Ok(leader::Attempt::Following { holder }) => {
+                    warn!(%holder, "lost the Lease");
+                    fence.lapse();
+                    lost.cancel();
+                    return;
+                }
+                Err(e) => {
+                    warn!("renewing the Lease: {e}");
+                    // Stop before the Lease can expire under us and another replica starts.
+                    if last_ok.elapsed() + every >= duration {
+                        fence.lapse();
+                        lost.cancel();
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// The TenantMcpConfig watch: fills the config cache and the claim index, marks the first
+/// list, and yields the configs to reconcile (not for the controller's own status writes).
+fn config_stream(
+    client: &Client,
+    writer: reflector::store::Writer<TenantMcpConfig>,
+    ctx: &Arc<Context>,
+    synced: &Arc<synced::Synced>,
+) -> impl futures::Stream<Item = Result<TenantMcpConfig, watcher::Error>> + Send + use<> {
+    let ctx = ctx.clone();
+    watcher(
+        Api::<TenantMcpConfig>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .backoff(WatchBackoff::capped(crate::watch_backoff::CONTROLLER_CAP))
+    .reflect(writer)
+    .inspect(move |event| {
+        if let Ok(event) = event {
+            ctx.claims.observe(event);
+        }
+    })
+    .inspect(synced::mark_on_init_done(synced, synced::Cache::Configs))
+    .applied_objects()
+    // Only the controller writes status: its own status writes trigger no reconcile.
+    .predicate_filter(reconcile::not_status, Default::default())
+}
+
+/// The GlobalMcpConfig watch: fills its cache; any change reconciles every config.
+fn global_stream(
+    client: &Client,
+    writer: reflector::store::Writer<GlobalMcpConfig>,
+    synced: &Arc<synced::Synced>,
+) -> impl futures::Stream<Item = Result<GlobalMcpConfig, watcher::Error>> + Send + use<> {
+    watcher(
+        Api::<GlobalMcpConfig>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .backoff(WatchBackoff::capped(crate::watch_backoff::CONTROLLER_CAP))
+    .reflect(writer)
+    .inspect(synced::mark_on_init_done(synced, synced::Cache::Globals))
+    .touched_objects()
+}
+
+/// The namespace metadata watch (the tenant binding label): fills its cache.
+fn namespace_stream(
+    client: &Client,
+    writer: reflector::store::Writer<PartialObjectMeta<Namespace>>,
+    synced: &Arc<synced::Synced>,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<Namespace>, watcher::Error>> + Send + use<>
+{
+    watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .backoff(WatchBackoff::capped(crate::watch_backoff::CONTROLLER_CAP))
+    .reflect(writer)
+    .inspect(synced::mark_on_init_done(synced, synced::Cache::Namespaces))
+    .touched_objects()
+}
+
+/// Every Secret's metadata (never its data): a change reconciles the configs that read the
+/// Secret or own the snapshot; the snapshot index keeps what the cleanup needs and drops the
+/// events of the controller's own snapshot writes.
+fn secret_stream(
+    client: &Client,
+    ctx: &Arc<Context>,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + use<> {
+    let snapshot_index = ctx.clone();
+    watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .backoff(WatchBackoff::capped(crate::watch_backoff::CONTROLLER_CAP))
+    .flat_map(move |event| {
+        let news: Vec<Result<PartialObjectMeta<Secret>, watcher::Error>> = match event {
+            Ok(event) => snapshot_index
+                .snapshots
+                .observe(&event)
+                .into_iter()
+                .map(Ok)
+                .collect(),
+            Err(e) => vec![Err(e)],
+        };
+        futures::stream::iter(news)
+    })
 }
 
 fn tokio_stream_from<T: Send + 'static>(
