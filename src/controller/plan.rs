@@ -223,80 +223,124 @@ pub struct ConditionInputs<'a> {
 pub fn update_conditions(status: &mut McpConfigStatus, inputs: &ConditionInputs<'_>) {
     let (generation, now) = (inputs.generation, inputs.now);
     status.observed_generation = generation;
+    let failing = Failing::of(status, inputs.declared);
+    let said = [
+        (conditions::VALIDATED, validated(inputs)),
+        (conditions::READY, ready(status, inputs, &failing)),
+        (conditions::DEGRADED, degraded(inputs, &failing)),
+    ];
     let conds = &mut status.conditions;
-
-    // Validated.
-    let mut invalid_lines: Vec<String> = inputs.config_wide.to_vec();
-    invalid_lines.extend(inputs.invalid.values().map(|f| f.message.clone()));
-    let policy_denied = inputs
-        .invalid
-        .values()
-        .any(|f| f.reason == reason::POLICY_DENIED);
-    if invalid_lines.is_empty() {
+    for (type_, said) in said {
         set_condition(
             conds,
-            conditions::VALIDATED,
-            true,
-            reason::VALID,
-            "the spec is valid",
-            generation,
-            now,
-        );
-    } else {
-        let r = if policy_denied && inputs.config_wide.is_empty() {
-            reason::POLICY_DENIED
-        } else {
-            reason::INVALID_SPEC
-        };
-        set_condition(
-            conds,
-            conditions::VALIDATED,
-            false,
-            r,
-            invalid_lines.join("; "),
+            type_,
+            said.holds,
+            &said.reason,
+            said.message,
             generation,
             now,
         );
     }
+    match mirrored(inputs) {
+        None => remove_condition(conds, conditions::MIRRORED),
+        Some(said) => set_condition(
+            conds,
+            conditions::MIRRORED,
+            said.holds,
+            &said.reason,
+            said.message,
+            generation,
+            now,
+        ),
+    }
+}
 
-    // Ready and Degraded.
-    let failing: Vec<(String, &ServerHealth)> = inputs
-        .declared
-        .iter()
-        .filter_map(|k| {
-            let h = status.servers.get(&k.as_string())?;
-            (h.state == ServerState::Failing).then(|| (k.as_string(), h))
-        })
-        .collect();
-    let failing_text = failing
-        .iter()
-        .map(|(k, h)| {
-            format!(
-                "{k}: {}: {}",
-                h.reason.as_deref().unwrap_or("Failing"),
-                h.message.as_deref().unwrap_or("")
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
-    let first_reason = failing
-        .first()
-        .and_then(|(_, h)| h.reason.clone())
-        .unwrap_or_else(|| reason::SERVERS_FAILING.into());
+/// What one condition says: whether it holds, why, and what to tell a person.
+struct Said {
+    holds: bool,
+    reason: String,
+    message: String,
+}
+
+impl Said {
+    fn new(holds: bool, reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            holds,
+            reason: reason.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The declared servers that are failing, by key, with their health.
+struct Failing<'s> {
+    servers: Vec<(String, &'s ServerHealth)>,
+}
+
+impl<'s> Failing<'s> {
+    fn of(status: &'s McpConfigStatus, declared: &[ServerKey]) -> Self {
+        let servers = declared
+            .iter()
+            .filter_map(|k| {
+                let h = status.servers.get(&k.as_string())?;
+                (h.state == ServerState::Failing).then(|| (k.as_string(), h))
+            })
+            .collect();
+        Self { servers }
+    }
+
+    /// `key: Reason: message` of each, joined.
+    fn text(&self) -> String {
+        self.servers
+            .iter()
+            .map(|(k, h)| {
+                format!(
+                    "{k}: {}: {}",
+                    h.reason.as_deref().unwrap_or("Failing"),
+                    h.message.as_deref().unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// The reason of the first one (the condition's reason).
+    fn first_reason(&self) -> String {
+        self.servers
+            .first()
+            .and_then(|(_, h)| h.reason.clone())
+            .unwrap_or_else(|| reason::SERVERS_FAILING.into())
+    }
+}
+
+/// `Validated`: every config-wide and per-server validation failure, or valid.
+fn validated(inputs: &ConditionInputs<'_>) -> Said {
+    let mut invalid_lines: Vec<String> = inputs.config_wide.to_vec();
+    invalid_lines.extend(inputs.invalid.values().map(|f| f.message.clone()));
+    if invalid_lines.is_empty() {
+        return Said::new(true, reason::VALID, "the spec is valid");
+    }
+    let policy_denied = inputs
+        .invalid
+        .values()
+        .any(|f| f.reason == reason::POLICY_DENIED);
+    let r = if policy_denied && inputs.config_wide.is_empty() {
+        reason::POLICY_DENIED
+    } else {
+        reason::INVALID_SPEC
+    };
+    Said::new(false, r, invalid_lines.join("; "))
+}
+
+/// `Ready`: served with every declared server active and healthy, or why not.
+fn ready(status: &McpConfigStatus, inputs: &ConditionInputs<'_>, failing: &Failing<'_>) -> Said {
     match inputs.gate {
         Gate::Served if !inputs.config_wide.is_empty() => {
-            set_condition(
-                conds,
-                conditions::READY,
-                false,
-                reason::INVALID_SPEC,
-                inputs.config_wide.join("; "),
-                generation,
-                now,
-            );
+            Said::new(false, reason::INVALID_SPEC, inputs.config_wide.join("; "))
         }
-        Gate::Served if !failing.is_empty() => {
+        Gate::Served if !failing.servers.is_empty() => {
             let serving = failing
+                .servers
                 .iter()
                 .filter(|(k, _)| active_has(&status.active, k))
                 .map(|(k, _)| k.as_str())
@@ -309,114 +353,66 @@ pub fn update_conditions(status: &mut McpConfigStatus, inputs: &ConditionInputs<
                     serving.join(", ")
                 )
             };
-            set_condition(
-                conds,
-                conditions::READY,
+            Said::new(
                 false,
-                &first_reason,
-                format!("{failing_text}{note}"),
-                generation,
-                now,
-            );
+                &failing.first_reason(),
+                format!("{}{note}", failing.text()),
+            )
         }
-        Gate::Served => {
-            let pending: Vec<String> = inputs
-                .declared
-                .iter()
-                .filter(|k| !inputs.in_sync.contains(k))
-                .map(ServerKey::as_string)
-                .collect();
-            if pending.is_empty() {
-                let msg = if inputs.declared.is_empty() {
-                    "no servers declared: every type uses the global servers".to_owned()
-                } else {
-                    format!(
-                        "{} active and healthy",
-                        inputs
-                            .declared
-                            .iter()
-                            .map(ServerKey::as_string)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                };
-                set_condition(
-                    conds,
-                    conditions::READY,
-                    true,
-                    reason::ALL_SERVERS_HEALTHY,
-                    msg,
-                    generation,
-                    now,
-                );
-            } else {
-                set_condition(
-                    conds,
-                    conditions::READY,
-                    false,
-                    reason::PENDING,
-                    format!("not checked yet: {}", pending.join(", ")),
-                    generation,
-                    now,
-                );
-            }
-        }
+        Gate::Served => served_ready(inputs),
         Gate::Disabled(m) | Gate::Conflict(m) | Gate::NotBound(m) => {
-            set_condition(
-                conds,
-                conditions::READY,
-                false,
-                inputs.gate.reason(),
-                m.clone(),
-                generation,
-                now,
-            );
+            Said::new(false, inputs.gate.reason(), m.clone())
         }
     }
-    if failing.is_empty() || *inputs.gate != Gate::Served {
-        set_condition(
-            conds,
-            conditions::DEGRADED,
+}
+
+/// `Ready` of a served config without failures: ready once every declared server was checked.
+fn served_ready(inputs: &ConditionInputs<'_>) -> Said {
+    let pending: Vec<String> = inputs
+        .declared
+        .iter()
+        .filter(|k| !inputs.in_sync.contains(k))
+        .map(ServerKey::as_string)
+        .collect();
+    if !pending.is_empty() {
+        return Said::new(
+            false,
+            reason::PENDING,
+            format!("not checked yet: {}", pending.join(", ")),
+        );
+    }
+    let msg = if inputs.declared.is_empty() {
+        "no servers declared: every type uses the global servers".to_owned()
+    } else {
+        let names: Vec<String> = inputs.declared.iter().map(ServerKey::as_string).collect();
+        format!("{} active and healthy", names.join(", "))
+    };
+    Said::new(true, reason::ALL_SERVERS_HEALTHY, msg)
+}
+
+/// `Degraded`: a declared server of a served config is failing.
+fn degraded(inputs: &ConditionInputs<'_>, failing: &Failing<'_>) -> Said {
+    if failing.servers.is_empty() || *inputs.gate != Gate::Served {
+        Said::new(
             false,
             reason::ALL_SERVERS_HEALTHY,
             "no declared server is failing",
-            generation,
-            now,
-        );
+        )
     } else {
-        set_condition(
-            conds,
-            conditions::DEGRADED,
-            true,
-            &first_reason,
-            failing_text,
-            generation,
-            now,
-        );
+        Said::new(true, &failing.first_reason(), failing.text())
     }
+}
 
-    // Mirrored.
-    match inputs.mirror {
-        None => remove_condition(conds, conditions::MIRRORED),
-        Some(Ok(())) => set_condition(
-            conds,
-            conditions::MIRRORED,
+/// `Mirrored`: the mirror's outcome; none when no mirror is configured.
+fn mirrored(inputs: &ConditionInputs<'_>) -> Option<Said> {
+    Some(match inputs.mirror? {
+        Ok(()) => Said::new(
             true,
             reason::MIRRORED,
             "the active config is mirrored into tenant_configs",
-            generation,
-            now,
         ),
-        Some(Err(f)) => set_condition(
-            conds,
-            conditions::MIRRORED,
-            false,
-            &f.reason,
-            f.message.clone(),
-            generation,
-            now,
-        ),
-    }
+        Err(f) => Said::new(false, &f.reason, f.message.clone()),
+    })
 }
 
 fn active_has(active: &crate::api::ActiveConfig, key: &str) -> bool {
