@@ -250,20 +250,31 @@ fn render_status(d: &Detailed, color: bool, now: jiff::Timestamp) -> String {
         "tenant configs: {flag} · endpoint policy: {} · {tenants}, {degraded} need attention",
         r.policy,
     );
-    let header = [
-        "TENANT",
-        "SERVER",
-        "SERVED FROM",
-        "ENDPOINT",
-        "DESIRED",
-        "ACTIVE",
-        "STATE",
-        "REASON",
-        "CHECKED",
-        "LATENCY",
-        "SNAPSHOT",
-    ];
-    let mut rows: Vec<Vec<(String, &str)>> = Vec::new();
+    let _ = writeln!(out);
+    out.push_str(&table(&server_rows(r, now), color));
+    details(&mut out, d, color, now);
+    out
+}
+
+/// The table's header.
+const HEADER: [&str; 11] = [
+    "TENANT",
+    "SERVER",
+    "SERVED FROM",
+    "ENDPOINT",
+    "DESIRED",
+    "ACTIVE",
+    "STATE",
+    "REASON",
+    "CHECKED",
+    "LATENCY",
+    "SNAPSHOT",
+];
+
+/// One row per tenant and server type (one for a tenant without servers): each cell with its
+/// colour code (empty: none).
+fn server_rows(r: &StatusReport, now: jiff::Timestamp) -> Vec<Vec<(String, &'static str)>> {
+    let mut rows: Vec<Vec<(String, &'static str)>> = Vec::new();
     for t in &r.tenants {
         if t.servers.is_empty() {
             rows.push(vec![
@@ -309,8 +320,14 @@ fn render_status(d: &Detailed, color: bool, now: jiff::Timestamp) -> String {
             ]);
         }
     }
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in &rows {
+    rows
+}
+
+/// The header and `rows` in columns as wide as their widest cell, painted when `color`.
+fn table(rows: &[Vec<(String, &'static str)>], color: bool) -> String {
+    let mut out = String::new();
+    let mut widths: Vec<usize> = HEADER.iter().map(|h| h.len()).collect();
+    for row in rows {
         for (i, (text, _)) in row.iter().enumerate() {
             widths[i] = widths[i].max(text.chars().count());
         }
@@ -332,22 +349,28 @@ fn render_status(d: &Detailed, color: bool, now: jiff::Timestamp) -> String {
         }
         text.trim_end().to_owned()
     };
-    let _ = writeln!(out);
     let _ = writeln!(
         out,
         "{}",
-        line(header.iter().map(|h| ((*h).to_owned(), "")).collect())
+        line(HEADER.iter().map(|h| ((*h).to_owned(), "")).collect())
     );
     for row in rows {
-        let _ = writeln!(out, "{}", line(row));
+        let _ = writeln!(out, "{}", line(row.clone()));
     }
+    out
+}
+
+/// What follows the table: refused configs, and for one tenant its conditions, claims, the
+/// reason of each route, recent events and the mirror row's version.
+fn details(out: &mut String, d: &Detailed, color: bool, now: jiff::Timestamp) {
+    let r = &d.report;
     for t in r
         .tenants
         .iter()
         .filter(|t| t.claims.iter().any(|c| !c.serving))
     {
         let _ = writeln!(out);
-        refused(&mut out, t, color);
+        refused(out, t, color);
     }
     if let Some(conditions) = &d.conditions {
         let _ = writeln!(out, "\nconditions:");
@@ -398,7 +421,6 @@ fn render_status(d: &Detailed, color: bool, now: jiff::Timestamp) -> String {
         let text = version.map_or_else(|| "no row".to_owned(), |v| v.to_string());
         let _ = writeln!(out, "\nmirror row version: {text}");
     }
-    out
 }
 
 fn refused(out: &mut String, t: &TenantStatus, color: bool) {
