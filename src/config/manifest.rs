@@ -245,7 +245,7 @@ enum Parsed {
 pub fn check_documents(documents: &[SourceDocument]) -> Report {
     let mut reports = Vec::with_capacity(documents.len());
     let mut parsed = Vec::with_capacity(documents.len());
-    let mut secrets: HashMap<(Option<String>, String), BTreeSet<String>> = HashMap::new();
+    let mut secrets: Secrets = HashMap::new();
     // Namespaces declared in the input, with the tenant each is bound to.
     let mut namespaces: HashMap<String, Option<String>> = HashMap::new();
 
@@ -254,8 +254,48 @@ pub fn check_documents(documents: &[SourceDocument]) -> Report {
         reports.push(report);
         parsed.push(object);
     }
+    let (policy, global_seen, notes) = check_globals(&parsed, &mut reports, &secrets);
+    let allow_unbound = global_seen
+        .and_then(|i| match &parsed[i] {
+            Parsed::Global(g) => Some(g.spec.allow_unbound_namespaces),
+            _ => None,
+        })
+        .unwrap_or(false);
+    let input = Input {
+        secrets: &secrets,
+        namespaces: &namespaces,
+        policy: &policy,
+        allow_unbound,
+    };
+    check_tenants(&parsed, &mut reports, &input);
+    for report in &mut reports {
+        dedupe(&mut report.errors);
+    }
+    Report {
+        objects: reports,
+        notes,
+    }
+}
 
-    // The endpoint policy comes from the GlobalMcpConfig named `default` in the input, if any.
+/// The Secret keys the input declares, by namespace and name.
+type Secrets = HashMap<(Option<String>, String), BTreeSet<String>>;
+
+/// What the tenant checks need from the whole input.
+struct Input<'a> {
+    secrets: &'a Secrets,
+    namespaces: &'a HashMap<String, Option<String>>,
+    policy: &'a EndpointPolicy,
+    allow_unbound: bool,
+}
+
+/// Checks the GlobalMcpConfigs (one at most): the endpoint policy the tenants are checked
+/// against (from the one named `default`, else the default policy), which document holds it,
+/// and notes saying where the policy came from.
+fn check_globals(
+    parsed: &[Parsed],
+    reports: &mut [ObjectReport],
+    secrets: &Secrets,
+) -> (EndpointPolicy, Option<usize>, Vec<String>) {
     let mut notes = Vec::new();
     let mut policy = EndpointPolicy::default();
     let mut global_seen = None;
@@ -295,7 +335,7 @@ pub fn check_documents(documents: &[SourceDocument]) -> Report {
         reports[i].errors.extend(errors);
         cel_errors(super::cel::validate_global(global), &mut reports[i].errors);
         let namespace = Some(global.spec.credentials_namespace.clone());
-        check_secret_refs(&global.spec.servers, &namespace, &secrets, &mut reports[i]);
+        check_secret_refs(&global.spec.servers, &namespace, secrets, &mut reports[i]);
     }
     if global_seen.is_none() {
         notes.push(
@@ -305,28 +345,37 @@ pub fn check_documents(documents: &[SourceDocument]) -> Report {
         );
     }
 
-    let allow_unbound = global_seen
-        .and_then(|i| match &parsed[i] {
-            Parsed::Global(g) => Some(g.spec.allow_unbound_namespaces),
-            _ => None,
-        })
-        .unwrap_or(false);
+    (policy, global_seen, notes)
+}
+
+/// Checks each TenantMcpConfig against the policy, the Secrets and namespaces the input
+/// declares, and the others (a tenant has exactly one config).
+fn check_tenants(parsed: &[Parsed], reports: &mut [ObjectReport], input: &Input<'_>) {
     let mut tenants: BTreeMap<String, usize> = BTreeMap::new();
     for (i, object) in parsed.iter().enumerate() {
         let Parsed::Tenant(tenant) = object else {
             continue;
         };
-        let errors = validate_tenant_spec(&tenant.spec, &policy);
+        let errors = validate_tenant_spec(&tenant.spec, input.policy);
         reports[i].errors.extend(errors);
         cel_errors(super::cel::validate_tenant(tenant), &mut reports[i].errors);
         let namespace = tenant.metadata.namespace.clone();
-        check_secret_refs(&tenant.spec.servers, &namespace, &secrets, &mut reports[i]);
+        check_secret_refs(
+            &tenant.spec.servers,
+            &namespace,
+            input.secrets,
+            &mut reports[i],
+        );
         // The binding rule, where the input declares the config's namespace: a config its
         // namespace may not serve would be refused by the controller and ignored by clients.
         if let Some(ns) = &namespace
-            && let Some(bound) = namespaces.get(ns)
-            && let Err(not_bound) =
-                namespace_allows(ns, bound.as_deref(), &tenant.spec.tenant_id, allow_unbound)
+            && let Some(bound) = input.namespaces.get(ns)
+            && let Err(not_bound) = namespace_allows(
+                ns,
+                bound.as_deref(),
+                &tenant.spec.tenant_id,
+                input.allow_unbound,
+            )
         {
             reports[i].errors.push(FieldError::invalid(
                 &FieldPath::new("metadata.namespace"),
@@ -355,13 +404,6 @@ pub fn check_documents(documents: &[SourceDocument]) -> Report {
             }
         }
     }
-    for report in &mut reports {
-        dedupe(&mut report.errors);
-    }
-    Report {
-        objects: reports,
-        notes,
-    }
 }
 
 fn location(report: &ObjectReport) -> String {
@@ -374,7 +416,7 @@ fn location(report: &ObjectReport) -> String {
 /// Checks one document on its own, recording any Secret it declares.
 fn check_one(
     doc: &SourceDocument,
-    secrets: &mut HashMap<(Option<String>, String), BTreeSet<String>>,
+    secrets: &mut Secrets,
     namespaces: &mut HashMap<String, Option<String>>,
 ) -> (ObjectReport, Parsed) {
     let mut report = ObjectReport {
@@ -537,7 +579,7 @@ fn cel_errors(result: Result<(), kube::core::cel::ValidationErrors>, errors: &mu
 fn check_secret_refs(
     servers: &ServersSpec,
     namespace: &Option<String>,
-    secrets: &HashMap<(Option<String>, String), BTreeSet<String>>,
+    secrets: &Secrets,
     report: &mut ObjectReport,
 ) {
     for SecretUse { field, name, keys } in servers.secret_uses() {
