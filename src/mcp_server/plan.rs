@@ -40,46 +40,22 @@ pub fn secret_writes(
     credentials: &CredentialsInput,
 ) -> Result<Vec<SecretWrite>, FieldErrors> {
     let root = FieldPath::new("credentials");
-    let mut errors = FieldErrors::default();
-    let mut writes: BTreeMap<String, BTreeMap<String, (Credential, FieldPath)>> = BTreeMap::new();
-    let mut put =
-        |name: &str, key: &str, value: Credential, at: FieldPath, errors: &mut FieldErrors| {
-            let keys = writes.entry(name.to_owned()).or_default();
-            match keys.get(key) {
-                Some((other, other_at)) if other != &value => errors.push(FieldError::invalid(
-                    &at,
-                    format!(
-                        "goes to key {key:?} of Secret {name:?}, which {other_at} also sets to a \
-                     different value: reference different keys or Secrets"
-                    ),
-                )),
-                _ => {
-                    keys.insert(key.to_owned(), (value, at));
-                }
-            }
-        };
+    let mut writes = Writes::default();
     if let Some(login) = &credentials.postgres {
         let at = root.child("postgres");
         match &servers.postgres {
             Some(pg) => {
                 let r = &pg.credentials_secret_ref;
                 let username = Credential::new(login.username.clone());
-                put(
-                    &r.name,
-                    &r.username_key,
-                    username,
-                    at.child("username"),
-                    &mut errors,
-                );
-                put(
+                writes.put(&r.name, &r.username_key, username, at.child("username"));
+                writes.put(
                     &r.name,
                     &r.password_key,
                     login.password.clone(),
                     at.child("password"),
-                    &mut errors,
                 );
             }
-            None => errors.push(undeclared(&at, "servers.postgres")),
+            None => writes.errors.push(undeclared(&at, "servers.postgres")),
         }
     }
     if let Some(keys) = &credentials.minio {
@@ -88,24 +64,65 @@ pub fn secret_writes(
             Some(s3) => {
                 let r = &s3.credentials_secret_ref;
                 let id = Credential::new(keys.access_key_id.clone());
-                put(
-                    &r.name,
-                    &r.access_key_id_key,
-                    id,
-                    at.child("accessKeyId"),
-                    &mut errors,
-                );
-                put(
+                writes.put(&r.name, &r.access_key_id_key, id, at.child("accessKeyId"));
+                let secret = keys.secret_access_key.clone();
+                writes.put(
                     &r.name,
                     &r.secret_access_key_key,
-                    keys.secret_access_key.clone(),
+                    secret,
                     at.child("secretAccessKey"),
-                    &mut errors,
                 );
             }
-            None => errors.push(undeclared(&at, "servers.minio")),
+            None => writes.errors.push(undeclared(&at, "servers.minio")),
         }
     }
+    mcp_token_writes(servers, credentials, &root, &mut writes);
+    writes.errors.into_result()?;
+    Ok(writes
+        .keys
+        .into_iter()
+        .map(|(name, keys)| SecretWrite {
+            name,
+            data: keys.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+        })
+        .collect())
+}
+
+/// Values by Secret and key, each with the field it came from, and the problems found.
+#[derive(Default)]
+struct Writes {
+    keys: BTreeMap<String, BTreeMap<String, (Credential, FieldPath)>>,
+    errors: FieldErrors,
+}
+
+impl Writes {
+    /// `value` (from field `at`) into key `key` of Secret `name`; refused when another field
+    /// sets that key to a different value.
+    fn put(&mut self, name: &str, key: &str, value: Credential, at: FieldPath) {
+        let keys = self.keys.entry(name.to_owned()).or_default();
+        match keys.get(key) {
+            Some((other, other_at)) if other != &value => self.errors.push(FieldError::invalid(
+                &at,
+                format!(
+                    "goes to key {key:?} of Secret {name:?}, which {other_at} also sets to a \
+                     different value: reference different keys or Secrets"
+                ),
+            )),
+            _ => {
+                keys.insert(key.to_owned(), (value, at));
+            }
+        }
+    }
+}
+
+/// The bearer tokens of the AI MCP server and the named MCP servers, into the Secrets their
+/// `bearerTokenSecretRef`s name.
+fn mcp_token_writes(
+    servers: &ServersSpec,
+    credentials: &CredentialsInput,
+    root: &FieldPath,
+    writes: &mut Writes,
+) {
     let named = credentials.mcp_servers.iter().map(|(name, token)| {
         let server = servers
             .mcp_servers
@@ -130,23 +147,15 @@ pub fn secret_writes(
     for (at, field, server, token) in ai.chain(named) {
         match server {
             Some(server) => match &server.bearer_token_secret_ref {
-                Some(r) => put(&r.name, &r.key, token.bearer_token.clone(), at.child("bearerToken"), &mut errors),
-                None => errors.push(FieldError::required(
+                Some(r) => writes.put(&r.name, &r.key, token.bearer_token.clone(), at.child("bearerToken")),
+                None => writes.errors.push(FieldError::required(
                     &at.child("bearerToken"),
                     &format!("{field}.bearerTokenSecretRef naming the Secret and key to keep the token in"),
                 )),
             },
-            None => errors.push(undeclared(&at, &field)),
+            None => writes.errors.push(undeclared(&at, &field)),
         }
     }
-    errors.into_result()?;
-    Ok(writes
-        .into_iter()
-        .map(|(name, keys)| SecretWrite {
-            name,
-            data: keys.into_iter().map(|(k, (v, _))| (k, v)).collect(),
-        })
-        .collect())
 }
 
 /// The credentials a write or test must bring itself: those of every server whose stored
