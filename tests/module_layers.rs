@@ -1,6 +1,6 @@
 //! The modules of `src/` build on each other in layers: no file imports one that imports it
 //! back, however far round, and the picture of the top-level layers in `docs/architecture.md`
-//! is the one the code keeps.
+//! is the one the code keeps. And no function outside tests is much over 100 lines.
 //!
 //! Read from the source, not the compiler: every `use` and every `crate::`/`super::`/`self::`
 //! path outside `#[cfg(test)]` code, resolved to the file that defines the item (a `pub use`
@@ -446,5 +446,81 @@ fn the_check_finds_a_circle_through_a_re_export_and_ignores_tests() {
         graph
             .describe(&graph.circles()[0])
             .contains("`crate::high::Up`")
+    );
+}
+
+/// The longest a function outside tests may be: about 100 lines, with room for a signature
+/// and a match that reads better whole.
+const MAX_FUNCTION_LINES: usize = 110;
+
+/// Every function of `code` with its first line (1-based) and its length in lines.
+fn functions(code: &str) -> Vec<(String, usize, usize)> {
+    let start = Regex::new(r"^\s*(pub(\([^)]*\))?\s+)?(async\s+)?(const\s+)?fn\s+(\w+)").unwrap();
+    let lines: Vec<&str> = code.lines().collect();
+    let mut found = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(name) = start.captures(line).map(|c| c[5].to_owned()) else {
+            continue;
+        };
+        let (mut depth, mut opened) = (0i32, false);
+        for (j, body) in lines.iter().enumerate().skip(i) {
+            for ch in body.chars() {
+                match ch {
+                    '{' => {
+                        depth += 1;
+                        opened = true;
+                    }
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+            }
+            if opened && depth == 0 {
+                found.push((name, i + 1, j - i + 1));
+                break;
+            }
+            if !opened && body.trim_end().ends_with(';') {
+                break;
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn no_function_outside_tests_is_much_over_a_hundred_lines() {
+    let src = root().join("src");
+    let mut long = Vec::new();
+    let mut files: Vec<PathBuf> = modules(&src).into_values().collect();
+    files.push(src.join("main.rs"));
+    for file in files {
+        for (name, line, length) in functions(&code(&file)) {
+            if length > MAX_FUNCTION_LINES {
+                let shown = file
+                    .strip_prefix(root())
+                    .unwrap_or(&file)
+                    .display()
+                    .to_string();
+                long.push(format!("{shown}:{line} {name}: {length} lines"));
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "functions over {MAX_FUNCTION_LINES} lines: split them into named steps\n{}",
+        long.join("\n")
+    );
+}
+
+#[test]
+fn function_lengths_are_counted_without_strings_comments_or_nested_items() {
+    let code = without_comments_and_strings(
+        "fn short() {\n    let s = \"}\";\n    // }\n}\nfn long() {\n    if x {\n        y();\n    }\n}\n",
+    );
+    assert_eq!(
+        functions(&code)
+            .into_iter()
+            .map(|(n, _, l)| (n, l))
+            .collect::<Vec<_>>(),
+        [("short".to_owned(), 4), ("long".to_owned(), 5)]
     );
 }
