@@ -99,6 +99,65 @@ impl Drop for AdminServer {
     }
 }
 
+/// What the SDK tests register against: a tenant (`acme-<suffix>`) with its own Postgres
+/// database and login (`acme_<suffix>`, password `acme-pass`), its namespace bound to it, and
+/// the GlobalMcpConfig allowing loopback endpoints (everything here runs on this machine),
+/// with the platform's credentials in a namespace of the same suffix.
+pub struct SdkTenant {
+    /// The tenant id.
+    pub tenant: String,
+    /// Its Postgres login.
+    pub user: String,
+    /// Its Postgres database.
+    pub database: String,
+    /// The namespace bound to it.
+    pub namespace: String,
+    /// The suffix every name carries.
+    pub suffix: String,
+}
+
+impl SdkTenant {
+    /// Creates the tenant's database, login and namespace on `pg` and `cluster`, and applies
+    /// the GlobalMcpConfig.
+    pub async fn create(
+        cluster: &crate::harness::Cluster,
+        pg: &crate::stack::postgres::Postgres,
+    ) -> anyhow::Result<Self> {
+        use kube::api::{Api, Patch, PatchParams};
+        let database = pg.create_database("acme").await?;
+        let suffix = database[database.len() - 6..].to_owned();
+        let (tenant, user) = (format!("acme-{suffix}"), format!("acme_{suffix}"));
+        crate::stack::postgres::execute(
+            &pg.admin_url("postgres"),
+            &format!("CREATE ROLE {user} LOGIN PASSWORD 'acme-pass'"),
+        )
+        .await?;
+        let creds_ns = format!("tenant-mcp-system-{suffix}");
+        let namespace = format!("tenant-{tenant}");
+        cluster.create_namespace(&creds_ns, None).await?;
+        cluster.create_namespace(&namespace, Some(&tenant)).await?;
+        Api::<tenant_mcp::api::GlobalMcpConfig>::all(cluster.client())
+            .patch(
+                "default",
+                &PatchParams::apply("platform-team").force(),
+                &Patch::Apply(json!({
+                    "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "GlobalMcpConfig",
+                    "metadata": {"name": "default"},
+                    "spec": {"credentialsNamespace": creds_ns,
+                             "endpointPolicy": {"allowLoopback": true}}
+                })),
+            )
+            .await?;
+        Ok(Self {
+            tenant,
+            user,
+            database,
+            namespace,
+            suffix,
+        })
+    }
+}
+
 /// A failed call: a tool result flagged `isError` (its `structuredContent`: `reason`,
 /// `message`, field `errors`), a JSON-RPC error (its message and `data`), or a transport
 /// failure (e.g. a refused token) with `data` null.

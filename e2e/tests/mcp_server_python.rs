@@ -13,17 +13,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
-use tenant_mcp::api::{GlobalMcpConfig, TenantMcpConfig};
+use tenant_mcp::api::TenantMcpConfig;
 use tenant_mcp::controller::{self, Settings};
 use tenant_mcp::crypto::Keyring;
 use tenant_mcp::mcp_server::limits::Limits;
 use tenant_mcp::mirror::MirrorWriter;
 use tenant_mcp_e2e::harness::{Cluster, wait_for};
-use tenant_mcp_e2e::mcp_admin::{AdminServer, python_client, token};
+use tenant_mcp_e2e::mcp_admin::{AdminServer, SdkTenant, python_client, token};
 use tenant_mcp_e2e::stack::mirror_db::MirrorDatabase;
-use tenant_mcp_e2e::stack::postgres::{Postgres, execute};
+use tenant_mcp_e2e::stack::postgres::Postgres;
 use tenant_mcp_e2e::stack::s3::S3Server;
 use tokio_util::sync::CancellationToken;
 
@@ -35,15 +35,13 @@ async fn the_python_sdk_registers_updates_reads_and_deletes_a_config_on_the_loca
     let client = cluster.client();
 
     let pg = Postgres::start().unwrap();
-    let db = pg.create_database("acme").await.unwrap();
-    let suffix = db[db.len() - 6..].to_owned();
-    let (tenant, user) = (format!("acme-{suffix}"), format!("acme_{suffix}"));
-    execute(
-        &pg.admin_url("postgres"),
-        &format!("CREATE ROLE {user} LOGIN PASSWORD 'acme-pass'"),
-    )
-    .await
-    .unwrap();
+    let SdkTenant {
+        tenant,
+        user,
+        database: db,
+        namespace: ns,
+        ..
+    } = SdkTenant::create(&cluster, &pg).await.unwrap();
     let s3 = tokio::task::spawn_blocking(|| S3Server::start("acme-access", "acme-secret-key"))
         .await
         .unwrap()
@@ -52,24 +50,6 @@ async fn the_python_sdk_registers_updates_reads_and_deletes_a_config_on_the_loca
         .create_bucket()
         .bucket("acme-docs")
         .send()
-        .await
-        .unwrap();
-
-    // The cluster allows loopback endpoints (everything here runs on this machine).
-    let creds_ns = format!("tenant-mcp-system-{suffix}");
-    let ns = format!("tenant-{tenant}");
-    cluster.create_namespace(&creds_ns, None).await.unwrap();
-    cluster.create_namespace(&ns, Some(&tenant)).await.unwrap();
-    Api::<GlobalMcpConfig>::all(client.clone())
-        .patch(
-            "default",
-            &PatchParams::apply("platform-team").force(),
-            &Patch::Apply(json!({
-                "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "GlobalMcpConfig",
-                "metadata": {"name": "default"},
-                "spec": {"credentialsNamespace": creds_ns, "endpointPolicy": {"allowLoopback": true}}
-            })),
-        )
         .await
         .unwrap();
 

@@ -15,13 +15,11 @@
 
 use std::collections::BTreeMap;
 
-use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-use tenant_mcp::api::GlobalMcpConfig;
 use tenant_mcp::mcp_server::limits::Limits;
 use tenant_mcp_e2e::harness::Cluster;
-use tenant_mcp_e2e::mcp_admin::{AdminServer, token, typescript_client};
-use tenant_mcp_e2e::stack::postgres::{Postgres, execute};
+use tenant_mcp_e2e::mcp_admin::{AdminServer, SdkTenant, token, typescript_client};
+use tenant_mcp_e2e::stack::postgres::Postgres;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_typescript_sdk_registers_updates_reads_and_is_refused_with_results_it_can_read() {
@@ -31,33 +29,12 @@ async fn the_typescript_sdk_registers_updates_reads_and_is_refused_with_results_
     let client = cluster.client();
 
     let pg = Postgres::start().unwrap();
-    let db = pg.create_database("acme").await.unwrap();
-    let suffix = db[db.len() - 6..].to_owned();
-    let (tenant, user) = (format!("acme-{suffix}"), format!("acme_{suffix}"));
-    execute(
-        &pg.admin_url("postgres"),
-        &format!("CREATE ROLE {user} LOGIN PASSWORD 'acme-pass'"),
-    )
-    .await
-    .unwrap();
-    let creds_ns = format!("tenant-mcp-system-{suffix}");
-    cluster.create_namespace(&creds_ns, None).await.unwrap();
-    cluster
-        .create_namespace(&format!("tenant-{tenant}"), Some(&tenant))
-        .await
-        .unwrap();
-    Api::<GlobalMcpConfig>::all(client.clone())
-        .patch(
-            "default",
-            &PatchParams::apply("platform-team").force(),
-            &Patch::Apply(json!({
-                "apiVersion": "tenantmcp.dev/v1alpha1", "kind": "GlobalMcpConfig",
-                "metadata": {"name": "default"},
-                "spec": {"credentialsNamespace": creds_ns, "endpointPolicy": {"allowLoopback": true}}
-            })),
-        )
-        .await
-        .unwrap();
+    let SdkTenant {
+        tenant,
+        user,
+        database: db,
+        ..
+    } = SdkTenant::create(&cluster, &pg).await.unwrap();
     let server = AdminServer::start(client.clone(), Limits::default())
         .await
         .unwrap();
