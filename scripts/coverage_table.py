@@ -9,6 +9,7 @@ lib.rs); the section between the coverage:begin and coverage:end markers is repl
 import collections
 import datetime
 import json
+import subprocess
 import sys
 
 report = json.load(open(sys.argv[1]))
@@ -24,12 +25,18 @@ for f in report["files"]:
 
 total_cov, total = sum(covered.values()), sum(coverable.values())
 rows = ["| module | lines covered | lines | coverage |", "|---|---|---|---|"]
-for module in sorted(coverable, key=lambda m: covered[m] / max(coverable[m], 1)):
+for module in sorted(
+    (m for m in coverable if coverable[m]), key=lambda m: covered[m] / coverable[m]
+):
     pct = 100.0 * covered[module] / max(coverable[module], 1)
     rows.append(f"| `{module}` | {covered[module]} | {coverable[module]} | {pct:.1f} % |")
 rows.append(f"| **all of src/** | {total_cov} | {total} | **{100.0 * total_cov / max(total, 1):.1f} %** |")
+commit = subprocess.run(
+    ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+).stdout.strip()
 section = (
-    f"Measured {datetime.date.today().isoformat()} with `scripts/coverage` (cargo-tarpaulin, LLVM engine).\n\n"
+    f"Measured {datetime.date.today().isoformat()} at {commit} with `scripts/coverage` "
+    "(cargo-tarpaulin 0.37.5, LLVM engine).\n\n"
     + "\n".join(rows)
     + "\n"
 )
