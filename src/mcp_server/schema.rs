@@ -11,8 +11,9 @@
 //!   validate every `structuredContent` against the tool's `outputSchema` (the TypeScript SDK
 //!   does so even when `isError` is set), so a tool's output schema admits both.
 
-use std::any::Any;
-use std::sync::Arc;
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 
 use rmcp::handler::server::common::{schema_for_input, schema_for_output};
 use rmcp::model::JsonObject;
@@ -48,6 +49,33 @@ pub const STANDARD_FORMATS: &[&str] = &[
 /// The prefix of Kubernetes' OpenAPI extensions (`x-kubernetes-validations`, …).
 const KUBERNETES_EXTENSION: &str = "x-kubernetes-";
 
+/// Schemas already made, by purpose and type. rmcp's `#[tool_handler]` builds the tool router
+/// (and so every tool's schemas) again for each `tools/call` and `tools/list`; rmcp caches its
+/// own schemas, and these are cached alike so that no call walks them again.
+type Cache = LazyLock<RwLock<HashMap<TypeId, Arc<JsonObject>>>>;
+static INPUTS: Cache = LazyLock::new(Default::default);
+static OUTPUTS: Cache = LazyLock::new(Default::default);
+
+/// `cache`'s schema of `T`, made by `make` the first time.
+fn cached<T: Any>(cache: &Cache, make: impl FnOnce() -> Arc<JsonObject>) -> Arc<JsonObject> {
+    let id = TypeId::of::<T>();
+    // A schema is inserted whole or not at all: a poisoned lock is still safe to use.
+    if let Some(found) = cache
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&id)
+    {
+        return found.clone();
+    }
+    let made = make();
+    cache
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(id)
+        .or_insert(made)
+        .clone()
+}
+
 /// The input schema of a tool taking `T`, with standard formats only.
 ///
 /// # Panics
@@ -55,14 +83,20 @@ const KUBERNETES_EXTENSION: &str = "x-kubernetes-";
 /// `tools/list` (and by the unit tests).
 #[allow(clippy::expect_used)] // the schema of a type is fixed at compile time
 pub fn input<T: JsonSchema + Any>() -> Arc<JsonObject> {
-    let schema = schema_for_input::<T>().expect("a tool's input is an object");
-    let mut value = Value::Object(schema.as_ref().clone());
-    standardize(&mut value);
-    Arc::new(into_object(value))
+    cached::<T>(&INPUTS, || {
+        let schema = schema_for_input::<T>().expect("a tool's input is an object");
+        let mut value = Value::Object(schema.as_ref().clone());
+        standardize(&mut value);
+        Arc::new(into_object(value))
+    })
 }
 
 /// The output schema of a tool answering `T`: `T` or a [`ToolFailure`], standard formats only.
 pub fn output<T: JsonSchema + Any>() -> Arc<JsonObject> {
+    cached::<T>(&OUTPUTS, output_uncached::<T>)
+}
+
+fn output_uncached<T: JsonSchema + Any>() -> Arc<JsonObject> {
     let mut success = schema_for_output::<T>().as_ref().clone();
     let mut failure = schema_for_output::<ToolFailure>().as_ref().clone();
     let mut defs = Map::new();
@@ -190,6 +224,17 @@ mod tests {
             })
         );
         assert_eq!(schema.get("x-kubernetes-list-type"), None);
+    }
+
+    #[test]
+    fn a_schema_is_made_once_per_type() {
+        let first = output::<crate::mcp_server::view::DeleteResult>();
+        let again = output::<crate::mcp_server::view::DeleteResult>();
+        assert!(Arc::ptr_eq(&first, &again));
+        assert!(!Arc::ptr_eq(
+            &first,
+            &output::<crate::mcp_server::view::TestResult>()
+        ));
     }
 
     #[test]
