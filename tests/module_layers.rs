@@ -175,14 +175,21 @@ impl Graph {
             edges: BTreeMap::new(),
         };
 
+        // The child modules each file declares, read once.
+        let children: BTreeMap<&str, BTreeSet<&str>> = codes
+            .iter()
+            .map(|(module, code)| {
+                let declared = declared
+                    .captures_iter(code)
+                    .filter_map(|c| c.get(1).map(|m| m.as_str()))
+                    .collect();
+                (module.as_str(), declared)
+            })
+            .collect();
         // Relative paths (`cache::X` in `client/mod.rs`) name a child module.
-        let absolute = |module: &str, code: &str, path: &str| -> String {
+        let absolute = |module: &str, path: &str| -> String {
             let head = path.split("::").next().unwrap_or_default();
-            let children: BTreeSet<&str> = declared
-                .captures_iter(code)
-                .filter_map(|c| c.get(1).map(|m| m.as_str()))
-                .collect();
-            if children.contains(head) {
+            if children.get(module).is_some_and(|c| c.contains(head)) {
                 format!(
                     "{}::{path}",
                     if module.is_empty() { "crate" } else { "self" }
@@ -198,7 +205,7 @@ impl Graph {
             for c in reexport.captures_iter(code) {
                 for item in expand(&c[2]) {
                     let (path, name) = split_alias(&item);
-                    let path = absolute(module, code, &path);
+                    let path = absolute(module, &path);
                     if let Some(target) = graph.resolve(module, &path)
                         && &target != module
                     {
@@ -213,13 +220,13 @@ impl Graph {
             let mut found: Vec<String> = uses
                 .captures_iter(&body)
                 .flat_map(|c| expand(&c[1]))
-                .map(|item| absolute(module, code, &split_alias(&item).0))
+                .map(|item| absolute(module, &split_alias(&item).0))
                 .collect();
             found.extend(paths.captures_iter(&body).map(|c| c[1].to_owned()));
             found.extend(
                 child_paths
                     .captures_iter(&body)
-                    .map(|c| absolute(module, code, &c[1]))
+                    .map(|c| absolute(module, &c[1]))
                     .filter(|p| p.contains("::")),
             );
             for path in found {

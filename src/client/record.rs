@@ -162,6 +162,7 @@ fn not_active(status: &McpConfigStatus, key: &ServerKey) -> Unavailable {
         },
     }
 }
+
 /// Why a declared server type cannot be used right now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unavailable {

@@ -40,7 +40,7 @@ pub const FORCE_DELETE_ANNOTATION: &str = "tenantmcp.dev/force-delete";
 pub const MANAGER: &str = "tenant-mcp-controller";
 
 /// The only `GlobalMcpConfig` that is used.
-pub const GLOBAL_NAME: &str = "default";
+pub const GLOBAL_NAME: &str = crate::api::GLOBAL_CONFIG_NAME;
 
 /// Where per-reconcile timings go when collected.
 pub type Timings = Arc<std::sync::Mutex<Vec<ReconcileTiming>>>;
