@@ -12,6 +12,7 @@ pub mod reference;
 pub mod schema;
 pub mod secret_ref;
 pub mod servers;
+pub mod slim;
 pub mod status;
 pub mod tenant;
 

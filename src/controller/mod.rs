@@ -369,6 +369,7 @@ fn config_stream(
         watcher::Config::default(),
     )
     .backoff(WatchBackoff::capped(crate::watch_backoff::CONTROLLER_CAP))
+    .modify(crate::api::slim::config)
     .reflect(writer)
     .inspect(move |event| {
         if let Ok(event) = event {
@@ -392,6 +393,7 @@ fn global_stream(
         watcher::Config::default(),
     )
     .backoff(WatchBackoff::capped(crate::watch_backoff::CONTROLLER_CAP))
+    .modify(crate::api::slim::global)
     .reflect(writer)
     .inspect(synced::mark_on_init_done(synced, synced::Cache::Globals))
     .touched_objects()
@@ -409,6 +411,7 @@ fn namespace_stream(
         watcher::Config::default(),
     )
     .backoff(WatchBackoff::capped(crate::watch_backoff::CONTROLLER_CAP))
+    .modify(crate::api::slim::namespace)
     .reflect(writer)
     .inspect(synced::mark_on_init_done(synced, synced::Cache::Namespaces))
     .touched_objects()

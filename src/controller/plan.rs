@@ -282,7 +282,7 @@ impl<'s> Failing<'s> {
         let servers = declared
             .iter()
             .filter_map(|k| {
-                let h = status.servers.get(&k.as_string())?;
+                let h: &ServerHealth = status.servers.get(&k.as_string())?;
                 (h.state == ServerState::Failing).then(|| (k.as_string(), h))
             })
             .collect();

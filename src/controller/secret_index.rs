@@ -12,10 +12,12 @@ pub struct SecretIndex {
     inner: Mutex<Inner>,
 }
 
+/// Sorted vectors, not sets: most Secrets have one reader and most configs read one or two
+/// Secrets, and a B-tree set's first node holds room for eleven.
 #[derive(Debug, Default)]
 struct Inner {
-    readers: HashMap<SecretId, BTreeSet<String>>,
-    reads: HashMap<SecretId, BTreeSet<String>>,
+    readers: HashMap<SecretId, Vec<String>>,
+    reads: HashMap<SecretId, Vec<String>>,
 }
 
 impl SecretIndex {
@@ -26,24 +28,26 @@ impl SecretIndex {
         };
         let config = (namespace.to_owned(), name.to_owned());
         let before = inner.reads.remove(&config).unwrap_or_default();
-        for secret in before.difference(&secrets) {
+        for secret in before.iter().filter(|s| !secrets.contains(*s)) {
             let id = (namespace.to_owned(), secret.clone());
             if let Some(readers) = inner.readers.get_mut(&id) {
-                readers.remove(name);
+                readers.retain(|r| r != name);
                 if readers.is_empty() {
                     inner.readers.remove(&id);
                 }
             }
         }
         for secret in &secrets {
-            inner
+            let readers = inner
                 .readers
                 .entry((namespace.to_owned(), secret.clone()))
-                .or_default()
-                .insert(name.to_owned());
+                .or_default();
+            if let Err(at) = readers.binary_search_by(|r| r.as_str().cmp(name)) {
+                readers.insert(at, name.to_owned());
+            }
         }
         if !secrets.is_empty() {
-            inner.reads.insert(config, secrets);
+            inner.reads.insert(config, secrets.into_iter().collect());
         }
     }
 
@@ -60,7 +64,7 @@ impl SecretIndex {
         inner
             .readers
             .get(&(namespace.to_owned(), secret.to_owned()))
-            .map(|r| r.iter().cloned().collect())
+            .cloned()
             .unwrap_or_default()
     }
 }

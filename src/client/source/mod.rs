@@ -15,7 +15,6 @@
 pub mod directory;
 mod global_secrets;
 mod listed;
-pub mod slim;
 mod snapshots;
 
 use std::collections::{BTreeSet, HashMap};
@@ -140,7 +139,7 @@ pub async fn run_kube(
     .backoff(crate::watch_backoff::WatchBackoff::capped(
         crate::watch_backoff::CLIENT_CAP,
     ))
-    .modify(slim::global)
+    .modify(crate::api::slim::global)
     .reflect(globals_writer)
     .map(|e| e.map(Change::Global));
     let internal_stream = futures::stream::poll_fn(move |cx| internal_rx.poll_recv(cx))
