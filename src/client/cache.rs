@@ -32,10 +32,11 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::OnceCell;
 
 use super::build::Built;
+use super::error::ClientError;
 use super::metrics::{
     ClientMetrics, ConnectionLabels, EvictionLabels, ServerTypeLabels, StripedCounter,
 };
-use super::routes::Origin;
+use super::routes::{Endpoint, Origin, Routes};
 use super::sharded::ShardedMap;
 use crate::config::candidate::ServerKey;
 
@@ -140,6 +141,17 @@ impl Clients {
     }
 }
 
+/// Whose cache slot serves `key` of `tenant` from a server of `origin`: global Postgres and
+/// S3 clients are shared; an MCP client carries the tenant's routing, so even a global one is
+/// built per tenant.
+fn scope<'a>(tenant: &'a str, key: &ServerKey, origin: Origin) -> Scope<'a> {
+    if origin == Origin::Global && !matches!(key, ServerKey::AiMcp | ServerKey::Mcp(_)) {
+        Scope::Global
+    } else {
+        Scope::Tenant(tenant)
+    }
+}
+
 fn fixed_index(key: &ServerKey) -> Option<usize> {
     match key {
         ServerKey::Postgres => Some(0),
@@ -207,15 +219,54 @@ impl ClientCache {
         self.len() == 0
     }
 
-    /// The client of `key` cached for `tenant` itself, if it was confirmed at routes
-    /// `generation` (nothing changed since): the hot path, one map lookup, no allocation and
-    /// no reference count written but the client's own.
-    pub fn confirmed(
+    /// The client of `key` for `tenant` and whose server it is: the one confirmed at the
+    /// routes' current generation (nothing changed since: one map lookup, no route
+    /// resolution), else a cached one whose endpoint is still the one `routes` resolve, else
+    /// one `build` makes now from that endpoint (with the tenant to route for, when the client
+    /// is the tenant's own). The one entry of a lookup into the cache.
+    pub async fn client(
         &self,
         tenant: &str,
         key: &ServerKey,
-        generation: u64,
-    ) -> Option<(Built, Origin)> {
+        routes: &Routes,
+        build: impl FnOnce(&Endpoint, Option<&str>) -> Result<Built, String>,
+    ) -> Result<(Built, Origin), ClientError> {
+        let generation = routes.generation();
+        if Routes::is_settled(generation)
+            && let Some(hit) = self.confirmed(tenant, key, generation)
+        {
+            return Ok(hit);
+        }
+        let (fingerprint, origin) =
+            routes.resolve_with(tenant, key, |e| (e.fingerprint, e.origin))?;
+        if let Some(built) = self.cached(scope(tenant, key, origin), key, fingerprint, generation) {
+            return Ok((built, origin));
+        }
+        // Not cached: resolve again for the whole endpoint (it may have changed since).
+        let endpoint = routes.resolve(tenant, key)?;
+        let scope = scope(tenant, key, endpoint.origin);
+        let routing = matches!(scope, Scope::Tenant(_)).then_some(tenant);
+        let built = self
+            .get_or_build(
+                scope,
+                key,
+                (endpoint.fingerprint, endpoint.origin),
+                generation,
+                || build(&endpoint, routing),
+            )
+            .await
+            .map_err(|message| ClientError::Build {
+                tenant: tenant.to_owned(),
+                server: key.as_string(),
+                message,
+            })?;
+        Ok((built, endpoint.origin))
+    }
+
+    /// The client of `key` cached for `tenant` itself, if it was confirmed at routes
+    /// `generation` (nothing changed since): the hot path, one map lookup, no allocation and
+    /// no reference count written but the client's own.
+    fn confirmed(&self, tenant: &str, key: &ServerKey, generation: u64) -> Option<(Built, Origin)> {
         let hit = self.tenants.with(tenant, |clients| {
             let clients = clients?;
             let hit = clients.with_slot(key, |slot| {
@@ -231,7 +282,7 @@ impl ClientCache {
 
     /// The cached client of `key` in `scope` built from the endpoint with `fingerprint`, if
     /// there is one; marks it confirmed at routes `generation`.
-    pub fn cached(
+    fn cached(
         &self,
         scope: Scope<'_>,
         key: &ServerKey,
@@ -259,7 +310,7 @@ impl ClientCache {
 
     /// The client of `key` in `scope` built from the endpoint with `fingerprint`; `build`
     /// runs only when there is none (and only in one caller at a time).
-    pub async fn get_or_build(
+    async fn get_or_build(
         &self,
         scope: Scope<'_>,
         key: &ServerKey,

@@ -36,6 +36,7 @@ pub mod source;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -122,6 +123,10 @@ struct Inner {
     /// Clients handed out by server type and origin, looked up once (the lookup path).
     requests: [[metrics::StripedCounter; 2]; 4],
     stop: CancellationToken,
+    /// Set with `stop` by [`TenantClients::shutdown`]: what every lookup checks, because
+    /// `CancellationToken::is_cancelled` locks a mutex that every caller on every core would
+    /// write to.
+    stopped: AtomicBool,
     synced: watch::Receiver<source::SyncState>,
 }
 
@@ -210,6 +215,7 @@ impl TenantClients {
             requests: metrics.request_counters(),
             metrics,
             stop: CancellationToken::new(),
+            stopped: AtomicBool::new(false),
             synced,
         });
         // The sweeper holds a weak handle so dropping every TenantClients ends it.
@@ -298,6 +304,7 @@ impl TenantClients {
     /// Closes every cached client and stops the watches; later calls get
     /// [`ClientError::ShutDown`], calls in flight finish or fail (a closed pool).
     pub async fn shutdown(&self) {
+        self.inner.stopped.store(true, Ordering::Release);
         self.inner.stop.cancel();
         self.inner.cache.close_all_clients().await;
     }
@@ -358,63 +365,22 @@ impl TenantClients {
         key: &ServerKey,
     ) -> Result<(Built, Origin), ClientError> {
         check_tenant_id(tenant).map_err(ClientError::InvalidTenant)?;
-        if self.inner.stop.is_cancelled() {
+        let inner = &self.inner;
+        if inner.stopped.load(Ordering::Relaxed) {
             return Err(ClientError::ShutDown);
         }
-        let generation = self.inner.routes.generation();
-        if routes::Routes::is_settled(generation)
-            && let Some(hit) = self.inner.cache.confirmed(tenant, key, generation)
-        {
-            return Ok(hit);
-        }
-        let (fingerprint, origin) = self
-            .inner
-            .routes
-            .resolve_with(tenant, key, |e| (e.fingerprint, e.origin))?;
-        if let Some(built) =
-            self.inner
-                .cache
-                .cached(scope(tenant, key, origin), key, fingerprint, generation)
-        {
-            return Ok((built, origin));
-        }
-        // Not cached: resolve again for the whole endpoint (it may have changed since).
-        let endpoint = self.inner.routes.resolve(tenant, key)?;
-        let scope = scope(tenant, key, endpoint.origin);
-        let routing = matches!(scope, Scope::Tenant(_)).then_some(tenant);
-        let built = self
-            .inner
+        let found = inner
             .cache
-            .get_or_build(
-                scope,
-                key,
-                (endpoint.fingerprint, endpoint.origin),
-                generation,
-                || build::build(&self.inner.shared, key, &endpoint, routing),
-            )
-            .await
-            .map_err(|message| ClientError::Build {
-                tenant: tenant.to_owned(),
-                server: key.as_string(),
-                message,
-            })?;
-        if self.inner.stop.is_cancelled() {
+            .client(tenant, key, &inner.routes, |endpoint, routing| {
+                build::build(&inner.shared, key, endpoint, routing)
+            })
+            .await?;
+        if inner.stopped.load(Ordering::Acquire) {
             // Built while shutting down: close what the shutdown could not see yet.
-            self.inner.cache.close_all_clients().await;
+            inner.cache.close_all_clients().await;
             return Err(ClientError::ShutDown);
         }
-        Ok((built, endpoint.origin))
-    }
-}
-
-/// Whose cache slot serves `key` of `tenant` from a server of `origin`: global Postgres and
-/// S3 clients are shared; an MCP client carries the tenant's routing, so even a global one is
-/// built per tenant.
-fn scope<'a>(tenant: &'a str, key: &ServerKey, origin: Origin) -> Scope<'a> {
-    if origin == Origin::Global && !matches!(key, ServerKey::AiMcp | ServerKey::Mcp(_)) {
-        Scope::Global
-    } else {
-        Scope::Tenant(tenant)
+        Ok(found)
     }
 }
 
