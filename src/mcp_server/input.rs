@@ -227,7 +227,21 @@ pub struct ListRequest {
     /// Only this tenant's configs. A tenant admin sees only its own tenant either way.
     #[serde(default)]
     pub tenant_id: Option<String>,
+    /// Listing every tenant's configs: at most this many in one answer (default
+    /// [`LIST_PAGE`], at most [`LIST_PAGE_MAX`]); the answer's `continue` asks for the rest.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = LIST_PAGE_MAX))]
+    pub limit: Option<u32>,
+    /// The `continue` of the previous answer: the next configs of the same listing.
+    #[serde(default, rename = "continue")]
+    pub continue_token: Option<String>,
 }
+
+/// Configs in one answer of a listing of every tenant, unless `limit` says otherwise: at
+/// 10,000 configs the whole list was a 34 MiB answer that took the server to 775 MiB.
+pub const LIST_PAGE: u32 = 100;
+/// The most configs one answer of a listing holds.
+pub const LIST_PAGE_MAX: u32 = 500;
 
 /// `rag_delete_tenant_mcp_config`'s input.
 #[derive(Debug, Deserialize, JsonSchema)]

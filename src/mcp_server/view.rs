@@ -60,6 +60,10 @@ pub struct ConfigView {
 pub struct ConfigList {
     /// The configs the caller may see.
     pub configs: Vec<ConfigView>,
+    /// More configs follow: pass this as `continue` (with the same arguments) for the next
+    /// ones. Absent on the last answer.
+    #[serde(rename = "continue", skip_serializing_if = "Option::is_none")]
+    pub continue_token: Option<String>,
 }
 
 /// What a register or update stored.

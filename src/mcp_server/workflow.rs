@@ -11,7 +11,10 @@ use kube::ResourceExt as _;
 use super::auth::{Access, Caller, Role};
 use super::connection::{self, ConnectionTest};
 use super::error::ToolError;
-use super::input::{CredentialsInput, ListRequest, RegisterRequest, TestRequest, UpdateRequest};
+use super::input::{
+    CredentialsInput, LIST_PAGE, LIST_PAGE_MAX, ListRequest, RegisterRequest, TestRequest,
+    UpdateRequest,
+};
 use super::management::{DEFAULT_CONFIG_NAME, ManagementTools};
 use super::plan::{
     SecretWrite, as_arguments, credentials_required, other_owners, secret_writes, touched,
@@ -42,6 +45,26 @@ pub(super) struct Checked {
     tests: Vec<ConnectionTest>,
 }
 
+/// The page size of a listing of every tenant: `limit`, or the default; named by path when
+/// out of range.
+fn page_limit(limit: Option<u32>) -> Result<u32, ToolError> {
+    match limit {
+        None => Ok(LIST_PAGE),
+        Some(l) if (1..=LIST_PAGE_MAX).contains(&l) => Ok(l),
+        Some(l) => {
+            let mut errors = FieldErrors::default();
+            errors.push(FieldError::invalid(
+                &FieldPath::new("limit"),
+                format!("must be 1..={LIST_PAGE_MAX}, got {l}"),
+            ));
+            Err(ToolError::invalid(
+                "invalid arguments, nothing done",
+                errors,
+            ))
+        }
+    }
+}
+
 impl ManagementTools {
     pub(super) async fn list_visible(
         &self,
@@ -60,13 +83,19 @@ impl ManagementTools {
         }?;
         let global = self.store.global().await?;
         let uber = caller.roles.contains(&Role::UberAdmin);
+        let (claimed, next) = match &tenant {
+            Some(t) => (self.store.claims(Some(t), &global).await?, None),
+            None => {
+                let limit = page_limit(request.limit)?;
+                self.store
+                    .claims_page(&global, limit, request.continue_token.as_deref())
+                    .await?
+            }
+        };
         // A tenant admin sees the configs of its tenant in namespaces bound to it: a config
         // that claims its tenant from elsewhere holds someone else's endpoints, and one in its
         // namespace that claims another tenant is not its to see either.
-        let configs: Vec<_> = self
-            .store
-            .claims(tenant.as_deref(), &global)
-            .await?
+        let configs: Vec<_> = claimed
             .into_iter()
             .filter(|c| {
                 uber || (c.namespace_tenant.is_some() && c.namespace_tenant == caller.tenant)
@@ -77,7 +106,13 @@ impl ManagementTools {
             .iter()
             .map(|c| view_claimed(&c.config, &c.verdict))
             .collect();
-        Ok((ConfigList { configs }, detail))
+        Ok((
+            ConfigList {
+                configs,
+                continue_token: next,
+            },
+            detail,
+        ))
     }
 
     /// Deletes `current` (if unchanged) and the Secrets made for it, in a task of its own so
