@@ -60,3 +60,52 @@ pub fn write_section(path: &Path, name: &str, title: &str, body: &str) -> std::i
     };
     std::fs::write(path, updated)
 }
+
+/// The chart's Deployments whose default memory limit the benchmarks check: (key in
+/// `values.yaml`, the `tenant-mcp` subcommand its container runs).
+pub const CHART_PROCESSES: [(&str, &str); 3] = [
+    ("controller", "controller"),
+    ("webhook", "webhook"),
+    ("mcpServer", "mcp-server"),
+];
+
+/// Headroom every default memory limit keeps above the peak measured at 10,000 configs.
+pub const LIMIT_HEADROOM: f64 = 1.3;
+
+/// Bytes of a Kubernetes memory quantity (`256Mi`, `1Gi`, `500M`, `1048576`).
+pub fn memory_quantity(quantity: &str) -> Option<u64> {
+    let q = quantity.trim();
+    let split = q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len());
+    let (number, unit) = q.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let factor: u64 = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
+/// The default `resources.limits.memory` of each of [`CHART_PROCESSES`] in the chart's
+/// `values.yaml`, in bytes, by values key.
+pub fn chart_memory_limits() -> anyhow::Result<Vec<(&'static str, u64)>> {
+    use anyhow::Context as _;
+    let path = crate::stack::repo_root().join("charts/tenant-mcp/values.yaml");
+    let values: serde_yaml_ng::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&path)?)?;
+    CHART_PROCESSES
+        .iter()
+        .map(|(key, _)| {
+            let limit = values[*key]["resources"]["limits"]["memory"]
+                .as_str()
+                .with_context(|| format!("{key}.resources.limits.memory in {}", path.display()))?;
+            let bytes = memory_quantity(limit)
+                .with_context(|| format!("{key}.resources.limits.memory {limit:?}"))?;
+            Ok((*key, bytes))
+        })
+        .collect()
+}

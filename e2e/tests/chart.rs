@@ -1086,3 +1086,75 @@ fn every_environment_variable_the_chart_sets_is_read_by_the_binary() {
     }
     assert!(checked > 30, "{checked}");
 }
+
+/// The chart's default memory requests and limits are the sizing table's 10,000-tenant row
+/// (docs/operations.md), and each default limit holds the peak `bench-controller` measured for
+/// its process at 10,000 configs (docs/benchmarks.md) with the headroom the bench demands: a
+/// default changed without the docs, or a measurement that outgrew a default, fails here.
+#[test]
+fn the_default_memory_limits_match_the_sizing_table_and_hold_the_measured_peaks() {
+    use tenant_mcp_e2e::bench::{LIMIT_HEADROOM, memory_quantity};
+    let defaults = render(&["mcpServer.auth.jwtSecret.existingSecret=tenant-mcp-jwt"]).unwrap();
+    let memory = |suffix: &str| -> (String, String) {
+        let resources = &find(&defaults, "Deployment", suffix)["spec"]["template"]["spec"]["containers"]
+            [0]["resources"];
+        let text = |v: &Value| v.as_str().map(str::to_owned).unwrap_or_default();
+        (
+            text(&resources["requests"]["memory"]),
+            text(&resources["limits"]["memory"]),
+        )
+    };
+    let root = tenant_mcp_e2e::stack::repo_root();
+    let operations = std::fs::read_to_string(root.join("docs/operations.md")).unwrap();
+    let row = operations
+        .lines()
+        .find(|l| l.starts_with("| up to 10,000 (the chart's defaults) |"))
+        .expect("the sizing table's default row in docs/operations.md");
+    let cells: Vec<(String, String)> = row
+        .split('|')
+        .map(str::trim)
+        .filter(|c| c.contains(" / "))
+        .map(|c| {
+            let (request, limit) = c.split_once(" / ").unwrap();
+            (request.to_owned(), limit.to_owned())
+        })
+        .collect();
+    let benchmarks = std::fs::read_to_string(root.join("docs/benchmarks.md")).unwrap();
+    let peaks = |prefix: &str| -> Vec<f64> {
+        benchmarks
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| {
+                let peak = l.split('|').nth(3)?.trim().strip_suffix(" MiB")?;
+                peak.parse::<f64>().ok()
+            })
+            .collect()
+    };
+    for (i, (suffix, measured)) in [
+        ("-controller", "| controller: "),
+        ("-webhook", "| webhook: "),
+        ("-mcp-server", "| management server: "),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (request, limit) = memory(suffix);
+        assert_eq!(
+            (&request, &limit),
+            (&cells[i].0, &cells[i].1),
+            "{suffix}: the chart's default request/limit against docs/operations.md"
+        );
+        let peaks = peaks(measured);
+        assert!(
+            !peaks.is_empty(),
+            "no measured peak of {measured:?} in docs/benchmarks.md"
+        );
+        let peak = peaks.iter().copied().fold(0.0, f64::max) * 1024.0 * 1024.0;
+        let limit_bytes = memory_quantity(&limit).unwrap() as f64;
+        assert!(
+            peak * LIMIT_HEADROOM <= limit_bytes,
+            "{suffix}: peak {:.1} MiB × {LIMIT_HEADROOM} exceeds the default limit {limit}",
+            peak / 1024.0 / 1024.0
+        );
+    }
+}

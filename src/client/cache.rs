@@ -231,18 +231,44 @@ impl ClientCache {
         routes: &Routes,
         build: impl FnOnce(&Endpoint, Option<&str>) -> Result<Built, String>,
     ) -> Result<(Built, Origin), ClientError> {
+        match self.hit(tenant, key, routes)? {
+            Some(hit) => Ok(hit),
+            None => self.build(tenant, key, routes, build).await,
+        }
+    }
+
+    /// What [`Self::client`] finds without building: a plain function, so the hot path runs
+    /// no further into the async state machine than this call.
+    fn hit(
+        &self,
+        tenant: &str,
+        key: &ServerKey,
+        routes: &Routes,
+    ) -> Result<Option<(Built, Origin)>, ClientError> {
         let generation = routes.generation();
         if Routes::is_settled(generation)
             && let Some(hit) = self.confirmed(tenant, key, generation)
         {
-            return Ok(hit);
+            return Ok(Some(hit));
         }
         let (fingerprint, origin) =
             routes.resolve_with(tenant, key, |e| (e.fingerprint, e.origin))?;
-        if let Some(built) = self.cached(scope(tenant, key, origin), key, fingerprint, generation) {
-            return Ok((built, origin));
-        }
-        // Not cached: resolve again for the whole endpoint (it may have changed since).
+        Ok(self
+            .cached(scope(tenant, key, origin), key, fingerprint, generation)
+            .map(|built| (built, origin)))
+    }
+
+    /// The slow path of [`Self::client`]: resolves the whole endpoint and builds (or waits for
+    /// another caller's build).
+    async fn build(
+        &self,
+        tenant: &str,
+        key: &ServerKey,
+        routes: &Routes,
+        build: impl FnOnce(&Endpoint, Option<&str>) -> Result<Built, String>,
+    ) -> Result<(Built, Origin), ClientError> {
+        let generation = routes.generation();
+        // Resolve again for the whole endpoint (it may have changed since).
         let endpoint = routes.resolve(tenant, key)?;
         let scope = scope(tenant, key, endpoint.origin);
         let routing = matches!(scope, Scope::Tenant(_)).then_some(tenant);

@@ -66,6 +66,9 @@ struct Args {
     /// Milliseconds between status edits during the edited lookups.
     #[arg(long, env = "BENCH_EDIT_EVERY_MS", default_value_t = 2)]
     edit_every_ms: u64,
+    /// Measure the hot lookups only, print them and write nothing (for profiling).
+    #[arg(long, env = "BENCH_ONLY_LOOKUPS")]
+    only_lookups: bool,
     /// Measure memory only (both sources), print it and write nothing.
     #[arg(long, env = "BENCH_ONLY_MEMORY")]
     only_memory: bool,
@@ -90,6 +93,16 @@ async fn main() -> anyhow::Result<()> {
         .map(|i| manifests::tenant("t", i))
         .collect();
 
+    if args.only_lookups {
+        let (clients, _, hot, hot_fallback) = hot_lookups(dir.path(), &names, &args).await?;
+        clients.shutdown().await;
+        print!(
+            "{}{}",
+            timing_row("hot lookup, own servers", &hot),
+            timing_row("hot lookup, fallback", &hot_fallback)
+        );
+        return Ok(());
+    }
     // Memory and churn first, while the process holds nothing else.
     eprintln!("memory and churn (directory source)");
     let memory = memory_and_churn(dir.path(), &names, args.cached, args.churn).await?;
@@ -111,30 +124,7 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("propagation");
     let propagation = propagation(args.changes).await?;
 
-    // Room for every tenant and no idle eviction during the run.
-    let settings = ClientSettings {
-        max_cached_tenants: args.tenants * 3,
-        idle_ttl: Duration::from_secs(3600),
-        ..ClientSettings::default()
-    };
-    let clients = TenantClients::from_directory(dir.path(), settings.clone())?;
-    // Tenants without a config: served by the global servers.
-    let fallback: Vec<String> = (0..args.tenants)
-        .map(|i| manifests::tenant("f", i))
-        .collect();
-    // Warm: one pool per tenant (lazy: no connection is opened).
-    for name in names.iter().chain(&fallback) {
-        clients.postgres(name).await.context("warming")?;
-    }
-    // Tenants on the global servers share the global clients: only the own ones count.
-    anyhow::ensure!(clients.cached_tenants() == args.tenants);
-    anyhow::ensure!(
-        clients.endpoint(&fallback[0], &ServerKey::Postgres)?.origin == Origin::Global,
-        "a tenant without a config is not on the global server"
-    );
-    eprintln!("hot lookups");
-    let hot = two_threads(&names, args.lookups, cached_pool(&clients)).await?;
-    let hot_fallback = two_threads(&fallback, args.lookups, cached_pool(&clients)).await?;
+    let (clients, settings, hot, hot_fallback) = hot_lookups(dir.path(), &names, &args).await?;
     // Each cached Postgres pool holds a descriptor (its egress relay's socket): close these
     // 10,000 before the cold run builds 10,000 more. The routes stay for the baselines.
     clients.shutdown().await;
@@ -250,6 +240,41 @@ where
     }
     all.sort_unstable();
     Ok(all)
+}
+
+/// Hot lookups: a client with every tenant's pool built (and one per tenant without a config:
+/// the global pool), then [`two_threads`] of cached lookups of own tenants and of fallback
+/// ones. Returns the client, its settings and both timings.
+async fn hot_lookups(
+    dir: &std::path::Path,
+    names: &[String],
+    args: &Args,
+) -> anyhow::Result<(TenantClients, ClientSettings, Vec<Duration>, Vec<Duration>)> {
+    // Room for every tenant and no idle eviction during the run.
+    let settings = ClientSettings {
+        max_cached_tenants: args.tenants * 3,
+        idle_ttl: Duration::from_secs(3600),
+        ..ClientSettings::default()
+    };
+    let clients = TenantClients::from_directory(dir, settings.clone())?;
+    // Tenants without a config: served by the global servers.
+    let fallback: Vec<String> = (0..args.tenants)
+        .map(|i| manifests::tenant("f", i))
+        .collect();
+    // Warm: one pool per tenant (lazy: no connection is opened).
+    for name in names.iter().chain(&fallback) {
+        clients.postgres(name).await.context("warming")?;
+    }
+    // Tenants on the global servers share the global clients: only the own ones count.
+    anyhow::ensure!(clients.cached_tenants() == args.tenants);
+    anyhow::ensure!(
+        clients.endpoint(&fallback[0], &ServerKey::Postgres)?.origin == Origin::Global,
+        "a tenant without a config is not on the global server"
+    );
+    eprintln!("hot lookups");
+    let hot = two_threads(names, args.lookups, cached_pool(&clients)).await?;
+    let hot_fallback = two_threads(&fallback, args.lookups, cached_pool(&clients)).await?;
+    Ok((clients, settings, hot, hot_fallback))
 }
 
 /// A lookup of a cached pool that must not wait: the hot path.

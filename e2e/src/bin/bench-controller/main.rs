@@ -18,6 +18,8 @@
 //! tenant-mcp` first) takes over the same 10,000 configs and its RSS is read once it has
 //! reconciled them all.
 
+mod memory;
+
 use futures::{StreamExt as _, TryStreamExt as _};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,6 +36,10 @@ use tenant_mcp_e2e::stack::mirror_db::MirrorDatabase;
 use tenant_mcp_e2e::stack::postgres::Postgres;
 use tokio_util::sync::CancellationToken;
 
+// Counts live heap bytes for the stores' breakdown ([`memory`]): an atomic add per allocation.
+#[global_allocator]
+static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
 /// Options.
 #[derive(Debug, Parser)]
 struct Args {
@@ -49,6 +55,21 @@ struct Args {
     /// Also the large full run (with a Postgres server per tenant), not only the baseline.
     #[arg(long, env = "BENCH_LARGE_FULL", default_value_t = true, action = clap::ArgAction::Set)]
     large_full: bool,
+    /// Also the large baseline run (no servers), not only the full one.
+    #[arg(long, env = "BENCH_LARGE_BASELINE", default_value_t = true, action = clap::ArgAction::Set)]
+    large_baseline: bool,
+    /// After the large full run, keep its control plane up and print its kubeconfig (for
+    /// profiling a controller process by hand); ends on Ctrl-C.
+    #[arg(long, env = "BENCH_HOLD")]
+    hold: bool,
+    /// Only the memory at `--large` configs: one large full run, then each process measured
+    /// (three controller runs), written to its own section.
+    #[arg(long, env = "BENCH_MEMORY")]
+    memory: bool,
+    /// Only the memory measurement, on the cluster of this kubeconfig (one `--hold` kept up,
+    /// with `--large` configs reconciled); prints it and writes nothing.
+    #[arg(long, env = "BENCH_MEMORY_ON")]
+    memory_on: Option<std::path::PathBuf>,
     /// Where to write the results (a section of this Markdown file is replaced).
     #[arg(long, env = "BENCH_OUTPUT", default_value = "docs/benchmarks.md")]
     output: std::path::PathBuf,
@@ -125,7 +146,52 @@ fn render_phases(r: &RunResult) -> String {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tenant_mcp_e2e::bench::start();
+    if let Some(kubeconfig) = &args.memory_on {
+        let cluster = Cluster::from_kubeconfig(kubeconfig.clone()).await?;
+        let m = memory::measure(&cluster, args.large, 3, || ALLOCATOR.allocated()).await?;
+        println!("{}", memory::render_memory(&m, args.large));
+        for over in memory::over_limit(&m)? {
+            eprintln!("over the limit: {over}");
+        }
+        return Ok(());
+    }
     let pg = Postgres::start()?;
+    if args.memory {
+        eprintln!("memory: {} tenants, postgres true", args.large);
+        let (r, m) = run(&pg, args.large, true, true, args.hold).await?;
+        let m = m.context("the memory run measured no process")?;
+        let body = format!(
+            "{}\n\nMethod: a real control plane and Postgres as in the section above; {} tenants \
+each with a labelled namespace, a credential Secret and a TenantMcpConfig with a Postgres server, \
+reconciled by the controller in this process until all were Ready ({:.1} s: snapshot Secrets, \
+mirror rows and statuses written). Then each `tenant-mcp` process the chart runs (the release \
+binary, `TENANT_MCP_BIN` or `target/release/tenant-mcp`) is started alone on that cluster and driven \
+through its heaviest work there; its memory is read from `/proc/<pid>/status` when done.{}",
+            measured_line(
+                "cargo run --release -p tenant-mcp-e2e --bin bench-controller -- --memory"
+            ),
+            r.tenants,
+            r.elapsed.as_secs_f64(),
+            memory::render_memory(&m, r.tenants)
+        );
+        println!("{body}");
+        bench::write_section(
+            &args.output,
+            "bench-controller-memory",
+            &format!(
+                "Memory at {} tenants: the controller, the webhook and the management server",
+                r.tenants
+            ),
+            &body,
+        )?;
+        let over = memory::over_limit(&m)?;
+        anyhow::ensure!(
+            over.is_empty(),
+            "the chart's default memory limits do not hold what was measured:\n{}",
+            over.join("\n")
+        );
+        return Ok(());
+    }
     let mut results = Vec::new();
     for round in 0..args.runs {
         for with_postgres in [false, true] {
@@ -134,26 +200,38 @@ async fn main() -> anyhow::Result<()> {
                 round + 1,
                 args.tenants
             );
-            let (result, _) = run(&pg, args.tenants, with_postgres, false).await?;
+            let (result, _) = run(&pg, args.tenants, with_postgres, false, false).await?;
             results.push(result);
         }
     }
     let mut large = Vec::new();
     if args.large > 0 {
         for with_postgres in [false, true] {
-            if with_postgres && !args.large_full {
+            if (with_postgres && !args.large_full) || (!with_postgres && !args.large_baseline) {
                 continue;
             }
             eprintln!(
                 "large run: {} tenants, postgres {with_postgres}",
                 args.large
             );
-            large.push(run(&pg, args.large, with_postgres, with_postgres).await?);
+            large.push(run(&pg, args.large, with_postgres, with_postgres, args.hold).await?);
         }
     }
     let report = render(&results, &large);
     println!("{report}");
     write_section(&args.output, &report)?;
+    // Written first, so the figures that fail are on record.
+    let over: Vec<String> = large
+        .iter()
+        .filter_map(|(_, m)| m.as_ref())
+        .map(memory::over_limit)
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .concat();
+    anyhow::ensure!(
+        over.is_empty(),
+        "the chart's default memory limits do not hold what was measured:\n{}",
+        over.join("\n")
+    );
     Ok(())
 }
 
@@ -171,64 +249,13 @@ fn rss_of(pid: &str) -> anyhow::Result<u64> {
     Ok(kib * 1024)
 }
 
-/// The separate controller process's RSS, once it has reconciled all `n` configs, and how long
-/// that took.
-struct ProcessMemory {
-    rss: u64,
-    reconciles: u64,
-    took: Duration,
-}
-
-/// Starts `tenant-mcp controller` (no mirror) on `cluster`'s configs and reads its RSS after
-/// it counted at least `n` reconciles and then one more quiet second.
-async fn controller_process_rss(cluster: &Cluster, n: usize) -> anyhow::Result<ProcessMemory> {
-    use tenant_mcp_e2e::controller_process::{ControllerOptions, ControllerProcess};
-    let dir = tempfile::tempdir()?;
-    let started = Instant::now();
-    let process = ControllerProcess::start_logging(
-        &ControllerOptions {
-            kubeconfig: cluster.kubeconfig(),
-            dir: dir.path(),
-            identity: "bench-process",
-            lease_namespace: "default",
-            mirror: None,
-            lease_seconds: 15,
-        },
-        "warn",
-    );
-    let reconciles = |text: &str| -> u64 {
-        text.lines()
-            .find(|l| l.starts_with("tenant_mcp_reconciles_total "))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .map_or(0, |v| v as u64)
-    };
-    loop {
-        let seen = reconciles(&process.metrics());
-        if seen >= n as u64 {
-            break;
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(900),
-            "the controller process reconciled {seen} of {n} in 15 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let took = started.elapsed();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    Ok(ProcessMemory {
-        rss: rss_of(&process.pid().to_string())?,
-        reconciles: reconciles(&process.metrics()),
-        took,
-    })
-}
-
 async fn run(
     pg: &Postgres,
     n: usize,
     with_postgres: bool,
     measure_process: bool,
-) -> anyhow::Result<(RunResult, Option<ProcessMemory>)> {
+    hold: bool,
+) -> anyhow::Result<(RunResult, Option<memory::Memory>)> {
     let cluster = Cluster::local(Default::default()).await?;
     cluster.install_crds().await?;
     let client = cluster.client();
@@ -307,7 +334,14 @@ async fn run(
     shutdown.cancel();
     task.await.context("controller task")??;
     let process = if measure_process {
-        Some(controller_process_rss(&cluster, n).await?)
+        if hold {
+            eprintln!(
+                "holding: KUBECONFIG={} (Ctrl-C ends)",
+                cluster.kubeconfig().display()
+            );
+            tokio::signal::ctrl_c().await?;
+        }
+        Some(memory::measure(&cluster, n, 3, || ALLOCATOR.allocated()).await?)
     } else {
         None
     };
@@ -582,7 +616,7 @@ watches, are left out):\n\n| verb | resource |",
     out
 }
 
-fn render(results: &[RunResult], large: &[(RunResult, Option<ProcessMemory>)]) -> String {
+fn render(results: &[RunResult], large: &[(RunResult, Option<memory::Memory>)]) -> String {
     let mut out = String::from(
         "| run | # | tenants | until all Ready | configs/s | reconciles | p50 reconcile (excl. probes) | p99 | p99.9 | p50 probe wall time |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
@@ -664,16 +698,8 @@ this process (the controller, its caches, Postgres clients) at {:.0} MiB RSS whe
             results.first().map_or(0, |r| r.tenants),
             r.bench_rss as f64 / (1024.0 * 1024.0),
         ));
-        if let Some(p) = process {
-            out.push_str(&format!(
-                " A `tenant-mcp controller` process then took over the same {} configs (no mirror): \
-{} reconciles in {:.1} s, **RSS {:.1} MiB** ({:.1} KiB per config).",
-                r.tenants,
-                p.reconciles,
-                p.took.as_secs_f64(),
-                p.rss as f64 / (1024.0 * 1024.0),
-                p.rss as f64 / r.tenants as f64 / 1024.0,
-            ));
+        if let Some(m) = process {
+            out.push_str(&memory::render_memory(m, r.tenants));
         }
         out.push('\n');
     }
