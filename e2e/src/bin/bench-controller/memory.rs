@@ -581,7 +581,7 @@ fn limit_of(run: &ProcessRun, limits: &[(&str, u64)]) -> Option<u64> {
     limits.iter().find(|(k, _)| *k == key).map(|(_, l)| *l)
 }
 
-/// The runs whose peak times [`LIMIT_HEADROOM`] does not fit the chart's default limit.
+/// The runs whose peak times [`LIMIT_HEADROOM`](tenant_mcp_e2e::bench::LIMIT_HEADROOM) does not fit the chart's default limit.
 pub fn over_limit(m: &Memory) -> anyhow::Result<Vec<String>> {
     use tenant_mcp_e2e::bench::{LIMIT_HEADROOM, chart_memory_limits};
     let limits = chart_memory_limits()?;
