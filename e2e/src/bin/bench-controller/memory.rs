@@ -422,6 +422,34 @@ fn bytes_of<T>(allocated: &impl Fn() -> usize, make: impl FnOnce() -> T) -> (T, 
     (made, after.saturating_sub(before) as u64)
 }
 
+/// `objects` as a reflector store holds them (each in an `Arc`) before and after `slim`: the
+/// slimmed ones, and the live heap bytes of both.
+fn listed_and_kept<K: Clone>(
+    allocated: &impl Fn() -> usize,
+    objects: &[K],
+    slim: fn(&mut K),
+) -> (Vec<std::sync::Arc<K>>, u64, u64) {
+    let (as_listed, listed_bytes) = bytes_of(allocated, || {
+        objects
+            .iter()
+            .cloned()
+            .map(std::sync::Arc::new)
+            .collect::<Vec<_>>()
+    });
+    drop(as_listed);
+    let (kept, kept_bytes) = bytes_of(allocated, || {
+        objects
+            .iter()
+            .cloned()
+            .map(|mut o| {
+                slim(&mut o);
+                std::sync::Arc::new(o)
+            })
+            .collect::<Vec<_>>()
+    });
+    (kept, listed_bytes, kept_bytes)
+}
+
 /// Every object of `api`, listed in pages as the controller's watches list them.
 async fn list_all<K>(api: &Api<K>) -> anyhow::Result<Vec<K>>
 where
@@ -446,24 +474,7 @@ async fn stores(cluster: &Cluster, allocated: impl Fn() -> usize) -> anyhow::Res
     let mut rows = Vec::new();
 
     let configs = list_all(&Api::<TenantMcpConfig>::all(client.clone())).await?;
-    let (as_listed, listed_bytes) = bytes_of(&allocated, || {
-        configs
-            .iter()
-            .cloned()
-            .map(std::sync::Arc::new)
-            .collect::<Vec<_>>()
-    });
-    drop(as_listed);
-    let (kept, kept_bytes) = bytes_of(&allocated, || {
-        configs
-            .iter()
-            .cloned()
-            .map(|mut c| {
-                slim::config(&mut c);
-                std::sync::Arc::new(c)
-            })
-            .collect::<Vec<_>>()
-    });
+    let (kept, listed_bytes, kept_bytes) = listed_and_kept(&allocated, &configs, slim::config);
     rows.push(StoreRow {
         store: "TenantMcpConfigs (the reflector store)",
         objects: kept.len(),
@@ -508,24 +519,8 @@ async fn stores(cluster: &Cluster, allocated: impl Fn() -> usize) -> anyhow::Res
     drop(kept);
 
     let namespaces = list_all(&Api::<PartialObjectMeta<Namespace>>::all(client.clone())).await?;
-    let (as_listed, listed_bytes) = bytes_of(&allocated, || {
-        namespaces
-            .iter()
-            .cloned()
-            .map(std::sync::Arc::new)
-            .collect::<Vec<_>>()
-    });
-    drop(as_listed);
-    let (kept, kept_bytes) = bytes_of(&allocated, || {
-        namespaces
-            .iter()
-            .cloned()
-            .map(|mut ns| {
-                slim::namespace(&mut ns);
-                std::sync::Arc::new(ns)
-            })
-            .collect::<Vec<_>>()
-    });
+    let (kept, listed_bytes, kept_bytes) =
+        listed_and_kept(&allocated, &namespaces, slim::namespace);
     rows.push(StoreRow {
         store: "namespaces (metadata: the tenant binding)",
         objects: kept.len(),
