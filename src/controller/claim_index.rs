@@ -10,6 +10,7 @@ use kube::ResourceExt as _;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
 
+use super::sorted;
 use crate::api::TenantMcpConfig;
 
 /// A config's place in the index: (namespace, name).
@@ -82,8 +83,8 @@ impl ClaimIndex {
 impl Inner {
     fn insert(&mut self, k: Key, e: Entry) {
         self.remove(&k);
-        add(self.by_tenant.entry(e.tenant.clone()).or_default(), &k);
-        add(
+        sorted::insert(self.by_tenant.entry(e.tenant.clone()).or_default(), &k);
+        sorted::insert(
             self.by_namespace.entry(e.namespace.clone()).or_default(),
             &k,
         );
@@ -116,15 +117,6 @@ fn entry(config: &TenantMcpConfig) -> Entry {
     Entry {
         tenant: config.spec.tenant_id.clone(),
         namespace: config.namespace().unwrap_or_default(),
-    }
-}
-
-/// Adds `k` to a sorted set kept as a vector: most tenants and namespaces have one config, and
-/// a B-tree set's first node holds room for eleven keys (1.2 KiB per config in two of them at
-/// 10,000 configs).
-fn add(set: &mut Vec<Key>, k: &Key) {
-    if let Err(at) = set.binary_search(k) {
-        set.insert(at, k.clone());
     }
 }
 

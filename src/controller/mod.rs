@@ -30,6 +30,7 @@ mod settings;
 pub mod snapshot;
 pub mod snapshot_index;
 mod snapshot_store;
+mod sorted;
 pub mod synced;
 pub mod verify;
 

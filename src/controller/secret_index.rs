@@ -12,8 +12,8 @@ pub struct SecretIndex {
     inner: Mutex<Inner>,
 }
 
-/// Sorted vectors, not sets: most Secrets have one reader and most configs read one or two
-/// Secrets, and a B-tree set's first node holds room for eleven.
+/// Sorted vectors ([`super::sorted`]), not sets: most Secrets have one reader and most
+/// configs read one or two Secrets.
 #[derive(Debug, Default)]
 struct Inner {
     readers: HashMap<SecretId, Vec<String>>,
@@ -42,9 +42,7 @@ impl SecretIndex {
                 .readers
                 .entry((namespace.to_owned(), secret.clone()))
                 .or_default();
-            if let Err(at) = readers.binary_search_by(|r| r.as_str().cmp(name)) {
-                readers.insert(at, name.to_owned());
-            }
+            super::sorted::insert(readers, name);
         }
         if !secrets.is_empty() {
             inner.reads.insert(config, secrets.into_iter().collect());

@@ -12,9 +12,6 @@ use kube::{Resource as _, ResourceExt as _};
 use serde_json::json;
 
 use super::error::ToolError;
-
-/// Most namespaces whose binding is read one GET each; beyond it, one LIST.
-const NAMESPACE_GETS: usize = 20;
 use super::plan::{CREDENTIALS_OF_LABEL, FIELD_MANAGER, MANAGED_BY, SecretWrite, writable};
 use crate::api::{
     GLOBAL_CONFIG_NAME, GlobalMcpConfig, TENANT_LABEL, TenantMcpConfig, TenantMcpConfigSpec,
@@ -73,32 +70,28 @@ impl Store {
         Self { kube }
     }
 
-    /// Every TenantMcpConfig that claims `tenant` (every config when `None`), each with the
-    /// binding rule's verdict and the tenant its namespace is bound to; oldest first.
+    /// Every TenantMcpConfig that claims `tenant`, each with the binding rule's verdict and
+    /// the tenant its namespace is bound to; oldest first.
     pub async fn claims(
         &self,
-        tenant: Option<&str>,
+        tenant: &str,
         global: &GlobalSettings,
     ) -> Result<Vec<Claimed>, ToolError> {
+        // No config can claim what is not a tenant id (the CRD refuses it), and it must not
+        // reach a field selector.
+        if !crate::config::validate::is_dns_label(tenant) {
+            return Ok(Vec::new());
+        }
         let api: Api<TenantMcpConfig> = Api::all(self.kube.clone());
-        // One tenant's claims: the CRD's selectable field, so the API server filters and a
-        // read of one tenant does not fetch every config of the cluster (at 10,000 configs,
-        // 47 MB of JSON per call).
-        let params = match tenant {
-            Some(t) if crate::config::validate::is_dns_label(t) => {
-                ListParams::default().fields(&format!("spec.tenantId={t}"))
-            }
-            // No config can claim what is not a tenant id (the CRD refuses it), and it must
-            // not reach a field selector.
-            Some(_) => return Ok(Vec::new()),
-            None => ListParams::default(),
-        };
+        // The CRD's selectable field: the API server filters, and a read of one tenant does
+        // not fetch every config of the cluster (at 10,000 configs, 47 MB of JSON per call).
+        let params = ListParams::default().fields(&format!("spec.tenantId={tenant}"));
         let mut all = api
             .list(&params)
             .await
             .map_err(|e| ToolError::kube("listing TenantMcpConfigs", e))?
             .items;
-        all.retain(|c| tenant.is_none_or(|t| c.spec.tenant_id == t));
+        all.retain(|c| c.spec.tenant_id == tenant);
         all.sort_by_key(|c| {
             (
                 c.meta().creation_timestamp.clone().map(|t| t.0),
@@ -107,35 +100,25 @@ impl Store {
             )
         });
         let bindings = self.namespace_bindings(&all).await?;
-        let bound_to = |c: &TenantMcpConfig| {
-            bindings
-                .get(&c.namespace().unwrap_or_default())
-                .cloned()
-                .flatten()
-        };
-        let mut by_tenant: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for (i, c) in all.iter().enumerate() {
-            by_tenant
-                .entry(c.spec.tenant_id.clone())
-                .or_default()
-                .push(i);
-        }
-        let labels: Vec<Option<String>> = all.iter().map(bound_to).collect();
-        let mut verdicts: Vec<Verdict> = vec![Verdict::Deleting; all.len()];
-        for (tenant, indices) in &by_tenant {
-            let claims: Vec<Claim<'_>> = indices
-                .iter()
-                .map(|&i| {
-                    let mut claim = Claim::of(&all[i], None);
-                    claim.namespace_tenant = labels[i].as_deref();
-                    claim
-                })
-                .collect();
-            let decision = binding::decide(tenant, &claims, global.allow_unbound);
-            for (&i, verdict) in indices.iter().zip(decision.verdicts) {
-                verdicts[i] = verdict;
-            }
-        }
+        let labels: Vec<Option<String>> = all
+            .iter()
+            .map(|c| {
+                bindings
+                    .get(&c.namespace().unwrap_or_default())
+                    .cloned()
+                    .flatten()
+            })
+            .collect();
+        let claims: Vec<Claim<'_>> = all
+            .iter()
+            .zip(&labels)
+            .map(|(config, label)| {
+                let mut claim = Claim::of(config, None);
+                claim.namespace_tenant = label.as_deref();
+                claim
+            })
+            .collect();
+        let verdicts = binding::decide(tenant, &claims, global.allow_unbound).verdicts;
         Ok(all
             .into_iter()
             .zip(verdicts)
@@ -162,23 +145,18 @@ impl Store {
         if let Some(token) = continue_token {
             params = params.continue_token(token);
         }
+        let refused = |message: &str| {
+            let mut errors = FieldErrors::default();
+            errors.push(FieldError::invalid(&FieldPath::new("continue"), message));
+            ToolError::invalid("nothing listed", errors)
+        };
         let page = api.list(&params).await.map_err(|e| match e {
-            kube::Error::Api(ref s) if s.code == 410 => {
-                let mut errors = FieldErrors::default();
-                errors.push(FieldError::invalid(
-                    &FieldPath::new("continue"),
-                    "expired (the API server keeps a listing for a few minutes): list again \
-                     from the start, without `continue`",
-                ));
-                ToolError::invalid("nothing listed", errors)
-            }
+            kube::Error::Api(ref s) if s.code == 410 => refused(
+                "expired (the API server keeps a listing for a few minutes): list again from \
+                 the start, without `continue`",
+            ),
             kube::Error::Api(ref s) if s.code == 400 && continue_token.is_some() => {
-                let mut errors = FieldErrors::default();
-                errors.push(FieldError::invalid(
-                    &FieldPath::new("continue"),
-                    "not the `continue` of an earlier answer",
-                ));
-                ToolError::invalid("nothing listed", errors)
+                refused("not the `continue` of an earlier answer")
             }
             e => ToolError::kube("listing TenantMcpConfigs", e),
         })?;
@@ -193,7 +171,7 @@ impl Store {
         let mut claimed = Vec::with_capacity(page.items.len());
         for tenant in tenants {
             claimed.extend(
-                self.claims(Some(&tenant), global)
+                self.claims(&tenant, global)
                     .await?
                     .into_iter()
                     .filter(|c| on_page.contains(&c.config.metadata.uid)),
@@ -204,8 +182,7 @@ impl Store {
         Ok((claimed, next))
     }
 
-    /// The tenant each namespace of `configs` is bound to (its label), by namespace name: read
-    /// one by one for a few, listed for more than [`NAMESPACE_GETS`].
+    /// The tenant each namespace of `configs` is bound to (its label), by namespace name.
     async fn namespace_bindings(
         &self,
         configs: &[TenantMcpConfig],
@@ -215,21 +192,6 @@ impl Store {
             .iter()
             .filter_map(kube::ResourceExt::namespace)
             .collect();
-        if wanted.len() > NAMESPACE_GETS {
-            // Listing every config: one LIST of namespace metadata instead of a GET each.
-            let listed = api
-                .list_metadata(&ListParams::default())
-                .await
-                .map_err(|e| ToolError::kube("listing namespaces", e))?;
-            let mut found: HashMap<String, Option<String>> =
-                wanted.into_iter().map(|n| (n, None)).collect();
-            for ns in listed.items {
-                if let Some(bound) = found.get_mut(&ns.name_any()) {
-                    *bound = ns.labels().get(TENANT_LABEL).cloned();
-                }
-            }
-            return Ok(found);
-        }
         let mut found = HashMap::new();
         for name in wanted {
             let ns = api
@@ -250,7 +212,7 @@ impl Store {
         tenant: &str,
         global: &GlobalSettings,
     ) -> Result<TenantMcpConfig, ToolError> {
-        self.claims(Some(tenant), global)
+        self.claims(tenant, global)
             .await?
             .into_iter()
             .find(|c| c.verdict.serves())

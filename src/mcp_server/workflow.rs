@@ -84,7 +84,7 @@ impl ManagementTools {
         let global = self.store.global().await?;
         let uber = caller.roles.contains(&Role::UberAdmin);
         let (claimed, next) = match &tenant {
-            Some(t) => (self.store.claims(Some(t), &global).await?, None),
+            Some(t) => (self.store.claims(t, &global).await?, None),
             None => {
                 let limit = page_limit(request.limit)?;
                 self.store
@@ -184,7 +184,7 @@ impl ManagementTools {
             .await?;
         // Only a config that serves the tenant counts: one that claims it from another
         // tenant's namespace must not be able to block its registration.
-        let claims = self.store.claims(Some(&tenant), &global).await?;
+        let claims = self.store.claims(&tenant, &global).await?;
         if let Some(existing) = claims.iter().find(|c| c.verdict.serves()) {
             return Err(ToolError::AlreadyExists(format!(
                 "tenant {tenant:?} already has TenantMcpConfig {}: change it with rag_update_tenant_mcp_config",
