@@ -20,6 +20,7 @@ pub mod config;
 pub mod controller;
 pub mod crypto;
 pub mod egress;
+pub mod listed;
 pub mod mcp_server;
 pub mod mirror;
 pub mod probe;

@@ -296,7 +296,7 @@ async fn a_tenants_servers_down_or_hung_fail_fast_never_fall_back_and_recover() 
             .iter()
             .all(|k| {
                 s.servers
-                    .get(*k)
+                    .get(k)
                     .is_some_and(|h| h.state == ServerState::Failing)
             })
             .then_some(s)

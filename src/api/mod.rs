@@ -7,6 +7,7 @@
 
 pub mod conditions;
 pub mod crd;
+pub mod flat_map;
 pub mod global;
 pub mod reference;
 pub mod schema;

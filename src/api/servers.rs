@@ -8,19 +8,21 @@ use serde::{Deserialize, Serialize};
 use super::secret_ref::{PostgresCredentialsRef, S3CredentialsRef, SecretKeyRef};
 
 /// The external servers of one tenant (or of the global fallback). Every entry is optional: a
-/// server type that is absent falls back to the global one.
+/// server type that is absent falls back to the global one. The three server types are boxed:
+/// most configs declare one or two, and an absent one then takes a pointer's room in every
+/// cached config instead of its whole size.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServersSpec {
     /// The Postgres database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub postgres: Option<PostgresServer>,
+    pub postgres: Option<Box<PostgresServer>>,
     /// The MinIO (or any S3-compatible) object store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub minio: Option<S3Server>,
+    pub minio: Option<Box<S3Server>>,
     /// The AI MCP server the platform's RAG pipeline calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ai_mcp_server: Option<McpServer>,
+    pub ai_mcp_server: Option<Box<McpServer>>,
     /// Further MCP servers, each under a unique name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = super::MAX_NAMED_MCP_SERVERS))]
@@ -72,7 +74,7 @@ impl ServersSpec {
         for (field, server) in self
             .ai_mcp_server
             .iter()
-            .map(|s| ("aiMcpServer".to_owned(), s))
+            .map(|s| ("aiMcpServer".to_owned(), s.as_ref()))
             .chain(named)
         {
             if let Some(token) = &server.bearer_token_secret_ref {

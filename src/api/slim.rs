@@ -5,9 +5,7 @@
 //! before an object enters a cache, as controller-runtime's `DefaultTransform` and kube-rs's
 //! `.modify()` examples do.
 
-use k8s_openapi::api::core::v1::Namespace;
 use kube::api::ObjectMeta;
-use kube::core::PartialObjectMeta;
 
 use super::{GlobalMcpConfig, TenantMcpConfig};
 
@@ -39,20 +37,6 @@ pub fn global(global: &mut GlobalMcpConfig) {
     meta.annotations = None;
     meta.owner_references = None;
     meta.finalizers = None;
-}
-
-/// A namespace's metadata as the controller caches it: name, uid, resource version, labels
-/// (the tenant binding) and the deletion mark.
-pub fn namespace(namespace: &mut PartialObjectMeta<Namespace>) {
-    let meta = &mut namespace.metadata;
-    *meta = ObjectMeta {
-        name: meta.name.take(),
-        uid: meta.uid.take(),
-        resource_version: meta.resource_version.take(),
-        labels: meta.labels.take(),
-        deletion_timestamp: meta.deletion_timestamp.take(),
-        ..ObjectMeta::default()
-    };
 }
 
 #[cfg(test)]
@@ -118,22 +102,5 @@ mod tests {
         )]));
         metadata(&mut meta);
         assert_eq!(meta.annotations, None);
-    }
-
-    #[test]
-    fn a_namespace_keeps_its_binding_and_version() {
-        let mut ns = PartialObjectMeta::<Namespace> {
-            metadata: heavy_meta(),
-            ..PartialObjectMeta::default()
-        };
-        namespace(&mut ns);
-        let m = &ns.metadata;
-        assert_eq!(m.name.as_deref(), Some("acme"));
-        assert_eq!(m.resource_version.as_deref(), Some("42"));
-        assert_eq!(m.labels.as_ref().unwrap()["tenantmcp.dev/tenant"], "acme");
-        assert_eq!(
-            (m.annotations.as_ref(), m.managed_fields.as_ref()),
-            (None, None)
-        );
     }
 }

@@ -8,6 +8,7 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::flat_map::FlatMap;
 use super::servers::{McpServer, PostgresServer, S3Server};
 
 /// Observed state of a `TenantMcpConfig` or `GlobalMcpConfig`, written only by the controller.
@@ -24,11 +25,11 @@ pub struct McpConfigStatus {
     pub conditions: Vec<Condition>,
     /// Health of each declared server, keyed `postgres`, `minio`, `aiMcpServer` or
     /// `mcpServers.<name>`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "FlatMap::is_empty")]
     #[schemars(extend("maxProperties" = super::MAX_SERVER_KEYS))]
-    // Boxed (the same YAML and schema): a B-tree's first node has room for eleven entries
-    // inline, so one server's health took 2.1 KiB in every cached config; boxed, 0.4 KiB.
-    pub servers: BTreeMap<String, Box<ServerHealth>>,
+    // A flat map (the same YAML and schema): a B-tree's first node has room for eleven
+    // entries, so one server's health took 2.1 KiB in every cached config.
+    pub servers: FlatMap<ServerHealth>,
     /// The last config of each server type that passed validation and connection tests:
     /// what clients use.
     ///
@@ -62,8 +63,8 @@ pub struct ServerHealth {
     pub spec_hash: Option<String>,
     /// `resourceVersion` of each Secret read for the last check, by Secret name: a change to
     /// any of them means the check is out of date.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub secret_versions: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "FlatMap::is_empty")]
+    pub secret_versions: FlatMap<String>,
     /// Hash of the endpoint policy the last check ran under: a changed policy means the check
     /// is out of date.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,19 +82,20 @@ pub enum ServerState {
     Failing,
 }
 
-/// The last-known-good config per server type.
+/// The last-known-good config per server type. The three server types are boxed: most configs
+/// declare one or two, and inline they were most of a config's size in the controller's cache.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActiveConfig {
     /// The active Postgres server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub postgres: Option<ActiveServer<PostgresServer>>,
+    pub postgres: Option<Box<ActiveServer<PostgresServer>>>,
     /// The active MinIO/S3 server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub minio: Option<ActiveServer<S3Server>>,
+    pub minio: Option<Box<ActiveServer<S3Server>>>,
     /// The active AI MCP server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ai_mcp_server: Option<ActiveServer<McpServer>>,
+    pub ai_mcp_server: Option<Box<ActiveServer<McpServer>>>,
     /// The active further MCP servers, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = super::MAX_NAMED_MCP_SERVERS))]

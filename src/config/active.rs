@@ -69,13 +69,13 @@ pub fn promote(
     }
     match (key, candidate) {
         (ServerKey::Postgres, Candidate::Postgres { spec, .. }) => {
-            active.postgres = Some(frozen(spec, candidate, snapshot, now));
+            active.postgres = Some(Box::new(frozen(spec, candidate, snapshot, now)));
         }
         (ServerKey::Minio, Candidate::Minio { spec, .. }) => {
-            active.minio = Some(frozen(spec, candidate, snapshot, now));
+            active.minio = Some(Box::new(frozen(spec, candidate, snapshot, now)));
         }
         (ServerKey::AiMcp, Candidate::Mcp { spec, .. }) => {
-            active.ai_mcp_server = Some(frozen(spec, candidate, snapshot, now));
+            active.ai_mcp_server = Some(Box::new(frozen(spec, candidate, snapshot, now)));
         }
         (ServerKey::Mcp(name), Candidate::Mcp { spec, .. }) => {
             active
@@ -187,9 +187,9 @@ pub fn snapshot_refs(active: &ActiveConfig) -> Vec<(String, Option<String>)> {
         Some((a.snapshot_secret.clone()?, a.snapshot_uid.clone()))
     }
     let mut refs: Vec<(String, Option<String>)> = Vec::new();
-    refs.extend(active.postgres.as_ref().and_then(pick));
-    refs.extend(active.minio.as_ref().and_then(pick));
-    refs.extend(active.ai_mcp_server.as_ref().and_then(pick));
+    refs.extend(active.postgres.as_deref().and_then(pick));
+    refs.extend(active.minio.as_deref().and_then(pick));
+    refs.extend(active.ai_mcp_server.as_deref().and_then(pick));
     refs.extend(active.mcp_servers.values().filter_map(pick));
     refs
 }

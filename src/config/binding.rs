@@ -38,12 +38,21 @@ pub struct Claim<'a> {
 impl<'a> Claim<'a> {
     /// The claim of `config`, whose namespace has `labels` (`None`: not known).
     pub fn of(config: &'a TenantMcpConfig, labels: Option<&'a BTreeMap<String, String>>) -> Self {
+        Self::bound(
+            config,
+            labels.and_then(|l| l.get(TENANT_LABEL)).map(String::as_str),
+        )
+    }
+
+    /// The claim of `config`, whose namespace is bound to `namespace_tenant` (`None`: no
+    /// binding, or the namespace is not known).
+    pub fn bound(config: &'a TenantMcpConfig, namespace_tenant: Option<&'a str>) -> Self {
         Self {
             namespace: config.metadata.namespace.as_deref().unwrap_or_default(),
             name: config.metadata.name.as_deref().unwrap_or_default(),
             created: config.metadata.creation_timestamp.as_ref().map(|t| t.0),
             deleting: config.metadata.deletion_timestamp.is_some(),
-            namespace_tenant: labels.and_then(|l| l.get(TENANT_LABEL)).map(String::as_str),
+            namespace_tenant,
         }
     }
 

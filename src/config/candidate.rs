@@ -172,7 +172,8 @@ pub fn resolve(
         ServerKey::Postgres => {
             let spec = servers
                 .postgres
-                .clone()
+                .as_deref()
+                .cloned()
                 .ok_or_else(|| missing_server(key))?;
             let r = &spec.credentials_secret_ref;
             let field = "credentialsSecretRef";
@@ -192,7 +193,11 @@ pub fn resolve(
             })
         }
         ServerKey::Minio => {
-            let spec = servers.minio.clone().ok_or_else(|| missing_server(key))?;
+            let spec = servers
+                .minio
+                .as_deref()
+                .cloned()
+                .ok_or_else(|| missing_server(key))?;
             let r = &spec.credentials_secret_ref;
             let field = "credentialsSecretRef";
             let access_key_id =
@@ -213,7 +218,7 @@ pub fn resolve(
         }
         ServerKey::AiMcp | ServerKey::Mcp(_) => {
             let spec = match key {
-                ServerKey::AiMcp => servers.ai_mcp_server.clone(),
+                ServerKey::AiMcp => servers.ai_mcp_server.as_deref().cloned(),
                 ServerKey::Mcp(name) => servers
                     .mcp_servers
                     .iter()
@@ -329,9 +334,9 @@ pub fn active_snapshot_uid(active: &crate::api::ActiveConfig, key: &ServerKey) -
         a.snapshot_uid.clone()
     }
     match key {
-        ServerKey::Postgres => active.postgres.as_ref().and_then(pick),
-        ServerKey::Minio => active.minio.as_ref().and_then(pick),
-        ServerKey::AiMcp => active.ai_mcp_server.as_ref().and_then(pick),
+        ServerKey::Postgres => active.postgres.as_deref().and_then(pick),
+        ServerKey::Minio => active.minio.as_deref().and_then(pick),
+        ServerKey::AiMcp => active.ai_mcp_server.as_deref().and_then(pick),
         ServerKey::Mcp(name) => active.mcp_servers.get(name).and_then(pick),
     }
 }
@@ -345,9 +350,9 @@ pub fn active_entry(
         (a.spec_hash.clone(), a.snapshot_secret.clone())
     }
     match key {
-        ServerKey::Postgres => active.postgres.as_ref().map(pick),
-        ServerKey::Minio => active.minio.as_ref().map(pick),
-        ServerKey::AiMcp => active.ai_mcp_server.as_ref().map(pick),
+        ServerKey::Postgres => active.postgres.as_deref().map(pick),
+        ServerKey::Minio => active.minio.as_deref().map(pick),
+        ServerKey::AiMcp => active.ai_mcp_server.as_deref().map(pick),
         ServerKey::Mcp(name) => active.mcp_servers.get(name).map(pick),
     }
 }

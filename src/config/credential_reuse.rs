@@ -55,7 +55,7 @@ fn destination<'a>(servers: &'a ServersSpec, key: &ServerKey) -> Option<Destinat
             path_style: s3.force_path_style,
             keys: &s3.credentials_secret_ref,
         }),
-        ServerKey::AiMcp => servers.ai_mcp_server.as_ref().map(mcp),
+        ServerKey::AiMcp => servers.ai_mcp_server.as_deref().map(mcp),
         ServerKey::Mcp(name) => servers
             .mcp_servers
             .iter()

@@ -372,9 +372,9 @@ mod tests {
         )
             .prop_map(
                 |(postgres, minio, ai_mcp_server, mcp_servers)| ServersSpec {
-                    postgres,
-                    minio,
-                    ai_mcp_server,
+                    postgres: postgres.map(Box::new),
+                    minio: minio.map(Box::new),
+                    ai_mcp_server: ai_mcp_server.map(Box::new),
                     mcp_servers,
                 },
             )

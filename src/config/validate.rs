@@ -106,9 +106,9 @@ impl<'a> ServerSpecRef<'a> {
     pub fn of(servers: &'a ServersSpec, key: &super::candidate::ServerKey) -> Option<Self> {
         use super::server_key::ServerKey;
         match key {
-            ServerKey::Postgres => servers.postgres.as_ref().map(Self::Postgres),
-            ServerKey::Minio => servers.minio.as_ref().map(Self::Minio),
-            ServerKey::AiMcp => servers.ai_mcp_server.as_ref().map(Self::Mcp),
+            ServerKey::Postgres => servers.postgres.as_deref().map(Self::Postgres),
+            ServerKey::Minio => servers.minio.as_deref().map(Self::Minio),
+            ServerKey::AiMcp => servers.ai_mcp_server.as_deref().map(Self::Mcp),
             ServerKey::Mcp(name) => servers
                 .mcp_servers
                 .iter()
@@ -135,9 +135,9 @@ impl<'a> ServerSpecRef<'a> {
 pub fn policy_failure(server: ServerSpecRef<'_>, policy: &EndpointPolicy) -> Option<Failure> {
     let mut servers = ServersSpec::default();
     match server {
-        ServerSpecRef::Postgres(s) => servers.postgres = Some(s.clone()),
-        ServerSpecRef::Minio(s) => servers.minio = Some(s.clone()),
-        ServerSpecRef::Mcp(s) => servers.ai_mcp_server = Some(s.clone()),
+        ServerSpecRef::Postgres(s) => servers.postgres = Some(Box::new(s.clone())),
+        ServerSpecRef::Minio(s) => servers.minio = Some(Box::new(s.clone())),
+        ServerSpecRef::Mcp(s) => servers.ai_mcp_server = Some(Box::new(s.clone())),
     }
     let errors = validate_servers(&servers, &FieldPath::new("spec.servers"), policy);
     super::failure::split_errors(&errors, &servers)

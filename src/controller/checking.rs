@@ -79,7 +79,7 @@ pub(super) async fn resolve(run: &mut Run<'_>) -> Result<Vec<(ServerKey, Resolve
         );
         match assessment {
             Assessment::Failing(health) => {
-                run.status.servers.insert(key.as_string(), Box::new(health));
+                run.status.servers.insert(key.as_string(), health);
             }
             Assessment::Due(resolved) => {
                 if resolved.in_sync {

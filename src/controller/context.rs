@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use aes_gcm::aead::Generate as _;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use kube::core::PartialObjectMeta;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource};
@@ -19,6 +18,7 @@ use tokio::sync::mpsc;
 use super::claim_index::ClaimIndex;
 use super::error::Error;
 use super::metrics::Metrics;
+use super::namespace_index::NamespaceIndex;
 use super::own_writes::OwnWrites;
 use super::plan::{self, Gate, Intervals};
 use super::secret_index::SecretIndex;
@@ -75,8 +75,8 @@ pub struct Context {
     pub configs: Store<TenantMcpConfig>,
     /// GlobalMcpConfigs.
     pub globals: Store<GlobalMcpConfig>,
-    /// Namespace metadata (for the tenant binding label).
-    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Each namespace's tenant binding, from the namespace metadata watch.
+    pub namespaces: NamespaceIndex,
     /// Whether the three caches above completed their first list.
     pub synced: Arc<super::synced::Synced>,
     /// Which configs read which Secret.

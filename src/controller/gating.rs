@@ -2,15 +2,13 @@
 //! which Secrets the spec reads; and the check that the cached config is not behind this
 //! replica's own status write.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 
 use super::context::{Context, Globals, Run, globals, resource_version};
@@ -43,13 +41,13 @@ pub(super) fn binding_verdicts(
         .filter_map(|r| ctx.configs.get(r))
         .filter(|c| &c.spec.tenant_id == tenant && c.uid() != config.uid())
         .collect();
-    let namespace = |c: &TenantMcpConfig| {
+    let bound_to = |c: &TenantMcpConfig| {
         ctx.namespaces
-            .get(&ObjectRef::new(&c.namespace().unwrap_or_default()))
+            .tenant(c.metadata.namespace.as_deref().unwrap_or_default())
     };
-    let own_namespace = namespace(config);
-    let namespaces: Vec<_> = others.iter().map(|c| namespace(c)).collect();
-    let mut me = Claim::of(config, labels_of(&own_namespace));
+    let own_namespace = bound_to(config);
+    let namespaces: Vec<_> = others.iter().map(|c| bound_to(c)).collect();
+    let mut me = Claim::bound(config, own_namespace.as_deref());
     if as_live {
         me.deleting = false;
     }
@@ -58,7 +56,7 @@ pub(super) fn binding_verdicts(
             others
                 .iter()
                 .zip(&namespaces)
-                .map(|(c, n)| Claim::of(c, labels_of(n))),
+                .map(|(c, n)| Claim::bound(c, n.as_deref())),
         )
         .collect();
     let mut verdicts = binding::decide(tenant, &claims, allow_unbound)
@@ -66,12 +64,6 @@ pub(super) fn binding_verdicts(
         .into_iter();
     let mine = verdicts.next().unwrap_or(Verdict::Deleting);
     (mine, others.into_iter().zip(verdicts).collect())
-}
-
-pub(super) fn labels_of(
-    namespace: &Option<Arc<PartialObjectMeta<Namespace>>>,
-) -> Option<&BTreeMap<String, String>> {
-    namespace.as_ref().and_then(|n| n.metadata.labels.as_ref())
 }
 
 /// Whether `config` may be served, given the binding rule's `verdict` and the flags.

@@ -68,7 +68,7 @@ pub fn document(
             .and_then(candidate::postgres_from_snapshot)
             .ok_or_else(|| missing(&a.snapshot_secret))?;
         servers.postgres = Some(MirroredServer {
-            active: a.clone(),
+            active: a.as_ref().clone(),
             credentials: PostgresSecrets {
                 username: creds.username,
                 password: creds.password,
@@ -80,7 +80,7 @@ pub fn document(
             .and_then(candidate::s3_from_snapshot)
             .ok_or_else(|| missing(&a.snapshot_secret))?;
         servers.minio = Some(MirroredServer {
-            active: a.clone(),
+            active: a.as_ref().clone(),
             credentials: S3Secrets {
                 access_key_id: creds.access_key_id,
                 secret_access_key: creds.secret_access_key,

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::runtime::reflector::ObjectRef;
 
 use super::context::{Context, Run, fence, resource_version};
 use super::error::Error;
@@ -63,9 +62,7 @@ pub(super) async fn mirror_phase(
         [
             resource_version(run.config),
             run.global.resource_version,
-            ctx.namespaces
-                .get(&ObjectRef::new(&run.ns))
-                .and_then(|n| resource_version(n.as_ref())),
+            ctx.namespaces.resource_version(&run.ns),
         ]
         .into_iter()
         .chain(run.snapshots.values().map(resource_version)),

@@ -19,6 +19,7 @@ pub mod leader;
 pub mod metrics;
 pub mod mirrored;
 mod mirroring;
+pub mod namespace_index;
 pub mod own_writes;
 mod phases;
 pub mod plan;
@@ -104,11 +105,10 @@ pub async fn run(
     let Writers {
         configs: configs_writer,
         globals: globals_writer,
-        namespaces: namespaces_writer,
     } = writers;
     let config_stream = config_stream(&client, configs_writer, &ctx, &synced);
     let global_stream = global_stream(&client, globals_writer, &synced);
-    let namespace_stream = namespace_stream(&client, namespaces_writer, &synced);
+    let namespace_stream = namespace_stream(&client, &ctx, &synced);
     let secret_stream = secret_stream(&client, &ctx);
 
     let all = configs.clone();
@@ -182,7 +182,6 @@ async fn release(lock: &leader::LeaseLock) {
 struct Writers {
     configs: reflector::store::Writer<TenantMcpConfig>,
     globals: reflector::store::Writer<GlobalMcpConfig>,
-    namespaces: reflector::store::Writer<PartialObjectMeta<Namespace>>,
 }
 
 /// The reconcile [`Context`] with empty caches: the writers that fill them, and the receiving
@@ -201,7 +200,6 @@ fn context(
 ) {
     let (configs, configs_writer) = reflector::store::<TenantMcpConfig>();
     let (globals, globals_writer) = reflector::store::<GlobalMcpConfig>();
-    let (namespaces, namespaces_writer) = reflector::store();
     let (requeue_tx, requeue_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -217,7 +215,7 @@ fn context(
         mirror,
         configs,
         globals,
-        namespaces,
+        namespaces: namespace_index::NamespaceIndex::default(),
         synced: Arc::new(synced::Synced::default()),
         secret_index: secret_index::SecretIndex::default(),
         snapshots: snapshot_index::SnapshotIndex::default(),
@@ -233,7 +231,6 @@ fn context(
     let writers = Writers {
         configs: configs_writer,
         globals: globals_writer,
-        namespaces: namespaces_writer,
     };
     (ctx, writers, requeue_rx)
 }
@@ -400,20 +397,24 @@ fn global_stream(
     .touched_objects()
 }
 
-/// The namespace metadata watch (the tenant binding label): fills its cache.
+/// The namespace metadata watch (the tenant binding label): fills the namespace index.
 fn namespace_stream(
     client: &Client,
-    writer: reflector::store::Writer<PartialObjectMeta<Namespace>>,
+    ctx: &Arc<Context>,
     synced: &Arc<synced::Synced>,
 ) -> impl futures::Stream<Item = Result<PartialObjectMeta<Namespace>, watcher::Error>> + Send + use<>
 {
+    let index = ctx.clone();
     watcher(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         watcher::Config::default(),
     )
     .backoff(WatchBackoff::capped(crate::watch_backoff::CONTROLLER_CAP))
-    .modify(crate::api::slim::namespace)
-    .reflect(writer)
+    .inspect(move |event| {
+        if let Ok(event) = event {
+            index.namespaces.observe(event);
+        }
+    })
     .inspect(synced::mark_on_init_done(synced, synced::Cache::Namespaces))
     .touched_objects()
 }

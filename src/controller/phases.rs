@@ -130,7 +130,7 @@ pub(super) fn assess(key: &ServerKey, i: &Inputs<'_>) -> Assessment {
         },
         _ => false,
     };
-    let last = i.status.servers.get(&key.as_string()).map(|h| &**h);
+    let last = i.status.servers.get(&key.as_string());
     let checked_as_is = last.is_some_and(|h| h.spec_hash.as_deref() == Some(&spec_hash));
     // Healthy as it is, yet not what the active entry froze: its snapshot went, or was
     // recreated by someone else (`read_snapshots` leaves out a Secret whose uid is not the
@@ -217,7 +217,7 @@ pub(super) fn record_check(
                 last_checked_at: Some(Time(now)),
                 latency_ms: i64::try_from(latency.as_millis()).ok(),
                 spec_hash: Some(spec_hash),
-                secret_versions: resolved.versions,
+                secret_versions: resolved.versions.into(),
                 policy_hash: Some(policy_hash.to_owned()),
             }
         }
@@ -250,7 +250,7 @@ pub(super) fn record_check(
     if let Due::In(after) = again {
         recorded.again = Some(after);
     }
-    status.servers.insert(key_name, Box::new(health));
+    status.servers.insert(key_name, health);
     recorded
 }
 
@@ -269,7 +269,7 @@ pub(super) fn failing(
         last_checked_at: Some(Time(now)),
         latency_ms: None,
         spec_hash,
-        secret_versions: versions,
+        secret_versions: versions.into(),
         policy_hash: Some(policy_hash.to_owned()),
     }
 }

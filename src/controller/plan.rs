@@ -109,17 +109,24 @@ pub enum Due {
 /// Whether the server with `spec_hash` and Secret `versions` needs a check now under the
 /// endpoint policy with `policy_hash`, given its last check `last`. A changed policy is a
 /// changed input: every server is checked again at once.
-pub fn due(
+pub fn due<'v, V>(
     last: Option<&ServerHealth>,
     spec_hash: &str,
-    versions: &BTreeMap<String, String>,
+    versions: &'v V,
     policy_hash: &str,
     now: Timestamp,
     intervals: Intervals,
-) -> Due {
+) -> Due
+where
+    &'v V: IntoIterator<Item = (&'v String, &'v String)>,
+{
     let Some(last) = last else { return Due::Now };
     let same_input = last.spec_hash.as_deref() == Some(spec_hash)
-        && &last.secret_versions == versions
+        && last
+            .secret_versions
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .eq(versions.into_iter().map(|(k, v)| (k.as_str(), v.as_str())))
         && last.policy_hash.as_deref() == Some(policy_hash);
     let Some(checked) = last.last_checked_at.as_ref().map(|t| t.0) else {
         return Due::Now;

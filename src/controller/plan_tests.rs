@@ -183,7 +183,7 @@ fn health(state: ServerState, reason: Option<&str>, checked: &str) -> ServerHeal
         )),
         latency_ms: None,
         spec_hash: Some("h1".into()),
-        secret_versions: BTreeMap::from([("pg".into(), "7".into())]),
+        secret_versions: BTreeMap::from([("pg".into(), "7".into())]).into(),
         policy_hash: Some("p1".into()),
     }
 }

@@ -140,7 +140,7 @@ fn mcp_token_writes(
         (
             root.child("aiMcpServer"),
             "servers.aiMcpServer".to_owned(),
-            servers.ai_mcp_server.as_ref(),
+            servers.ai_mcp_server.as_deref(),
             token,
         )
     });

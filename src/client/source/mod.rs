@@ -14,7 +14,6 @@
 
 pub mod directory;
 mod global_secrets;
-mod listed;
 mod snapshots;
 
 use std::collections::{BTreeSet, HashMap};
@@ -27,7 +26,6 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, ResourceExt as _};
-use listed::{Applied, Listed};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -41,6 +39,7 @@ use super::record::ConfigRecord;
 use super::routes::{self, Routes, TenantRoutes};
 use crate::api::{GLOBAL_CONFIG_NAME, GlobalMcpConfig, TENANT_LABEL, TenantMcpConfig};
 use crate::config::EndpointPolicy;
+use crate::listed::{Applied, Listed};
 use global_secrets::GlobalSecrets;
 use snapshots::Snapshots;
 
@@ -233,7 +232,7 @@ impl KubeState {
     fn apply(&mut self, change: Change) {
         use watcher::Event::{Apply, Delete, InitDone};
         match change {
-            Change::Config(event) => match self.configs.apply(event, config_key, config_record) {
+            Change::Config(event) => match self.configs.apply(&event, config_key, config_record) {
                 Applied::Changed { key, old } => {
                     let tenants = self.index(&key, old.map(|r| r.tenant));
                     self.recompute(tenants);
@@ -248,7 +247,7 @@ impl KubeState {
             Change::Namespace(event) => {
                 match self
                     .namespaces
-                    .apply(event, |n| n.name_any(), namespace_binding)
+                    .apply(&event, |n| n.name_any(), namespace_binding)
                 {
                     Applied::Changed { key: ns, .. } => {
                         // Its label may bind or unbind it: every tenant with a config there may

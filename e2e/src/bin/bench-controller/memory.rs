@@ -14,7 +14,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::Event;
 use serde_json::json;
 use tenant_mcp::api::{TenantMcpConfig, slim};
-use tenant_mcp::controller::{claim_index, secret_index, snapshot_index};
+use tenant_mcp::controller::{claim_index, namespace_index, secret_index, snapshot_index};
 use tenant_mcp_e2e::harness::Cluster;
 
 /// Resident and peak resident memory of a process, in bytes.
@@ -518,16 +518,30 @@ async fn stores(cluster: &Cluster, allocated: impl Fn() -> usize) -> anyhow::Res
     });
     drop(kept);
 
+    // The reflector store of the namespaces' metadata that the index replaced held each
+    // object as listed.
     let namespaces = list_all(&Api::<PartialObjectMeta<Namespace>>::all(client.clone())).await?;
-    let (kept, listed_bytes, kept_bytes) =
-        listed_and_kept(&allocated, &namespaces, slim::namespace);
-    rows.push(StoreRow {
-        store: "namespaces (metadata: the tenant binding)",
-        objects: kept.len(),
-        as_listed: Some(listed_bytes),
-        kept: kept_bytes,
+    let (as_listed, listed_bytes) = bytes_of(&allocated, || {
+        namespaces
+            .iter()
+            .cloned()
+            .map(std::sync::Arc::new)
+            .collect::<Vec<_>>()
     });
-    drop(kept);
+    drop(as_listed);
+    let index = namespace_index::NamespaceIndex::default();
+    let ((), bytes) = bytes_of(&allocated, || {
+        for namespace in &namespaces {
+            index.observe(&Event::Apply(namespace.clone()));
+        }
+    });
+    rows.push(StoreRow {
+        store: "namespace index (each namespace's tenant binding)",
+        objects: namespaces.len(),
+        as_listed: Some(listed_bytes),
+        kept: bytes,
+    });
+    drop(index);
 
     let secrets = list_all(&Api::<PartialObjectMeta<Secret>>::all(client.clone())).await?;
     let is_snapshot = |s: &PartialObjectMeta<Secret>| {

@@ -1,8 +1,11 @@
-//! A map kept from a watch's events, as kube's reflector store keeps objects, but of what the
-//! source makes of each object (a routing record, a namespace's binding) instead of the
+//! A map kept from a watch's events, as kube's reflector store keeps objects, but of what its
+//! owner makes of each object (a routing record, a namespace's binding) instead of the
 //! object: the store would hold every object whole for as long as it exists. A re-list is
-//! gathered apart and swapped in whole when it ends, so readers never see half of one.
+//! gathered apart and swapped in whole when it ends, so readers never see half of one, and an
+//! object deleted while the watch was down is gone after it. The client library's Kubernetes
+//! source and the controller's namespace index keep their maps with it.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 
@@ -10,7 +13,7 @@ use kube::runtime::watcher::Event;
 
 /// What one watch event did to a [`Listed`].
 #[derive(Debug, PartialEq)]
-pub(super) enum Applied<K, V> {
+pub enum Applied<K, V> {
     /// `key` changed; `old` is what it held before (`None`: nothing).
     Changed {
         /// The entry's key.
@@ -24,9 +27,9 @@ pub(super) enum Applied<K, V> {
     Buffered,
 }
 
-/// Entries by key, from a watch of objects of type `O`.
+/// Entries by key, from a watch's events.
 #[derive(Debug)]
-pub(super) struct Listed<K, V> {
+pub struct Listed<K, V> {
     live: HashMap<K, V>,
     relist: Option<HashMap<K, V>>,
 }
@@ -42,35 +45,38 @@ impl<K, V> Default for Listed<K, V> {
 
 impl<K: Eq + Hash + Clone, V> Listed<K, V> {
     /// The entry of `key`.
-    pub(super) fn get(&self, key: &K) -> Option<&V> {
+    pub fn get<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
         self.live.get(key)
     }
 
     /// Every entry.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.live.iter()
     }
 
     /// Applies `event`: `key` names an object's entry, `value` makes the entry (`None`: the
     /// object is known but keeps no entry, like a namespace bound to no tenant). A deleted
     /// object is only keyed.
-    pub(super) fn apply<O>(
+    pub fn apply<O>(
         &mut self,
-        event: Event<O>,
+        event: &Event<O>,
         key: impl Fn(&O) -> K,
         value: impl Fn(&O) -> Option<V>,
     ) -> Applied<K, V> {
         match event {
             Event::Apply(o) => {
-                let key = key(&o);
-                let old = match value(&o) {
+                let key = key(o);
+                let old = match value(o) {
                     Some(v) => self.live.insert(key.clone(), v),
                     None => self.live.remove(&key),
                 };
                 Applied::Changed { key, old }
             }
             Event::Delete(o) => {
-                let key = key(&o);
+                let key = key(o);
                 let old = self.live.remove(&key);
                 Applied::Changed { key, old }
             }
@@ -79,10 +85,10 @@ impl<K: Eq + Hash + Clone, V> Listed<K, V> {
                 Applied::Buffered
             }
             Event::InitApply(o) => {
-                if let Some(v) = value(&o) {
+                if let Some(v) = value(o) {
                     self.relist
                         .get_or_insert_with(HashMap::new)
-                        .insert(key(&o), v);
+                        .insert(key(o), v);
                 }
                 Applied::Buffered
             }
@@ -111,17 +117,17 @@ mod tests {
     #[test]
     fn a_relist_is_swapped_in_whole_when_it_ends() {
         let mut l: Listed<String, String> = Listed::default();
-        l.apply(Event::Init, name, bound);
-        l.apply(Event::InitApply(("a", Some("acme"))), name, bound);
+        l.apply(&Event::Init, name, bound);
+        l.apply(&Event::InitApply(("a", Some("acme"))), name, bound);
         assert_eq!(l.get(&"a".to_owned()), None, "not before the list ends");
-        assert_eq!(l.apply(Event::InitDone, name, bound), Applied::Relisted);
+        assert_eq!(l.apply(&Event::InitDone, name, bound), Applied::Relisted);
         assert_eq!(l.get(&"a".to_owned()).map(String::as_str), Some("acme"));
         // A re-list that no longer holds `a` (deleted while the watch was down) drops it,
         // and keeps serving the old entries until it ends.
-        l.apply(Event::Init, name, bound);
-        l.apply(Event::InitApply(("b", Some("beta"))), name, bound);
+        l.apply(&Event::Init, name, bound);
+        l.apply(&Event::InitApply(("b", Some("beta"))), name, bound);
         assert!(l.get(&"a".to_owned()).is_some());
-        l.apply(Event::InitDone, name, bound);
+        l.apply(&Event::InitDone, name, bound);
         assert_eq!(l.get(&"a".to_owned()), None);
         assert_eq!(l.iter().count(), 1);
     }
@@ -129,10 +135,10 @@ mod tests {
     #[test]
     fn an_object_that_keeps_no_entry_removes_the_old_one() {
         let mut l: Listed<String, String> = Listed::default();
-        l.apply(Event::Apply(("ns", Some("acme"))), name, bound);
+        l.apply(&Event::Apply(("ns", Some("acme"))), name, bound);
         // The namespace lost its binding label.
         assert_eq!(
-            l.apply(Event::Apply(("ns", None)), name, bound),
+            l.apply(&Event::Apply(("ns", None)), name, bound),
             Applied::Changed {
                 key: "ns".to_owned(),
                 old: Some("acme".to_owned())
@@ -140,7 +146,7 @@ mod tests {
         );
         assert_eq!(l.get(&"ns".to_owned()), None);
         assert_eq!(
-            l.apply(Event::Delete(("ns", None)), name, bound),
+            l.apply(&Event::Delete(("ns", None)), name, bound),
             Applied::Changed {
                 key: "ns".to_owned(),
                 old: None
