@@ -91,6 +91,18 @@ pub fn memory_quantity(quantity: &str) -> Option<u64> {
     number.checked_mul(factor)
 }
 
+/// The allocator setting the chart gives every tenant-mcp container (`mallocArenaMax` in its
+/// `values.yaml`, as `MALLOC_ARENA_MAX`), for processes that stand in for its Pods: measured
+/// without it, a process would hold more than the Pod does.
+pub fn chart_allocator_env() -> anyhow::Result<Vec<(&'static str, String)>> {
+    let path = crate::stack::repo_root().join("charts/tenant-mcp/values.yaml");
+    let values: serde_yaml_ng::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&path)?)?;
+    Ok(match values["mallocArenaMax"].as_u64() {
+        Some(n) if n > 0 => vec![("MALLOC_ARENA_MAX", n.to_string())],
+        _ => Vec::new(),
+    })
+}
+
 /// The default `resources.limits.memory` of each of [`CHART_PROCESSES`] in the chart's
 /// `values.yaml`, in bytes, by values key.
 pub fn chart_memory_limits() -> anyhow::Result<Vec<(&'static str, u64)>> {

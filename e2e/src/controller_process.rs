@@ -53,7 +53,9 @@ impl ControllerProcess {
             .join(format!("controller-{}.log", options.identity));
         let metrics = free_port().unwrap_or_else(|e| panic!("a free port: {e}"));
         let mut cmd = Command::new(tenant_mcp_binary().unwrap_or_else(|e| panic!("{e}")));
-        cmd.env("KUBECONFIG", options.kubeconfig)
+        let allocator = crate::bench::chart_allocator_env().unwrap_or_else(|e| panic!("{e}"));
+        cmd.envs(allocator)
+            .env("KUBECONFIG", options.kubeconfig)
             .env("TENANT_MCP_LOG", filter)
             .args(["controller", "--identity", options.identity])
             .args(["--lease-namespace", options.lease_namespace])

@@ -1038,7 +1038,7 @@ async fn every_value_set_installs_with_helm_without_a_warning() {
 }
 
 /// A misspelt environment variable would be ignored without a word: every one the chart sets
-/// must be one the subcommand it runs reads.
+/// must be one the subcommand it runs reads, or the C library's allocator setting.
 #[test]
 fn every_environment_variable_the_chart_sets_is_read_by_the_binary() {
     let binary = tenant_mcp_e2e::stack::tenant_mcp_binary().unwrap();
@@ -1074,6 +1074,10 @@ fn every_environment_variable_the_chart_sets_is_read_by_the_binary() {
                 .collect();
             for var in container["env"].as_array().unwrap() {
                 let name = var["name"].as_str().unwrap();
+                // Read by glibc's allocator, not the binary.
+                if name == "MALLOC_ARENA_MAX" {
+                    continue;
+                }
                 assert!(
                     known.contains(name),
                     "{} sets {name}, which `tenant-mcp {}` does not read ({known:?})",
@@ -1157,4 +1161,30 @@ fn the_default_memory_limits_match_the_sizing_table_and_hold_the_measured_peaks(
             peak / 1024.0 / 1024.0
         );
     }
+}
+
+/// Every tenant-mcp Deployment runs with the allocator setting of `mallocArenaMax` (the one
+/// bench-controller's memory figures are measured with), and `0` leaves glibc's default.
+#[test]
+fn every_deployment_sets_the_allocator_arenas_of_the_values() {
+    let arenas = |sets: &[&str], suffix: &str| -> Option<String> {
+        let mut all = vec!["mcpServer.auth.jwtSecret.existingSecret=tenant-mcp-jwt"];
+        all.extend_from_slice(sets);
+        let objects = render(&all).unwrap();
+        let env = &find(&objects, "Deployment", suffix)["spec"]["template"]["spec"]["containers"]
+            [0]["env"];
+        env.as_array()?
+            .iter()
+            .find(|e| e["name"] == "MALLOC_ARENA_MAX")
+            .and_then(|e| e["value"].as_str().map(str::to_owned))
+    };
+    for suffix in ["-controller", "-webhook", "-mcp-server"] {
+        assert_eq!(arenas(&[], suffix).as_deref(), Some("2"), "{suffix}");
+        assert_eq!(arenas(&["mallocArenaMax=0"], suffix), None, "{suffix}");
+        assert_eq!(arenas(&["mallocArenaMax=1"], suffix).as_deref(), Some("1"));
+    }
+    assert!(
+        render(&["mallocArenaMax=-1"]).is_err(),
+        "refused by the schema"
+    );
 }

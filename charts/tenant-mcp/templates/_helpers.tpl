@@ -184,3 +184,15 @@ seccompProfile:
         port: 443
       # caBundle: set by the webhook itself{{ if .Values.webhook.certificate.certManager.enabled }} (here: by cert-manager's cainjector){{ end }}.
 {{- end }}
+
+{{/* The logging and allocator settings every tenant-mcp container shares. */}}
+{{- define "tenant-mcp.commonEnv" -}}
+- name: TENANT_MCP_LOG
+  value: {{ .Values.logLevel | quote }}
+- name: TENANT_MCP_LOG_FORMAT
+  value: {{ .Values.logFormat | quote }}
+{{- with .Values.mallocArenaMax }}
+- name: MALLOC_ARENA_MAX
+  value: {{ . | quote }}
+{{- end }}
+{{- end -}}

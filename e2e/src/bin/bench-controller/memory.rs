@@ -174,6 +174,7 @@ async fn start(args: &[&str], env: &[(&str, String)], port: u16) -> anyhow::Resu
     let child = Child(
         std::process::Command::new(binary)
             .args(args)
+            .envs(tenant_mcp_e2e::bench::chart_allocator_env()?)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("TENANT_MCP_LOG", "warn")
             .stdout(std::process::Stdio::null())
