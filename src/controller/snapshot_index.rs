@@ -10,7 +10,7 @@
 //! a credential.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -20,10 +20,10 @@ use kube::runtime::watcher::Event;
 
 use super::snapshot::{CONFIG_UID_LABEL, MANAGED_BY_LABEL, SUPERSEDED_ANNOTATION};
 
-/// (namespace, config uid).
-type Owner = (String, String);
+/// (namespace, config uid). Strings are `Arc`s shared between the two maps that name them.
+type Owner = (Arc<str>, Arc<str>);
 /// (namespace, Secret name).
-type Name = (String, String);
+type Name = (Arc<str>, Arc<str>);
 
 /// What the index keeps of one snapshot: what the cleanup ([`super::snapshot::cleanup`]) and
 /// the news test read, and the owning config's name to wake it when the snapshot goes. The
@@ -31,7 +31,7 @@ type Name = (String, String);
 /// configs (a third of the controller's heap); this takes about 200 bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Kept {
-    name: Box<str>,
+    name: Arc<str>,
     uid: Option<Box<str>>,
     resource_version: Option<Box<str>>,
     /// The superseded-at annotation, when the controller has marked it.
@@ -64,7 +64,7 @@ impl Kept {
     fn metadata(&self, owner: &Owner) -> ObjectMeta {
         ObjectMeta {
             name: Some(self.name.to_string()),
-            namespace: Some(owner.0.clone()),
+            namespace: Some(owner.0.to_string()),
             uid: self.uid.as_deref().map(str::to_owned),
             resource_version: self.resource_version.as_deref().map(str::to_owned),
             annotations: self
@@ -76,7 +76,7 @@ impl Kept {
                     api_version: crate::api::API_VERSION.to_owned(),
                     kind: "TenantMcpConfig".to_owned(),
                     name: name.to_owned(),
-                    uid: owner.1.clone(),
+                    uid: owner.1.to_string(),
                     ..OwnerReference::default()
                 }]
             }),
@@ -104,7 +104,7 @@ pub struct SnapshotIndex {
 impl SnapshotIndex {
     /// The snapshots of the config with `uid` in `namespace`, by name.
     pub fn owned(&self, namespace: &str, uid: &str) -> Vec<ObjectMeta> {
-        let owner = (namespace.to_owned(), uid.to_owned());
+        let owner: Owner = (namespace.into(), uid.into());
         let mut owned: Vec<ObjectMeta> = self
             .lock()
             .by_owner
@@ -128,7 +128,7 @@ impl SnapshotIndex {
     /// Forgets a snapshot the controller just deleted, so the watch event of that delete is
     /// not news.
     pub fn forget(&self, namespace: &str, name: &str) {
-        self.lock().remove(&(namespace.to_owned(), name.to_owned()));
+        self.lock().remove(&(namespace.into(), name.into()));
     }
 
     /// Takes one event of the Secret metadata watch (call it for every event, in order) and
@@ -185,14 +185,14 @@ impl SnapshotIndex {
                 let fresh = inner.relist.take().unwrap_or_default();
                 let listed: std::collections::HashSet<(&str, &str)> = fresh
                     .iter()
-                    .map(|(owner, kept)| (owner.0.as_str(), &*kept.name))
+                    .map(|(owner, kept)| (&*owner.0, &*kept.name))
                     .collect();
                 // Snapshots that went while the watch was down: their owners look again.
                 let gone: Vec<PartialObjectMeta<Secret>> = inner
                     .by_owner
                     .iter()
                     .flat_map(|(owner, kept)| kept.iter().map(move |k| (owner, k)))
-                    .filter(|(owner, k)| !listed.contains(&(owner.0.as_str(), &*k.name)))
+                    .filter(|(owner, k)| !listed.contains(&(&*owner.0, &*k.name)))
                     .map(|(owner, k)| PartialObjectMeta {
                         metadata: k.metadata(owner),
                         ..PartialObjectMeta::default()
@@ -232,7 +232,7 @@ impl Inner {
     }
 
     fn insert(&mut self, owner: Owner, kept: Kept) {
-        let key = (owner.0.clone(), kept.name.to_string());
+        let key = (owner.0.clone(), kept.name.clone());
         self.remove(&key);
         self.owner_of.insert(key, owner.clone());
         self.by_owner.entry(owner).or_default().push(kept);
@@ -258,13 +258,13 @@ fn owner(meta: &ObjectMeta) -> Option<Owner> {
         return None;
     }
     let uid = labels.get(CONFIG_UID_LABEL)?;
-    Some((meta.namespace.clone()?, uid.clone()))
+    Some((meta.namespace.as_deref()?.into(), uid.as_str().into()))
 }
 
 fn name(meta: &ObjectMeta) -> Name {
     (
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
+        meta.namespace.as_deref().unwrap_or_default().into(),
+        meta.name.as_deref().unwrap_or_default().into(),
     )
 }
 
