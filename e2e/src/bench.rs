@@ -91,16 +91,22 @@ pub fn memory_quantity(quantity: &str) -> Option<u64> {
     number.checked_mul(factor)
 }
 
-/// The allocator setting the chart gives every tenant-mcp container (`mallocArenaMax` in its
-/// `values.yaml`, as `MALLOC_ARENA_MAX`), for processes that stand in for its Pods: measured
-/// without it, a process would hold more than the Pod does.
+/// The allocator settings the chart gives every tenant-mcp container (`malloc` in its
+/// `values.yaml`, as glibc's environment variables), for processes that stand in for its Pods:
+/// measured without them, a process would hold more than the Pod does.
 pub fn chart_allocator_env() -> anyhow::Result<Vec<(&'static str, String)>> {
     let path = crate::stack::repo_root().join("charts/tenant-mcp/values.yaml");
     let values: serde_yaml_ng::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&path)?)?;
-    Ok(match values["mallocArenaMax"].as_u64() {
-        Some(n) if n > 0 => vec![("MALLOC_ARENA_MAX", n.to_string())],
-        _ => Vec::new(),
+    Ok([
+        ("arenaMax", "MALLOC_ARENA_MAX"),
+        ("mmapThreshold", "MALLOC_MMAP_THRESHOLD_"),
+    ]
+    .into_iter()
+    .filter_map(|(key, var)| match values["malloc"][key].as_u64() {
+        Some(n) if n > 0 => Some((var, n.to_string())),
+        _ => None,
     })
+    .collect())
 }
 
 /// The default `resources.limits.memory` of each of [`CHART_PROCESSES`] in the chart's

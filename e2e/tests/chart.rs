@@ -1038,7 +1038,7 @@ async fn every_value_set_installs_with_helm_without_a_warning() {
 }
 
 /// A misspelt environment variable would be ignored without a word: every one the chart sets
-/// must be one the subcommand it runs reads, or the C library's allocator setting.
+/// must be one the subcommand it runs reads, or one of the C library's allocator settings.
 #[test]
 fn every_environment_variable_the_chart_sets_is_read_by_the_binary() {
     let binary = tenant_mcp_e2e::stack::tenant_mcp_binary().unwrap();
@@ -1075,7 +1075,7 @@ fn every_environment_variable_the_chart_sets_is_read_by_the_binary() {
             for var in container["env"].as_array().unwrap() {
                 let name = var["name"].as_str().unwrap();
                 // Read by glibc's allocator, not the binary.
-                if name == "MALLOC_ARENA_MAX" {
+                if name.starts_with("MALLOC_") {
                     continue;
                 }
                 assert!(
@@ -1163,11 +1163,11 @@ fn the_default_memory_limits_match_the_sizing_table_and_hold_the_measured_peaks(
     }
 }
 
-/// Every tenant-mcp Deployment runs with the allocator setting of `mallocArenaMax` (the one
+/// Every tenant-mcp Deployment runs with the allocator settings of `malloc` (the ones
 /// bench-controller's memory figures are measured with), and `0` leaves glibc's default.
 #[test]
-fn every_deployment_sets_the_allocator_arenas_of_the_values() {
-    let arenas = |sets: &[&str], suffix: &str| -> Option<String> {
+fn every_deployment_sets_the_allocator_of_the_values() {
+    let env = |sets: &[&str], suffix: &str, name: &str| -> Option<String> {
         let mut all = vec!["mcpServer.auth.jwtSecret.existingSecret=tenant-mcp-jwt"];
         all.extend_from_slice(sets);
         let objects = render(&all).unwrap();
@@ -1175,16 +1175,28 @@ fn every_deployment_sets_the_allocator_arenas_of_the_values() {
             [0]["env"];
         env.as_array()?
             .iter()
-            .find(|e| e["name"] == "MALLOC_ARENA_MAX")
+            .find(|e| e["name"] == name)
             .and_then(|e| e["value"].as_str().map(str::to_owned))
     };
     for suffix in ["-controller", "-webhook", "-mcp-server"] {
-        assert_eq!(arenas(&[], suffix).as_deref(), Some("2"), "{suffix}");
-        assert_eq!(arenas(&["mallocArenaMax=0"], suffix), None, "{suffix}");
-        assert_eq!(arenas(&["mallocArenaMax=1"], suffix).as_deref(), Some("1"));
+        assert_eq!(env(&[], suffix, "MALLOC_ARENA_MAX").as_deref(), Some("2"));
+        assert_eq!(
+            env(&[], suffix, "MALLOC_MMAP_THRESHOLD_").as_deref(),
+            Some("131072"),
+            "{suffix}"
+        );
+        let off = ["malloc.arenaMax=0", "malloc.mmapThreshold=0"];
+        assert_eq!(env(&off, suffix, "MALLOC_ARENA_MAX"), None, "{suffix}");
+        assert_eq!(env(&off, suffix, "MALLOC_MMAP_THRESHOLD_"), None);
+        let one = ["malloc.arenaMax=1"];
+        assert_eq!(env(&one, suffix, "MALLOC_ARENA_MAX").as_deref(), Some("1"));
     }
     assert!(
-        render(&["mallocArenaMax=-1"]).is_err(),
+        render(&["malloc.arenaMax=-1"]).is_err(),
+        "refused by the schema"
+    );
+    assert!(
+        render(&["malloc.mmapThreshold=1e9"]).is_err(),
         "refused by the schema"
     );
 }

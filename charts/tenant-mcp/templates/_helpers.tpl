@@ -191,8 +191,12 @@ seccompProfile:
   value: {{ .Values.logLevel | quote }}
 - name: TENANT_MCP_LOG_FORMAT
   value: {{ .Values.logFormat | quote }}
-{{- with .Values.mallocArenaMax }}
+{{- with .Values.malloc.arenaMax }}
 - name: MALLOC_ARENA_MAX
   value: {{ . | quote }}
+{{- end }}
+{{- with .Values.malloc.mmapThreshold }}
+- name: MALLOC_MMAP_THRESHOLD_
+  value: {{ . | int64 | quote }}
 {{- end }}
 {{- end -}}
