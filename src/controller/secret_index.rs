@@ -2,9 +2,10 @@
 //! that use it. Filled in by each reconcile from the config's spec.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-type SecretId = (String, String);
+/// (namespace, name) of a Secret or of a config.
+type Id = (Arc<str>, Arc<str>);
 
 /// Secret (namespace, name) → names of the configs in that namespace that read it.
 #[derive(Debug, Default)]
@@ -12,12 +13,14 @@ pub struct SecretIndex {
     inner: Mutex<Inner>,
 }
 
-/// Sorted vectors ([`super::sorted`]), not sets: most Secrets have one reader and most
-/// configs read one or two Secrets.
+/// Sorted vectors, not sets: most Secrets have one reader and most configs read one or two
+/// Secrets. Each name is kept once and shared (`Arc<str>`) between the two maps.
 #[derive(Debug, Default)]
 struct Inner {
-    readers: HashMap<SecretId, Vec<String>>,
-    reads: HashMap<SecretId, Vec<String>>,
+    /// Secret → the configs that read it.
+    readers: HashMap<Id, Vec<Arc<str>>>,
+    /// Config → the Secrets it reads.
+    reads: HashMap<Id, Vec<Arc<str>>>,
 }
 
 impl SecretIndex {
@@ -26,26 +29,31 @@ impl SecretIndex {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
-        let config = (namespace.to_owned(), name.to_owned());
-        let before = inner.reads.remove(&config).unwrap_or_default();
-        for secret in before.iter().filter(|s| !secrets.contains(*s)) {
-            let id = (namespace.to_owned(), secret.clone());
+        let probe: Id = (namespace.into(), name.into());
+        let (config, before) = inner
+            .reads
+            .remove_entry(&probe)
+            .unwrap_or((probe, Vec::new()));
+        for secret in before.iter().filter(|s| !secrets.contains(&***s)) {
+            let id = (config.0.clone(), secret.clone());
             if let Some(readers) = inner.readers.get_mut(&id) {
-                readers.retain(|r| r != name);
+                readers.retain(|r| **r != *name);
                 if readers.is_empty() {
                     inner.readers.remove(&id);
                 }
             }
         }
-        for secret in &secrets {
-            let readers = inner
-                .readers
-                .entry((namespace.to_owned(), secret.clone()))
-                .or_default();
-            super::sorted::insert(readers, name);
+        let mut reads = Vec::with_capacity(secrets.len());
+        for secret in secrets {
+            let entry = inner.readers.entry((config.0.clone(), secret.into()));
+            reads.push(entry.key().1.clone());
+            let readers = entry.or_default();
+            if let Err(at) = readers.binary_search(&config.1) {
+                readers.insert(at, config.1.clone());
+            }
         }
-        if !secrets.is_empty() {
-            inner.reads.insert(config, secrets.into_iter().collect());
+        if !reads.is_empty() {
+            inner.reads.insert(config, reads);
         }
     }
 
@@ -61,9 +69,11 @@ impl SecretIndex {
         };
         inner
             .readers
-            .get(&(namespace.to_owned(), secret.to_owned()))
-            .cloned()
-            .unwrap_or_default()
+            .get(&(namespace.into(), secret.into()))
+            .into_iter()
+            .flatten()
+            .map(|r| r.to_string())
+            .collect()
     }
 }
 
