@@ -423,6 +423,19 @@ fn bytes_of<T>(allocated: &impl Fn() -> usize, make: impl FnOnce() -> T) -> (T, 
     (made, after.saturating_sub(before) as u64)
 }
 
+/// The live heap bytes of `objects` as a reflector store holds them, each whole in an `Arc`.
+fn as_listed<K: Clone>(allocated: &impl Fn() -> usize, objects: &[K]) -> u64 {
+    let (listed, bytes) = bytes_of(allocated, || {
+        objects
+            .iter()
+            .cloned()
+            .map(std::sync::Arc::new)
+            .collect::<Vec<_>>()
+    });
+    drop(listed);
+    bytes
+}
+
 /// `objects` as a reflector store holds them (each in an `Arc`) before and after `slim`: the
 /// slimmed ones, and the live heap bytes of both.
 fn listed_and_kept<K: Clone>(
@@ -430,14 +443,7 @@ fn listed_and_kept<K: Clone>(
     objects: &[K],
     slim: fn(&mut K),
 ) -> (Vec<std::sync::Arc<K>>, u64, u64) {
-    let (as_listed, listed_bytes) = bytes_of(allocated, || {
-        objects
-            .iter()
-            .cloned()
-            .map(std::sync::Arc::new)
-            .collect::<Vec<_>>()
-    });
-    drop(as_listed);
+    let listed_bytes = as_listed(allocated, objects);
     let (kept, kept_bytes) = bytes_of(allocated, || {
         objects
             .iter()
@@ -522,14 +528,7 @@ async fn stores(cluster: &Cluster, allocated: impl Fn() -> usize) -> anyhow::Res
     // The reflector store of the namespaces' metadata that the index replaced held each
     // object as listed.
     let namespaces = list_all(&Api::<PartialObjectMeta<Namespace>>::all(client.clone())).await?;
-    let (as_listed, listed_bytes) = bytes_of(&allocated, || {
-        namespaces
-            .iter()
-            .cloned()
-            .map(std::sync::Arc::new)
-            .collect::<Vec<_>>()
-    });
-    drop(as_listed);
+    let listed_bytes = as_listed(&allocated, &namespaces);
     let index = namespace_index::NamespaceIndex::default();
     let ((), bytes) = bytes_of(&allocated, || {
         for namespace in &namespaces {
