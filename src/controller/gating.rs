@@ -45,9 +45,9 @@ pub(super) fn binding_verdicts(
         ctx.namespaces
             .tenant(c.metadata.namespace.as_deref().unwrap_or_default())
     };
-    let own_namespace = bound_to(config);
-    let namespaces: Vec<_> = others.iter().map(|c| bound_to(c)).collect();
-    let mut me = Claim::bound(config, own_namespace.as_deref());
+    let own_binding = bound_to(config);
+    let bindings: Vec<_> = others.iter().map(|c| bound_to(c)).collect();
+    let mut me = Claim::bound(config, own_binding.as_deref());
     if as_live {
         me.deleting = false;
     }
@@ -55,8 +55,8 @@ pub(super) fn binding_verdicts(
         .chain(
             others
                 .iter()
-                .zip(&namespaces)
-                .map(|(c, n)| Claim::bound(c, n.as_deref())),
+                .zip(&bindings)
+                .map(|(c, b)| Claim::bound(c, b.as_deref())),
         )
         .collect();
     let mut verdicts = binding::decide(tenant, &claims, allow_unbound)
