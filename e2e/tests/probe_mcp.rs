@@ -251,7 +251,7 @@ async fn a_hostile_server_streaming_huge_pages_ends_in_a_protocol_error_with_mem
     let endpoint = Endpoint::new(
         Origin::Tenant,
         Candidate::Mcp {
-            spec: server(&endless.url(), json!({})),
+            spec: std::sync::Arc::new(server(&endless.url(), json!({}))),
             credentials: token("t"),
         },
         std::sync::Arc::new(loopback_policy()),

@@ -118,7 +118,7 @@ impl ClusterView {
         };
         let records: Vec<ConfigRecord> =
             view.configs.iter().map(ConfigRecord::from_status).collect();
-        let all = view
+        let all: Vec<_> = view
             .tenants()
             .into_iter()
             .filter_map(|tenant| {

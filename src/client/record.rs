@@ -4,6 +4,8 @@
 //! object as it arrives and drop it: a typed config with its status is 1.7 KiB before any of
 //! its strings, and at 10,000 tenants the objects were most of the client's memory.
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
 
 use crate::api::conditions::{self, reason};
@@ -57,15 +59,15 @@ pub struct Promoted {
     pub snapshot_uid: Option<String>,
 }
 
-/// The spec of a promoted server, by type.
+/// The spec of a promoted server, by type; shared with the endpoints built from it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PromotedServer {
     /// A Postgres server.
-    Postgres(PostgresServer),
+    Postgres(Arc<PostgresServer>),
     /// An S3 server.
-    Minio(S3Server),
+    Minio(Arc<S3Server>),
     /// An MCP server (the AI MCP server or a named one).
-    Mcp(McpServer),
+    Mcp(Arc<McpServer>),
 }
 
 impl ConfigRecord {
@@ -114,6 +116,18 @@ impl ConfigRecord {
         }
     }
 
+    /// The names of the snapshot Secrets its promoted entries read their credentials from
+    /// (in its namespace).
+    pub fn snapshots(&self) -> impl Iterator<Item = &str> {
+        let entries = match &self.serves {
+            Serves::Active(entries) => &entries[..],
+            Serves::Spec(_) => &[],
+        };
+        entries
+            .iter()
+            .filter_map(|(_, entry)| entry.as_ref().ok()?.snapshot.as_deref())
+    }
+
     /// `namespace/name`.
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
@@ -123,9 +137,9 @@ impl ConfigRecord {
 /// The promoted entry of `key` in `active`, if any.
 fn promoted(active: &ActiveConfig, key: &ServerKey) -> Option<Promoted> {
     let server = match active::spec(active, key)? {
-        ServerSpecRef::Postgres(s) => PromotedServer::Postgres(s.clone()),
-        ServerSpecRef::Minio(s) => PromotedServer::Minio(s.clone()),
-        ServerSpecRef::Mcp(s) => PromotedServer::Mcp(s.clone()),
+        ServerSpecRef::Postgres(s) => PromotedServer::Postgres(Arc::new(s.clone())),
+        ServerSpecRef::Minio(s) => PromotedServer::Minio(Arc::new(s.clone())),
+        ServerSpecRef::Mcp(s) => PromotedServer::Mcp(Arc::new(s.clone())),
     };
     let (_, snapshot) = active::entry(active, key)?;
     Some(Promoted {

@@ -6,7 +6,6 @@
 //! has no working entry for it gets [`ClientError::Unavailable`], never the global server (its
 //! data must not land in shared storage).
 
-use std::collections::HashMap;
 use std::hash::{Hash as _, Hasher as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -344,8 +343,9 @@ impl Routes {
         });
     }
 
-    /// Replaces every tenant's routes at once (a full resync).
-    pub fn set_all_tenants(&self, all: HashMap<String, TenantRoutes>) {
+    /// Replaces every tenant's routes at once (a full resync); of two routes for one tenant
+    /// the last wins.
+    pub fn set_all_tenants(&self, all: impl IntoIterator<Item = (String, TenantRoutes)>) {
         self.change(|| {
             self.tenants
                 .replace_all(all.into_iter().map(|(k, v)| (k, Arc::new(v))));

@@ -111,7 +111,7 @@ fn the_generation_is_even_between_changes_and_advances_with_each() {
     let g1 = routes.generation();
     routes.set_global(GlobalRoutes::default());
     let g2 = routes.generation();
-    routes.set_all_tenants(HashMap::new());
+    routes.set_all_tenants(Vec::new());
     let g3 = routes.generation();
     assert!([g1, g2, g3].iter().all(|g| Routes::is_settled(*g)));
     assert!(g0 < g1 && g1 < g2 && g2 < g3);

@@ -2,6 +2,7 @@
 //! snapshot Secret freezes. Pure: Secrets come in through a lookup function.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -11,13 +12,15 @@ pub use super::server_key::ServerKey;
 use crate::api::{McpServer, PostgresServer, S3Server, ServersSpec};
 use crate::config::{Credential, McpCredentials, PostgresCredentials, S3Credentials};
 
-/// A server spec with the credentials it references, resolved.
+/// A server spec with the credentials it references, resolved. The spec is shared (`Arc`): the
+/// client library keeps one copy per promoted server for its record and every endpoint built
+/// from it, instead of one each (at 10,000 tenants the copies were a fifth of its heap).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Candidate {
     /// A Postgres server, its login and the CA bundle of `caCertSecretRef`.
     Postgres {
         /// The spec.
-        spec: PostgresServer,
+        spec: Arc<PostgresServer>,
         /// The login.
         credentials: PostgresCredentials,
         /// PEM CA bundle, if referenced.
@@ -26,14 +29,14 @@ pub enum Candidate {
     /// An S3 server and its keys.
     Minio {
         /// The spec.
-        spec: S3Server,
+        spec: Arc<S3Server>,
         /// The keys.
         credentials: S3Credentials,
     },
     /// An MCP server and its token and secret headers.
     Mcp {
         /// The spec.
-        spec: McpServer,
+        spec: Arc<McpServer>,
         /// Token and secret headers.
         credentials: McpCredentials,
     },
@@ -72,9 +75,9 @@ impl Candidate {
     /// The spec as JSON, for `status.active`.
     pub fn spec_json(&self) -> serde_json::Value {
         let value = match self {
-            Self::Postgres { spec, .. } => serde_json::to_value(spec),
-            Self::Minio { spec, .. } => serde_json::to_value(spec),
-            Self::Mcp { spec, .. } => serde_json::to_value(spec),
+            Self::Postgres { spec, .. } => serde_json::to_value(&**spec),
+            Self::Minio { spec, .. } => serde_json::to_value(&**spec),
+            Self::Mcp { spec, .. } => serde_json::to_value(&**spec),
         };
         value.unwrap_or_default()
     }
@@ -189,7 +192,7 @@ pub fn resolve(
                     password: Credential::new(password),
                 },
                 ca_pem,
-                spec,
+                spec: Arc::new(spec),
             })
         }
         ServerKey::Minio => {
@@ -213,7 +216,7 @@ pub fn resolve(
                     access_key_id,
                     secret_access_key: Credential::new(secret),
                 },
-                spec,
+                spec: Arc::new(spec),
             })
         }
         ServerKey::AiMcp | ServerKey::Mcp(_) => {
@@ -241,7 +244,10 @@ pub fn resolve(
                         .insert(header.name.clone(), Credential::new(value));
                 }
             }
-            Ok(Candidate::Mcp { spec, credentials })
+            Ok(Candidate::Mcp {
+                spec: Arc::new(spec),
+                credentials,
+            })
         }
     }
 }

@@ -60,7 +60,8 @@ pub type SyncState = Result<(), String>;
 enum Internal {
     Snapshot(snapshots::Fetched),
     SnapshotDue(snapshots::Due),
-    GlobalSecret(global_secrets::Update),
+    // Boxed: it carries a whole Secret event, the others a few words.
+    GlobalSecret(Box<global_secrets::Update>),
 }
 
 impl From<snapshots::Fetched> for Internal {
@@ -77,7 +78,7 @@ impl From<snapshots::Due> for Internal {
 
 impl From<global_secrets::Update> for Internal {
     fn from(update: global_secrets::Update) -> Self {
-        Self::GlobalSecret(update)
+        Self::GlobalSecret(Box::new(update))
     }
 }
 
@@ -92,6 +93,9 @@ const CONFIGS: u8 = 1;
 const NAMESPACES: u8 = 2;
 const GLOBAL: u8 = 4;
 const ALL: u8 = CONFIGS | NAMESPACES | GLOBAL;
+
+/// How often the first sync's "still waiting for" text is refreshed.
+const WAITING_REPORT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Watches the API until `stop`, keeping `routes` current; `synced` turns `Ok` once every watch
 /// has listed and the Secrets in use were read.
@@ -160,29 +164,48 @@ pub async fn run_kube(
         policy: Arc::new(EndpointPolicy::default()),
         routes,
         listed: 0,
+        synced: false,
         last_error: None,
     };
     let _ = synced.send_replace(Err(state.waiting_for()));
+    // What is awaited is read only if the first sync times out: refreshing it on every event
+    // of a 10,000-tenant sync made it most of the sync's allocations. It is refreshed on a
+    // tick while it is stale, and at once after an error.
+    let mut report = tokio::time::interval(WAITING_REPORT_EVERY);
+    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stale = false;
     loop {
         let change = tokio::select! {
             () = stop.cancelled() => return,
+            _ = report.tick(), if stale => {
+                stale = false;
+                let _ = synced.send_replace(Err(state.waiting_for()));
+                continue;
+            }
             next = changes.next() => next,
         };
+        let mut failed = false;
         match change {
             None => return,
             Some(Err(e)) => {
                 warn!("watching tenant configs: {e}");
                 state.last_error = Some(e.to_string());
+                failed = true;
             }
-            Some(Ok(change)) => state.apply(change),
+            Some(Ok(change)) => {
+                state.apply(change);
+                state.settle();
+            }
         }
         if synced.borrow().is_err() {
-            let now = if state.is_synced() {
-                Ok(())
+            if state.synced {
+                let _ = synced.send_replace(Ok(()));
+            } else if failed {
+                stale = false;
+                let _ = synced.send_replace(Err(state.waiting_for()));
             } else {
-                Err(state.waiting_for())
-            };
-            let _ = synced.send_replace(now);
+                stale = true;
+            }
         }
     }
 }
@@ -225,6 +248,8 @@ struct KubeState {
     policy: Arc<EndpointPolicy>,
     routes: Arc<Routes>,
     listed: u8,
+    /// The first sync is done: every watch listed, every snapshot in use read once.
+    synced: bool,
     last_error: Option<String>,
 }
 
@@ -278,7 +303,7 @@ impl KubeState {
                 self.recompute(tenants);
             }
             Change::Internal(Internal::GlobalSecret(update)) => {
-                let changed = self.global_secrets.update(update);
+                let changed = self.global_secrets.update(*update);
                 if changed {
                     self.recompute_global();
                 }
@@ -383,6 +408,9 @@ impl KubeState {
 
     /// The routes of `tenant`: its serving config's active entries, with the snapshots it
     /// points at (asked for when not read yet). `None` when no config serves the tenant.
+    /// Until the first sync only the snapshots are asked for: nobody reads the routes before
+    /// it, and building each tenant's endpoints once per watch listed and again per snapshot
+    /// read was most of a new client's allocations.
     fn tenant_routes(&mut self, tenant: &str) -> Option<TenantRoutes> {
         let claims: Vec<routes::Claimed<'_>> = self
             .by_tenant
@@ -392,43 +420,68 @@ impl KubeState {
             .filter_map(|k| self.configs.get(k))
             .map(|r| (r, self.namespaces.get(&r.namespace).map(String::as_str)))
             .collect();
-        let wanted = std::cell::RefCell::new(Vec::new());
-        let snapshots = &self.snapshots;
-        let lookup = |config: &ConfigRecord, name: &str| {
-            let found = snapshots.get(&config.namespace, name, &config.uid);
-            wanted
-                .borrow_mut()
-                .push((config.namespace.clone(), name.to_owned()));
-            found
-        };
-        let routes =
-            routes::tenant_routes_of(tenant, &claims, self.allow_unbound, &self.policy, &lookup);
-        if routes.is_none() && !claims.is_empty() {
+        let serving = routes::serving_config(tenant, &claims, self.allow_unbound);
+        if serving.is_none() && !claims.is_empty() {
             debug!(%tenant, claims = claims.len(), "no config serves this tenant: global fallback");
         }
-        self.snapshots.need(tenant, wanted.into_inner());
+        let wanted = serving.map_or_else(Vec::new, |config| {
+            config
+                .snapshots()
+                .map(|name| (config.namespace.clone(), name.to_owned()))
+                .collect()
+        });
+        let snapshots = &self.snapshots;
+        let routes = serving.filter(|_| self.synced).map(|config| {
+            routes::record_routes(
+                config,
+                &|name| snapshots.get(&config.namespace, name, &config.uid),
+                &self.policy,
+            )
+        });
+        self.snapshots.need(tenant, wanted);
         routes
     }
 
+    /// Recomputes the routes of `tenants` (nothing before all three watches listed: the
+    /// full recomputation then covers them).
     fn recompute(&mut self, tenants: BTreeSet<String>) {
+        if self.listed != ALL {
+            return;
+        }
         for tenant in tenants {
             let routes = self.tenant_routes(&tenant);
-            debug!(%tenant, present = routes.is_some(), "tenant routes changed");
-            self.routes.set_tenant(&tenant, routes);
+            if self.synced {
+                debug!(%tenant, present = routes.is_some(), "tenant routes changed");
+                self.routes.set_tenant(&tenant, routes);
+            }
         }
     }
 
+    /// Recomputes every tenant's routes (nothing before all three watches listed).
     fn recompute_all(&mut self) {
+        if self.listed != ALL {
+            return;
+        }
         let tenants: Vec<String> = self.by_tenant.keys().cloned().collect();
         self.snapshots.retain_tenants(&self.by_tenant);
-        let all = tenants
+        let all: Vec<(String, TenantRoutes)> = tenants
             .into_iter()
             .filter_map(|t| {
                 let routes = self.tenant_routes(&t)?;
                 Some((t, routes))
             })
             .collect();
-        self.routes.set_all_tenants(all);
+        if self.synced {
+            self.routes.set_all_tenants(all);
+        }
+    }
+
+    /// Marks the first sync done once it is, and builds every tenant's routes then.
+    fn settle(&mut self) {
+        if !self.synced && self.is_synced() {
+            self.synced = true;
+            self.recompute_all();
+        }
     }
 
     fn recompute_global(&self) {

@@ -8,7 +8,7 @@
 //! unavailable (`SnapshotNotVisible`), never routed elsewhere. A snapshot no tenant uses any
 //! more is dropped from memory.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
@@ -28,13 +28,18 @@ const CONCURRENT_READS: usize = 16;
 
 /// What the client keeps of a snapshot Secret: the configs it belongs to (by uid; none when it
 /// is not a snapshot at all) and its data. Its metadata is not kept: at 10,000 tenants the
-/// Secrets' object metadata outweighed their credentials.
+/// Secrets' object metadata outweighed their credentials. The data is a boxed slice, not the
+/// Secret's `BTreeMap`: a snapshot holds a handful of keys, and the map's node of eleven slots
+/// was 500 bytes of every snapshot.
 struct Kept {
     owners: Box<[String]>,
     /// Its uid, which `status.active` records: a Secret recreated under the name has another.
     uid: Option<Box<str>>,
-    data: BTreeMap<String, ByteString>,
+    data: Box<[SecretEntry]>,
 }
+
+/// One key of a Secret's data and its value.
+type SecretEntry = (Box<str>, Box<[u8]>);
 
 impl Kept {
     fn of(secret: Secret) -> Self {
@@ -53,7 +58,12 @@ impl Kept {
         Self {
             owners,
             uid: secret.metadata.uid.map(String::into_boxed_str),
-            data: secret.data.unwrap_or_default(),
+            data: secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k.into_boxed_str(), v.0.into_boxed_slice()))
+                .collect(),
         }
     }
 
@@ -61,6 +71,30 @@ impl Kept {
     fn belongs_to(&self, owner: &str) -> bool {
         self.owners.iter().any(|o| o == owner)
     }
+
+    /// The Secret's data as a Secret carries it.
+    fn data(&self) -> BTreeMap<String, ByteString> {
+        self.data
+            .iter()
+            .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
+            .collect()
+    }
+}
+
+/// A snapshot some tenant uses: who, and what reading it gave so far. One entry per
+/// snapshot instead of a map per fact: each map held its own copy of every key.
+#[derive(Default)]
+struct Entry {
+    /// The tenants that use it (rarely more than one).
+    users: Vec<String>,
+    /// What was read; `None` until a read finds it.
+    kept: Option<Kept>,
+    /// Read at least once (found or not): the first sync waits for these only.
+    attempted: bool,
+    /// A read under way, queued or waiting for its backoff.
+    pending: bool,
+    /// Why the last read failed.
+    last_error: Option<String>,
 }
 
 /// A read whose retry backoff ended.
@@ -69,10 +103,11 @@ pub(super) struct Due {
     attempt: u32,
 }
 
-/// The outcome of one read.
+/// The outcome of one read: the Secret as kept (converted in the reading task, so no whole
+/// Secret waits in the channel).
 pub(super) struct Fetched {
     key: Key,
-    result: Result<Option<Secret>, String>,
+    result: Result<Option<Kept>, String>,
     attempt: u32,
 }
 
@@ -81,20 +116,14 @@ pub(super) struct Snapshots<M> {
     client: Client,
     tx: mpsc::UnboundedSender<M>,
     stop: CancellationToken,
-    cache: HashMap<Key, Kept>,
-    /// Which tenants use each snapshot (rarely more than one), and which snapshots each
-    /// tenant uses.
-    users: HashMap<Key, Vec<String>>,
+    /// Every snapshot in use.
+    entries: HashMap<Key, Entry>,
+    /// The snapshots each tenant uses.
     used_by: HashMap<String, Vec<Key>>,
-    /// Reads under way, queued or waiting for their backoff.
-    pending: HashSet<Key>,
     /// Reads due, in order.
     queue: VecDeque<(Key, u32)>,
     /// Reads under way.
     in_flight: usize,
-    /// Snapshots read at least once (found or not): the first sync waits for these only.
-    attempted: HashSet<Key>,
-    last_error: HashMap<Key, String>,
 }
 
 impl<M: From<Fetched> + From<Due> + Send + 'static> Snapshots<M> {
@@ -107,14 +136,10 @@ impl<M: From<Fetched> + From<Due> + Send + 'static> Snapshots<M> {
             client,
             tx,
             stop,
-            cache: HashMap::new(),
-            users: HashMap::new(),
+            entries: HashMap::new(),
             used_by: HashMap::new(),
-            pending: HashSet::new(),
             queue: VecDeque::new(),
             in_flight: 0,
-            attempted: HashSet::new(),
-            last_error: HashMap::new(),
         }
     }
 
@@ -123,8 +148,10 @@ impl<M: From<Fetched> + From<Due> + Send + 'static> Snapshots<M> {
     /// Secret that happens to carry the name.
     pub(super) fn get(&self, namespace: &str, name: &str, owner: &str) -> Option<Secret> {
         let kept = self
-            .cache
-            .get(&(namespace.to_owned(), name.to_owned()))
+            .entries
+            .get(&(namespace.to_owned(), name.to_owned()))?
+            .kept
+            .as_ref()
             .filter(|k| k.belongs_to(owner))?;
         Some(Secret {
             metadata: ObjectMeta {
@@ -134,7 +161,7 @@ impl<M: From<Fetched> + From<Due> + Send + 'static> Snapshots<M> {
                 ..ObjectMeta::default()
             },
             type_: Some(crate::api::SNAPSHOT_TYPE.to_owned()),
-            data: Some(kept.data.clone()),
+            data: Some(kept.data()),
             ..Secret::default()
         })
     }
@@ -144,17 +171,23 @@ impl<M: From<Fetched> + From<Due> + Send + 'static> Snapshots<M> {
     pub(super) fn need(&mut self, tenant: &str, keys: Vec<Key>) {
         let old = if keys.is_empty() {
             self.used_by.remove(tenant).unwrap_or_default()
+        } else if self.used_by.get(tenant) == Some(&keys) {
+            // Unchanged (most recomputations): nothing to read or forget.
+            return;
         } else {
             self.used_by
                 .insert(tenant.to_owned(), keys.clone())
                 .unwrap_or_default()
         };
         for key in &keys {
-            let users = self.users.entry(key.clone()).or_default();
-            if !users.iter().any(|u| u == tenant) {
-                users.push(tenant.to_owned());
+            let entry = match self.entries.get_mut(key) {
+                Some(entry) => entry,
+                None => self.entries.entry(key.clone()).or_default(),
+            };
+            if !entry.users.iter().any(|u| u == tenant) {
+                entry.users.push(tenant.to_owned());
             }
-            if !self.cache.contains_key(key) && !self.pending.contains(key) {
+            if entry.kept.is_none() && !entry.pending {
                 self.read(key.clone(), 0);
             }
         }
@@ -177,13 +210,10 @@ impl<M: From<Fetched> + From<Due> + Send + 'static> Snapshots<M> {
     }
 
     fn release(&mut self, key: &Key, tenant: &str) {
-        if let Some(users) = self.users.get_mut(key) {
-            users.retain(|u| u != tenant);
-            if users.is_empty() {
-                self.users.remove(key);
-                self.cache.remove(key);
-                self.attempted.remove(key);
-                self.last_error.remove(key);
+        if let Some(entry) = self.entries.get_mut(key) {
+            entry.users.retain(|u| u != tenant);
+            if entry.users.is_empty() {
+                self.entries.remove(key);
             }
         }
     }
@@ -195,18 +225,19 @@ impl<M: From<Fetched> + From<Due> + Send + 'static> Snapshots<M> {
             result,
             attempt,
         } = fetched;
-        self.pending.remove(&key);
         self.in_flight = self.in_flight.saturating_sub(1);
         self.pump();
-        let Some(users) = self.users.get(&key).map(|u| u.iter().cloned().collect()) else {
+        // Nobody uses it any more: the read is dropped with the entry.
+        let Some(entry) = self.entries.get_mut(&key) else {
             return BTreeSet::new();
         };
-        self.attempted.insert(key.clone());
+        entry.pending = false;
+        entry.attempted = true;
         match result {
-            Ok(Some(secret)) => {
-                self.last_error.remove(&key);
-                self.cache.insert(key, Kept::of(secret));
-                users
+            Ok(Some(kept)) => {
+                entry.last_error = None;
+                entry.kept = Some(kept);
+                entry.users.iter().cloned().collect()
             }
             outcome => {
                 let why = match outcome {
@@ -219,7 +250,7 @@ impl<M: From<Fetched> + From<Due> + Send + 'static> Snapshots<M> {
                 } else {
                     debug!(snapshot = %format!("{}/{}", key.0, key.1), attempt, "snapshot read failed: {why}");
                 }
-                self.last_error.insert(key.clone(), why);
+                entry.last_error = Some(why);
                 self.read(key, attempt + 1);
                 BTreeSet::new()
             }
@@ -228,25 +259,37 @@ impl<M: From<Fetched> + From<Due> + Send + 'static> Snapshots<M> {
 
     /// Whether every snapshot in use was read at least once.
     pub(super) fn settled(&self) -> bool {
-        self.users.keys().all(|k| self.attempted.contains(k))
+        self.entries.values().all(|e| e.attempted)
     }
 
-    /// The snapshots the first sync still waits for.
+    /// The first few snapshots (by namespace and name) the first sync still waits for, with
+    /// the last error of each. Formats only those: at 10,000 tenants this ran on every event
+    /// of the first sync and formatted every waiting snapshot each time.
     pub(super) fn waiting_for(&self) -> Vec<String> {
-        let mut waiting: Vec<String> = self
-            .users
-            .keys()
-            .filter(|k| !self.attempted.contains(*k))
-            .map(|(ns, name)| format!("snapshot Secret {ns}/{name}"))
-            .collect();
-        waiting.sort();
-        waiting.truncate(5);
-        waiting
+        const SHOWN: usize = 5;
+        let mut first: Vec<(&Key, &Entry)> = Vec::with_capacity(SHOWN + 1);
+        for (key, entry) in self.entries.iter().filter(|(_, e)| !e.attempted) {
+            if first.len() == SHOWN && first.last().is_some_and(|(last, _)| key >= *last) {
+                continue;
+            }
+            let at = first.partition_point(|(k, _)| *k < key);
+            first.insert(at, (key, entry));
+            first.truncate(SHOWN);
+        }
+        first
+            .into_iter()
+            .map(|((ns, name), e)| match &e.last_error {
+                Some(why) => format!("snapshot Secret {ns}/{name} ({why})"),
+                None => format!("snapshot Secret {ns}/{name}"),
+            })
+            .collect()
     }
 
     /// Reads `key` now, or after a backoff for a retry.
     fn read(&mut self, key: Key, attempt: u32) {
-        self.pending.insert(key.clone());
+        if let Some(entry) = self.entries.get_mut(&key) {
+            entry.pending = true;
+        }
         if attempt == 0 {
             self.queue.push_back((key, attempt));
             self.pump();
@@ -278,9 +321,8 @@ impl<M: From<Fetched> + From<Due> + Send + 'static> Snapshots<M> {
             let Some((key, attempt)) = self.queue.pop_front() else {
                 return;
             };
-            if !self.users.contains_key(&key) {
+            if !self.entries.contains_key(&key) {
                 // Nobody uses it any more.
-                self.pending.remove(&key);
                 continue;
             }
             self.in_flight += 1;
@@ -289,7 +331,7 @@ impl<M: From<Fetched> + From<Due> + Send + 'static> Snapshots<M> {
             tokio::spawn(async move {
                 let result = tokio::select! {
                     () = stop.cancelled() => return,
-                    r = api.get_opt(&key.1) => r.map_err(|e| e.to_string()),
+                    r = api.get_opt(&key.1) => r.map(|s| s.map(Kept::of)).map_err(|e| e.to_string()),
                 };
                 let _ = tx.send(
                     Fetched {
@@ -348,5 +390,103 @@ mod tests {
         ] {
             assert!(!Kept::of(forged).belongs_to(owner), "{what} was taken");
         }
+    }
+
+    /// Snapshots over a client that reaches nothing: its reads fail, which these tests do
+    /// not wait for.
+    fn unreachable() -> Snapshots<Internal> {
+        let config = kube::Config::new(
+            "http://127.0.0.1:9"
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let client = Client::try_from(config).unwrap_or_else(|e| panic!("{e}"));
+        let (tx, _rx) = mpsc::unbounded_channel();
+        Snapshots::new(client, tx, CancellationToken::new())
+    }
+
+    /// The source's message type, as far as these tests need one.
+    enum Internal {
+        Fetched,
+        Due,
+    }
+
+    impl From<Fetched> for Internal {
+        fn from(_: Fetched) -> Self {
+            Self::Fetched
+        }
+    }
+
+    impl From<Due> for Internal {
+        fn from(_: Due) -> Self {
+            Self::Due
+        }
+    }
+
+    fn key(ns: &str) -> Key {
+        (ns.to_owned(), "snap".to_owned())
+    }
+
+    #[tokio::test]
+    async fn the_first_sync_names_the_first_five_snapshots_it_waits_for_in_order() {
+        let mut snapshots = unreachable();
+        for t in ["t7", "t3", "t9", "t1", "t5", "t8", "t2", "t6", "t4"] {
+            snapshots.need(t, vec![key(t)]);
+        }
+        // t1 was read (not found): it is no longer awaited.
+        snapshots.fetched(Fetched {
+            key: key("t1"),
+            result: Ok(None),
+            attempt: 0,
+        });
+        assert!(!snapshots.settled());
+        assert_eq!(
+            snapshots.waiting_for(),
+            ["t2", "t3", "t4", "t5", "t6"].map(|t| format!("snapshot Secret {t}/snap"))
+        );
+        snapshots.fetched(Fetched {
+            key: key("t2"),
+            result: Err("forbidden".to_owned()),
+            attempt: 0,
+        });
+        assert_eq!(snapshots.waiting_for()[0], "snapshot Secret t3/snap");
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_is_kept_while_some_tenant_uses_it_and_forgotten_after() {
+        let mut snapshots = unreachable();
+        let owner = "uid-of-the-config";
+        snapshots.need("acme", vec![key("shared")]);
+        snapshots.need("beta", vec![key("shared")]);
+        let tenants = snapshots.fetched(Fetched {
+            key: key("shared"),
+            result: Ok(Some(Kept::of(Secret {
+                data: Some(BTreeMap::from([(
+                    "password".to_owned(),
+                    ByteString(b"p".to_vec()),
+                )])),
+                ..secret(crate::api::SNAPSHOT_TYPE, "TenantMcpConfig", owner)
+            }))),
+            attempt: 0,
+        });
+        assert_eq!(
+            tenants,
+            BTreeSet::from(["acme".to_owned(), "beta".to_owned()])
+        );
+        let read = snapshots.get("shared", "snap", owner).and_then(|s| s.data);
+        assert_eq!(
+            read.and_then(|d| d.get("password").cloned()),
+            Some(ByteString(b"p".to_vec()))
+        );
+        // The same needs again change nothing; acme moving away leaves beta's.
+        snapshots.need("beta", vec![key("shared")]);
+        snapshots.need("acme", vec![key("other")]);
+        assert!(snapshots.get("shared", "snap", owner).is_some());
+        snapshots.need("beta", Vec::new());
+        assert!(
+            snapshots.get("shared", "snap", owner).is_none(),
+            "nobody uses it"
+        );
+        assert!(!snapshots.settled(), "acme's new snapshot is not read yet");
     }
 }
