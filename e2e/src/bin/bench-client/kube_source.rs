@@ -206,12 +206,44 @@ pub async fn memory_child(kubeconfig: &Path) -> anyhow::Result<()> {
     // Let the watch tasks' buffers from the initial lists go.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let loaded = super::footprint()?;
+    if std::env::var_os("BENCH_MALLOC_STATS").is_some() {
+        malloc_report();
+    }
     println!(
         "rss-before {}\nlive-before {}\nrss-loaded {}\nlive-loaded {}",
         before.rss, before.live, loaded.rss, loaded.live
     );
     clients.shutdown().await;
     Ok(())
+}
+
+/// For profiling (`BENCH_MALLOC_STATS=1`): the largest resident mappings, on stderr, to tell
+/// the heap from thread stacks and the binary.
+fn malloc_report() {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+    let mut maps: Vec<(u64, String)> = Vec::new();
+    let mut current = String::new();
+    for line in smaps.lines() {
+        if let Some(kb) = line.strip_prefix("Rss:") {
+            let kb: u64 = kb
+                .trim()
+                .trim_end_matches(" kB")
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            maps.push((kb, current.clone()));
+        } else if line
+            .split_whitespace()
+            .next()
+            .is_some_and(|f| f.contains('-'))
+        {
+            current = line.to_owned();
+        }
+    }
+    maps.sort_unstable_by_key(|m| std::cmp::Reverse(m.0));
+    for (kb, map) in maps.iter().take(8) {
+        eprintln!("{kb:>8} kB {map}");
+    }
 }
 
 /// Lookups of cached Postgres pools by two OS threads, without edits and then while one task

@@ -72,6 +72,10 @@ struct Args {
     /// Measure memory only (both sources), print it and write nothing.
     #[arg(long, env = "BENCH_ONLY_MEMORY")]
     only_memory: bool,
+    /// Populate the control plane, print its kubeconfig and hold it until Ctrl-C (for
+    /// profiling `--kube-memory-child` runs against one cluster); then measure memory as usual.
+    #[arg(long, env = "BENCH_HOLD")]
+    hold: bool,
     /// Internal: run as the Kubernetes-source memory child against this kubeconfig.
     #[arg(long, env = "BENCH_KUBE_MEMORY_CHILD", hide = true)]
     kube_memory_child: Option<std::path::PathBuf>,
@@ -108,6 +112,15 @@ async fn main() -> anyhow::Result<()> {
     let memory = memory_and_churn(dir.path(), &names, args.cached, args.churn).await?;
     eprintln!("{} tenants on a real control plane", args.tenants);
     let populated = kube_source::populate(args.tenants).await?;
+    if args.hold {
+        eprintln!(
+            "holding: KUBECONFIG={} BENCH_SAMPLE={},{} (Ctrl-C ends)",
+            populated.cluster.kubeconfig().display(),
+            populated.names.first().map_or("", String::as_str),
+            populated.names.last().map_or("", String::as_str)
+        );
+        tokio::signal::ctrl_c().await?;
+    }
     let kube_memory = kube_source::measure_memory(&populated).await?;
     if args.only_memory {
         println!("{}", render_memory(&memory, args.tenants, &kube_memory));
