@@ -170,7 +170,7 @@ pub async fn run_kube(
     let _ = synced.send_replace(Err(state.waiting_for()));
     // What is awaited is read only if the first sync times out: refreshing it on every event
     // of a 10,000-tenant sync made it most of the sync's allocations. It is refreshed on a
-    // tick while it is stale, and at once after an error.
+    // tick while it is stale (an error included).
     let mut report = tokio::time::interval(WAITING_REPORT_EVERY);
     report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stale = false;
@@ -184,13 +184,11 @@ pub async fn run_kube(
             }
             next = changes.next() => next,
         };
-        let mut failed = false;
         match change {
             None => return,
             Some(Err(e)) => {
                 warn!("watching tenant configs: {e}");
                 state.last_error = Some(e.to_string());
-                failed = true;
             }
             Some(Ok(change)) => {
                 state.apply(change);
@@ -200,9 +198,6 @@ pub async fn run_kube(
         if synced.borrow().is_err() {
             if state.synced {
                 let _ = synced.send_replace(Ok(()));
-            } else if failed {
-                stale = false;
-                let _ = synced.send_replace(Err(state.waiting_for()));
             } else {
                 stale = true;
             }
