@@ -61,6 +61,17 @@ fn status(t: &str, database: &str) -> serde_json::Value {
     }})
 }
 
+impl Populated {
+    /// The tenants the memory child checks (`BENCH_SAMPLE`): the first and the last.
+    pub fn sample(&self) -> String {
+        format!(
+            "{},{}",
+            self.names.first().map_or("", String::as_str),
+            self.names.last().map_or("", String::as_str)
+        )
+    }
+}
+
 /// Starts a control plane and creates `n` tenants (64 at a time).
 pub async fn populate(n: usize) -> anyhow::Result<Populated> {
     let cluster = Cluster::local(Default::default()).await?;
@@ -140,14 +151,7 @@ pub async fn measure_memory(populated: &Populated) -> anyhow::Result<ChildMemory
     let out = tokio::process::Command::new(std::env::current_exe()?)
         .arg("--kube-memory-child")
         .arg(populated.cluster.kubeconfig())
-        .env(
-            "BENCH_SAMPLE",
-            format!(
-                "{},{}",
-                populated.names.first().map_or("", String::as_str),
-                populated.names.last().map_or("", String::as_str)
-            ),
-        )
+        .env("BENCH_SAMPLE", populated.sample())
         .output()
         .await?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -206,8 +210,8 @@ pub async fn memory_child(kubeconfig: &Path) -> anyhow::Result<()> {
     // Let the watch tasks' buffers from the initial lists go.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let loaded = super::footprint()?;
-    if std::env::var_os("BENCH_MALLOC_STATS").is_some() {
-        malloc_report();
+    if std::env::var_os("BENCH_MAPPINGS").is_some() {
+        print_largest_mappings();
     }
     println!(
         "rss-before {}\nlive-before {}\nrss-loaded {}\nlive-loaded {}",
@@ -217,9 +221,9 @@ pub async fn memory_child(kubeconfig: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// For profiling (`BENCH_MALLOC_STATS=1`): the largest resident mappings, on stderr, to tell
-/// the heap from thread stacks and the binary.
-fn malloc_report() {
+/// For profiling (`BENCH_MAPPINGS=1`): the largest resident mappings, on stderr, to tell the
+/// allocator's arenas from thread stacks and the binary.
+fn print_largest_mappings() {
     let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
     let mut maps: Vec<(u64, String)> = Vec::new();
     let mut current = String::new();

@@ -114,10 +114,9 @@ async fn main() -> anyhow::Result<()> {
     let populated = kube_source::populate(args.tenants).await?;
     if args.hold {
         eprintln!(
-            "holding: KUBECONFIG={} BENCH_SAMPLE={},{} (Ctrl-C ends)",
+            "holding: KUBECONFIG={} BENCH_SAMPLE={} (Ctrl-C ends)",
             populated.cluster.kubeconfig().display(),
-            populated.names.first().map_or("", String::as_str),
-            populated.names.last().map_or("", String::as_str)
+            populated.sample()
         );
         tokio::signal::ctrl_c().await?;
     }
