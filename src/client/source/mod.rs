@@ -167,19 +167,14 @@ pub async fn run_kube(
         synced: false,
         last_error: None,
     };
-    let _ = synced.send_replace(Err(state.waiting_for()));
-    // What is awaited is read only if the first sync times out: refreshing it on every event
-    // of a 10,000-tenant sync made it most of the sync's allocations. It is refreshed on a
-    // tick while it is stale (an error included).
-    let mut report = tokio::time::interval(WAITING_REPORT_EVERY);
-    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut stale = false;
+    let mut report = SyncReport::new(synced, state.waiting_for());
+    let mut tick = tokio::time::interval(WAITING_REPORT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let change = tokio::select! {
             () = stop.cancelled() => return,
-            _ = report.tick(), if stale => {
-                stale = false;
-                let _ = synced.send_replace(Err(state.waiting_for()));
+            _ = tick.tick(), if report.stale => {
+                report.refresh(|| state.waiting_for());
                 continue;
             }
             next = changes.next() => next,
@@ -195,12 +190,42 @@ pub async fn run_kube(
                 state.settle();
             }
         }
-        if synced.borrow().is_err() {
-            if state.synced {
-                let _ = synced.send_replace(Ok(()));
-            } else {
-                stale = true;
-            }
+        report.changed(state.synced);
+    }
+}
+
+/// What the source tells `from_kube` through `synced`: `Ok` once the first sync is done, and
+/// for good; before that, what it still waits for. That text is read only if the sync times
+/// out, and refreshing it on every event of a 10,000-tenant sync made it most of the sync's
+/// allocations: it is refreshed on a tick while it is stale (an error included).
+struct SyncReport {
+    tx: watch::Sender<SyncState>,
+    /// Something changed since the text was last refreshed.
+    stale: bool,
+}
+
+impl SyncReport {
+    fn new(tx: watch::Sender<SyncState>, waiting: String) -> Self {
+        let _ = tx.send_replace(Err(waiting));
+        Self { tx, stale: false }
+    }
+
+    /// After an event: `Ok` when the first sync is `done`, else the text is stale.
+    fn changed(&mut self, done: bool) {
+        if self.tx.borrow().is_ok() {
+            return;
+        }
+        if done {
+            let _ = self.tx.send_replace(Ok(()));
+        }
+        self.stale = !done;
+    }
+
+    /// On a tick: the text of what is still awaited, unless the sync is done.
+    fn refresh(&mut self, waiting: impl FnOnce() -> String) {
+        self.stale = false;
+        if self.tx.borrow().is_err() {
+            let _ = self.tx.send_replace(Err(waiting()));
         }
     }
 }
@@ -484,5 +509,38 @@ impl KubeState {
         let lookup = |name: &str| self.global_secrets.get(name);
         self.routes
             .set_global(routes::global_routes(global.as_ref(), &lookup));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first sync's `Ok` is final. A refresh of the waiting text that fell due as the sync
+    /// finished turned it back into "still waiting for" nothing, and `from_kube` waited out its
+    /// timeout (seen at 10,000 tenants).
+    #[test]
+    fn the_first_sync_once_done_stays_done() {
+        let (tx, rx) = watch::channel(Err(String::new()));
+        let mut report = SyncReport::new(tx, "the TenantMcpConfig watch".to_owned());
+        report.changed(false);
+        report.changed(true);
+        assert_eq!(*rx.borrow(), Ok(()));
+        report.refresh(String::new);
+        assert_eq!(*rx.borrow(), Ok(()), "a due refresh undid the sync");
+        assert!(!report.stale);
+    }
+
+    #[test]
+    fn the_waiting_text_changes_on_a_tick_after_an_event_not_on_the_event() {
+        let (tx, rx) = watch::channel(Err(String::new()));
+        let mut report = SyncReport::new(tx, "the TenantMcpConfig watch".to_owned());
+        assert_eq!(*rx.borrow(), Err("the TenantMcpConfig watch".to_owned()));
+        report.changed(false);
+        assert!(report.stale);
+        assert_eq!(*rx.borrow(), Err("the TenantMcpConfig watch".to_owned()));
+        report.refresh(|| "snapshot Secret t1/snap".to_owned());
+        assert_eq!(*rx.borrow(), Err("snapshot Secret t1/snap".to_owned()));
+        assert!(!report.stale);
     }
 }
