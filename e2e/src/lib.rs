@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod controller_process;
 pub mod harness;
+pub mod image;
 pub mod mcp_admin;
 pub mod rbac;
 pub mod scenario;

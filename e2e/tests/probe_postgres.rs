@@ -163,6 +163,7 @@ async fn ipv6_hosts_work_bracketed_or_not_and_a_cleartext_password_needs_verifie
     let pg = Postgres::start_with(&PostgresOptions {
         tls: Some(&identity),
         cleartext_role: Some("cleartext"),
+        ..PostgresOptions::default()
     })
     .unwrap();
     let db = pg.create_database("tls").await.unwrap();

@@ -18,6 +18,7 @@ pub mod hostile_mcp;
 pub mod kube;
 pub mod mcp_everything;
 pub mod mirror_db;
+pub mod node;
 pub mod postgres;
 pub mod process;
 pub mod s3;

@@ -75,6 +75,10 @@ pub struct PostgresOptions<'a> {
     /// Logins that authenticate with the password in cleartext (`password` in `pg_hba.conf`)
     /// instead of SCRAM: members of this role.
     pub cleartext_role: Option<&'a str>,
+    /// Also listen on this address and let clients from this network (a CIDR) log in with
+    /// SCRAM: for the Pods of a [`NodeCluster`](super::node::NodeCluster), which reach this host
+    /// at its `HOST_IP` from their own addresses.
+    pub pod_access: Option<(std::net::IpAddr, &'a str)>,
 }
 
 impl Postgres {
@@ -146,17 +150,19 @@ impl Postgres {
             files.extend([cert, key]);
             listen.push_str(",::1");
         }
-        if let Some(role) = options.cleartext_role {
-            let hba = write(
-                "pg_hba.conf",
-                &format!(
-                    "local all all trust\n\
-                     host all +{role} 127.0.0.1/32 password\n\
-                     host all +{role} ::1/128 password\n\
-                     host all all 127.0.0.1/32 scram-sha-256\n\
-                     host all all ::1/128 scram-sha-256\n"
-                ),
-            )?;
+        if options.cleartext_role.is_some() || options.pod_access.is_some() {
+            let mut hba = String::from("local all all trust\n");
+            if let Some(role) = options.cleartext_role {
+                hba.push_str(&format!(
+                    "host all +{role} 127.0.0.1/32 password\nhost all +{role} ::1/128 password\n"
+                ));
+            }
+            hba.push_str("host all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n");
+            if let Some((address, network)) = options.pod_access {
+                listen.push_str(&format!(",{address}"));
+                hba.push_str(&format!("host all all {network} scram-sha-256\n"));
+            }
+            let hba = write("pg_hba.conf", &hba)?;
             extra.push(format!("hba_file={}", hba.display()));
             files.push(hba);
         }
@@ -245,6 +251,12 @@ impl Postgres {
             "postgres://{user}:{password}@127.0.0.1:{}/{database}",
             self.port
         )
+    }
+
+    /// [`Self::url`] at `host` instead of loopback (the `HOST_IP` a Pod reaches this host at,
+    /// with [`PostgresOptions::pod_access`]).
+    pub fn url_at(&self, host: std::net::IpAddr, user: &str, password: &str, database: &str) -> String {
+        format!("postgres://{user}:{password}@{host}:{}/{database}", self.port)
     }
 
     /// Creates a database named `<prefix>_<random>` and returns its name. The prefix must
