@@ -46,9 +46,9 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # the packages it builds, and a build of one package alone gets another feature set for shared
 # dependencies, so kube, sqlx and the rest would build a second time (see e2e/Cargo.toml).
 build_binaries() {
-  log "building tenant-mcp, the local stack, the sample app and run-pod"
-  cargo build --locked --quiet --workspace --bin tenant-mcp --bin local-stack --bin tenant-mcp-sample-app --bin run-pod
-  for bin in tenant-mcp local-stack tenant-mcp-sample-app run-pod; do
+  log "building tenant-mcp, the local stack and the sample app"
+  cargo build --locked --quiet --workspace --bin tenant-mcp --bin local-stack --bin tenant-mcp-sample-app
+  for bin in tenant-mcp local-stack tenant-mcp-sample-app; do
     [ -x "$TARGET_DIR/debug/$bin" ] || die "cargo did not build $bin"
   done
   TENANT_MCP="$TARGET_DIR/debug/tenant-mcp"
@@ -200,7 +200,15 @@ ensure_kube() {
   export KUBEBUILDER_ASSETS
 }
 
-# Everything the local stack and the tests run: the control plane, kubectl, Postgres, the S3
+# What ../shared/kube/cluster-up needs for a node that runs Pods (Debian's containerd, runc, CNI
+# plugins, iptables; it would install them itself, but two tests starting nodes at once would
+# race in apt), and what the images are packed with: objcopy (binutils) strips the debug
+# sections of the binaries, CA certificates go into the image.
+ensure_pod_runtime() {
+  ensure_apt containerd runc containernetworking-plugins iptables binutils ca-certificates
+}
+
+# Everything the local stack and the tests run: the control plane and a node's runtime, kubectl, Postgres, the S3
 # server, the MCP reference server, Python's cryptography, the Python and TypeScript MCP SDKs.
 ensure_stack() {
   ensure_kube
@@ -211,4 +219,5 @@ ensure_stack() {
   ensure_python_cryptography
   ensure_python_mcp
   ensure_node_mcp
+  ensure_pod_runtime
 }

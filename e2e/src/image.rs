@@ -119,8 +119,10 @@ pub fn pack(binary: &Path, layout: ImageLayout, out_dir: &Path) -> Result<Packed
     if !output.status.success() {
         return Err(setup_error("oci-pack", &output));
     }
-    std::fs::rename(&partial, &image.archive)
-        .map_err(io(format!("moving the archive to {}", image.archive.display())))?;
+    std::fs::rename(&partial, &image.archive).map_err(io(format!(
+        "moving the archive to {}",
+        image.archive.display()
+    )))?;
     Ok(image)
 }
 
@@ -181,7 +183,10 @@ fn assemble_root(binary: &Path, layout: ImageLayout, root: &Path) -> Result<(), 
     std::fs::copy(CA_CERTIFICATES, &certificates).map_err(io(format!(
         "copying {CA_CERTIFICATES} (Debian's ca-certificates package)"
     )))?;
-    let (uid, gid) = layout.user.split_once(':').unwrap_or((layout.user, layout.user));
+    let (uid, gid) = layout
+        .user
+        .split_once(':')
+        .unwrap_or((layout.user, layout.user));
     let etc = inside("/etc");
     std::fs::write(
         etc.join("passwd"),

@@ -101,7 +101,11 @@ async fn eventually<T>(
 /// Whether every replica of the Deployment is updated and available (`kubectl rollout
 /// status`'s rule).
 fn rolled_out(deployment: &Deployment) -> bool {
-    let want = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let want = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
     let Some(status) = &deployment.status else {
         return false;
     };
@@ -110,17 +114,18 @@ fn rolled_out(deployment: &Deployment) -> bool {
         && status.updated_replicas.unwrap_or(0) == want
         && status.available_replicas.unwrap_or(0) == want
         && status.replicas.unwrap_or(0) == want
-        && status.conditions.iter().flatten().any(|c| {
-            c.type_ == "Available" && c.status == "True"
-        })
+        && status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Available" && c.status == "True")
 }
 
 /// The Pods of the release's `component` (controller, mcp-server, webhook) that are not being
 /// deleted, by name.
 async fn pods_of(pods: &Api<Pod>, component: &str) -> Vec<Pod> {
-    let selector = format!(
-        "app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component={component}"
-    );
+    let selector =
+        format!("app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component={component}");
     pods.list(&ListParams::default().labels(&selector))
         .await
         .unwrap()
@@ -157,10 +162,14 @@ fn names(pods: &[Pod]) -> BTreeSet<String> {
 /// Waits until every Deployment of the release is rolled out.
 async fn all_rolled_out(cluster: &Cluster, timeout: Duration) {
     let deployments: Api<Deployment> = Api::namespaced(cluster.client(), NAMESPACE);
-    eventually("every Deployment of the release Available", timeout, async || {
-        let list = deployments.list(&ListParams::default()).await.ok()?;
-        (list.items.len() == 3 && list.items.iter().all(rolled_out)).then_some(())
-    })
+    eventually(
+        "every Deployment of the release Available",
+        timeout,
+        async || {
+            let list = deployments.list(&ListParams::default()).await.ok()?;
+            (list.items.len() == 3 && list.items.iter().all(rolled_out)).then_some(())
+        },
+    )
     .await;
 }
 
@@ -186,7 +195,10 @@ fn container_process(node: &NodeCluster, pod: &Pod) -> ContainerProcess {
     // mountinfo: "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS …"
     let root_read_only = mountinfo.lines().any(|line| {
         let fields: Vec<&str> = line.split(' ').collect();
-        fields.get(4) == Some(&"/") && fields.get(5).is_some_and(|o| o.split(',').any(|x| x == "ro"))
+        fields.get(4) == Some(&"/")
+            && fields
+                .get(5)
+                .is_some_and(|o| o.split(',').any(|x| x == "ro"))
     });
     // cgroup v1: "N:memory:/kubepods/…"
     let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
@@ -303,7 +315,14 @@ async fn the_chart_runs_as_pods_and_rolls_evicts_and_fails_over() {
     let out = helm_on(
         &node,
         &[
-            "install", RELEASE, &chart, "-n", NAMESPACE, "--wait", "--timeout", "300s",
+            "install",
+            RELEASE,
+            &chart,
+            "-n",
+            NAMESPACE,
+            "--wait",
+            "--timeout",
+            "300s",
         ],
         &values,
     );
@@ -327,7 +346,11 @@ async fn the_chart_runs_as_pods_and_rolls_evicts_and_fails_over() {
     .unwrap();
     assert!(table_owner.starts_with("owner_"), "{table_owner}");
     let jobs = cluster.kubectl_ok(&["-n", NAMESPACE, "get", "jobs", "-o", "name"]);
-    assert_eq!(jobs.trim(), "", "the hook Job should be gone after it succeeded");
+    assert_eq!(
+        jobs.trim(),
+        "",
+        "the hook Job should be gone after it succeeded"
+    );
 
     // Every container as the node runs it.
     let pods: Api<Pod> = Api::namespaced(cluster.client(), NAMESPACE);
@@ -419,7 +442,15 @@ async fn the_chart_runs_as_pods_and_rolls_evicts_and_fails_over() {
         assert!(
             Instant::now() < deadline,
             "acme's Postgres was not promoted by the controller Pod:\n{}",
-            cluster.kubectl_ok(&["-n", "tenant-acme", "get", "tenantmcpconfig", "acme", "-o", "yaml"])
+            cluster.kubectl_ok(&[
+                "-n",
+                "tenant-acme",
+                "get",
+                "tenantmcpconfig",
+                "acme",
+                "-o",
+                "yaml"
+            ])
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -443,7 +474,14 @@ async fn the_chart_runs_as_pods_and_rolls_evicts_and_fails_over() {
     helm_on(
         &node,
         &[
-            "upgrade", RELEASE, &chart, "-n", NAMESPACE, "--wait", "--timeout", "300s",
+            "upgrade",
+            RELEASE,
+            &chart,
+            "-n",
+            NAMESPACE,
+            "--wait",
+            "--timeout",
+            "300s",
         ],
         &upgraded,
     );
@@ -476,7 +514,7 @@ async fn the_chart_runs_as_pods_and_rolls_evicts_and_fails_over() {
                 && status.disruptions_allowed == 1
                 && webhooks.len() == 2
                 && webhooks.iter().all(is_ready))
-                .then_some(webhooks)
+            .then_some(webhooks)
         },
     )
     .await;
@@ -524,7 +562,10 @@ async fn the_chart_runs_as_pods_and_rolls_evicts_and_fails_over() {
     };
     let leader = eventually("a controller leader", Duration::from_secs(60), holder).await;
     let controllers = names(&pods_of(&pods, "controller").await);
-    assert!(controllers.contains(&leader), "{leader} not in {controllers:?}");
+    assert!(
+        controllers.contains(&leader),
+        "{leader} not in {controllers:?}"
+    );
     scenario::apply(&client, &acme(7)).await.unwrap();
     cluster.kubectl_ok(&["-n", NAMESPACE, "delete", "pod", &leader, "--wait=false"]);
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -554,4 +595,181 @@ async fn the_chart_runs_as_pods_and_rolls_evicts_and_fails_over() {
     }
     all_rolled_out(&cluster, Duration::from_secs(120)).await;
     owner.close().await;
+}
+
+/// `n` tenants as YAML for `kubectl apply`: a namespace bound to each and a config with an S3
+/// server that is never reached (the controller holds each config whatever its probe says).
+fn tenants_yaml(prefix: &str, n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {prefix}{i}, labels: {{tenantmcp.dev/tenant: {prefix}{i}}}}}
+---
+apiVersion: tenantmcp.dev/v1alpha1
+kind: TenantMcpConfig
+metadata: {{name: config, namespace: {prefix}{i}}}
+spec:
+  tenantId: {prefix}{i}
+  servers:
+    minio:
+      endpoint: https://s3.example.com
+      bucket: bucket-{i}
+      credentialsSecretRef: {{name: s3}}
+"
+            )
+        })
+        .collect()
+}
+
+/// The controller's container: its restart count, why it last ended, and why it waits now.
+fn controller_container(pod: &Pod) -> (i32, Option<String>, Option<String>) {
+    let status = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first().cloned())
+        .unwrap_or_default();
+    let last = status
+        .last_state
+        .and_then(|s| s.terminated)
+        .and_then(|t| t.reason);
+    let waiting = status.state.and_then(|s| s.waiting).and_then(|w| w.reason);
+    (status.restart_count, last, waiting)
+}
+
+/// A controller whose memory limit holds it idle but not at N configs is OOM-killed when it
+/// lists them, restarts into the same list and is killed again: the crash loop a real cluster
+/// shows (what the chart's sized defaults must prevent, docs/operations.md "Sizing"). The limit
+/// is measured, not guessed: twice the idle controller's anonymous memory (at least 4 MiB
+/// more), and the 1,500 configs then created need about 14 MiB more (about 9.5 KiB each in a
+/// debug build). The standby replica's readiness does not stop the rollout to that limit: a
+/// standby is Ready before it has listed anything. Raising the limit again ends the loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_under_a_too_small_memory_limit_is_oom_killed_and_restarts() {
+    const CONFIGS: usize = 1500;
+    let (node, cluster, image) = node_with_image().await;
+    cluster.kubectl_ok(&["create", "namespace", NAMESPACE]);
+    let chart = repo_root().join("charts/tenant-mcp").display().to_string();
+    let mut values = image_values(&image);
+    values.extend([
+        "webhook.enabled=false".into(),
+        "mcpServer.enabled=false".into(),
+        "controller.replicas=1".into(),
+    ]);
+    let install = |verb: &str, extra: &[String]| {
+        let mut sets = values.clone();
+        sets.extend_from_slice(extra);
+        helm_on(
+            &node,
+            &[
+                verb,
+                RELEASE,
+                &chart,
+                "-n",
+                NAMESPACE,
+                "--wait",
+                "--timeout",
+                "180s",
+            ],
+            &sets,
+        );
+    };
+    install("install", &[]);
+    let pods: Api<Pod> = Api::namespaced(cluster.client(), NAMESPACE);
+    let idle_anon = {
+        let pod = pods_of(&pods, "controller").await.remove(0);
+        // Settled after its first lists.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let process = container_process(&node, &pod);
+        status_field(&process.status, "RssAnon")
+            .trim_end_matches(" kB")
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+            * 1024
+    };
+    let limit_mib = (idle_anon * 2).max(idle_anon + (4 << 20)).div_ceil(1 << 20);
+    eprintln!(
+        "idle controller: {} KiB anonymous; limit {limit_mib} MiB",
+        idle_anon >> 10
+    );
+    let small = [
+        format!("controller.resources.limits.memory={limit_mib}Mi"),
+        format!("controller.resources.requests.memory={limit_mib}Mi"),
+    ];
+    install("upgrade", &small);
+    // The control: idle, it lives under that limit.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let idle = pods_of(&pods, "controller").await;
+    assert_eq!(idle.len(), 1, "{:?}", names(&idle));
+    let (restarts, last, _) = controller_container(&idle[0]);
+    assert!(
+        restarts == 0 && is_ready(&idle[0]),
+        "idle under {limit_mib} MiB: {restarts} restarts, last {last:?}"
+    );
+
+    let out = cluster.kubectl_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        &tenants_yaml("oom", CONFIGS),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let looping = eventually(
+        "the controller OOM-killed twice and in CrashLoopBackOff",
+        Duration::from_secs(300),
+        async || {
+            let pod = pods_of(&pods, "controller").await.into_iter().next()?;
+            let (restarts, last, waiting) = controller_container(&pod);
+            (restarts >= 2
+                && last.as_deref() == Some("OOMKilled")
+                && waiting.as_deref() == Some("CrashLoopBackOff"))
+            .then_some(restarts)
+        },
+    )
+    .await;
+    eprintln!(
+        "{CONFIGS} configs under {limit_mib} MiB: {looping} restarts, OOMKilled, CrashLoopBackOff"
+    );
+
+    // The default limit again: the controller comes up and reconciles the configs.
+    install("upgrade", &[]);
+    all_controller_ready(&pods).await;
+    let configs: Api<TenantMcpConfig> = Api::all(cluster.client());
+    eventually(
+        "every config reconciled by the restored controller",
+        Duration::from_secs(300),
+        async || {
+            let list = configs.list(&ListParams::default()).await.ok()?;
+            (list.items.len() == CONFIGS
+                && list.items.iter().all(|c| {
+                    c.status
+                        .as_ref()
+                        .is_some_and(|s| s.observed_generation.is_some())
+                }))
+            .then_some(())
+        },
+    )
+    .await;
+}
+
+/// Waits until the one controller replica is Ready and has not restarted.
+async fn all_controller_ready(pods: &Api<Pod>) {
+    eventually(
+        "the controller Ready without restarts",
+        Duration::from_secs(180),
+        async || {
+            let running = pods_of(pods, "controller").await;
+            (running.len() == 1
+                && is_ready(&running[0])
+                && controller_container(&running[0]).0 == 0)
+                .then_some(())
+        },
+    )
+    .await;
 }

@@ -4,16 +4,23 @@
 //! the test AI MCP server. It writes a kubeconfig and a shell-sourceable `env` file with every
 //! endpoint and credential into the state directory, then runs until interrupted and tears
 //! everything down.
+//!
+//! With `--node` the cluster runs Pods (`../shared/kube/cluster-up`: kubelet and containerd,
+//! as root): the servers listen on the node's `HOST_IP` instead of loopback, so Pods reach
+//! them, and the tenant-mcp and sample-app images are packed from this build and imported
+//! into the node (there is no registry).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
+use tenant_mcp_e2e::image::{PackedImage, SAMPLE_APP, TENANT_MCP, pack_built};
 use tenant_mcp_e2e::stack::ai_mcp::{AiMcpConfig, AiMcpServer, Token};
 use tenant_mcp_e2e::stack::kube::ControlPlane;
 use tenant_mcp_e2e::stack::mcp_everything::EverythingMcpServer;
-use tenant_mcp_e2e::stack::postgres::Postgres;
+use tenant_mcp_e2e::stack::node::NodeCluster;
+use tenant_mcp_e2e::stack::postgres::{Postgres, PostgresOptions};
 use tenant_mcp_e2e::stack::s3::S3Server;
 
 /// The bucket created empty on each S3 server (`STACK_S3_BUCKET`).
@@ -29,6 +36,10 @@ struct Args {
     /// Start everything, print the timings, then stop (a smoke test of the stack).
     #[arg(long, env = "STACK_CHECK")]
     check: bool,
+    /// A node that runs Pods (cluster-up, needs root) instead of the API alone; the servers
+    /// listen where Pods reach them, and the images are imported into the node.
+    #[arg(long, env = "STACK_NODE")]
+    node: bool,
     /// The tenant that gets its own S3 server and AI MCP token.
     #[arg(long, env = "STACK_TENANT", default_value = "acme")]
     tenant: String,
@@ -62,6 +73,67 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
         .with_context(|| format!("making {} private", path.display()))
 }
 
+/// The cluster the stack runs: the API alone, or a node that runs Pods.
+enum Cluster {
+    Api(Box<ControlPlane>),
+    Node(NodeCluster),
+}
+
+impl Cluster {
+    fn what(&self) -> &'static str {
+        match self {
+            Self::Api(_) => "Kubernetes control plane + CRDs",
+            Self::Node(_) => "Kubernetes node (cluster-up) + CRDs",
+        }
+    }
+
+    /// Where the servers listen: loopback, or the address Pods reach this host at.
+    fn host_ip(&self) -> std::net::IpAddr {
+        match self {
+            Self::Api(_) => std::net::IpAddr::from([127, 0, 0, 1]),
+            Self::Node(node) => node.host_ip(),
+        }
+    }
+
+    fn pod_cidr(&self) -> Option<String> {
+        match self {
+            Self::Api(_) => None,
+            Self::Node(node) => Some(node.pod_cidr().to_owned()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Api(api) => format!("{} (logs in {})", api.url(), api.dir().display()),
+            Self::Node(node) => format!(
+                "one node, Pods at {}, this host at {} (logs in {})",
+                node.pod_cidr(),
+                node.host_ip(),
+                node.log_dir().display()
+            ),
+        }
+    }
+}
+
+/// The env lines of a node: where Pods reach this host, and the imported images.
+fn node_env(
+    host: std::net::IpAddr,
+    pod_cidr: Option<&str>,
+    images: Option<&(PackedImage, PackedImage)>,
+) -> String {
+    let (Some(pod_cidr), Some((tenant_mcp, sample_app))) = (pod_cidr, images) else {
+        return String::new();
+    };
+    format!(
+        "export STACK_HOST_IP={host}\n\
+         export STACK_POD_CIDR={pod_cidr}\n\
+         export STACK_IMAGE_REPOSITORY={}\n\
+         export STACK_IMAGE_TAG={}\n\
+         export STACK_SAMPLE_APP_IMAGE={}:{}\n",
+        tenant_mcp.repository, tenant_mcp.tag, sample_app.repository, sample_app.tag
+    )
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -83,63 +155,102 @@ async fn main() -> anyhow::Result<()> {
     let mut timings = Vec::new();
 
     // The slow starters (initdb, node) first, in the background.
-    let postgres = tokio::task::spawn_blocking(|| {
+    // The cluster first: with a node, every server listens on its HOST_IP.
+    let start = Instant::now();
+    let kubeconfig = state_dir.join("kubeconfig");
+    let cluster = if args.node {
+        let node = tokio::task::spawn_blocking(NodeCluster::start)
+            .await?
+            .context("starting the one-node cluster (../shared/kube/cluster-up)")?;
+        std::fs::copy(node.kubeconfig(), &kubeconfig)
+            .with_context(|| format!("writing {}", kubeconfig.display()))?;
+        Cluster::Node(node)
+    } else {
+        let api = tokio::task::spawn_blocking(ControlPlane::start)
+            .await?
+            .context("starting the Kubernetes control plane")?;
+        api.write_kubeconfig(&kubeconfig, &tenant_mcp_e2e::stack::kube::User::Admin)
+            .with_context(|| format!("writing {}", kubeconfig.display()))?;
+        Cluster::Api(Box::new(api))
+    };
+    let client = tenant_mcp_e2e::harness::client_for(&kubeconfig).await?;
+    tenant_mcp_e2e::harness::install_crds(&client).await?;
+    timings.push((cluster.what(), start.elapsed()));
+    let host = cluster.host_ip();
+    let pod_cidr = cluster.pod_cidr();
+
+    let postgres = tokio::task::spawn_blocking(move || {
         let start = Instant::now();
-        Postgres::start().map(|pg| (pg, start.elapsed()))
+        let options = PostgresOptions {
+            pod_access: pod_cidr.as_deref().map(|cidr| (host, cidr)),
+            ..PostgresOptions::default()
+        };
+        Postgres::start_with(&options).map(|pg| (pg, start.elapsed()))
     });
     let everything = tokio::task::spawn_blocking(|| {
         let start = Instant::now();
         EverythingMcpServer::start().map(|s| (s, start.elapsed()))
     });
-
-    let start = Instant::now();
-    let api = tokio::task::spawn_blocking(ControlPlane::start)
-        .await?
-        .context("starting the Kubernetes control plane")?;
-    let kubeconfig = state_dir.join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig, &tenant_mcp_e2e::stack::kube::User::Admin)
-        .with_context(|| format!("writing {}", kubeconfig.display()))?;
-    let client = tenant_mcp_e2e::harness::client_for(&kubeconfig).await?;
-    tenant_mcp_e2e::harness::install_crds(&client).await?;
-    timings.push(("Kubernetes control plane + CRDs", start.elapsed()));
+    let images = match &cluster {
+        Cluster::Node(node) => {
+            let start = Instant::now();
+            let packed = tokio::task::block_in_place(|| -> anyhow::Result<_> {
+                let tenant_mcp = pack_built(TENANT_MCP)?;
+                let sample_app = pack_built(SAMPLE_APP)?;
+                node.import(&tenant_mcp)?;
+                node.import(&sample_app)?;
+                Ok((tenant_mcp, sample_app))
+            })
+            .context("packing and importing the images")?;
+            timings.push(("images packed and imported", start.elapsed()));
+            Some(packed)
+        }
+        Cluster::Api(_) => None,
+    };
 
     let (global_key, global_secret) = ("global-access".to_owned(), secret());
     let (gk, gs) = (global_key.clone(), global_secret.clone());
     let global_s3 = timed(&mut timings, "S3 (global)", move || {
-        S3Server::start(&gk, &gs)
+        S3Server::start_on(host, &gk, &gs)
     })
     .await?;
     let (tenant_key, tenant_secret) = (format!("{}-access", args.tenant), secret());
     let (tk, ts) = (tenant_key.clone(), tenant_secret.clone());
     let tenant_s3 = timed(&mut timings, "S3 (tenant)", move || {
-        S3Server::start(&tk, &ts)
+        S3Server::start_on(host, &tk, &ts)
     })
     .await?;
 
     let start = Instant::now();
     let (platform_token, tenant_token) = (secret(), secret());
-    let ai = AiMcpServer::start(AiMcpConfig::new(
-        "shared-ai",
-        vec![
-            Token {
-                token: platform_token.clone(),
-                tenant: None,
-            },
-            Token {
-                token: tenant_token.clone(),
-                tenant: Some(args.tenant.clone()),
-            },
-        ],
-    ))
+    let ai = AiMcpServer::start_on(
+        AiMcpConfig::new(
+            "shared-ai",
+            vec![
+                Token {
+                    token: platform_token.clone(),
+                    tenant: None,
+                },
+                Token {
+                    token: tenant_token.clone(),
+                    tenant: Some(args.tenant.clone()),
+                },
+            ],
+        ),
+        host,
+    )
     .context("starting the test AI MCP server")?;
     // The tenant's own AI MCP server: every request on it is the tenant's, none names one.
-    let tenant_ai = AiMcpServer::start(AiMcpConfig::new(
-        &format!("{}-dedicated", args.tenant),
-        vec![Token {
-            token: tenant_token.clone(),
-            tenant: None,
-        }],
-    ))
+    let tenant_ai = AiMcpServer::start_on(
+        AiMcpConfig::new(
+            &format!("{}-dedicated", args.tenant),
+            vec![Token {
+                token: tenant_token.clone(),
+                tenant: None,
+            }],
+        ),
+        host,
+    )
     .context("starting the tenant's AI MCP server")?;
     timings.push(("test AI MCP servers (shared, tenant)", start.elapsed()));
 
@@ -179,16 +290,17 @@ async fn main() -> anyhow::Result<()> {
          export STACK_AI_MCP_PLATFORM_TOKEN={platform_token}\n\
          export STACK_{tenant_upper}_AI_MCP_TOKEN={tenant_token}\n\
          export STACK_{tenant_upper}_AI_MCP_URL={tenant_ai_url}\n\
-         export STACK_MCP_EVERYTHING_URL={everything_url}\n",
+         export STACK_MCP_EVERYTHING_URL={everything_url}\n{node_env}",
         dir = state_dir.display(),
         kubeconfig = kubeconfig.display(),
-        db_url = pg.admin_url(&database),
+        db_url = pg.url_at(host, Postgres::SUPERUSER, pg.password(), &database),
         gs3 = global_s3.endpoint(),
         ts3 = tenant_s3.endpoint(),
         ai_url = ai.url(),
         ai_base = ai.base_url(),
         tenant_ai_url = tenant_ai.url(),
         everything_url = everything.url(),
+        node_env = node_env(host, cluster.pod_cidr().as_deref(), images.as_ref()),
     );
     let env_file = state_dir.join("env");
     write_private(&env_file, &env)?;
@@ -200,13 +312,9 @@ async fn main() -> anyhow::Result<()> {
     for (name, took) in &timings {
         println!("  {name:<32} {:>6.2}s", took.as_secs_f64());
     }
+    println!("  Kubernetes       {}", cluster.describe());
     println!(
-        "  Kubernetes API   {} (logs in {})",
-        api.url(),
-        api.dir().display()
-    );
-    println!(
-        "  Postgres         127.0.0.1:{} database {database}",
+        "  Postgres         {host}:{} database {database}",
         pg.port()
     );
     println!("  S3 (global)      {}", global_s3.endpoint());
@@ -225,7 +333,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let _ = std::fs::remove_file(&env_file);
-    drop(api);
+    drop(cluster);
     ai.stop();
     tenant_ai.stop();
     pg.stop();

@@ -241,7 +241,12 @@ pub struct AiMcpServer {
 impl AiMcpServer {
     /// Starts serving on a random loopback port.
     pub fn start(config: AiMcpConfig) -> std::io::Result<Self> {
-        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+        Self::start_on(config, std::net::IpAddr::from([127, 0, 0, 1]))
+    }
+
+    /// [`Self::start`] on a random port of `host` (a node's `HOST_IP`, for Pods).
+    pub fn start_on(config: AiMcpConfig, host: std::net::IpAddr) -> std::io::Result<Self> {
+        let listener = std::net::TcpListener::bind((host, 0))?;
         listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
         let shared = Shared {

@@ -134,12 +134,16 @@ impl NodeCluster {
     /// The host process id of a running container, from its Pod status's `containerID`
     /// (`containerd://…`): to look at it as the node does (`/proc/PID/status`, its mounts).
     pub fn container_pid(&self, container_id: &str) -> Option<u32> {
-        let id = container_id.strip_prefix("containerd://").unwrap_or(container_id);
+        let id = container_id
+            .strip_prefix("containerd://")
+            .unwrap_or(container_id);
         let output = self.ctr().args(["tasks", "ls"]).output().ok()?;
-        String::from_utf8_lossy(&output.stdout).lines().find_map(|line| {
-            let mut fields = line.split_whitespace();
-            (fields.next() == Some(id)).then(|| fields.next()?.parse().ok())?
-        })
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .find_map(|line| {
+                let mut fields = line.split_whitespace();
+                (fields.next() == Some(id)).then(|| fields.next()?.parse().ok())?
+            })
     }
 
     /// Whether `cluster-up` still runs.

@@ -157,10 +157,15 @@ impl Postgres {
                     "host all +{role} 127.0.0.1/32 password\nhost all +{role} ::1/128 password\n"
                 ));
             }
-            hba.push_str("host all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n");
+            hba.push_str(
+                "host all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n",
+            );
             if let Some((address, network)) = options.pod_access {
                 listen.push_str(&format!(",{address}"));
-                hba.push_str(&format!("host all all {network} scram-sha-256\n"));
+                // The Pods, and this host itself at that address.
+                hba.push_str(&format!(
+                    "host all all {network} scram-sha-256\nhost all all {address}/32 scram-sha-256\n"
+                ));
             }
             let hba = write("pg_hba.conf", &hba)?;
             extra.push(format!("hba_file={}", hba.display()));
@@ -255,8 +260,17 @@ impl Postgres {
 
     /// [`Self::url`] at `host` instead of loopback (the `HOST_IP` a Pod reaches this host at,
     /// with [`PostgresOptions::pod_access`]).
-    pub fn url_at(&self, host: std::net::IpAddr, user: &str, password: &str, database: &str) -> String {
-        format!("postgres://{user}:{password}@{host}:{}/{database}", self.port)
+    pub fn url_at(
+        &self,
+        host: std::net::IpAddr,
+        user: &str,
+        password: &str,
+        database: &str,
+    ) -> String {
+        format!(
+            "postgres://{user}:{password}@{host}:{}/{database}",
+            self.port
+        )
     }
 
     /// Creates a database named `<prefix>_<random>` and returns its name. The prefix must

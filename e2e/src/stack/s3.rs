@@ -23,8 +23,22 @@ pub struct S3Server {
 }
 
 impl S3Server {
-    /// Starts a server accepting only `access_key` / `secret_key`; blocks until it listens.
+    /// Starts a server on loopback accepting only `access_key` / `secret_key`; blocks until
+    /// it listens.
     pub fn start(access_key: &str, secret_key: &str) -> Result<Self, StackError> {
+        Self::start_on(
+            std::net::IpAddr::from([127, 0, 0, 1]),
+            access_key,
+            secret_key,
+        )
+    }
+
+    /// [`Self::start`] listening on `host` (a node's `HOST_IP`, for Pods).
+    pub fn start_on(
+        host: std::net::IpAddr,
+        access_key: &str,
+        secret_key: &str,
+    ) -> Result<Self, StackError> {
         let program = super::tool("s3s-fs", "S3S_FS", HINT)?;
         let dir = Workdir::new("s3")?;
         let root = dir.path().join("data");
@@ -34,7 +48,7 @@ impl S3Server {
         })?;
         let mut command = Command::new(&program);
         command
-            .args(["--host", "127.0.0.1", "--port", "0"])
+            .args(["--host", &host.to_string(), "--port", "0"])
             .args(["--access-key", access_key, "--secret-key", secret_key])
             .arg(&root)
             // It logs its address at info level; port 0 means no race for a free port.
