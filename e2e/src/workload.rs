@@ -89,10 +89,17 @@ impl LocalPod {
         let kubeconfig = cluster.kubeconfig_for(&User::Token(token))?;
 
         let mounts = write_volumes(&client, ns, &pod, &container, dir.path()).await?;
+        // A path under a mount goes to that mount's directory: the longest mount that holds it,
+        // once (the local directories are under /tmp, which the chart also mounts).
         let map = |value: &str| {
-            mounts.iter().fold(value.to_owned(), |v, (from, to)| {
-                v.replace(from.as_str(), &to.display().to_string())
-            })
+            mounts
+                .iter()
+                .find_map(|(from, to)| {
+                    let rest = value.strip_prefix(from.as_str())?;
+                    (rest.is_empty() || rest.starts_with('/'))
+                        .then(|| format!("{}{rest}", to.display()))
+                })
+                .unwrap_or_else(|| value.to_owned())
         };
         let env = resolve_env(&client, ns, &name, &container).await?;
 

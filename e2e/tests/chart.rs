@@ -1200,3 +1200,40 @@ fn every_deployment_sets_the_allocator_of_the_values() {
         "refused by the schema"
     );
 }
+
+/// The controller and the management server connection-test Postgres through a relay socket
+/// under `TMPDIR`, and their root filesystem is read-only: each mounts a writable `emptyDir` at
+/// `/tmp`, with the mirror on and off (on a node, without it no Postgres was ever promoted:
+/// `tests/pods.rs`).
+#[test]
+fn the_workloads_that_connect_have_a_writable_tmp() {
+    for sets in [
+        &["mcpServer.auth.jwtSecret.existingSecret=tenant-mcp-jwt"][..],
+        &[
+            "mcpServer.auth.jwtSecret.existingSecret=tenant-mcp-jwt",
+            "database.enabled=true",
+            "database.urlSecret.name=db",
+            "encryptionKeys.existingSecret=keys",
+        ],
+    ] {
+        let objects = render(sets).unwrap();
+        for suffix in ["-controller", "-mcp-server"] {
+            let pod = &find(&objects, "Deployment", suffix)["spec"]["template"]["spec"];
+            let container = &pod["containers"][0];
+            assert_eq!(
+                container["securityContext"]["readOnlyRootFilesystem"], true,
+                "{suffix} {sets:?}"
+            );
+            let mount = container["volumeMounts"]
+                .as_array()
+                .and_then(|m| m.iter().find(|m| m["mountPath"] == "/tmp"))
+                .unwrap_or_else(|| panic!("{suffix} {sets:?}: no mount at /tmp"));
+            assert!(mount["readOnly"] != true, "{suffix}");
+            let volume = pod["volumes"]
+                .as_array()
+                .and_then(|v| v.iter().find(|v| v["name"] == mount["name"]))
+                .unwrap();
+            assert!(volume["emptyDir"].is_object(), "{suffix}: {volume}");
+        }
+    }
+}
