@@ -181,17 +181,18 @@ struct ContainerProcess {
     memory_limit: Option<u64>,
 }
 
-fn container_process(node: &NodeCluster, pod: &Pod) -> ContainerProcess {
+/// The process of the pod's running container, if it has one right now (a container being
+/// restarted has none, and its status may still name the old one).
+fn container_process(node: &NodeCluster, pod: &Pod) -> Option<ContainerProcess> {
     let id = pod
         .status
         .as_ref()
         .and_then(|s| s.container_statuses.as_ref())
         .and_then(|c| c.first())
-        .and_then(|c| c.container_id.clone())
-        .expect("a running container");
-    let pid = node.container_pid(&id).expect("its task on the node");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+        .and_then(|c| c.container_id.clone())?;
+    let pid = node.container_pid(&id)?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
     // mountinfo: "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS …"
     let root_read_only = mountinfo.lines().any(|line| {
         let fields: Vec<&str> = line.split(' ').collect();
@@ -201,7 +202,7 @@ fn container_process(node: &NodeCluster, pod: &Pod) -> ContainerProcess {
                 .is_some_and(|o| o.split(',').any(|x| x == "ro"))
     });
     // cgroup v1: "N:memory:/kubepods/…"
-    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let memory_limit = cgroup
         .lines()
         .find_map(|l| l.split_once(":memory:").map(|(_, path)| path.to_owned()))
@@ -210,11 +211,35 @@ fn container_process(node: &NodeCluster, pod: &Pod) -> ContainerProcess {
                 .ok()
         })
         .and_then(|v| v.trim().parse().ok());
-    ContainerProcess {
+    Some(ContainerProcess {
         status,
         root_read_only,
         memory_limit,
-    }
+    })
+}
+
+/// The `n` Ready Pods of `component` and their containers' processes, once each has one.
+async fn running_processes(
+    node: &NodeCluster,
+    pods: &Api<Pod>,
+    component: &str,
+    n: usize,
+) -> Vec<(Pod, ContainerProcess)> {
+    eventually(
+        &format!("{n} Ready {component} Pods with a running container"),
+        Duration::from_secs(120),
+        async || {
+            let running = pods_of(pods, component).await;
+            if running.len() != n || !running.iter().all(is_ready) {
+                return None;
+            }
+            running
+                .into_iter()
+                .map(|pod| container_process(node, &pod).map(|process| (pod, process)))
+                .collect()
+        },
+    )
+    .await
 }
 
 fn status_field<'a>(status: &'a str, name: &str) -> &'a str {
@@ -359,10 +384,7 @@ async fn the_chart_runs_as_pods_and_rolls_evicts_and_fails_over() {
         ("mcp-server", 256 << 20),
         ("webhook", 128 << 20),
     ] {
-        let running = pods_of(&pods, component).await;
-        assert_eq!(running.len(), 2, "{component}: {:?}", names(&running));
-        for pod in &running {
-            let process = container_process(&node, pod);
+        for (pod, process) in running_processes(&node, &pods, component, 2).await {
             let what = format!("{component} {:?}", pod.metadata.name);
             assert!(
                 status_field(&process.status, "Uid").starts_with("65532\t65532"),
@@ -680,10 +702,11 @@ async fn a_controller_under_a_too_small_memory_limit_is_oom_killed_and_restarts(
     install("install", &[]);
     let pods: Api<Pod> = Api::namespaced(cluster.client(), NAMESPACE);
     let idle_anon = {
-        let pod = pods_of(&pods, "controller").await.remove(0);
         // Settled after its first lists.
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let process = container_process(&node, &pod);
+        let (_, process) = running_processes(&node, &pods, "controller", 1)
+            .await
+            .remove(0);
         status_field(&process.status, "RssAnon")
             .trim_end_matches(" kB")
             .trim()
@@ -703,14 +726,16 @@ async fn a_controller_under_a_too_small_memory_limit_is_oom_killed_and_restarts(
     install("upgrade", &small);
     // The control: idle, it lives under that limit.
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let idle = pods_of(&pods, "controller").await;
-    assert_eq!(idle.len(), 1, "{:?}", names(&idle));
-    let (restarts, last, _) = controller_container(&idle[0]);
+    let (idle, _) = running_processes(&node, &pods, "controller", 1)
+        .await
+        .remove(0);
+    let (restarts, last, _) = controller_container(&idle);
     assert!(
-        restarts == 0 && is_ready(&idle[0]),
+        last.as_deref() != Some("OOMKilled"),
         "idle under {limit_mib} MiB: {restarts} restarts, last {last:?}"
     );
 
+    let before = restarts;
     let out = cluster.kubectl_stdin(
         &["apply", "--server-side", "-f", "-"],
         &tenants_yaml("oom", CONFIGS),
@@ -726,7 +751,7 @@ async fn a_controller_under_a_too_small_memory_limit_is_oom_killed_and_restarts(
         async || {
             let pod = pods_of(&pods, "controller").await.into_iter().next()?;
             let (restarts, last, waiting) = controller_container(&pod);
-            (restarts >= 2
+            (restarts >= before + 2
                 && last.as_deref() == Some("OOMKilled")
                 && waiting.as_deref() == Some("CrashLoopBackOff"))
             .then_some(restarts)
@@ -758,17 +783,17 @@ async fn a_controller_under_a_too_small_memory_limit_is_oom_killed_and_restarts(
     .await;
 }
 
-/// Waits until the one controller replica is Ready and has not restarted.
+/// Waits until the one controller replica is Ready and was never OOM-killed.
 async fn all_controller_ready(pods: &Api<Pod>) {
     eventually(
-        "the controller Ready without restarts",
+        "the controller Ready and never OOM-killed",
         Duration::from_secs(180),
         async || {
             let running = pods_of(pods, "controller").await;
             (running.len() == 1
                 && is_ready(&running[0])
-                && controller_container(&running[0]).0 == 0)
-                .then_some(())
+                && controller_container(&running[0]).1.as_deref() != Some("OOMKilled"))
+            .then_some(())
         },
     )
     .await;
