@@ -4,6 +4,11 @@
 //! a tenant config against a real Postgres, the management server (as its) registers and
 //! deletes one, an application's sample app (as its account) reads configs through the client
 //! library and cannot write, and a tenant admin is refused another tenant's namespace.
+//!
+//! The workloads run as local processes under their ServiceAccounts' tokens
+//! (`tenant_mcp_e2e::workload`), not as Pods, for speed: what is tested is what each account
+//! may do, on the API-only control plane that starts in a few seconds; the chart as real Pods
+//! on a kubelet is `pods.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
