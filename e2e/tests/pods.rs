@@ -178,6 +178,8 @@ async fn all_rolled_out(cluster: &Cluster, timeout: Duration) {
 struct ContainerProcess {
     status: String,
     root_read_only: bool,
+    /// Every mount point in the container.
+    mount_points: BTreeSet<String>,
     memory_limit: Option<u64>,
 }
 
@@ -201,6 +203,10 @@ fn container_process(node: &NodeCluster, pod: &Pod) -> Option<ContainerProcess> 
                 .get(5)
                 .is_some_and(|o| o.split(',').any(|x| x == "ro"))
     });
+    let mount_points = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4).map(str::to_owned))
+        .collect();
     // cgroup v1: "N:memory:/kubepods/…"
     let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let memory_limit = cgroup
@@ -214,6 +220,7 @@ fn container_process(node: &NodeCluster, pod: &Pod) -> Option<ContainerProcess> 
     Some(ContainerProcess {
         status,
         root_read_only,
+        mount_points,
         memory_limit,
     })
 }
@@ -398,6 +405,19 @@ async fn the_chart_runs_as_pods_and_rolls_evicts_and_fails_over() {
                 "{what}"
             );
             assert!(process.root_read_only, "{what}: root filesystem writable");
+            // The volumes as rendered: a writable /tmp, the mirror's keys, the JWT secret.
+            let mounted: &[&str] = match component {
+                "controller" => &["/tmp", "/etc/tenant-mcp/keys"],
+                "mcp-server" => &["/tmp", "/etc/tenant-mcp/auth"],
+                _ => &[],
+            };
+            for path in mounted {
+                assert!(
+                    process.mount_points.contains(*path),
+                    "{what}: {path} not mounted: {:?}",
+                    process.mount_points
+                );
+            }
             assert_eq!(process.memory_limit, Some(limit), "{what}");
         }
     }
