@@ -6,8 +6,9 @@
 //! upgrade` rolling Pods, the PDB holding an eviction, the leading controller Pod deleted
 //! mid-promotion, and the OOM kill of a controller whose limit is below its working set.
 //!
-//! Each test starts one node (about 10 s, and 100 MiB for the node's processes); every step
-//! of a test runs on it, rather than one node per step.
+//! Each test starts one node (about 7 s to Ready) and runs every step on it, rather than one
+//! node per step. The tests run one at a time (`.config/nextest.toml`, test group `node`): two
+//! nodes on one host broke each other's Pods.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
