@@ -39,6 +39,16 @@ pub fn kubectl_path() -> PathBuf {
     }
 }
 
+/// helm: `$HELM`, else the project's pinned copy in `.tools/bin` (`scripts/test` installs it),
+/// else `helm` on PATH.
+pub fn helm_path() -> Result<PathBuf, crate::stack::StackError> {
+    crate::stack::tool(
+        "helm",
+        "HELM",
+        "run scripts/test, which installs helm into .tools/bin",
+    )
+}
+
 /// A kube-rs client for a kubeconfig file.
 pub async fn client_for(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
     let kc = Kubeconfig::read_from(kubeconfig)
@@ -350,8 +360,7 @@ pub async fn create_global_config(
 /// `--set` values (and the CRDs with `include_crds`): the YAML, or helm's error. helm is the
 /// project's pinned copy (`scripts/test` installs it) or `$HELM`.
 pub fn helm_template(sets: &[&str], include_crds: bool) -> Result<String, String> {
-    let helm = crate::stack::tool("helm", "HELM", "run scripts/test, which installs helm")
-        .map_err(|e| e.to_string())?;
+    let helm = helm_path().map_err(|e| e.to_string())?;
     let mut command = std::process::Command::new(helm);
     command
         .args(["template", "t", "--namespace", "tenant-mcp-system"])

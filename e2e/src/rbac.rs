@@ -211,8 +211,7 @@ pub fn chart_values(extra: &[&str]) -> Vec<String> {
 
 /// `helm` with `args` against the cluster at `kubeconfig`: its output, or helm's error.
 pub fn helm(kubeconfig: &Path, args: &[&str]) -> Result<String, String> {
-    let helm = crate::stack::tool("helm", "HELM", "run scripts/test, which installs helm")
-        .map_err(|e| e.to_string())?;
+    let helm = crate::harness::helm_path().map_err(|e| e.to_string())?;
     let out = Command::new(helm)
         .env("KUBECONFIG", kubeconfig)
         .args(args)
@@ -232,6 +231,11 @@ pub fn helm(kubeconfig: &Path, args: &[&str]) -> Result<String, String> {
 /// `helm install` (or `upgrade --install`) of the project's chart as release [`RELEASE`] in
 /// [`NS`] with `--set` values; helm's output.
 pub fn helm_install(kubeconfig: &Path, sets: &[String]) -> Result<String, String> {
+    helm_release(kubeconfig, sets, &[])
+}
+
+/// [`helm_install`] with further helm flags (`--wait`, `--timeout 300s`).
+pub fn helm_release(kubeconfig: &Path, sets: &[String], flags: &[&str]) -> Result<String, String> {
     let chart = repo_root().join("charts/tenant-mcp").display().to_string();
     let mut args = vec![
         "upgrade",
@@ -241,6 +245,7 @@ pub fn helm_install(kubeconfig: &Path, sets: &[String]) -> Result<String, String
         "--namespace",
         NS,
     ];
+    args.extend_from_slice(flags);
     for set in sets {
         args.extend(["--set", set.as_str()]);
     }

@@ -14,15 +14,10 @@ use std::process::Command;
 use serde::Deserialize as _;
 use serde_json::Value;
 use tenant_mcp_e2e::harness::helm_template;
-use tenant_mcp_e2e::stack::{repo_root, tool};
+use tenant_mcp_e2e::stack::repo_root;
 
 fn helm() -> PathBuf {
-    tool(
-        "helm",
-        "HELM",
-        "run scripts/test, which installs helm into .tools/bin",
-    )
-    .unwrap()
+    tenant_mcp_e2e::harness::helm_path().unwrap()
 }
 
 /// The chart's YAML for `sets`, without the CRDs.

@@ -19,23 +19,19 @@ use tenant_mcp_e2e::stack::{repo_root, tenant_mcp_binary};
 fn final_stage() -> (String, String, Vec<String>) {
     let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();
     let stage = dockerfile.rsplit("\nFROM ").next().unwrap();
-    let copied = stage
-        .lines()
-        .find_map(|l| l.strip_prefix("COPY --from=build /tenant-mcp "))
-        .expect("the final stage copies the binary")
-        .trim()
-        .to_owned();
-    let user = stage
-        .lines()
-        .find_map(|l| l.strip_prefix("USER "))
-        .expect("the final stage names a user")
-        .trim()
-        .to_owned();
-    let entrypoint = stage
-        .lines()
-        .find_map(|l| l.strip_prefix("ENTRYPOINT "))
-        .expect("the final stage has an entrypoint");
-    (copied, user, serde_json::from_str(entrypoint).unwrap())
+    // What follows `prefix` on the stage's line that starts with it.
+    let after = |prefix: &str| {
+        stage
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("the final stage has no `{prefix}` line"))
+            .trim()
+            .to_owned()
+    };
+    let copied = after("COPY --from=build /tenant-mcp ");
+    let user = after("USER ");
+    let entrypoint = after("ENTRYPOINT ");
+    (copied, user, serde_json::from_str(&entrypoint).unwrap())
 }
 
 /// `tar -xOf archive member`.

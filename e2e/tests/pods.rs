@@ -13,8 +13,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -24,24 +22,14 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams};
 use serde_json::json;
 use tenant_mcp::api::TenantMcpConfig;
-use tenant_mcp_e2e::harness::Cluster;
+use tenant_mcp_e2e::harness::{Cluster, wait_for};
 use tenant_mcp_e2e::image::{PackedImage, TENANT_MCP, pack_built};
+use tenant_mcp_e2e::rbac::{NS, RELEASE, helm_release};
 use tenant_mcp_e2e::scenario;
 use tenant_mcp_e2e::stack::node::NodeCluster;
 use tenant_mcp_e2e::stack::postgres::{Postgres, PostgresOptions};
-use tenant_mcp_e2e::stack::{repo_root, tool};
-
-const NAMESPACE: &str = "tenant-mcp-system";
-const RELEASE: &str = "t";
-
-fn helm() -> PathBuf {
-    tool(
-        "helm",
-        "HELM",
-        "run scripts/test, which installs helm into .tools/bin",
-    )
-    .unwrap()
-}
+use tenant_mcp_e2e::stack::process::status_bytes;
+use tenant_mcp_e2e::stack::repo_root;
 
 /// A node with the tenant-mcp image imported, and a harness cluster on its API.
 async fn node_with_image() -> (NodeCluster, Cluster, PackedImage) {
@@ -57,21 +45,11 @@ async fn node_with_image() -> (NodeCluster, Cluster, PackedImage) {
     (node, cluster, image)
 }
 
-/// `helm <args> --set …` against the node; its output, or a panic with helm's error.
-fn helm_on(node: &NodeCluster, args: &[&str], sets: &[String]) -> String {
-    let out = Command::new(helm())
-        .env("KUBECONFIG", node.kubeconfig())
-        .args(args)
-        .args(sets.iter().flat_map(|s| ["--set", s.as_str()]))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "helm {args:?} {sets:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// The chart installed (or upgraded) as the release on the node with `sets`, waiting up to
+/// `timeout` for its workloads: helm's output, or a panic with its error.
+fn install_on(node: &NodeCluster, sets: &[String], timeout: &str) -> String {
+    helm_release(&node.kubeconfig(), sets, &["--wait", "--timeout", timeout])
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn image_values(image: &PackedImage) -> Vec<String> {
@@ -81,22 +59,6 @@ fn image_values(image: &PackedImage) -> Vec<String> {
         // Imported, never pulled: there is no registry.
         "image.pullPolicy=Never".into(),
     ]
-}
-
-/// Polls `check` every 200 ms until it gives a value; panics naming `what` after `timeout`.
-async fn eventually<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Whether every replica of the Deployment is updated and available (`kubectl rollout
@@ -162,8 +124,8 @@ fn names(pods: &[Pod]) -> BTreeSet<String> {
 
 /// Waits until every Deployment of the release is rolled out.
 async fn all_rolled_out(cluster: &Cluster, timeout: Duration) {
-    let deployments: Api<Deployment> = Api::namespaced(cluster.client(), NAMESPACE);
-    eventually(
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client(), NS);
+    wait_for(
         "every Deployment of the release Available",
         timeout,
         async || {
@@ -233,7 +195,7 @@ async fn running_processes(
     component: &str,
     n: usize,
 ) -> Vec<(Pod, ContainerProcess)> {
-    eventually(
+    wait_for(
         &format!("{n} Ready {component} Pods with a running container"),
         Duration::from_secs(120),
         async || {
@@ -320,14 +282,14 @@ async fn the_chart_runs_as_pods_and_rolls_evicts_and_fails_over() {
     let pg = postgres_for_pods(&node).await;
     let host = node.host_ip();
 
-    cluster.kubectl_ok(&["create", "namespace", NAMESPACE]);
+    cluster.kubectl_ok(&["create", "namespace", NS]);
     for (name, url) in [
         ("controller-database", &pg.controller_url),
         ("migration-database", &pg.owner_url),
     ] {
         cluster.kubectl_ok(&[
             "-n",
-            NAMESPACE,
+            NS,
             "create",
             "secret",
             "generic",
@@ -335,7 +297,6 @@ async fn the_chart_runs_as_pods_and_rolls_evicts_and_fails_over() {
             &format!("--from-literal=url={url}"),
         ]);
     }
-    let chart = repo_root().join("charts/tenant-mcp").display().to_string();
     let mut values = image_values(&image);
     values.extend([
         "database.enabled=true".into(),
@@ -345,20 +306,7 @@ async fn the_chart_runs_as_pods_and_rolls_evicts_and_fails_over() {
         format!("globalConfig.endpointPolicy.allowedCidrs={{{host}/32}}"),
     ]);
     let started = Instant::now();
-    let out = helm_on(
-        &node,
-        &[
-            "install",
-            RELEASE,
-            &chart,
-            "-n",
-            NAMESPACE,
-            "--wait",
-            "--timeout",
-            "300s",
-        ],
-        &values,
-    );
+    let out = install_on(&node, &values, "300s");
     assert!(out.contains("STATUS: deployed"), "{out}");
     eprintln!("helm install --wait: {:?}", started.elapsed());
     all_rolled_out(&cluster, Duration::from_secs(60)).await;
@@ -378,7 +326,7 @@ async fn the_chart_runs_as_pods_and_rolls_evicts_and_fails_over() {
     .await
     .unwrap();
     assert!(table_owner.starts_with("owner_"), "{table_owner}");
-    let jobs = cluster.kubectl_ok(&["-n", NAMESPACE, "get", "jobs", "-o", "name"]);
+    let jobs = cluster.kubectl_ok(&["-n", NS, "get", "jobs", "-o", "name"]);
     assert_eq!(
         jobs.trim(),
         "",
@@ -386,7 +334,7 @@ async fn the_chart_runs_as_pods_and_rolls_evicts_and_fails_over() {
     );
 
     // Every container as the node runs it.
-    let pods: Api<Pod> = Api::namespaced(cluster.client(), NAMESPACE);
+    let pods: Api<Pod> = Api::namespaced(cluster.client(), NS);
     for (component, limit) in [
         ("controller", 256u64 << 20),
         ("mcp-server", 256 << 20),
@@ -505,7 +453,7 @@ async fn the_chart_runs_as_pods_and_rolls_evicts_and_fails_over() {
         .await
         .is_ok_and(|n| n == 1)
     };
-    eventually("acme's mirror row", Duration::from_secs(60), async || {
+    wait_for("acme's mirror row", Duration::from_secs(60), async || {
         mirrored().await.then_some(())
     })
     .await;
@@ -514,20 +462,7 @@ async fn the_chart_runs_as_pods_and_rolls_evicts_and_fails_over() {
     let before: BTreeSet<String> = names(&pods.list(&ListParams::default()).await.unwrap().items);
     let mut upgraded = values.clone();
     upgraded.push("logLevel=debug".into());
-    helm_on(
-        &node,
-        &[
-            "upgrade",
-            RELEASE,
-            &chart,
-            "-n",
-            NAMESPACE,
-            "--wait",
-            "--timeout",
-            "300s",
-        ],
-        &upgraded,
-    );
+    install_on(&node, &upgraded, "300s");
     all_rolled_out(&cluster, Duration::from_secs(120)).await;
     for component in ["controller", "mcp-server", "webhook"] {
         let now = names(&pods_of(&pods, component).await);
@@ -541,8 +476,8 @@ async fn the_chart_runs_as_pods_and_rolls_evicts_and_fails_over() {
     // The PDB (minAvailable 1) lets one webhook replica go and holds the other. The
     // disruption controller first has to count the rolled Pods (until then its status may
     // still count the old ones, as `kubectl drain` would meet it too).
-    let budgets: Api<PodDisruptionBudget> = Api::namespaced(cluster.client(), NAMESPACE);
-    let webhooks = eventually(
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(cluster.client(), NS);
+    let webhooks = wait_for(
         "the webhook's PDB to count two healthy replicas",
         Duration::from_secs(60),
         async || {
@@ -569,12 +504,12 @@ async fn the_chart_runs_as_pods_and_rolls_evicts_and_fails_over() {
             &[
                 "create",
                 "--raw",
-                &format!("/api/v1/namespaces/{NAMESPACE}/pods/{pod}/eviction"),
+                &format!("/api/v1/namespaces/{NS}/pods/{pod}/eviction"),
                 "-f",
                 "-",
             ],
             &json!({"apiVersion": "policy/v1", "kind": "Eviction",
-                    "metadata": {"name": pod, "namespace": NAMESPACE}})
+                    "metadata": {"name": pod, "namespace": NS}})
             .to_string(),
         )
     };
@@ -589,12 +524,12 @@ async fn the_chart_runs_as_pods_and_rolls_evicts_and_fails_over() {
     assert!(
         !out.status.success() && stderr.contains("would violate the pod's disruption budget"),
         "evicting {second} after {first}: {stderr}\nbefore: {described:?}\n{}",
-        cluster.kubectl_ok(&["-n", NAMESPACE, "get", "pods", "-o", "wide"])
+        cluster.kubectl_ok(&["-n", NS, "get", "pods", "-o", "wide"])
     );
     all_rolled_out(&cluster, Duration::from_secs(120)).await;
 
     // The leading controller Pod is deleted while a promotion is in flight.
-    let leases: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
     let lease_name = format!("{RELEASE}-tenant-mcp-controller");
     let holder = async || {
         leases
@@ -603,14 +538,14 @@ async fn the_chart_runs_as_pods_and_rolls_evicts_and_fails_over() {
             .ok()
             .and_then(|l| l.spec?.holder_identity)
     };
-    let leader = eventually("a controller leader", Duration::from_secs(60), holder).await;
+    let leader = wait_for("a controller leader", Duration::from_secs(60), holder).await;
     let controllers = names(&pods_of(&pods, "controller").await);
     assert!(
         controllers.contains(&leader),
         "{leader} not in {controllers:?}"
     );
     scenario::apply(&client, &acme(7)).await.unwrap();
-    cluster.kubectl_ok(&["-n", NAMESPACE, "delete", "pod", &leader, "--wait=false"]);
+    cluster.kubectl_ok(&["-n", NS, "delete", "pod", &leader, "--wait=false"]);
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         // Last-known-good holds throughout: the active config and the mirror row stay.
@@ -694,46 +629,27 @@ fn controller_container(pod: &Pod) -> (i32, Option<String>, Option<String>) {
 async fn a_controller_under_a_too_small_memory_limit_is_oom_killed_and_restarts() {
     const CONFIGS: usize = 1500;
     let (node, cluster, image) = node_with_image().await;
-    cluster.kubectl_ok(&["create", "namespace", NAMESPACE]);
-    let chart = repo_root().join("charts/tenant-mcp").display().to_string();
+    cluster.kubectl_ok(&["create", "namespace", NS]);
     let mut values = image_values(&image);
     values.extend([
         "webhook.enabled=false".into(),
         "mcpServer.enabled=false".into(),
         "controller.replicas=1".into(),
     ]);
-    let install = |verb: &str, extra: &[String]| {
+    let install = |extra: &[String]| {
         let mut sets = values.clone();
         sets.extend_from_slice(extra);
-        helm_on(
-            &node,
-            &[
-                verb,
-                RELEASE,
-                &chart,
-                "-n",
-                NAMESPACE,
-                "--wait",
-                "--timeout",
-                "180s",
-            ],
-            &sets,
-        );
+        install_on(&node, &sets, "180s");
     };
-    install("install", &[]);
-    let pods: Api<Pod> = Api::namespaced(cluster.client(), NAMESPACE);
+    install(&[]);
+    let pods: Api<Pod> = Api::namespaced(cluster.client(), NS);
     let idle_anon = {
         // Settled after its first lists.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let (_, process) = running_processes(&node, &pods, "controller", 1)
             .await
             .remove(0);
-        status_field(&process.status, "RssAnon")
-            .trim_end_matches(" kB")
-            .trim()
-            .parse::<u64>()
-            .unwrap()
-            * 1024
+        status_bytes(&process.status, "RssAnon").expect("RssAnon in /proc/PID/status")
     };
     let limit_mib = (idle_anon * 2).max(idle_anon + (4 << 20)).div_ceil(1 << 20);
     eprintln!(
@@ -744,7 +660,7 @@ async fn a_controller_under_a_too_small_memory_limit_is_oom_killed_and_restarts(
         format!("controller.resources.limits.memory={limit_mib}Mi"),
         format!("controller.resources.requests.memory={limit_mib}Mi"),
     ];
-    install("upgrade", &small);
+    install(&small);
     // The control: idle, it lives under that limit.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (idle, _) = running_processes(&node, &pods, "controller", 1)
@@ -766,7 +682,7 @@ async fn a_controller_under_a_too_small_memory_limit_is_oom_killed_and_restarts(
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let looping = eventually(
+    let looping = wait_for(
         "the controller OOM-killed twice and in CrashLoopBackOff",
         Duration::from_secs(300),
         async || {
@@ -784,10 +700,10 @@ async fn a_controller_under_a_too_small_memory_limit_is_oom_killed_and_restarts(
     );
 
     // The default limit again: the controller comes up and reconciles the configs.
-    install("upgrade", &[]);
+    install(&[]);
     all_controller_ready(&pods).await;
     let configs: Api<TenantMcpConfig> = Api::all(cluster.client());
-    eventually(
+    wait_for(
         "every config reconciled by the restored controller",
         Duration::from_secs(300),
         async || {
@@ -806,7 +722,7 @@ async fn a_controller_under_a_too_small_memory_limit_is_oom_killed_and_restarts(
 
 /// Waits until the one controller replica is Ready and was never OOM-killed.
 async fn all_controller_ready(pods: &Api<Pod>) {
-    eventually(
+    wait_for(
         "the controller Ready and never OOM-killed",
         Duration::from_secs(180),
         async || {

@@ -277,10 +277,16 @@ impl Drop for Service {
 /// The peak resident memory of process `pid` so far (`VmHWM`), in bytes.
 pub fn peak_rss(pid: u32) -> std::io::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status_bytes(&status, "VmHWM")
+        .ok_or_else(|| std::io::Error::other(format!("no VmHWM in /proc/{pid}/status")))
+}
+
+/// A memory field (`VmRSS`, `VmHWM`, `RssAnon`, …) of the text of a `/proc/PID/status`, in
+/// bytes.
+pub fn status_bytes(status: &str, field: &str) -> Option<u64> {
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kib| kib * 1024)
-        .ok_or_else(|| std::io::Error::other(format!("no VmHWM in /proc/{pid}/status")))
 }

@@ -238,15 +238,7 @@ through its heaviest work there; its memory is read from `/proc/<pid>/status` wh
 /// Resident set size of process `pid` (`self` for this one), in bytes.
 fn rss_of(pid: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .context("no VmRSS")?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()?;
-    Ok(kib * 1024)
+    tenant_mcp_e2e::stack::process::status_bytes(&status, "VmRSS").context("no VmRSS")
 }
 
 async fn run(

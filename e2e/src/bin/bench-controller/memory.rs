@@ -67,20 +67,13 @@ pub struct Memory {
 /// `VmRSS` and `VmHWM` of process `pid`.
 pub fn footprint(pid: u32) -> anyhow::Result<Footprint> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| -> anyhow::Result<u64> {
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .with_context(|| format!("no {name} in /proc/{pid}/status"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()?;
-        Ok(kib * 1024)
+    let field = |name: &str| {
+        tenant_mcp_e2e::stack::process::status_bytes(&status, name)
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))
     };
     Ok(Footprint {
-        rss: field("VmRSS:")?,
-        peak: field("VmHWM:")?,
+        rss: field("VmRSS")?,
+        peak: field("VmHWM")?,
     })
 }
 
