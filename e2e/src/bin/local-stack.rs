@@ -23,6 +23,9 @@ use tenant_mcp_e2e::stack::node::NodeCluster;
 use tenant_mcp_e2e::stack::postgres::{Postgres, PostgresOptions};
 use tenant_mcp_e2e::stack::s3::S3Server;
 
+/// Where the servers listen without a node.
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 /// The bucket created empty on each S3 server (`STACK_S3_BUCKET`).
 const BUCKET: &str = "documents";
 
@@ -90,7 +93,7 @@ impl Cluster {
     /// Where the servers listen: loopback, or the address Pods reach this host at.
     fn host_ip(&self) -> std::net::IpAddr {
         match self {
-            Self::Api(_) => std::net::IpAddr::from([127, 0, 0, 1]),
+            Self::Api(_) => LOOPBACK,
             Self::Node(node) => node.host_ip(),
         }
     }
@@ -154,8 +157,33 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("resolving {}", args.state_dir.display()))?;
     let mut timings = Vec::new();
 
-    // The slow starters (initdb, node) first, in the background.
-    // The cluster first: with a node, every server listens on its HOST_IP.
+    // The slow starters in the background: the MCP reference server; the images (packing
+    // needs no node); and Postgres, at once on loopback for the API alone, but after a node,
+    // whose address for Pods it listens on.
+    let everything = tokio::task::spawn_blocking(|| {
+        let start = Instant::now();
+        EverythingMcpServer::start().map(|s| (s, start.elapsed()))
+    });
+    let packing = args.node.then(|| {
+        tokio::task::spawn_blocking(|| {
+            let start = Instant::now();
+            let tenant_mcp = pack_built(TENANT_MCP)?;
+            let sample_app = pack_built(SAMPLE_APP)?;
+            Ok::<_, tenant_mcp_e2e::stack::StackError>((tenant_mcp, sample_app, start.elapsed()))
+        })
+    });
+    let start_postgres = |host: std::net::IpAddr, pod_cidr: Option<String>| {
+        tokio::task::spawn_blocking(move || {
+            let start = Instant::now();
+            let options = PostgresOptions {
+                pod_access: pod_cidr.as_deref().map(|cidr| (host, cidr)),
+                ..PostgresOptions::default()
+            };
+            Postgres::start_with(&options).map(|pg| (pg, start.elapsed()))
+        })
+    };
+    let early_postgres = (!args.node).then(|| start_postgres(LOOPBACK, None));
+
     let start = Instant::now();
     let kubeconfig = state_dir.join("kubeconfig");
     let cluster = if args.node {
@@ -177,35 +205,22 @@ async fn main() -> anyhow::Result<()> {
     tenant_mcp_e2e::harness::install_crds(&client).await?;
     timings.push((cluster.what(), start.elapsed()));
     let host = cluster.host_ip();
-    let pod_cidr = cluster.pod_cidr();
-
-    let postgres = tokio::task::spawn_blocking(move || {
-        let start = Instant::now();
-        let options = PostgresOptions {
-            pod_access: pod_cidr.as_deref().map(|cidr| (host, cidr)),
-            ..PostgresOptions::default()
-        };
-        Postgres::start_with(&options).map(|pg| (pg, start.elapsed()))
-    });
-    let everything = tokio::task::spawn_blocking(|| {
-        let start = Instant::now();
-        EverythingMcpServer::start().map(|s| (s, start.elapsed()))
-    });
-    let images = match &cluster {
-        Cluster::Node(node) => {
+    let postgres = match early_postgres {
+        Some(postgres) => postgres,
+        None => start_postgres(host, cluster.pod_cidr()),
+    };
+    let images = match (&cluster, packing) {
+        (Cluster::Node(node), Some(packing)) => {
+            let (tenant_mcp, sample_app, packed) = packing.await?.context("packing the images")?;
+            timings.push(("images packed", packed));
             let start = Instant::now();
-            let packed = tokio::task::block_in_place(|| -> anyhow::Result<_> {
-                let tenant_mcp = pack_built(TENANT_MCP)?;
-                let sample_app = pack_built(SAMPLE_APP)?;
-                node.import(&tenant_mcp)?;
-                node.import(&sample_app)?;
-                Ok((tenant_mcp, sample_app))
-            })
-            .context("packing and importing the images")?;
-            timings.push(("images packed and imported", start.elapsed()));
-            Some(packed)
+            node.import(&tenant_mcp)
+                .and_then(|()| node.import(&sample_app))
+                .context("importing the images into the node")?;
+            timings.push(("images imported", start.elapsed()));
+            Some((tenant_mcp, sample_app))
         }
-        Cluster::Api(_) => None,
+        _ => None,
     };
 
     let (global_key, global_secret) = ("global-access".to_owned(), secret());
